@@ -6,6 +6,7 @@ Public names are re-exported here; torch is never imported by ``import casdri``.
 from __future__ import annotations
 
 from .accumulator import CapiSdri, CapiSdriResult
+from .cache import CacheWriter, DecisionCache, load_cache, write_part
 from .errors import (
     AudioFileError, CacheError, CacheKeyError, CacheSchemaError, CasdriError, FolderLayoutError,
     InputError, LabelError, PolicyError,
@@ -15,6 +16,12 @@ from .metric import (
     LabelCounts, ca_sdri_2025, capi_sdri, capi_sdri_from_snr, label_accuracies, label_counts,
     snr_db,
 )
+from .policies import (
+    BaselineParams, OracleParams, RefineParams, get_policy, load_policy_yaml, required_keys,
+)
+from .replay import ReplayMatrix, ReplayResult, decisions, replay, replay_matrix, replay_pairs
+from .schema import SCHEMA_VERSION, CacheMeta
+from .scoring import score_folders
 
 __version__ = "0.1.0"
 
@@ -24,6 +31,11 @@ __all__ = [
     "label_counts", "label_accuracies", "LabelCounts",
     "CapiSdri", "CapiSdriResult",
     "LabelSet", "get_label_set", "DCASE2026T4", "DCASE2025T4", "SILENCE",
+    "score_folders",
+    "load_cache", "DecisionCache", "CacheWriter", "write_part", "CacheMeta", "SCHEMA_VERSION",
+    "replay", "replay_matrix", "replay_pairs", "decisions", "ReplayResult", "ReplayMatrix",
+    "BaselineParams", "RefineParams", "OracleParams", "get_policy", "load_policy_yaml",
+    "required_keys",
     "CasdriError", "InputError", "LabelError", "AudioFileError", "FolderLayoutError",
     "CacheError", "CacheSchemaError", "CacheKeyError", "PolicyError",
 ]
