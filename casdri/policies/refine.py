@@ -1,0 +1,210 @@
+"""``refine``: the tagging-driven refinement system (dual-tagger fusion, verification with a
+re-tagger, re-separation, gates, dual-separator selection).
+
+Conventions:
+    * Tagger roles: the tagger named ``4ch`` and the one named ``1ch`` when both exist;
+      otherwise the cache's first tagger plays the 4ch role and its second (if any) the 1ch
+      role. ``w`` weights the 4ch probability.
+    * Thresholds are per class (one float or ``{label: value}``); comparisons are in float64
+      on float32 probabilities (as cached). "Off" values: ``verify_thr`` 0, ``drop_thr`` 0,
+      ``energy_gate_db`` -inf, ``prob_gate`` 0, ``silence_thr`` +inf, ``solo_keep_*`` 0.
+
+Decision, in this exact order (the jitted kernel `casdri._kernels._decide_refine` and
+`decide` below implement it independently and are tested equal):
+
+(a) Fusion. Per track, each tagger's most probable non-silence class (argmax over the C
+    classes, ties to the lower index) and its probability. Per class, each tagger's
+    instances are sorted by probability (descending; ties keep track order) and paired rank
+    by rank. A paired instance has confidence ``w·p_4ch + (1 − w)·p_1ch``; an unpaired one
+    keeps its own probability and survives only if it is ``>= solo_keep_4ch[c]`` (or
+    ``solo_keep_1ch[c]``). Instances are ordered by (class, rank). The K most confident
+    (K = number of tracks) become the queries; ties go to the lower instance (lower class,
+    then better rank). Slot order: class ascending, then confidence descending, then instance
+    order; slot i of the query carries the confidence of its instance.
+(b) Separate: look up the canonical query (sorted ascending).
+(f)+(e) Stems of a lookup: stage ``stage`` of separator 0 (``select_separator=0``), of
+    separator 1 (``1``), or per slot the one of the two whose re-tagging probability of the
+    slot's class is higher, ties to separator 0 (``2``; with one separator, 2 means 0).
+(c) Verify on those stems: re-tagging probability of class c = max over retagger tracks.
+    Confirmed if it is ``>= verify_thr[c]`` (``verify_mode="threshold"``) or if c is the
+    argmax of the C max-over-track probabilities, ties to the lower index (``"argmax"``). An
+    unconfirmed slot whose confidence is ``< drop_thr[c]`` is dropped. If any was dropped, the
+    remaining queries are looked up again ((b), (f)+(e) once more, no second verification);
+    none left → no stems.
+(d) Gates on the final stems: silence if ``energy_db < energy_gate_db[c]``, or confidence
+    ``< prob_gate[c]``, or retag silence probability (min over tracks) ``>= silence_thr[c]``.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from .. import _kernels as K_
+from ._base import (Decision, Lookup, PolicyParams, SoundscapeInputs, choice, pick_slots,
+                    scalar, threshold)
+
+__all__ = ["RefineParams", "NAME", "KERNEL_ID", "prepare", "decide", "required_keys",
+           "fusion_roles", "fused_instances"]
+
+NAME = "refine"
+KERNEL_ID = K_.POLICY_REFINE
+Thr = Union[float, dict]
+
+
+def _separator_choices(meta) -> tuple:
+    return (0, 1, 2) if len(meta.separators) > 1 else (0, 2)
+
+
+def _stages(meta) -> tuple:
+    return tuple(range(meta.n_stages))
+
+
+@dataclass(frozen=True)
+class RefineParams(PolicyParams):
+    """Parameters of ``refine`` (field order = encoded order; see the module docstring)."""
+
+    policy = NAME
+    w: float = scalar(0.5, 0.0, 1.0, "weight of p_4ch in a paired instance's confidence")
+    solo_keep_1ch: Thr = threshold(0.5, 0.0, 1.0, "min probability of an unpaired 1ch instance")
+    solo_keep_4ch: Thr = threshold(0.5, 0.0, 1.0, "min probability of an unpaired 4ch instance")
+    verify_thr: Thr = threshold(0.5, 0.0, 1.0, "retag probability that confirms a stem")
+    drop_thr: Thr = threshold(0.0, 0.0, 1.0, "unconfirmed queries below it are dropped")
+    energy_gate_db: Thr = threshold(float("-inf"), -80.0, 0.0, "stem energy (dB) below: silence")
+    prob_gate: Thr = threshold(0.0, 0.0, 1.0, "confidence below: silence")
+    silence_thr: Thr = threshold(float("inf"), 0.0, 1.0, "retag silence prob at/above: silence")
+    verify_mode: str = choice("threshold", ("threshold", "argmax"), "how a stem is confirmed")
+    select_separator: int = choice(0, _separator_choices, "0 first, 1 second, 2 per-slot better")
+    stage: int = choice(0, _stages, "refinement stage whose stems are used")
+
+
+def fusion_roles(taggers) -> tuple[int, int]:
+    """``(index of the 4ch role, index of the 1ch role or -1)`` among tagger names."""
+    taggers = list(taggers)
+    if "4ch" in taggers and "1ch" in taggers:
+        return taggers.index("4ch"), taggers.index("1ch")
+    return 0, (1 if len(taggers) > 1 else -1)
+
+
+def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
+    """Per-soundscape kernel inputs: ``pi (S, 1 + 2K + 2^(2K)) int64`` = (n_inst, instance
+    classes, subset → key) and ``pf (S, 4K) float64`` = (p_4ch, p_1ch) per instance."""
+    ia, ib = fusion_roles(cache.taggers)
+    S, K = cache.n_soundscapes, cache.n_tracks
+    maxi = 2 * K
+    probs_a = np.ascontiguousarray(cache.tagger_probs[ia])
+    probs_b = np.ascontiguousarray(cache.tagger_probs[ib if ib >= 0 else ia])
+    n = np.zeros(S, np.int64)
+    cls = np.zeros((S, maxi), np.int64)
+    p = np.zeros((S, maxi, 2), np.float64)
+    K_.fusion_instances(probs_a, probs_b, ib >= 0, n, cls, p)
+    sub = np.zeros((S, 1 << maxi), np.int64)
+    K_.subset_keys(n, cls, cache.key_offsets, cache.key_codes, cache.n_classes, K, sub)
+    pi = np.ascontiguousarray(np.concatenate([n[:, None], cls, sub], axis=1))
+    pf = np.ascontiguousarray(np.concatenate([p[:, :, 0], p[:, :, 1]], axis=1))
+    return pi, pf
+
+
+def fused_instances(inputs: SoundscapeInputs) -> list[tuple[int, float, float]]:
+    """Step (a) without parameters: ``[(class, p_4ch or None, p_1ch or None)]`` in
+    (class, rank) order."""
+    names = list(inputs.tagger_probs)
+    ia, ib = fusion_roles(names)
+    C = inputs.label_set.n_classes
+    lists: list[dict[int, list[float]]] = [{}, {}]
+    for role, ti in enumerate((ia, ib)):
+        if ti < 0:
+            continue
+        for row in np.asarray(inputs.tagger_probs[names[ti]]):
+            c = int(np.argmax(row[:C]))
+            lists[role].setdefault(c, []).append(float(row[c]))
+    out = []
+    for c in sorted(set(lists[0]) | set(lists[1])):
+        a = sorted(lists[0].get(c, []), reverse=True)
+        b = sorted(lists[1].get(c, []), reverse=True)
+        for r in range(max(len(a), len(b))):
+            out.append((c, a[r] if r < len(a) else None, b[r] if r < len(b) else None))
+    return out
+
+
+def decide(inputs: SoundscapeInputs, params: RefineParams, lookup: Lookup) -> Decision:
+    """The refine decision of one soundscape in plain Python (module docstring order).
+
+    Args:
+        inputs: the soundscape's tagger outputs (`SoundscapeInputs`).
+        params: `RefineParams`.
+        lookup: ``lookup(query, separator, stage) -> [SlotStem]`` (one per slot); the cache
+            passes `casdri.cache.DecisionCache.lookup`, the live pipeline runs separators.
+
+    Raises:
+        CacheKeyError: from ``lookup`` when a query is not available.
+    """
+    ls = inputs.label_set
+    v = {name: params.per_class(name, ls) for name in
+         ("solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
+          "prob_gate", "silence_thr")}
+    w = float(params.w)
+    inst = fused_instances(inputs)
+    conf = []
+    for c, a, b in inst:
+        if a is not None and b is not None:
+            conf.append(w * a + (1.0 - w) * b)
+        elif a is not None:
+            conf.append(a if a >= v["solo_keep_4ch"][c] else None)
+        else:
+            conf.append(b if b >= v["solo_keep_1ch"][c] else None)
+    K = next(iter(inputs.tagger_probs.values())).shape[0]
+    alive = [i for i in range(len(inst)) if conf[i] is not None]
+    chosen = sorted(alive, key=lambda i: (-conf[i], i))[:K]
+    slots = sorted(chosen, key=lambda i: (inst[i][0], -conf[i], i))
+    sel, stage, n_sep = int(params.select_separator), int(params.stage), inputs.n_separators
+    queries = []
+    if not slots:
+        return Decision((), (), (), ())
+    query = tuple(inst[i][0] for i in slots)
+    queries.append(query)
+    stems, seps = pick_slots(query, lookup, sel, stage, n_sep)
+    dropped = set()
+    for k, i in enumerate(slots):
+        c = inst[i][0]
+        if params.verify_mode == "argmax":
+            ok = int(np.argmax(stems[k].retag_max)) == c
+        else:
+            ok = float(stems[k].retag_max[c]) >= v["verify_thr"][c]
+        if not ok and conf[i] < v["drop_thr"][c]:
+            dropped.add(k)
+    if dropped:
+        slots = [i for k, i in enumerate(slots) if k not in dropped]
+        if not slots:
+            return Decision(tuple(queries), (), (), ())
+        query = tuple(inst[i][0] for i in slots)
+        queries.append(query)
+        stems, seps = pick_slots(query, lookup, sel, stage, n_sep)
+    keep = []
+    for k, i in enumerate(slots):
+        c, st = inst[i][0], stems[k]
+        keep.append(not (st.energy_db < v["energy_gate_db"][c] or conf[i] < v["prob_gate"][c]
+                         or st.retag_silence_min >= v["silence_thr"][c]))
+    return Decision(tuple(queries), tuple(stems), tuple(seps), tuple(keep))
+
+
+def required_keys(inputs: SoundscapeInputs, search_space=None) -> set[tuple[int, ...]]:
+    """Every query refine can ask for: each sub-multiset of size 1..K of the proposal pool
+    (per (tagger, track) the top-1 non-silence class; multiplicity = number of proposals,
+    capped at K). Same rule as ``cache_builder.closure`` with ``top_n = 1``."""
+    C = inputs.label_set.n_classes
+    pool: Counter = Counter()
+    K = 0
+    for probs in inputs.tagger_probs.values():
+        probs = np.asarray(probs)
+        K = probs.shape[0]
+        pool.update(int(np.argmax(row[:C])) for row in probs)
+    classes = sorted(pool)
+    out = set()
+    for counts in itertools.product(*(range(min(pool[c], K) + 1) for c in classes)):
+        if 1 <= sum(counts) <= K:
+            out.add(tuple(c for c, n in zip(classes, counts) for _ in range(n)))
+    return out

@@ -1,0 +1,365 @@
+"""Exact batch replay of decision policies on a `casdri.cache.DecisionCache`.
+
+Conventions:
+    * ``params`` is one parameter object, a list of them, or an encoded ``(n, P)`` float64
+      array (the policy's ``encode`` layout); results are per setting.
+    * ``mask`` selects soundscapes: ``(S,) bool`` or an index array; ``None`` = all. Matrices
+      have one column per selected soundscape, in mask order.
+    * A clip that scores None is NaN in value matrices and is left out of the dataset mean (its
+      label accuracy still counts, as officially). The dataset mean sums clip values in
+      soundscape order (the order of `casdri.accumulator.CapiSdri`).
+    * Derived tables (per key, combo and keep mask: Σ SDRi, entries, tp/fp/fn) are built once
+      per cache on first use (`prepare`) and memoised on the cache.
+
+Errors: a query the cache does not hold raises `CacheKeyError` naming the soundscape and
+the query's classes; bad settings raise `PolicyError`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Optional, Union
+
+import numba
+import numpy as np
+import pandas as pd
+
+from . import _kernels as K_
+from .errors import CacheKeyError, PolicyError
+from .labels import SILENCE
+from .policies import PolicyParams, get_policy, params_class
+
+__all__ = ["ReplayResult", "ReplayMatrix", "replay", "replay_matrix", "replay_pairs",
+           "decisions", "trace", "encode_settings", "prepare"]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Dataset figures of each setting (arrays ``(n_settings,)``).
+
+    Attributes:
+        policy: policy name; settings: ``(n, P)`` encoded settings.
+        capi_sdri: dataset CAPI-SDRi, dB (NaN when every clip is None).
+        accuracy_mix, accuracy_src: label accuracies, percent.
+        n_soundscapes: soundscapes in the mask; n_scored: non-None clips per setting.
+        per_soundscape, per_class: DataFrames of the single setting, when asked.
+    """
+
+    policy: str
+    settings: np.ndarray
+    capi_sdri: np.ndarray
+    accuracy_mix: np.ndarray
+    accuracy_src: np.ndarray
+    n_soundscapes: int
+    n_scored: np.ndarray
+    per_soundscape: Optional[pd.DataFrame] = None
+    per_class: Optional[pd.DataFrame] = None
+
+
+@dataclass(frozen=True)
+class ReplayMatrix:
+    """Per-soundscape values of each setting (the search's fast path).
+
+    Attributes:
+        values: ``(n, S_sel) float64`` clip CAPI-SDRi in dB, NaN = None.
+        is_none: ``(n, S_sel) bool``.
+        soundscapes: ``(S_sel,) int64`` cache rows of the columns.
+        n_acc, tp, fp, fn: ``(n,) int64`` label totals over the columns.
+        labels: ``(n, S_sel, 3) int64`` per-clip (tp, fp, fn) when ``counts=True``.
+    """
+
+    values: np.ndarray
+    is_none: np.ndarray
+    soundscapes: np.ndarray
+    n_acc: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    labels: Optional[np.ndarray] = None
+
+
+# ----------------------------------------------------------------------------- preparation
+
+
+def prepare(cache, policy=None) -> dict:
+    """Build (once) the shared tables and, if ``policy`` is given, its kernel inputs.
+
+    Returns:
+        ``{"tab", "dims", "slot_rows"[, "policy"]}`` (a stable contract; see
+        `casdri._kernels` conventions for the meaning):
+        ``tab = (key_sc, key_len, key_labels, slot_f, tab_sum, tab_cnt, tab_lab, n_ref)`` with
+        ``slot_f (NK, G, MAXS, 4) float64`` = (retag prob of the slot class, energy_db, retag
+        silence min, argmax flag) of the stem each combo ``g = sel * n_stages + stage`` uses,
+        ``tab_sum/tab_cnt (NK, G, 2^MAXS)`` Σ SDRi (dB) / entries per keep mask, ``tab_lab
+        (NK, 2^MAXS, 3)`` tp/fp/fn; ``dims = [C, K, n_stages, MAXS, 2^MAXS, 2K, n_separators]``;
+        ``slot_rows (NK, G, MAXS)`` stem rows; ``policy = (pi, pf)`` from the policy's
+        ``prepare``.
+    """
+    if "tables" not in cache.memo:
+        NK, maxs = cache.key_labels.shape
+        G, M = 3 * cache.n_stages, 1 << maxs
+        slot_rows = np.zeros((NK, G, maxs), np.int64)
+        slot_f = np.zeros((NK, G, maxs, 4), np.float64)
+        tab_sum = np.zeros((NK, G, M), np.float64)
+        tab_cnt = np.zeros((NK, G, M), np.int32)
+        tab_lab = np.zeros((NK, M, 3), np.int32)
+        if NK:
+            K_.build_tables(cache.key_sc, cache.key_len, cache.key_labels, cache.key_stem,
+                            cache.stem_retag_max, cache.stem_energy_db,
+                            cache.stem_retag_silence_min, cache.stem_snr_offsets,
+                            cache.stem_snr_db, cache.ref_offsets, cache.ref_labels,
+                            cache.snr_mix_db, slot_rows, slot_f, tab_sum, tab_cnt, tab_lab)
+        tab = (cache.key_sc, cache.key_len, cache.key_labels, slot_f, tab_sum, tab_cnt, tab_lab,
+               np.ascontiguousarray(cache.n_ref))
+        dims = np.array([cache.n_classes, cache.n_tracks, cache.n_stages, maxs, M,
+                         2 * cache.n_tracks, len(cache.separators)], np.int64)
+        cache.memo["tables"] = dict(tab=tab, dims=dims, slot_rows=slot_rows)
+    out = cache.memo["tables"]
+    if policy is not None:
+        mod = get_policy(policy)
+        key = ("policy", mod.NAME)
+        if key not in cache.memo:
+            cache.memo[key] = mod.prepare(cache)
+        out = dict(out, policy=cache.memo[key])
+    return out
+
+
+def encode_settings(cache, policy, params) -> np.ndarray:
+    """``(n, P)`` checked float64 settings from params object(s) or an encoded array."""
+    mod = get_policy(policy)
+    cls = params_class(mod)
+    if isinstance(params, PolicyParams):
+        params = [params]
+    if isinstance(params, (list, tuple)) and params and isinstance(params[0], PolicyParams):
+        for p in params:
+            if not isinstance(p, cls):
+                raise PolicyError(f"{type(p).__name__} given for policy {mod.NAME!r}; "
+                                  f"expected {cls.__name__}")
+        params = np.stack([p.encode(cache) for p in params])
+    if isinstance(params, (list, tuple)) and not params:
+        raise PolicyError("no settings given")
+    return cls.check_encoded(params, cache)
+
+
+def _mask_idx(cache, mask) -> np.ndarray:
+    S = cache.n_soundscapes
+    if mask is None:
+        return np.arange(S, dtype=np.int64)
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        if m.shape != (S,):
+            raise PolicyError(f"mask: expected ({S},) bool, got shape {m.shape}")
+        return np.flatnonzero(m).astype(np.int64)
+    m = m.astype(np.int64).reshape(-1)
+    if len(m) and (m.min() < 0 or m.max() >= S):
+        raise PolicyError(f"mask: soundscape index outside 0..{S - 1}")
+    return np.ascontiguousarray(m)
+
+
+def _raise_key_error(cache, mod, x, s: int, code: int):
+    params = params_class(mod).decode(x, cache)
+    mod.decide(cache.inputs(s), params, cache.lookup(s))  # raises CacheKeyError with names
+    raise CacheKeyError(f"soundscape {cache.soundscape_ids[s]!r}: policy {mod.NAME!r} asked for "
+                        f"a query the cache {cache.path} does not hold (code {code})")
+
+
+def _run(cache, mod, X, sidx, want_lab: bool, parallel: bool):
+    prep = prepare(cache, mod)
+    pi, pf = prep["policy"]
+    n, ns = X.shape[0], len(sidx)
+    val = np.empty((n, ns), np.float64)
+    lab = np.zeros((n if want_lab else 1, ns, 3), np.int64)
+    tot = np.zeros((n, 4), np.int64)
+    err = np.zeros((n, 3), np.int64)
+    kern = K_.replay_par if parallel else K_.replay_ser
+    threads = numba.get_num_threads() if parallel else 1
+    block = int(min(K_.BLOCK, max(8, -(-n // (2 * threads)))))  # >= 2 blocks per thread
+    kern(mod.KERNEL_ID, X, sidx, pi, pf, prep["tab"], prep["dims"], val, lab, want_lab, tot, err,
+         block)
+    bad = np.flatnonzero(err[:, 0] >= 0)
+    if len(bad):
+        i = int(bad[0])
+        _raise_key_error(cache, mod, X[i], int(sidx[err[i, 0]]), int(err[i, 1]))
+    return val, (lab if want_lab else None), tot
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def replay_matrix(cache, policy: Union[str, ModuleType], params, mask=None,
+                  counts: bool = False, parallel: bool = True) -> ReplayMatrix:
+    """Per-soundscape CAPI-SDRi of many settings (parallel over settings).
+
+    Args:
+        cache: `DecisionCache`; policy: name or module; params: see module conventions.
+        mask: soundscapes (bool ``(S,)`` or indices); counts: also per-clip tp/fp/fn.
+        parallel: False runs the same kernel on one thread (identical results).
+
+    Raises:
+        PolicyError: bad settings; CacheKeyError: a query not in the cache.
+    """
+    mod = get_policy(policy)
+    X = encode_settings(cache, mod, params)
+    sidx = _mask_idx(cache, mask)
+    val, lab, tot = _run(cache, mod, X, sidx, counts, parallel)
+    return ReplayMatrix(val, np.isnan(val), sidx, tot[:, 0].copy(), tot[:, 1].copy(),
+                        tot[:, 2].copy(), tot[:, 3].copy(), lab)
+
+
+def replay_pairs(cache, policy, params, soundscapes, parallel: bool = True) -> np.ndarray:
+    """``(n,) float64``: setting ``i`` on soundscape ``soundscapes[i]`` (NaN = None).
+
+    For paired bootstraps and per-soundscape moves; ``parallel=False`` runs on one thread.
+    """
+    mod = get_policy(policy)
+    X = encode_settings(cache, mod, params)
+    sidx = _mask_idx(cache, soundscapes)
+    if len(sidx) != X.shape[0]:
+        raise PolicyError(f"{X.shape[0]} settings for {len(sidx)} soundscapes")
+    prep = prepare(cache, mod)
+    pi, pf = prep["policy"]
+    val = np.empty((len(sidx), 1), np.float64)
+    err = np.zeros((len(sidx), 3), np.int64)
+    kern = K_.replay_pairs if parallel else K_.replay_pairs_ser
+    kern(mod.KERNEL_ID, X, sidx, pi, pf, prep["tab"], prep["dims"], val, err)
+    bad = np.flatnonzero(err[:, 0] >= 0)
+    if len(bad):
+        i = int(bad[0])
+        _raise_key_error(cache, mod, X[i], int(sidx[i]), int(err[i, 1]))
+    return val[:, 0]
+
+
+def replay(cache, policy: Union[str, ModuleType], params, mask=None,
+           per_soundscape: bool = False, per_class: bool = False,
+           parallel: bool = True) -> ReplayResult:
+    """Dataset CAPI-SDRi and label accuracies of one or many settings.
+
+    Args:
+        cache: `DecisionCache`; policy: ``"baseline"``, ``"refine"``, ``"oracle"`` or module.
+        params: params object(s) or encoded ``(n, P)`` array.
+        mask: soundscapes to score (bool ``(S,)`` or indices; None = all).
+        per_soundscape, per_class: build the DataFrames (one setting only).
+
+    Returns:
+        `ReplayResult`.
+
+    Raises:
+        PolicyError: bad settings, or tables asked for several settings.
+        CacheKeyError: a query the cache does not hold (soundscape and classes named).
+
+    Example:
+        >>> from casdri.synthetic import make_synthetic_cache
+        >>> from casdri.policies import OracleParams
+        >>> c = make_synthetic_cache(n_soundscapes=5, seed=1)
+        >>> r = replay(c, "oracle", OracleParams(), per_class=True)
+        >>> round(float(r.capi_sdri[0]), 4), r.per_class.label.tolist()[:2]
+        (7.3357, ['BicycleBell', 'Blender'])
+    """
+    mod = get_policy(policy)
+    X = encode_settings(cache, mod, params)
+    if (per_soundscape or per_class) and X.shape[0] != 1:
+        raise PolicyError("per_soundscape / per_class tables need exactly one setting")
+    sidx = _mask_idx(cache, mask)
+    val, lab, tot = _run(cache, mod, X, sidx, per_soundscape, parallel)
+    mean, n_scored = K_.row_means(val)
+    ns = len(sidx)
+    acc_mix = 100.0 * tot[:, 0] / ns if ns else np.full(X.shape[0], np.nan)
+    den = tot[:, 1] + tot[:, 2] + tot[:, 3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc_src = np.where(den > 0, 100.0 * tot[:, 1] / np.maximum(den, 1), np.nan)
+    ps = pc = None
+    if per_soundscape or per_class:
+        dec = _trace(cache, mod, X[0], sidx)
+        if per_soundscape:
+            ps = _per_soundscape(cache, sidx, dec, val[0], lab[0])
+        if per_class:
+            pc = _per_class(cache, sidx, dec)
+    return ReplayResult(mod.NAME, X, mean, acc_mix, acc_src, ns, n_scored, ps, pc)
+
+
+def trace(cache, policy, params, mask=None) -> np.ndarray:
+    """One setting's decisions: ``(n_sel, 4) int64`` rows (key, combo, keep mask, 0) per
+    soundscape of ``mask`` (key -1: no stems). Stem rows: ``prepare(cache)["slot_rows"]``.
+
+    Raises:
+        CacheKeyError: a query not in the cache; PolicyError: not exactly one setting.
+    """
+    mod = get_policy(policy)
+    X = encode_settings(cache, mod, params)
+    if X.shape[0] != 1:
+        raise PolicyError("trace() takes one setting")
+    return _trace(cache, mod, X[0], _mask_idx(cache, mask))
+
+
+def _trace(cache, mod, x, sidx) -> np.ndarray:
+    sidx = np.ascontiguousarray(sidx, dtype=np.int64)
+    prep = prepare(cache, mod)
+    pi, pf = prep["policy"]
+    out = np.zeros((len(sidx), 4), np.int64)
+    K_.trace(mod.KERNEL_ID, np.ascontiguousarray(x).reshape(1, -1), sidx, pi, pf, prep["tab"],
+             prep["dims"], out)
+    bad = np.flatnonzero(out[:, 3] != 0)
+    if len(bad):
+        _raise_key_error(cache, mod, x, int(sidx[bad[0]]), int(out[bad[0], 3]))
+    return out
+
+
+def _est_classes(cache, j: int, m: int) -> list[int]:
+    return [] if j < 0 else [int(cache.key_labels[j, i]) for i in range(cache.key_len[j])
+                             if (m >> i) & 1]
+
+
+def _per_soundscape(cache, sidx, dec, val, lab) -> pd.DataFrame:
+    names = cache.meta.classes
+    rows = []
+    for p, s in enumerate(sidx):
+        r0, r1 = cache.ref_offsets[s], cache.ref_offsets[s + 1]
+        tp, fp, fn = (int(v) for v in lab[p])
+        rows.append((cache.soundscape_ids[s], cache.splits[s], float(val[p]),
+                     [names[c] for c in _est_classes(cache, int(dec[p, 0]), int(dec[p, 2]))],
+                     [names[c] for c in cache.ref_labels[r0:r1]], fp == 0 and fn == 0, tp, fp, fn))
+    return pd.DataFrame(rows, columns=["soundscape", "split", "capi_sdri", "est_labels",
+                                       "ref_labels", "acc", "tp", "fp", "fn"])
+
+
+def _per_class(cache, sidx, dec) -> pd.DataFrame:
+    acc = np.zeros((cache.n_classes, 5), np.float64)
+    K_.class_tally(sidx, dec, prepare(cache)["slot_rows"], cache.key_len, cache.key_labels,
+                   cache.ref_offsets, cache.ref_labels, cache.snr_mix_db, cache.stem_snr_db,
+                   cache.stem_snr_offsets, acc)
+    rows = []
+    for c, name in enumerate(cache.meta.classes):
+        s, n, tp, fp, fn = acc[c]
+        if n == 0:
+            continue
+        rows.append((name, s / n, s / tp if tp else np.nan, int(n), int(tp), int(fp), int(fn)))
+    return pd.DataFrame(rows, columns=["label", "sdri_mean", "sdri_matched_mean", "n_entries",
+                                       "tp", "fp", "fn"])
+
+
+def decisions(cache, policy, params, mask=None) -> pd.DataFrame:
+    """One row per slot of each soundscape's final query under one setting.
+
+    Columns: soundscape, separator (name), stage, query (class-index tuple), slot, stem_row
+    (cache row), label (class name or ``'silence'``).
+    """
+    mod = get_policy(policy)
+    X = encode_settings(cache, mod, params)
+    if X.shape[0] != 1:
+        raise PolicyError("decisions() takes one setting")
+    sidx = _mask_idx(cache, mask)
+    dec = _trace(cache, mod, X[0], sidx)
+    slot_rows = prepare(cache)["slot_rows"]
+    rows = []
+    for p, s in enumerate(sidx):
+        j, g, m = (int(v) for v in dec[p, :3])
+        if j < 0:
+            continue
+        q = tuple(int(c) for c in cache.key_labels[j, :cache.key_len[j]])
+        for i in range(len(q)):
+            r = int(slot_rows[j, g, i])
+            rows.append((cache.soundscape_ids[s], cache.separators[cache.stem_separator[r]],
+                         int(cache.stem_stage[r]), q, i, r,
+                         cache.meta.classes[q[i]] if (m >> i) & 1 else SILENCE))
+    return pd.DataFrame(rows, columns=["soundscape", "separator", "stage", "query", "slot",
+                                       "stem_row", "label"])

@@ -1,0 +1,377 @@
+"""The decision-cache format: the single truth of its tables, columns, units and metadata.
+
+Conventions:
+    * A cache is a directory of Parquet part files plus one metadata JSON (`META_FILE`)::
+
+        cache/
+          _casdri_cache.json          CacheMeta (schema version, label set, models, closure)
+          soundscapes/part-*.parquet  SOUNDSCAPES: one row per soundscape
+          tagger/part-*.parquet       TAGGER: one row per (soundscape, tagger, track)
+          separations/part-*.parquet  SEPARATIONS: one row per (soundscape, separator, stage,
+                                      query, slot)
+          sed/part-*.parquet          SED (optional): one row per (soundscape, model)
+
+    * Class indices follow ``CacheMeta.classes``; a softmax row has ``C + 1`` entries with
+      silence **last**. A query is a multiset of class indices in canonical order
+      (`QUERY_ORDER_RULE`): sorted ascending, slot ``i`` holds the stem for ``query[i]``.
+    * Units live in each field's metadata (``{"unit": "dB"}``); dB values are float64,
+      probabilities float32 (SED float16).
+    * No other module spells a column name: they import the constants below, and build
+      tables with `soundscapes_table`, `tagger_table`, `separations_table`, `sed_table`.
+
+Schema versions: 1 (this one). A reader accepts `SUPPORTED_VERSIONS`; a new version adds a
+frozen cache under ``tests/data/frozen_cache_v<N>/``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import CacheSchemaError
+
+__all__ = [
+    "SCHEMA_VERSION", "SUPPORTED_VERSIONS", "META_FILE", "PART_META_KEY", "QUERY_ORDER_RULE",
+    "SOUNDSCAPES", "TAGGER", "SEPARATIONS", "SED", "TABLES", "REQUIRED_TABLES",
+    "CacheMeta", "validate_table", "soundscapes_table", "tagger_table", "separations_table",
+    "sed_table",
+]
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+META_FILE = "_casdri_cache.json"
+#: key of the small JSON each part file carries in its Arrow schema metadata
+PART_META_KEY = b"casdri"
+QUERY_ORDER_RULE = "sorted ascending by class index; slot i holds query[i]"
+
+# ----------------------------------------------------------------------------- columns
+SOUNDSCAPE = "soundscape"    # soundscape id (file stem), every table
+SPLIT = "split"              # fold / split tag
+REF_LABELS = "ref_labels"    # oracle class indices, oracle file order
+SNR_MIX_DB = "snr_mix_db"    # SNR of mixture channel 0 against each oracle target
+DURATION_S = "duration_s"
+TAGGER_NAME = "tagger"
+TRACK = "track"
+PROBS = "probs"
+SEPARATOR = "separator"
+STAGE = "stage"
+QUERY = "query"
+SLOT = "slot"
+ENERGY_DB = "energy_db"
+SNR_DB = "snr_db"
+RETAG = "retag"
+MODEL = "model"
+FRAME_HOP_S = "frame_hop_s"
+N_FRAMES = "n_frames"
+
+
+def _f(name, type_, unit=None, doc=None, nullable=False):
+    md = {}
+    if unit:
+        md["unit"] = unit
+    if doc:
+        md["doc"] = doc
+    return pa.field(name, type_, nullable=nullable, metadata=md or None)
+
+
+SOUNDSCAPES = pa.schema([
+    _f(SOUNDSCAPE, pa.string(), doc="soundscape id (file stem)"),
+    _f(SPLIT, pa.string(), doc="fold or split tag"),
+    _f(REF_LABELS, pa.list_(pa.int16()), doc="oracle class indices, oracle file order"),
+    _f(SNR_MIX_DB, pa.list_(pa.float64()), "dB",
+       "SNR of mixture channel 0 against each oracle target (same order)"),
+    _f(DURATION_S, pa.float64(), "s"),
+])
+TAGGER = pa.schema([
+    _f(SOUNDSCAPE, pa.string()),
+    _f(TAGGER_NAME, pa.string(), doc="tagger name from the cache metadata"),
+    _f(TRACK, pa.int8()),
+    _f(PROBS, pa.list_(pa.float32()), "probability", "softmax over C classes + silence (last)"),
+])
+SEPARATIONS = pa.schema([
+    _f(SOUNDSCAPE, pa.string()),
+    _f(SEPARATOR, pa.string(), doc="separator name from the cache metadata"),
+    _f(STAGE, pa.int8(), doc="refinement stage, 0 = separator output"),
+    _f(QUERY, pa.list_(pa.int16()), doc="class indices, sorted ascending"),
+    _f(SLOT, pa.int8(), doc="slot i holds the stem for query[i]"),
+    _f(ENERGY_DB, pa.float64(), "dB", "10 log10(sum stem^2 / sum mixture_ch0^2)"),
+    _f(SNR_DB, pa.list_(pa.float64()), "dB", "SNR of the stem against each oracle target"),
+    _f(RETAG, pa.list_(pa.float32()), "probability",
+       "retagger softmax of the stem, n_tracks x (C + 1) row-major"),
+])
+SED = pa.schema([
+    _f(SOUNDSCAPE, pa.string()),
+    _f(MODEL, pa.string()),
+    _f(FRAME_HOP_S, pa.float64(), "s"),
+    _f(N_FRAMES, pa.int32()),
+    _f(PROBS, pa.list_(pa.float16()), "probability", "n_frames x C row-major"),
+])
+TABLES = {"soundscapes": SOUNDSCAPES, "tagger": TAGGER, "separations": SEPARATIONS, "sed": SED}
+REQUIRED_TABLES = ("soundscapes", "tagger", "separations")
+#: float columns stored with BYTE_STREAM_SPLIT (better zstd ratio on noisy floats)
+BYTE_STREAM_SPLIT = {"soundscapes": [f"{SNR_MIX_DB}.list.element"],
+                     "tagger": [f"{PROBS}.list.element"],
+                     "separations": [ENERGY_DB, f"{SNR_DB}.list.element",
+                                     f"{RETAG}.list.element"],
+                     "sed": []}
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class CacheMeta:
+    """The metadata JSON of a cache (`META_FILE`).
+
+    Attributes:
+        label_set: label-set name (``"dcase2026t4"``); classes: its class names in index order.
+        sample_rate_hz: audio sample rate of the soundscapes.
+        n_tracks: tracks K of every tagger and of the retagger.
+        taggers: tagger names (the ``tagger`` column values), in index order.
+        separators: separator names (the ``separator`` column values), in index order.
+        separator_sha256: checkpoint sha256 of each separator (same order).
+        retagger: name of the model that re-tags stems.
+        n_stages: refinement stages cached per separation (1 = separator output only).
+        closure: the query closure the cache was built for, e.g.
+            ``{"proposal_top_n": 1, "max_query_size": 3, "oracle": true}``.
+        query_order_rule: canonical query order (`QUERY_ORDER_RULE`).
+        schema_version: `SCHEMA_VERSION` of the writer.
+        casdri_version: casdri version of the writer.
+        cache_id: random id given at creation, kept by appends.
+        extra: free-form creator information (not compared).
+    """
+
+    label_set: str
+    classes: tuple[str, ...]
+    sample_rate_hz: int
+    n_tracks: int
+    taggers: tuple[str, ...]
+    separators: tuple[str, ...]
+    separator_sha256: tuple[str, ...]
+    retagger: str
+    n_stages: int = 1
+    closure: Mapping[str, Any] = field(default_factory=dict)
+    query_order_rule: str = QUERY_ORDER_RULE
+    schema_version: int = SCHEMA_VERSION
+    casdri_version: str = ""
+    cache_id: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("classes", "taggers", "separators", "separator_sha256"):
+            object.__setattr__(self, name, tuple(str(x) for x in getattr(self, name)))
+        object.__setattr__(self, "closure", dict(self.closure))
+        object.__setattr__(self, "extra", dict(self.extra))
+        if len(self.separator_sha256) != len(self.separators):
+            raise CacheSchemaError(
+                f"{len(self.separators)} separators but {len(self.separator_sha256)} checkpoint "
+                "sha256 values; give one per separator")
+        for name in ("taggers", "separators"):
+            v = getattr(self, name)
+            if not v or len(set(v)) != len(v):
+                raise CacheSchemaError(f"{name} must be unique and non-empty, got {list(v)}")
+        if self.n_tracks < 1 or self.n_stages < 1:
+            raise CacheSchemaError(f"n_tracks and n_stages must be >= 1, got {self.n_tracks}, "
+                                   f"{self.n_stages}")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def identity(self) -> dict:
+        """What must match for two writers to append to one cache (all but version/ids)."""
+        d = self.to_dict()
+        for k in ("casdri_version", "cache_id", "extra"):
+            d.pop(k)
+        return d
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d = {"format": "casdri-cache", **d}
+        for k in ("classes", "taggers", "separators", "separator_sha256"):
+            d[k] = list(d[k])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "metadata") -> "CacheMeta":
+        """Parse and check a metadata dict.
+
+        Raises:
+            CacheSchemaError: not a casdri cache, unsupported schema version, missing keys.
+        """
+        if not isinstance(d, Mapping) or d.get("format") != "casdri-cache":
+            raise CacheSchemaError(f"{where}: not a casdri cache metadata file "
+                                   "(expected \"format\": \"casdri-cache\")")
+        version = d.get("schema_version")
+        if version not in SUPPORTED_VERSIONS:
+            raise CacheSchemaError(
+                f"{where}: schema version {version!r} is not supported by this casdri (reads "
+                f"{list(SUPPORTED_VERSIONS)}); rebuild the cache or upgrade casdri")
+        names = list(cls.__dataclass_fields__)
+        required = ("label_set", "classes", "sample_rate_hz", "n_tracks", "taggers",
+                    "separators", "separator_sha256", "retagger")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise CacheSchemaError(f"{where}: metadata misses {missing}")
+        try:
+            return cls(**{k: d[k] for k in names if k in d})
+        except (TypeError, ValueError) as e:
+            raise CacheSchemaError(f"{where}: bad metadata: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "metadata") -> "CacheMeta":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CacheSchemaError(f"{where}: not valid JSON ({e})") from None
+        return cls.from_dict(d, where)
+
+
+def part_metadata(table_name: str, meta: CacheMeta) -> dict:
+    """Arrow schema metadata written into each part file (self-describing parts)."""
+    return {PART_META_KEY: json.dumps({"table": table_name, "schema_version": SCHEMA_VERSION,
+                                       "cache_id": meta.cache_id}).encode()}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
+    """Check a table against `TABLES[name]`; return it with the schema's exact types.
+
+    Extra columns are dropped; safe casts (``large_string`` → ``string``, ``int64`` → ``int8``
+    when in range) are applied.
+
+    Raises:
+        CacheSchemaError: unknown table, missing column, incompatible type, nulls, or a part
+            written by another schema version (``where`` names the file).
+    """
+    if name not in TABLES:
+        raise CacheSchemaError(f"unknown cache table {name!r}; expected one of {list(TABLES)}")
+    where = where or name
+    schema = TABLES[name]
+    md = table.schema.metadata or {}
+    if PART_META_KEY in md:
+        try:
+            pv = json.loads(md[PART_META_KEY]).get("schema_version")
+        except (ValueError, AttributeError):
+            pv = None
+        if pv not in SUPPORTED_VERSIONS:
+            raise CacheSchemaError(f"{where}: part written with schema version {pv!r}; this "
+                                   f"casdri reads {list(SUPPORTED_VERSIONS)}")
+    cols = []
+    for f in schema:
+        if f.name not in table.column_names:
+            raise CacheSchemaError(
+                f"{where}: missing column {f.name!r} ({f.type}); table {name!r} needs "
+                f"{schema.names}")
+        col = table.column(f.name)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise CacheSchemaError(f"{where}: column {f.name!r} is {col.type}, expected "
+                                       f"{f.type} ({e})") from None
+        if col.null_count:
+            raise CacheSchemaError(f"{where}: column {f.name!r} holds {col.null_count} nulls")
+        if pa.types.is_list(f.type) and col.num_chunks:
+            inner = pa.concat_arrays([c.flatten() for c in col.chunks])
+            if inner.null_count:
+                raise CacheSchemaError(f"{where}: column {f.name!r} holds null list elements")
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _list(values: Sequence, type_) -> pa.Array:
+    """A list array from a 2-D array (equal rows), a sequence of 1-D arrays (ragged), or a
+    ready Arrow list array (cast)."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.cast(pa.list_(type_))
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        n, w = values.shape
+        offsets = np.arange(0, (n + 1) * w, w, dtype=np.int32) if w else np.zeros(n + 1, np.int32)
+        flat = values.reshape(-1)
+    else:
+        arrs = [np.asarray(v).reshape(-1) for v in values]
+        lengths = np.array([len(a) for a in arrs], dtype=np.int64)
+        offsets = np.zeros(len(arrs) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate(arrs) if arrs else np.zeros(0)
+    inner = pa.array(np.asarray(flat).astype(type_.to_pandas_dtype(), copy=False), type_)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner)
+
+
+def _table(schema: pa.Schema, columns: dict) -> pa.Table:
+    n = {len(v) for v in columns.values()}
+    if len(n) > 1:
+        raise CacheSchemaError(f"columns of unequal length: "
+                               f"{ {k: len(v) for k, v in columns.items()} }")
+    arrays = []
+    for f in schema:
+        v = columns[f.name]
+        if isinstance(v, pa.ChunkedArray):
+            v = v.combine_chunks()
+        if pa.types.is_list(f.type):
+            arrays.append(_list(v, f.type.value_type))
+        elif isinstance(v, pa.Array):
+            arrays.append(v.cast(f.type))
+        else:
+            arrays.append(pa.array(np.asarray(v) if not isinstance(v, list) else v, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def soundscapes_table(soundscape: Sequence[str], split: Sequence[str],
+                      ref_labels: Sequence[Sequence[int]], snr_mix_db: Sequence[Sequence[float]],
+                      duration_s: Sequence[float]) -> pa.Table:
+    """SOUNDSCAPES rows. ``ref_labels[i]`` class indices (oracle order), ``snr_mix_db[i]`` dB."""
+    return _table(SOUNDSCAPES, {SOUNDSCAPE: list(map(str, soundscape)),
+                                SPLIT: list(map(str, split)), REF_LABELS: ref_labels,
+                                SNR_MIX_DB: snr_mix_db, DURATION_S: duration_s})
+
+
+def tagger_table(soundscape: Sequence[str], tagger: Sequence[str], track: Sequence[int],
+                 probs: np.ndarray) -> pa.Table:
+    """TAGGER rows; ``probs`` ``(n_rows, C + 1)`` softmax, silence last."""
+    return _table(TAGGER, {SOUNDSCAPE: list(map(str, soundscape)), TAGGER_NAME: list(tagger),
+                           TRACK: np.asarray(track, np.int8), PROBS: probs})
+
+
+def separations_table(soundscape: Sequence[str], separator: Sequence[str], stage: Sequence[int],
+                      query: Sequence[Sequence[int]], slot: Sequence[int],
+                      energy_db: Sequence[float], snr_db: Sequence[Sequence[float]],
+                      retag: np.ndarray) -> pa.Table:
+    """SEPARATIONS rows (one per stem).
+
+    Args:
+        query: canonical query of each row (sorted ascending class indices).
+        slot: position of the row's stem in its query.
+        energy_db: ``10 log10(Σ stem² / Σ mix0²)`` float64 dB.
+        snr_db: per row, SNR against each oracle target of its soundscape, dB.
+        retag: ``(n_rows, n_tracks * (C + 1))`` (or a sequence of ``(n_tracks, C + 1)``)
+            retagger softmax, silence last per track.
+    """
+    if isinstance(retag, np.ndarray) and retag.ndim == 3:
+        retag = retag.reshape(retag.shape[0], -1)
+    return _table(SEPARATIONS, {
+        SOUNDSCAPE: list(map(str, soundscape)), SEPARATOR: list(separator),
+        STAGE: np.asarray(stage, np.int8), QUERY: query, SLOT: np.asarray(slot, np.int8),
+        ENERGY_DB: np.asarray(energy_db, np.float64), SNR_DB: snr_db, RETAG: retag})
+
+
+def sed_table(soundscape: Sequence[str], model: Sequence[str], frame_hop_s: Sequence[float],
+              probs: Sequence[np.ndarray]) -> pa.Table:
+    """SED rows; ``probs[i]`` ``(n_frames, C)`` frame probabilities (stored float16)."""
+    probs = [np.asarray(p) for p in probs]
+    return _table(SED, {SOUNDSCAPE: list(map(str, soundscape)), MODEL: list(model),
+                        FRAME_HOP_S: np.asarray(frame_hop_s, np.float64),
+                        N_FRAMES: np.array([p.shape[0] for p in probs], np.int32),
+                        PROBS: probs})

@@ -1,0 +1,209 @@
+"""Synthetic decision caches, for tests and benchmarks only (never for results).
+
+Conventions:
+    * Scale defaults to the DCASE 2026 Task 4 development test set: 1,512 soundscapes, 18
+      classes, 3 tracks, taggers ``1ch`` and ``4ch``, separators ``sepA`` and ``sepB``.
+    * Each soundscape has 0 references (``zero_target``, ~20 %) or 1-3, a class repeated with
+      probability ``duplicate``. Sources sit on random tracks; the taggers name them (the 4ch
+      tagger more often right) and put silence first on empty tracks.
+    * The closure is complete: every sub-multiset of size 1..K of the proposal pool (per
+      (tagger, track) the top-1 non-silence class, multiplicity capped at K) plus the oracle
+      key, for every separator and stage.
+    * Slot ``i`` of class c is the *target* of the o-th reference of class c, o = number of
+      earlier slots of class c in its query (none when there are fewer such references).
+      Targets get a high SNR against their reference (SDRi ~ N(7, 2.5) dB, separator- and
+      class-dependent, +0.7 dB per stage), a loud ``energy_db`` and a confident re-tag; other
+      stems are quiet and re-tagged as silence more often.
+    * ``quantize=True`` rounds probabilities to 1/8, SNRs to 0.5 dB and energies to 1 dB: many
+      exact ties (for the exactness tests).
+
+Planted optimum (for testing searchers): ``planted={"energy_gate_db": {label: t}}`` makes every
+target stem of ``label`` have ``energy_db >= t + 1`` and every other stem of it
+``energy_db <= t - 1``, and every SDRi a stem can score positive (targets >= 0.5 dB, other
+same-class pairs 0.1-0.4 dB). Then, with ``prob_gate`` and ``silence_thr`` off (defaults) and
+any other ``refine`` values, the dataset CAPI-SDRi as a function of ``energy_gate_db[label]`` is
+maximal on ``(t - 1, t + 1]`` (so at ``t``; exactly on ``(max other energy, min target
+energy]``, a slightly wider interval), and lower once the gate passes the quietest target.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from . import schema as sc
+from .cache import CacheWriter, load_cache
+from .labels import DCASE2026T4, LabelSet
+
+__all__ = ["make_synthetic_cache", "synthetic_label_set"]
+
+
+def synthetic_label_set(n_classes: int) -> LabelSet:
+    """DCASE2026T4 for 18 classes, else its first ``n_classes`` (or ``class00..``) names."""
+    if n_classes == DCASE2026T4.n_classes:
+        return DCASE2026T4
+    names = DCASE2026T4.classes[:n_classes] if n_classes <= 18 else \
+        tuple(f"class{i:02d}" for i in range(n_classes))
+    return LabelSet(f"synthetic{n_classes}", tuple(names))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _closure(top: np.ndarray, K: int, oracle: Sequence[int]) -> list[tuple[int, ...]]:
+    pool = Counter(int(c) for c in top.reshape(-1))
+    classes = sorted(pool)
+    keys = set()
+    for counts in itertools.product(*(range(min(pool[c], K) + 1) for c in classes)):
+        if 1 <= sum(counts) <= K:
+            keys.add(tuple(c for c, n in zip(classes, counts) for _ in range(n)))
+    if 0 < len(oracle) <= K:
+        keys.add(tuple(sorted(int(c) for c in oracle)))
+    return sorted(keys, key=lambda q: (len(q), q))
+
+
+def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes: int = 1512,
+                         n_classes: int = 18, n_tracks: int = 3,
+                         taggers: Sequence[str] = ("1ch", "4ch"),
+                         separators: Sequence[str] = ("sepA", "sepB"), n_stages: int = 1,
+                         seed: int = 0, planted: Optional[dict] = None, quantize: bool = False,
+                         zero_target: float = 0.2, duplicate: float = 0.1, n_parts: int = 4,
+                         sed_frames: int = 0, load: bool = True):
+    """Write a synthetic cache (module docstring) and return it loaded (or its path).
+
+    Args:
+        cache_dir: target directory (created; must not hold another cache); None = in memory
+            (written to a temporary directory that is deleted after loading).
+        planted: ``{"energy_gate_db": {label: t_db}}`` (see module docstring) or None.
+        sed_frames: when > 0, also an SED table (model ``"sed"``, this many frames, 0.32 s hop,
+            float16 probabilities).
+        load: return `load_cache(cache_dir)` (True) or the path.
+
+    Example:
+        >>> c = make_synthetic_cache(n_soundscapes=4, seed=3)
+        >>> c.n_soundscapes, c.n_classes, c.taggers
+        (4, 18, ('1ch', '4ch'))
+    """
+    ls = synthetic_label_set(n_classes)
+    C, K = n_classes, n_tracks
+    rng = np.random.default_rng(seed)
+    gate = {ls.index(k): float(v) for k, v in (planted or {}).get("energy_gate_db", {}).items()}
+    if planted and set(planted) - {"energy_gate_db"}:
+        raise ValueError(f"planted supports 'energy_gate_db' only, got {sorted(planted)}")
+    mu = rng.normal(7.0, 2.0, (len(separators), C))  # per separator and class SDRi (dB)
+    quality = {t: (4.5 if "4" in t else 3.5, 0.08 if "4" in t else 0.15) for t in taggers}
+    q8 = (lambda p: (np.round(p * 8) / 8).astype(np.float32)) if quantize else (lambda p: p)
+    sc_rows, tg_rows, sep_cols = [], [], {k: [] for k in
+                                          ("s", "sep", "st", "q", "slot", "e", "snr", "rt")}
+    width = len(str(n_soundscapes))
+    for s in range(n_soundscapes):
+        sid = f"synth_{s:0{width}d}"
+        n_ref = 0 if rng.random() < zero_target else int(rng.choice([1, 2, 3][:K], p=[
+            0.3, 0.4, 0.3][:K] / np.sum([0.3, 0.4, 0.3][:K])))
+        refs = rng.choice(C, n_ref, replace=n_ref > C) if n_ref else np.zeros(0, np.int64)
+        if n_ref >= 2 and rng.random() < duplicate:
+            refs[-1] = refs[0]
+        snr_mix = rng.normal(-2.0, 4.0, n_ref)
+        if quantize:
+            snr_mix = np.round(snr_mix * 2) / 2
+        sc_rows.append((sid, f"fold{s % 5}", refs.astype(np.int64), snr_mix, 10.0))
+        tracks = rng.permutation(K)
+        top = np.zeros((len(taggers), K), np.int64)
+        for ti, name in enumerate(taggers):
+            strength, err = quality[name]
+            logits = rng.normal(0.0, 1.0, (K, C + 1))
+            for i in range(K):
+                t = tracks[i]
+                if i < n_ref:
+                    c = int(refs[i]) if rng.random() >= err else int(rng.integers(C))
+                    logits[t, c] += rng.normal(strength, 1.2)
+                else:
+                    logits[t, C] += rng.normal(4.0, 1.2)
+            p = q8(_softmax(logits))
+            tg_rows.append((sid, name, p))
+            top[ti] = np.argmax(p[:, :C], axis=1)
+        for q in _closure(top, K, refs):
+            occ = [sum(1 for x in q[:i] if x == q[i]) for i in range(len(q))]
+            target = []
+            for i, c in enumerate(q):
+                same = np.flatnonzero(refs == c)
+                target.append(int(same[occ[i]]) if occ[i] < len(same) else -1)
+            for si, st in itertools.product(range(len(separators)), range(n_stages)):
+                for i, c in enumerate(q):
+                    tg = target[i]
+                    sdri = rng.normal(mu[si, c] + 0.7 * st, 2.5)
+                    if gate:
+                        sdri = max(sdri, 0.5)
+                    snr = rng.normal(-25.0, 5.0, n_ref)
+                    for r in np.flatnonzero(refs == c):
+                        other = rng.uniform(0.1, 0.4) if gate else rng.normal(-3.0, 2.0)
+                        snr[r] = snr_mix[r] + (sdri if r == tg else other)
+                    if c in gate:
+                        e = gate[c] + (1.0 if tg >= 0 else -1.0) * (1.0 + abs(rng.normal(0, 3)))
+                    else:
+                        e = rng.normal(-6.0, 3.0) if tg >= 0 else rng.normal(-24.0, 7.0)
+                    logits = rng.normal(0.0, 1.0, (K, C + 1))
+                    if tg >= 0:
+                        logits[0, c] += rng.normal(3.5 + 0.15 * sdri, 1.2)
+                        logits[1:, C] += 4.0
+                    else:
+                        logits[:, C] += rng.normal(3.0, 1.5)
+                        if rng.random() < 0.2:
+                            logits[0, c] += rng.normal(2.0, 1.0)
+                    if quantize:
+                        snr, e = np.round(snr * 2) / 2, float(np.round(e))
+                    for k, v in (("s", sid), ("sep", separators[si]), ("st", st), ("q", q),
+                                 ("slot", i), ("e", e), ("snr", snr),
+                                 ("rt", q8(_softmax(logits)).reshape(-1))):
+                        sep_cols[k].append(v)
+    meta = sc.CacheMeta(
+        label_set=ls.name, classes=ls.classes, sample_rate_hz=32000, n_tracks=K,
+        taggers=tuple(taggers), separators=tuple(separators),
+        separator_sha256=tuple("0" * 64 for _ in separators), retagger="synthetic-retagger",
+        n_stages=n_stages, closure={"proposal_top_n": 1, "max_query_size": K, "oracle": True},
+        extra={"synthetic": {"seed": seed, "planted": planted, "quantize": quantize}})
+    if cache_dir is None and load:  # in memory: write to a temporary directory, load, delete
+        with tempfile.TemporaryDirectory(prefix="casdri-synthetic-") as tmp:
+            cache = make_synthetic_cache(
+                tmp, n_soundscapes, n_classes, n_tracks, taggers, separators, n_stages, seed,
+                planted, quantize, zero_target, duplicate, n_parts, sed_frames, True)
+            return dataclasses.replace(cache, path=None)
+    path = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(
+        prefix="casdri-synthetic-"))
+    writer = CacheWriter(path, meta)
+    ids = np.array([r[0] for r in sc_rows])
+    sep_ids = np.array(sep_cols["s"])
+    tg_ids = np.array([r[0] for r in tg_rows])
+    bounds = np.linspace(0, n_soundscapes, max(1, min(n_parts, n_soundscapes)) + 1).astype(int)
+    for part, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        keep = set(ids[a:b].tolist())
+        rs = [r for r in sc_rows[a:b]]
+        sct = sc.soundscapes_table([r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs],
+                                   [r[3] for r in rs], [r[4] for r in rs])
+        ti = [i for i, x in enumerate(tg_ids) if x in keep]
+        probs = np.concatenate([tg_rows[i][2] for i in ti]) if ti else np.zeros((0, C + 1))
+        tgt = sc.tagger_table(np.repeat(tg_ids[ti], K), np.repeat([tg_rows[i][1] for i in ti], K),
+                              np.tile(np.arange(K), len(ti)), probs)
+        si = np.flatnonzero(np.isin(sep_ids, list(keep)))
+        snr_list = [sep_cols["snr"][i] for i in si]
+        spt = sc.separations_table(
+            sep_ids[si], [sep_cols["sep"][i] for i in si], [sep_cols["st"][i] for i in si],
+            [np.asarray(sep_cols["q"][i]) for i in si], [sep_cols["slot"][i] for i in si],
+            [sep_cols["e"][i] for i in si], snr_list,
+            np.stack([sep_cols["rt"][i] for i in si]) if len(si) else
+            np.zeros((0, K * (C + 1)), np.float32))
+        sed = None
+        if sed_frames > 0:
+            sed = sc.sed_table([r[0] for r in rs], ["sed"] * len(rs), [0.32] * len(rs),
+                               [rng.random((sed_frames, C)).astype(np.float16) for _ in rs])
+        writer.write_part(f"{part:03d}", sct, tgt, spt, sed)
+    return load_cache(path) if load else path
+
+

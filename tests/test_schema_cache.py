@@ -1,0 +1,213 @@
+"""The cache format: frozen cache per schema version, writing (atomic, appends, conflicts),
+loading (array invariants against the raw tables) and a table of bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from casdri import schema as sc
+from casdri.cache import CacheWriter, load_cache
+from casdri.errors import CacheError, CacheSchemaError
+from casdri.policies import params_class
+from casdri.replay import replay
+from casdri.synthetic import make_synthetic_cache
+
+from .conftest import DATA
+
+FROZEN = {1: DATA / "frozen_cache_v1"}
+
+
+@pytest.mark.parametrize("version", sorted(FROZEN))
+def test_frozen_cache_replays_the_frozen_numbers(version):
+    assert version in sc.SUPPORTED_VERSIONS
+    cache = load_cache(FROZEN[version], label_set="dcase2026t4")
+    assert cache.meta.schema_version == version
+    assert cache.sed is not None and cache.sed.probs.dtype == np.float16
+    expected = json.loads((FROZEN[version] / "expected.json").read_text())
+    for name, e in expected.items():
+        cls = params_class(e["policy"])
+        params = cls.from_yaml({"policy": e["policy"], "params": e["params"]},
+                               cache.label_set)
+        r = replay(cache, e["policy"], params, per_soundscape=True)
+        assert r.capi_sdri[0] == pytest.approx(e["capi_sdri"], abs=1e-12), name
+        assert r.accuracy_mix[0] == pytest.approx(e["accuracy_mix"], abs=1e-12), name
+        assert r.accuracy_src[0] == pytest.approx(e["accuracy_src"], abs=1e-12), name
+        got = [None if v != v else v for v in r.per_soundscape.capi_sdri]
+        assert got == pytest.approx(e["per_soundscape"], abs=1e-12), name
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "cache"
+    make_synthetic_cache(path, n_soundscapes=10, seed=4, n_stages=2, n_parts=2, load=False)
+    return path
+
+
+def test_arrays_match_raw_tables(small):
+    c = load_cache(small)
+    S, C = c.n_soundscapes, c.n_classes
+    assert list(c.soundscape_ids) == sorted(c.soundscape_ids)
+    assert c.tagger_probs.shape == (2, S, 3, C + 1) and np.isfinite(c.tagger_probs).all()
+    for s in range(S):
+        codes = c.key_codes[c.key_offsets[s]:c.key_offsets[s + 1]]
+        assert (np.diff(codes) > 0).all() and (c.key_sc[c.key_offsets[s]:c.key_offsets[s + 1]]
+                                              == s).all()
+    assert (c.stem_label == c.key_labels[c.stem_key, c.stem_slot]).all()
+    j, sep, st = np.nonzero(c.key_stem >= 0)
+    rows = c.key_stem[j, sep, st]
+    assert (c.stem_key[rows] == j).all() and (c.stem_separator[rows] == sep).all()
+    assert (c.stem_stage[rows] == st).all() and (c.stem_slot[rows] == 0).all()
+    n_snr = np.diff(c.stem_snr_offsets)
+    assert (n_snr == c.n_ref[c.key_sc[c.stem_key]]).all()
+    sep_tab = pd.concat(pd.read_parquet(f) for f in sorted((small / "separations").glob("*")))
+    rng = np.random.default_rng(0)
+    for r in rng.choice(len(c.stem_label), 50, replace=False):
+        s = c.key_sc[c.stem_key[r]]
+        q = tuple(c.key_labels[c.stem_key[r], :c.key_len[c.stem_key[r]]])
+        hit = sep_tab[(sep_tab[sc.SOUNDSCAPE] == c.soundscape_ids[s])
+                      & (sep_tab[sc.SEPARATOR] == c.separators[c.stem_separator[r]])
+                      & (sep_tab[sc.STAGE] == c.stem_stage[r])
+                      & (sep_tab[sc.SLOT] == c.stem_slot[r])
+                      & sep_tab[sc.QUERY].map(lambda v: tuple(v) == q)]
+        assert len(hit) == 1
+        row = hit.iloc[0]
+        assert row[sc.ENERGY_DB] == c.stem_energy_db[r]
+        assert list(row[sc.SNR_DB]) == list(c.stem_snr_db[c.stem_snr_offsets[r]:
+                                                          c.stem_snr_offsets[r + 1]])
+        retag = np.asarray(row[sc.RETAG], np.float32).reshape(3, C + 1)
+        assert (retag[:, :C].max(0) == c.stem_retag_max[r]).all()
+        assert retag[:, C].min() == c.stem_retag_silence_min[r]
+
+
+def test_append_conflict_and_atomicity(tmp_path):
+    a = make_synthetic_cache(tmp_path / "a", n_soundscapes=4, seed=1, n_parts=1)
+    b = tmp_path / "b"
+    make_synthetic_cache(b, n_soundscapes=4, seed=1, n_parts=1, load=False)
+    # append a part with other soundscapes to `a`, through a writer with the same metadata
+    other = tmp_path / "other"
+    make_synthetic_cache(other, n_soundscapes=3, seed=2, n_parts=1, load=False)
+    tabs = {k: pq.read_table(other / k / "part-000.parquet") for k in sc.REQUIRED_TABLES}
+    ids = {k: t.column(sc.SOUNDSCAPE).to_pylist() for k, t in tabs.items()}
+    ren = {i: i.replace("synth", "extra") for i in ids["soundscapes"]}
+    for k, t in tabs.items():
+        col = pa.array([ren[i] for i in ids[k]])
+        tabs[k] = t.set_column(t.schema.get_field_index(sc.SOUNDSCAPE), sc.SOUNDSCAPE, col)
+    w = CacheWriter(a.path, a.meta)
+    assert w.meta.cache_id == a.meta.cache_id
+    w.write_part("extra", tabs["soundscapes"], tabs["tagger"], tabs["separations"])
+    c = load_cache(a.path)
+    assert c.n_soundscapes == 7 and c.meta.cache_id == a.meta.cache_id
+    with pytest.raises(CacheError, match="exists"):
+        w.write_part("extra", tabs["soundscapes"], tabs["tagger"], tabs["separations"])
+    other_meta = sc.CacheMeta(**{**{k: getattr(a.meta, k) for k in a.meta.__dataclass_fields__},
+                                 "separators": ("x", "y")})
+    with pytest.raises(CacheError, match=r"separators: cache has \['sepA', 'sepB'\], writer "
+                                         r"has \['x', 'y'\]"):
+        CacheWriter(b, other_meta)
+    assert not list(Path(a.path).rglob(".*tmp*"))
+
+
+def _truncate(p):
+    f = sorted((p / "separations").glob("*.parquet"))[0]
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _garble(p):
+    f = sorted((p / "tagger").glob("*.parquet"))[0]
+    b = bytearray(f.read_bytes())
+    b[-8:-4] = b"\x00\x00\xff\x7f"  # footer length beyond the file
+    f.write_bytes(bytes(b))
+
+
+def _set_meta(p, **kw):
+    d = json.loads((p / sc.META_FILE).read_text())
+    d.update(kw)
+    (p / sc.META_FILE).write_text(json.dumps(d))
+
+
+def _rewrite(p, table, fn, idx=0):
+    f = sorted((p / table).glob("*.parquet"))[idx]
+    pq.write_table(fn(pq.read_table(f)), f)
+
+
+def _reverse_queries(t):
+    q = [list(reversed(v)) for v in t.column(sc.QUERY).to_pylist()]
+    return t.set_column(t.schema.get_field_index(sc.QUERY), sc.QUERY,
+                        pa.array(q, pa.list_(pa.int16())))
+
+
+def _drop_slot1(t):
+    i = t.column(sc.SLOT).to_pylist().index(1)
+    return pa.concat_tables([t.slice(0, i), t.slice(i + 1)])
+
+
+BAD = [
+    ("truncated parquet", _truncate, {}, CacheError, r"separations/part-000\.parquet.*truncated"),
+    ("corrupt parquet", _garble, {}, CacheError, r"tagger/part-000\.parquet: unreadable"),
+    ("other label set", lambda p: None, {"label_set": "dcase2025t4"}, CacheSchemaError,
+     r"label set 'dcase2026t4' .* != expected label set 'dcase2025t4'"),
+    ("schema version", lambda p: _set_meta(p, schema_version=99), {}, CacheSchemaError,
+     r"schema version 99 is not supported"),
+    ("not a cache", lambda p: (p / sc.META_FILE).unlink(), {}, CacheError,
+     "is not a casdri cache"),
+    ("missing column", lambda p: _rewrite(p, "separations", lambda t: t.drop([sc.ENERGY_DB])),
+     {}, CacheSchemaError, r"missing column 'energy_db'"),
+    ("wrong column type", lambda p: _rewrite(p, "soundscapes", lambda t: t.set_column(
+        1, sc.SPLIT, pa.array([[1]] * len(t), pa.list_(pa.int8())))), {}, CacheSchemaError,
+     r"column 'split' is list<.*int8>, expected string"),
+    ("duplicate soundscape", lambda p: shutil.copy(p / "soundscapes/part-000.parquet",
+                                                   p / "soundscapes/part-zzz.parquet"),
+     {}, CacheSchemaError, r"appears twice: in .*part-000.parquet and .*part-zzz.parquet"),
+    ("orphan rows", lambda p: (p / "soundscapes/part-001.parquet").unlink(), {},
+     CacheSchemaError, r"tagger/part-001.parquet: soundscape 'synth_\d+' is not in the "
+                       r"soundscapes table"),
+    ("missing table", lambda p: shutil.rmtree(p / "tagger"), {}, CacheError,
+     r"no tagger/part-\*.parquet"),
+    ("missing slot", lambda p: _rewrite(p, "separations", _drop_slot1), {},
+     CacheSchemaError, r"slots must be 0\.\.\d exactly once"),
+    ("missing tagger row", lambda p: _rewrite(p, "tagger", lambda t: t.slice(1)), {},
+     CacheSchemaError, r"tagger rows missing: soundscape 'synth_"),
+    ("query order", lambda p: _rewrite(p, "separations", _reverse_queries), {},
+     CacheSchemaError, "not in canonical order"),
+    ("unknown separator", lambda p: _set_meta(p, separators=["sepA", "zzz"]), {},
+     CacheSchemaError, r"separator 'sepB' is not in the cache metadata"),
+]
+
+
+@pytest.mark.parametrize("name,damage,kw,exc,match", BAD, ids=[b[0] for b in BAD])
+def test_bad_caches(small, name, damage, kw, exc, match):
+    damage(small)
+    with pytest.raises(exc, match=match):
+        load_cache(small, **kw)
+
+
+def test_validate_table_casts_and_refuses():
+    t = pa.table({sc.SOUNDSCAPE: ["a"], sc.TAGGER_NAME: ["4ch"],
+                  sc.TRACK: pa.array([1], pa.int64()),
+                  sc.PROBS: pa.array([[0.5, 0.5]], pa.list_(pa.float64())), "extra": [1]})
+    v = sc.validate_table(t, "tagger")
+    assert v.schema == sc.TAGGER and v.column(sc.TRACK).type == pa.int8()
+    bad = t.set_column(2, sc.TRACK, pa.array([None], pa.int64()))
+    with pytest.raises(CacheSchemaError, match="nulls"):
+        sc.validate_table(bad, "tagger", "somewhere.parquet")
+    with pytest.raises(CacheSchemaError, match="unknown cache table"):
+        sc.validate_table(t, "nope")
+
+
+def test_meta_round_trip_and_units(small):
+    m = sc.CacheMeta.from_json((small / sc.META_FILE).read_text())
+    assert sc.CacheMeta.from_json(m.to_json()) == m
+    assert m.closure == {"proposal_top_n": 1, "max_query_size": 3, "oracle": True}
+    with pytest.raises(CacheSchemaError, match="not a casdri cache metadata"):
+        sc.CacheMeta.from_dict({"schema_version": 1})
+    assert sc.SEPARATIONS.field(sc.ENERGY_DB).metadata[b"unit"] == b"dB"
+    schema = pq.read_schema(sorted((small / "separations").glob("*"))[0])
+    assert schema.field(sc.SNR_DB).metadata[b"unit"] == b"dB"
+    assert json.loads(schema.metadata[sc.PART_META_KEY])["schema_version"] == 1
