@@ -58,3 +58,38 @@ def pair_energies(est: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndar
     if ref.shape[0] and ref.shape[1]:
         _pair_energies(est, ref, noise, ref_energy)
     return noise, ref_energy
+
+
+@numba.njit(**_SUM_JIT)
+def _indexed_energies(est, ref, est_idx, ref_idx, noise):  # pragma: no cover - jitted
+    """``noise[k] = Σ_t (ref[ref_idx[k], t] − est[est_idx[k], t])²`` for a list of pairs."""
+    for k in range(est_idx.shape[0]):
+        noise[k] = _sum_sq_diff(ref[ref_idx[k]], est[est_idx[k]])
+
+
+@numba.njit(**_SUM_JIT)
+def _row_energies(x, rows, out):  # pragma: no cover - jitted
+    """``out[k] = Σ_t x[rows[k], t]²``."""
+    for k in range(rows.shape[0]):
+        out[k] = _sum_sq(x[rows[k]])
+
+
+def indexed_energies(est: np.ndarray, ref: np.ndarray, est_idx: np.ndarray,
+                     ref_idx: np.ndarray) -> np.ndarray:
+    """Noise energies of the listed ``(est_idx[k], ref_idx[k])`` pairs, float64 ``(n_pairs,)``.
+
+    Rows are read in place (no copies): the arrays must be C-contiguous and of one dtype.
+    """
+    out = np.zeros(len(est_idx), dtype=np.float64)
+    if len(est_idx) and est.shape[1]:
+        _indexed_energies(est, ref, np.asarray(est_idx, np.int64), np.asarray(ref_idx, np.int64),
+                          out)
+    return out
+
+
+def row_energies(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``Σ_t x[row, t]²`` of the listed rows, float64 ``(n_rows,)``; NaN/Inf propagate."""
+    out = np.zeros(len(rows), dtype=np.float64)
+    if len(rows) and x.shape[1]:
+        _row_energies(x, np.asarray(rows, np.int64), out)
+    return out

@@ -60,7 +60,8 @@ class CapiSdriResult:
             "n_soundscapes": self.n_soundscapes,
             "n_scored": self.n_scored,
             "per_soundscape": ps.to_dict(orient="records"),
-            "per_class": self.per_class.to_dict(orient="records"),
+            "per_class": self.per_class.astype(object).where(self.per_class.notna(), None)
+            .to_dict(orient="records"),
         }
 
 

@@ -26,7 +26,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from ._snr_kernel import pair_energies
+from ._snr_kernel import indexed_energies, pair_energies, row_energies
 from .errors import InputError, LabelError
 from .labels import SILENCE
 
@@ -250,7 +250,12 @@ def capi_sdri_from_snr(
     return clip_value(class_blocks(est_labels, ref_labels, snr, snr_mix))
 
 
+def _first_bad_sample(x: np.ndarray) -> int:
+    return int(np.flatnonzero(~np.isfinite(x))[0])
+
+
 def _validate_clip(est_labels, est_wavs, ref_labels, ref_wavs, mixture):
+    """Shapes, dtypes and labels of one clip; samples are checked later, where they are read."""
     est = _as_rows(est_wavs, "est_wavs") if np.asarray(est_wavs).size else None
     ref = _as_rows(ref_wavs, "ref_wavs") if np.asarray(ref_wavs).size else None
     mix = np.asarray(mixture)
@@ -266,46 +271,62 @@ def _validate_clip(est_labels, est_wavs, ref_labels, ref_wavs, mixture):
     dtype = np.result_type(*(a.dtype for a in (est, ref, mix) if a is not None))
     if dtype not in (np.float32, np.float64):
         raise InputError(f"waveforms must be float32 or float64, got {dtype}")
-    for name, arr, labels in (("est_wavs", est, est_labels), ("ref_wavs", ref, ref_labels)):
-        if arr is None:
-            continue
-        if arr.shape[1] != mix.shape[0]:
+    for name, arr in (("est_wavs", est), ("ref_wavs", ref)):
+        if arr is not None and arr.shape[1] != mix.shape[0]:
             raise InputError(
                 f"length mismatch: {name} has {arr.shape[1]} samples, mixture has {mix.shape[0]}"
             )
-        for i, label in enumerate(labels):
-            if label != SILENCE and not np.isfinite(arr[i]).all():
-                t = int(np.flatnonzero(~np.isfinite(arr[i]))[0])
-                raise InputError(
-                    f"{name} row {i} ({label!r}) holds NaN/Inf at sample {t}; the official code "
-                    "would silently drop or propagate it: fix the stem"
-                )
-    if not np.isfinite(mix).all():
-        raise InputError(f"mixture holds NaN/Inf at sample {int(np.flatnonzero(~np.isfinite(mix))[0])}")
     as_dtype = lambda a: None if a is None else np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return est_labels, as_dtype(est), ref_labels, as_dtype(ref), np.ascontiguousarray(mix, dtype=dtype)
+
+
+def _refuse_non_finite(name: str, arr: np.ndarray, rows, labels) -> None:
+    for i in rows:
+        if not np.isfinite(arr[i]).all():
+            raise InputError(
+                f"{name} row {i} ({labels[i]!r}) holds NaN/Inf at sample "
+                f"{_first_bad_sample(arr[i])}; the official code would silently drop or "
+                "propagate it: fix the stem"
+            )
 
 
 def clip_snr(est_labels, est, ref_labels, ref, mix) -> tuple[np.ndarray, np.ndarray]:
     """SNR matrices a clip needs: same-class pairs and the mixture against their references.
 
-    Other entries are NaN (never read by the metric).
+    Other entries are NaN (never read by the metric). Every non-silence row and the mixture
+    must be finite (`InputError` otherwise): a NaN/Inf makes an energy non-finite, and only
+    then are the samples scanned to name the first bad one.
     """
-    n_est = len(est_labels)
-    n_ref = len(ref_labels)
+    n_est, n_ref = len(est_labels), len(ref_labels)
     snr = np.full((n_est, n_ref), np.nan)
     snr_mix = np.full(n_ref, np.nan)
     est_by, ref_by = _rows_by_class(est_labels), _rows_by_class(ref_labels)
-    matched_refs = sorted(r for c in est_by if c in ref_by for r in ref_by[c])
-    if not matched_refs:
+    pairs = [(e, r) for c in est_by if c in ref_by for e in est_by[c] for r in ref_by[c]]
+    refs = sorted({r for _, r in pairs})
+    eps = float(np.finfo(mix.dtype).eps)
+    # rows that enter no pair are still checked (cheaply, by their energy)
+    lone_est = sorted({e for rows in est_by.values() for e in rows} - {e for e, _ in pairs})
+    lone_ref = sorted({r for rows in ref_by.values() for r in rows} - set(refs))
+    if lone_est and not np.isfinite(row_energies(est, lone_est)).all():
+        _refuse_non_finite("est_wavs", est, lone_est, est_labels)
+    if lone_ref and not np.isfinite(row_energies(ref, lone_ref)).all():
+        _refuse_non_finite("ref_wavs", ref, lone_ref, ref_labels)
+    if not np.isfinite(row_energies(mix[None, :], [0])).all():
+        raise InputError(f"mixture holds NaN/Inf at sample {_first_bad_sample(mix)}")
+    if not pairs:
         return snr, snr_mix
-    matched_ests = sorted(e for c in est_by if c in ref_by for e in est_by[c])
-    sub = snr_db(np.vstack([est[matched_ests], mix[None, :]]), ref[matched_refs])
-    for a, e in enumerate(matched_ests):
-        for b, r in enumerate(matched_refs):
-            if est_labels[e] == ref_labels[r]:
-                snr[e, r] = sub[a, b]
-    snr_mix[matched_refs] = sub[-1]
+    e_idx = np.array([e for e, _ in pairs], np.int64)
+    r_idx = np.array([r for _, r in pairs], np.int64)
+    noise = indexed_energies(est, ref, e_idx, r_idx)
+    mix_noise = indexed_energies(mix[None, :], ref, np.zeros(len(refs), np.int64),
+                                 np.array(refs, np.int64))
+    ref_energy = np.full(n_ref, np.nan)
+    ref_energy[refs] = row_energies(ref, refs)
+    if not (np.isfinite(noise).all() and np.isfinite(ref_energy[refs]).all()):
+        _refuse_non_finite("ref_wavs", ref, refs, ref_labels)
+        _refuse_non_finite("est_wavs", est, sorted(set(e_idx.tolist())), est_labels)
+    snr[e_idx, r_idx] = 10.0 * np.log10((ref_energy[r_idx] + eps) / (noise + eps))
+    snr_mix[refs] = 10.0 * np.log10((ref_energy[refs] + eps) / (mix_noise + eps))
     return snr, snr_mix
 
 
@@ -397,6 +418,12 @@ def ca_sdri_2025(
             )
         last.append({c: r[-1] for c, r in rows.items()})
     est_last, ref_last = last
+    for name, arr, labels in (("est_wavs", est, est_labels), ("ref_wavs", ref, ref_labels)):
+        rows = [i for i, x in enumerate(labels) if x != SILENCE]
+        if rows and not np.isfinite(row_energies(arr, rows)).all():
+            _refuse_non_finite(name, arr, rows, labels)
+    if not np.isfinite(row_energies(mix[None, :], [0])).all():
+        raise InputError(f"mixture holds NaN/Inf at sample {_first_bad_sample(mix)}")
     classes = list(dict.fromkeys([*est_last, *ref_last]))
     if not classes:
         return None

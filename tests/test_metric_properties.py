@@ -144,3 +144,20 @@ def test_import_casdri_does_not_import_torch():
     import sys
     code = "import sys, casdri; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("row", [0, 1])
+def test_ca_sdri_2025_refuses_nan_too(row):
+    est = np.ones((2, T), np.float32)
+    est[row, 5] = np.nan
+    with pytest.raises(casdri.InputError, match="NaN/Inf at sample 5"):
+        casdri.ca_sdri_2025(["Speech", "Cough"], est, ["Speech"], np.ones((1, T), np.float32),
+                            np.ones(T, np.float32))
+
+
+def test_nan_in_unpaired_stem_is_refused():
+    est = np.ones((2, T), np.float32)
+    est[1, 7] = np.nan  # a false-positive class: the official code silently ignores it
+    with pytest.raises(casdri.InputError, match=r"est_wavs row 1 \('Cough'\).*sample 7"):
+        casdri.capi_sdri(["Speech", "Cough"], est, ["Speech"], np.ones((1, T), np.float32),
+                         np.ones(T, np.float32))
