@@ -19,7 +19,9 @@ from .metric import (
 from .policies import (
     BaselineParams, OracleParams, RefineParams, get_policy, load_policy_yaml, required_keys,
 )
-from .replay import ReplayMatrix, ReplayResult, decisions, replay, replay_matrix, replay_pairs
+from .replay import (
+    ReplayMatrix, ReplayResult, decisions, replay, replay_matrix, replay_pairs, trace,
+)
 from .schema import SCHEMA_VERSION, CacheMeta
 from .scoring import score_folders
 
@@ -33,7 +35,7 @@ __all__ = [
     "LabelSet", "get_label_set", "DCASE2026T4", "DCASE2025T4", "SILENCE",
     "score_folders",
     "load_cache", "DecisionCache", "CacheWriter", "write_part", "CacheMeta", "SCHEMA_VERSION",
-    "replay", "replay_matrix", "replay_pairs", "decisions", "ReplayResult", "ReplayMatrix",
+    "replay", "replay_matrix", "replay_pairs", "decisions", "trace", "ReplayResult", "ReplayMatrix",
     "BaselineParams", "RefineParams", "OracleParams", "get_policy", "load_policy_yaml",
     "required_keys",
     "CasdriError", "InputError", "LabelError", "AudioFileError", "FolderLayoutError",

@@ -1,0 +1,148 @@
+"""Change points of the ``refine`` policy's parameters: where a soundscape's decision can flip.
+
+Conventions:
+    * With every other parameter fixed, the ``refine`` decision of a soundscape (see
+      `casdri.policies.refine`) changes with one parameter only where a comparison it makes
+      flips. Per parameter (class ``c``, current combo ``g`` = select_separator x stage):
+
+      ========================  ===============================================================
+      ``solo_keep_4ch[c]``      p_4ch of the unpaired 4ch instances of class c
+      ``solo_keep_1ch[c]``      p_1ch of the unpaired 1ch instances of class c
+      ``verify_thr[c]``         retag probability of class c of the class-c slots of the
+                                first query's stems (threshold mode only)
+      ``drop_thr[c]``,          confidences of the class-c instances
+      ``prob_gate[c]``
+      ``energy_gate_db[c]``     stem energy of the class-c slots of the final query's stems
+      ``silence_thr[c]``        retag silence probability of those slots
+      ``w``                     crossings of two instances' confidences (linear in w), and of
+                                one instance's confidence with its class's drop/prob gates
+      ========================  ===============================================================
+
+      The first query does not depend on verify/drop thresholds and the final one not on the
+      gates, so both are fixed during such a sweep; they are read from the policy's own trace
+      (the first query is the final one with ``drop_thr = 0``, which drops nothing).
+      Instance sets are supersets (every instance of the class), which keeps the sweep exact.
+    * Values are read from ``casdri.replay.prepare`` (the tables and per-soundscape fusion
+      inputs the kernel itself uses) and computed with the kernel's float64 expressions.
+    * Results are flat: ``(pos, values)``, ``pos`` the position of the soundscape in the
+      requested ``idx``, vectorised over soundscapes (no Python loop per soundscape).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["RefineChangePoints"]
+
+# columns of the slot feature table (casdri._kernels F_OWN, F_ENERGY, F_SIL)
+_SLOT_FEATURE = {"verify_thr": 0, "energy_gate_db": 1, "silence_thr": 2}
+_CONF = ("drop_thr", "prob_gate")
+
+
+class RefineChangePoints:
+    """Change points of ``refine`` on one cache.
+
+    Args:
+        cache: the `casdri.cache.DecisionCache`.
+        layout: ``{field: columns}`` of the encoded ``refine`` vector.
+        prep: ``casdri.replay.prepare(cache, "refine")``.
+    """
+
+    def __init__(self, cache, layout: dict, prep: dict):
+        self.S, self.C, self.n_st = cache.n_soundscapes, cache.n_classes, cache.n_stages
+        self.lay = layout
+        pi, pf = prep["policy"]
+        maxi = 2 * cache.n_tracks
+        n_inst = pi[:, 0]
+        self.valid = np.arange(maxi)[None, :] < n_inst[:, None]          # (S, maxi)
+        self.icls = np.where(self.valid, pi[:, 1:1 + maxi], 0)            # (S, maxi)
+        self.a = np.where(self.valid, pf[:, :maxi], np.nan)               # p_4ch
+        self.b = np.where(self.valid, pf[:, maxi:2 * maxi], np.nan)       # p_1ch
+        self.paired = ~np.isnan(self.a) & ~np.isnan(self.b)
+        self.solo4 = ~np.isnan(self.a) & np.isnan(self.b)
+        self.solo1 = np.isnan(self.a) & ~np.isnan(self.b)
+        _, self.key_len, self.key_lab, self.slot_f = prep["tab"][:4]
+        self.cache = cache
+
+    def _val(self, x, name):
+        return x[self.lay[name]]
+
+    def conf(self, x: np.ndarray) -> np.ndarray:
+        """``(S, maxi)`` instance confidences (NaN: absent or a dropped solo), as the kernel."""
+        w = float(x[self.lay["w"][0]])
+        keep4 = self._val(x, "solo_keep_4ch")[self.icls]
+        keep1 = self._val(x, "solo_keep_1ch")[self.icls]
+        with np.errstate(invalid="ignore"):
+            out = np.where(self.paired, w * self.a + (1.0 - w) * self.b, np.nan)
+            out = np.where(self.solo4 & (self.a >= keep4), self.a, out)
+            out = np.where(self.solo1 & (self.b >= keep1), self.b, out)
+        return out
+
+    def __call__(self, name: str, cls: Optional[int], x: np.ndarray,
+                 idx: np.ndarray) -> Optional[tuple]:
+        """``(pos, values)`` change points of ``name`` (class ``cls``; ``None``: every class,
+        for a global move) on soundscapes ``idx``; ``None`` for a categorical parameter."""
+        idx = np.asarray(idx, np.int64)
+        where = np.full(self.S, -1, np.int64)
+        where[idx] = np.arange(idx.shape[0])
+        if name == "w":
+            return self._w_points(x, where)
+        if name in ("solo_keep_1ch", "solo_keep_4ch"):
+            m = self.solo1 if name == "solo_keep_1ch" else self.solo4
+            v = self.b if name == "solo_keep_1ch" else self.a
+            return self._select(m, v, self.icls, cls, where)
+        if name in _CONF:
+            cf = self.conf(x)
+            return self._select(~np.isnan(cf), cf, self.icls, cls, where)
+        if name in _SLOT_FEATURE:
+            if name == "verify_thr" and float(x[self.lay["verify_mode"][0]]) > 0.5:
+                return np.zeros(0, np.int64), np.zeros(0)  # argmax mode: threshold not read
+            return self._slot_points(x, idx, _SLOT_FEATURE[name], cls,
+                                     first_query=name == "verify_thr")
+        return None
+
+    def _slot_points(self, x, idx, feature, cls, first_query):
+        """Feature values of the (class-``cls``) slots of the first or final query."""
+        from casdri.replay import trace
+
+        if first_query:
+            x = x.copy()
+            x[self.lay["drop_thr"]] = 0.0
+        dec = trace(self.cache, "refine", x[None, :], idx)
+        j, g = dec[:, 0], dec[:, 1]
+        pos = np.flatnonzero(j >= 0)
+        j, g = j[pos], g[pos]
+        maxs = self.key_lab.shape[1]
+        labs = self.key_lab[j]                                            # (n, MAXS)
+        ok = np.arange(maxs)[None, :] < self.key_len[j][:, None]
+        if cls is not None:
+            ok &= labs == cls
+        vals = self.slot_f[j, g][:, :, feature]                          # (n, MAXS)
+        r, i = np.nonzero(ok)
+        return pos[r], vals[r, i]
+
+    def _select(self, mask, values, classes, cls, where):
+        m = mask if cls is None else mask & (classes == cls)
+        s, i = np.nonzero(m)
+        p = where[s]
+        ok = p >= 0
+        return p[ok], values[s[ok], i[ok]]
+
+    def _w_points(self, x: np.ndarray, where: np.ndarray) -> tuple:
+        """Crossings in w of paired lines ``b + w (a - b)`` with each other, with the constant
+        confidences of kept solos and with the drop / probability gates of their class."""
+        cf = self.conf(x)
+        slope = np.where(self.paired, self.a - self.b, np.nan)             # (S, maxi)
+        icpt = np.where(self.paired, self.b, np.nan)
+        const = np.where(self.paired, np.nan, cf)                           # solos (kept)
+        gates = np.stack([self._val(x, t)[self.icls] for t in _CONF], axis=-1)  # (S, maxi, 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pair = (icpt[:, None, :] - icpt[:, :, None]) / (slope[:, :, None] - slope[:, None, :])
+            solo = (const[:, None, :] - icpt[:, :, None]) / slope[:, :, None]
+            gate = (gates - icpt[:, :, None]) / slope[:, :, None]
+        parts = [pair.reshape(self.S, -1), solo.reshape(self.S, -1), gate.reshape(self.S, -1)]
+        allp = np.concatenate(parts, axis=1)
+        ok = np.isfinite(allp) & (allp > 0.0) & (allp < 1.0) & (where >= 0)[:, None]
+        s, k = np.nonzero(ok)
+        return where[s], allp[s, k]

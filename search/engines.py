@@ -1,0 +1,281 @@
+"""Optuna plumbing for the joint stages: storages, samplers and a batched ask/tell loop.
+
+Conventions:
+    * A study maximises the dataset CAPI-SDRi (dB) on the tune soundscapes.
+    * Storage URLs: ``None`` (in memory), ``sqlite:///file.db``, ``postgresql://...`` (any
+      SQLAlchemy URL Optuna's ``RDBStorage`` takes), ``journal:///abs/path.log`` or a plain
+      path ending in ``.log`` (``JournalStorage(JournalFileBackend(path))``, safe on a shared
+      file system). Workers on several machines share a study by passing the same storage and
+      study name; each worker adds its own ``n_trials``.
+    * The stage's start setting is enqueued once per study (``skip_if_exists``) and counts as
+      one of the requested trials, so a stage never ends below its start and the total number
+      of trials of a shared study is the sum of what its workers requested.
+    * Reproducible in memory: the sampler is seeded and trials are asked in a fixed order (a
+      batch of ``batch_size`` asks, one batch replay, then the tells), so the same seed gives
+      the same trials. Shared studies interleave workers and are not reproducible.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import optuna
+from tqdm.auto import tqdm
+
+from casdri.errors import InputError
+
+__all__ = [
+    "Knob", "JointResult", "SAMPLERS", "make_storage", "rdb_url", "dashboard_target",
+    "make_sampler", "optimize_joint", "study_knobs",
+]
+
+SAMPLERS = ("tpe", "cmaes")
+_STORAGE_FORMS = ("sqlite:///FILE.db, postgresql://USER@HOST:PORT/DB, journal:///PATH.log or "
+                  "a PATH.log")
+_FAILED_SCORE = -1e9  # told for a setting whose every clip is None (keeps every trial COMPLETE)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One outer parameter an Optuna stage tunes.
+
+    Attributes:
+        name: parameter name (the policy field, e.g. ``"w"``, ``"verify_thr"``).
+        low, high: range (floats) or ``None`` for a categorical knob.
+        choices: the values of a categorical knob.
+    """
+
+    name: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: tuple = ()
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.choices:
+            return optuna.distributions.CategoricalDistribution(list(self.choices))
+        return optuna.distributions.FloatDistribution(float(self.low), float(self.high))
+
+
+@dataclass
+class JointResult:
+    """Outcome of one Optuna stage.
+
+    Attributes:
+        best: knob values of the best trial (the start setting if nothing beat it).
+        best_score_db: its score; start_score_db: the start setting's score.
+        n_trials: trials this call ran; n_evaluations: soundscape-settings replayed.
+        study_name: the study's name; trials: ``[(number, params, value, state)]`` of the study.
+    """
+
+    best: dict
+    best_score_db: float
+    start_score_db: float
+    n_trials: int
+    n_evaluations: int
+    study_name: str
+    trials: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def rdb_url(url: str) -> str:
+    """``url`` with an explicit PostgreSQL driver when the default one is missing.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to the ``psycopg`` (3) driver; casdri's test
+    extra installs ``psycopg2-binary``, so a bare URL becomes ``postgresql+psycopg2://`` when
+    only psycopg2 is importable. Other URLs are returned unchanged.
+
+    Example:
+        >>> rdb_url("sqlite:///x.db")
+        'sqlite:///x.db'
+    """
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def dashboard_target(storage: str) -> str:
+    """What to pass to ``optuna-dashboard`` to open a ``--storage`` (a journal file path or
+    the database URL).
+
+    Example:
+        >>> dashboard_target("journal:///shared/study.log")
+        '/shared/study.log'
+    """
+    return storage[len("journal://"):] if storage.startswith("journal://") else rdb_url(storage)
+
+
+def make_storage(url: Optional[str]):
+    """Optuna storage for ``url`` (see module conventions); ``None`` is in memory.
+
+    Raises:
+        InputError: a URL of no known kind (names it and lists the accepted forms).
+    """
+    if url is None or url == "" or url == ":memory:":
+        return None
+    text = str(url)
+    if text.startswith("journal://") or text.endswith(".log"):
+        path = text[len("journal://"):] if text.startswith("journal://") else text
+        if not path:
+            raise InputError(f"--storage {url!r}: journal URL without a file path")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if "://" in text:
+        for attempt in range(5):  # concurrent first-time schema creation can race on servers
+            try:
+                kwargs = {"pool_pre_ping": True}
+                if text.startswith("sqlite"):  # concurrent workers: wait for the file lock
+                    kwargs["connect_args"] = {"timeout": 120}
+                return optuna.storages.RDBStorage(rdb_url(text), engine_kwargs=kwargs,
+                                                  heartbeat_interval=None)
+            except Exception as exc:  # sqlalchemy / alembic errors of a racing worker
+                from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+                if attempt == 4 or isinstance(exc, (ArgumentError, NoSuchModuleError)):
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                    raise InputError(f"--storage {url!r}: cannot open ({first}); expected "
+                                     f"{_STORAGE_FORMS}") from exc
+                time.sleep(0.2 * (attempt + 1))
+    raise InputError(f"--storage {url!r}: expected {_STORAGE_FORMS}")
+
+
+def make_sampler(name: str, seed: int, n_startup_trials: int = 10):
+    """Seeded Optuna sampler: ``"tpe"`` (multivariate TPE) or ``"cmaes"`` (needs ``cmaes``).
+
+    Raises:
+        InputError: unknown name, or ``cmaes`` without the ``cmaes`` package.
+    """
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise InputError(
+                "--sampler cmaes needs the 'cmaes' package: python -m pip install cmaes"
+            ) from None
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=0, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed))
+    raise InputError(f"--sampler {name!r}: expected one of {', '.join(SAMPLERS)}")
+
+
+def study_knobs(study: optuna.Study) -> dict:
+    """``{param name: distribution}`` over every trial of a study (the search space it saw)."""
+    space: dict = {}
+    for t in study.get_trials(deepcopy=False):
+        space.update(t.distributions)
+    return space
+
+
+def optimize_joint(
+    score_batch: Callable[[Sequence[dict]], np.ndarray],
+    knobs: Sequence[Knob],
+    start: dict,
+    n_trials: int,
+    sampler: str = "tpe",
+    seed: int = 0,
+    storage=None,
+    study_name: str = "casdri",
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "",
+    study_attrs: Optional[dict] = None,
+    n_recheck: int = 5,
+) -> JointResult:
+    """Maximise ``score_batch`` over ``knobs`` with Optuna, starting from ``start``.
+
+    Args:
+        score_batch: maps a list of knob dicts to ``(n,)`` dataset scores (one batch replay).
+        knobs: the parameters this stage tunes.
+        start: knob values of the current policy (enqueued once, counts as a trial).
+        n_trials: trials this worker runs (>= 1).
+        sampler: ``"tpe"`` or ``"cmaes"``; seed: its seed.
+        storage: an Optuna storage (see `make_storage`) or ``None``.
+        study_name: shared between workers of one study.
+        batch_size: asks per batch replay.
+        progress: show a tqdm bar on stderr.
+        study_attrs: ``{key: value}`` every worker of a shared study must agree on (e.g. a
+            digest of the tune soundscapes); the first worker stores them.
+        n_recheck: the best trials of the study are re-scored here before one is taken (on a
+            shared study, other workers' trials may come from another start setting).
+
+    Returns:
+        `JointResult`; ``best`` is the start unless a trial scores strictly higher here.
+
+    Raises:
+        InputError: ``n_trials < 1``, or a shared study whose ``study_attrs`` differ (a worker
+            with another cache, seed or number of folds).
+    """
+    if n_trials < 1:
+        raise InputError(f"--trials must be >= 1, got {n_trials}")
+    t0 = time.perf_counter()
+    dists = {k.name: k.distribution() for k in knobs}
+    start = {k.name: _clip(k, start[k.name]) for k in knobs}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage, sampler=make_sampler(sampler, seed, min(10, max(1, n_trials // 4))),
+        study_name=study_name, direction="maximize", load_if_exists=True)
+    for key, value in (study_attrs or {}).items():
+        have = study.user_attrs.get(key)
+        if have is None:
+            study.set_user_attr(key, value)
+        elif have != value:
+            raise InputError(
+                f"study {study_name!r}: {key} {have!r} of the shared study != this worker's "
+                f"{value!r}; every worker needs the same cache, --seed and --folds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        study.enqueue_trial(start, skip_if_exists=True)
+    start_score = float(np.asarray(score_batch([start]), dtype=np.float64)[0])
+    n_eval = 1
+    done = 0
+    bar = tqdm(total=n_trials, desc=desc or study_name, disable=not progress, leave=False)
+    while done < n_trials:
+        k = min(batch_size, n_trials - done)
+        trials = [study.ask(dists) for _ in range(k)]
+        params = [{name: t.params[name] for name in dists} for t in trials]
+        scores = np.asarray(score_batch(params), dtype=np.float64)
+        n_eval += k
+        for t, s in zip(trials, scores):
+            study.tell(t, float(s) if math.isfinite(s) else _FAILED_SCORE)
+        done += k
+        bar.update(k)
+    bar.close()
+    best, best_score = dict(start), start_score
+    done_trials = [t for t in study.get_trials(deepcopy=False,
+                                               states=(optuna.trial.TrialState.COMPLETE,))
+                   if t.value is not None and set(dists) <= set(t.params)]
+    done_trials.sort(key=lambda t: (-t.value, t.number))  # ties: the earlier trial
+    top = [{n: t.params[n] for n in dists} for t in done_trials[:max(1, n_recheck)]]
+    if top:
+        local = np.asarray(score_batch(top), dtype=np.float64)
+        n_eval += len(top)
+        for params, value in zip(top, local):
+            if math.isfinite(value) and value > best_score:
+                best, best_score = params, float(value)
+    trials = [(t.number, dict(t.params), t.value, t.state.name)
+              for t in study.get_trials(deepcopy=False)]
+    return JointResult(best, best_score, start_score, done, n_eval, study_name, trials,
+                       time.perf_counter() - t0)
+
+
+def _clip(knob: Knob, value):
+    if knob.choices:
+        if value not in knob.choices:
+            raise InputError(f"start value {value!r} of {knob.name!r} not in {knob.choices}")
+        return value
+    return float(min(max(float(value), knob.low), knob.high))

@@ -1,0 +1,133 @@
+"""The search's view of a policy on a cache: encoded settings in, per-soundscape CAPI-SDRi out.
+
+Conventions:
+    * A *setting* is one encoded parameter vector ``x`` (``(P,) float64``, the policy module's
+      ``encode`` layout); many settings stack into ``X`` ``(n, P)``.
+    * A `Param` names a block of columns of ``x``: one column for a scalar (``w``), ``C``
+      columns for a per-class threshold (one per class, in label-set order). A *global* move of
+      a per-class threshold writes the same value into all its columns.
+    * Per-soundscape values are ``float64`` dB with NaN for a None clip; a dataset score is
+      their mean over non-NaN entries (`search.stats.dataset_mean`).
+    * `Problem` is the interface the stages use (implemented on `casdri.replay` by
+      `search.casdri_problem.CasdriProblem`, and by hand-made problems in the tests);
+      `Objective` binds a problem to the tune soundscapes and counts evaluations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+__all__ = ["Param", "Problem", "Objective", "with_values"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One policy parameter as the search sees it.
+
+    Attributes:
+        name: policy field name (``"verify_thr"``).
+        columns: ``(k,) int64`` columns of the encoded vector (``k = C`` when ``per_class``).
+        low, high: range of a numeric parameter (``None`` for a categorical one).
+        choices: the values of a categorical parameter (encoded as floats).
+        per_class: one value per class.
+        integer: a numeric parameter restricted to integers.
+    """
+
+    name: str
+    columns: np.ndarray
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: tuple = ()
+    per_class: bool = False
+    integer: bool = False
+
+    @property
+    def categorical(self) -> bool:
+        return bool(self.choices)
+
+
+class Problem(Protocol):
+    """What a stage needs from a policy on a cache."""
+
+    params: dict  # {name: Param}, in policy field order
+    n_soundscapes: int
+    n_classes: int
+    class_names: tuple
+
+    def values(self, X: np.ndarray, idx: Optional[np.ndarray] = None) -> np.ndarray:
+        """``(n, len(idx))`` per-soundscape CAPI-SDRi of settings ``X`` on soundscapes ``idx``
+        (all when ``None``), NaN for None clips."""
+
+    def pair_values(self, X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``(n,)``: setting ``X[i]`` on soundscape ``idx[i]`` (one batch)."""
+
+    def change_points(self, name: str, cls: Optional[int], x: np.ndarray,
+                      idx: np.ndarray) -> Optional[tuple]:
+        """``(pos, values)``: the values where parameter ``name`` (class ``cls``, or all classes
+        together when ``None``) can change the decision of soundscape ``idx[pos[i]]`` with the
+        other parameters at ``x`` (a superset is fine; a soundscape never named cannot
+        change); ``None`` when the parameter is not a threshold on cached values."""
+
+
+class Objective:
+    """Dataset CAPI-SDRi of settings on a fixed set of tune soundscapes.
+
+    Args:
+        problem: the `Problem`.
+        mask: ``(S,) bool`` tune soundscapes.
+
+    Attributes:
+        n_settings: settings scored so far; n_clip_evals: soundscape-settings replayed.
+    """
+
+    def __init__(self, problem: Problem, mask: np.ndarray):
+        self.problem = problem
+        self.mask = np.asarray(mask, dtype=bool)
+        self.idx = np.flatnonzero(self.mask)
+        self.n_settings = 0
+        self.n_clip_evals = 0
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_tune)`` per-soundscape values on the tune soundscapes."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        self.n_settings += X.shape[0]
+        self.n_clip_evals += X.shape[0] * self.idx.shape[0]
+        return self.problem.values(X, self.idx)
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """``(n,)`` dataset CAPI-SDRi (dB) of each setting; NaN when every clip is None."""
+        v = self.values(X)
+        ok = ~np.isnan(v)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(ok.any(1), np.where(ok, v, 0.0).sum(1) / ok.sum(1), np.nan)
+
+    def score(self, x: np.ndarray) -> float:
+        return float(self.scores(np.asarray(x)[None, :])[0])
+
+    def pair_values(self, X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        self.n_clip_evals += int(np.asarray(idx).shape[0])
+        return self.problem.pair_values(np.atleast_2d(X), np.asarray(idx))
+
+    def sums(self, x: np.ndarray, keep: np.ndarray) -> tuple[float, int]:
+        """Sum and count of non-None values of setting ``x`` on the tune soundscapes where
+        ``keep`` (``(n_tune,) bool``) is true (the clips a sweep does not move)."""
+        sel = self.idx[keep]
+        if sel.shape[0] == 0:
+            return 0.0, 0
+        self.n_settings += 1
+        self.n_clip_evals += sel.shape[0]
+        v = self.problem.values(np.asarray(x, dtype=np.float64)[None, :], sel)[0]
+        ok = ~np.isnan(v)
+        return float(v[ok].sum()), int(ok.sum())
+
+
+def with_values(x: np.ndarray, param: Param, values: Sequence[float], cls: Optional[int] = None
+                ) -> np.ndarray:
+    """``(n, P)`` copies of ``x`` with ``param`` set to each of ``values`` (all its columns,
+    or only the column of class ``cls``)."""
+    X = np.repeat(np.asarray(x, dtype=np.float64)[None, :], len(values), axis=0)
+    cols = param.columns if cls is None else param.columns[[cls]]
+    X[:, cols] = np.asarray(values, dtype=np.float64)[:, None]
+    return X

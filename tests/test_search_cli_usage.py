@@ -1,0 +1,80 @@
+"""casdri-search usage errors: one line + help, exit 1, no traceback (through a subprocess)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.casdri_problem import DEMO_MISSING, demo_cache_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, match", [
+    ([], "the following arguments are required: --stage"),
+    (["--stage", "nope"], "argument --stage: invalid choice: 'nope'"),
+    (["--stage", "all", "--folds", "0"], "argument --folds: expected an integer >= 1, got 0"),
+    (["--stage", "all", "--trials", "x"], "argument --trials: expected an integer, got 'x'"),
+    (["--stage", "all", "--margin", "-1"], "argument --margin: expected a finite margin >= 0"),
+    (["--stage", "all", "--sampler", "grid"], "argument --sampler: invalid choice"),
+    (["--stage", "all", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_usage_error_one_line_and_help(args, match):
+    p = run_cli(*args)
+    assert p.returncode == 1
+    first, rest = p.stderr.split("\n", 1)
+    assert first.startswith("casdri-search: error: ") and match in first
+    assert "usage: casdri-search" in rest and "--study-name" in rest  # the help follows
+    assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+def test_help_exits_zero():
+    p = run_cli("--help")
+    assert p.returncode == 0 and "optuna-dashboard" in p.stdout
+
+
+def test_without_cache_uses_the_demo_cache_or_says_none_is_bundled(tmp_path):
+    p = run_cli("--stage", "fusion", "--folds", "1", "--trials", "2", "--no-figures",
+                "--out", str(tmp_path / "out"))
+    if demo_cache_path() is None:
+        assert p.returncode == 1
+        assert p.stderr.strip() == f"casdri-search: {DEMO_MISSING}"
+        assert "no demo cache is bundled" in DEMO_MISSING and "--cache" in DEMO_MISSING
+    else:  # the bundled demo cache is used
+        assert p.returncode == 0, p.stderr
+        assert "baseline policy" in p.stdout and (tmp_path / "out" / "policy.yaml").is_file()
+
+
+def test_demo_cache_lookup_switches_on_when_the_folder_ships(tmp_path, monkeypatch):
+    from casdri.synthetic import make_synthetic_cache
+    from search import casdri_problem as cp
+
+    pkg = tmp_path / "casdri"
+    monkeypatch.setattr(cp.resources, "files", lambda name: pkg)
+    (pkg / "data").mkdir(parents=True)
+    assert cp.demo_cache_path() is None
+    with pytest.raises(cp.DemoCacheMissing, match="no demo cache is bundled"):
+        cp.open_cache(None)
+    make_synthetic_cache(pkg / "data" / "demo_cache", n_soundscapes=6, seed=2, load=False)
+    assert cp.demo_cache_path() == pkg / "data" / "demo_cache"
+    path, cache = cp.open_cache(None)
+    assert path == pkg / "data" / "demo_cache" and cache.n_soundscapes == 6
+
+
+def test_missing_cache_dir_is_one_line(tmp_path):
+    p = run_cli("--stage", "fusion", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path))
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_import_search_leaves_torch_out():
+    code = ("import sys, search, search.cli, search.run, search.report, search.engines; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)

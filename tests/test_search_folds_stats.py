@@ -1,0 +1,104 @@
+"""Folds (disjoint, covering, stratified, seeded) and the paired bootstrap (None clips)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from casdri.errors import InputError
+from search.folds import stratified_folds
+from search.stats import dataset_mean, paired_bootstrap
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=2, max_size=200), st.integers(1, 7), st.integers(0, 9))
+def test_folds_disjoint_cover_stratified(strata, k, seed):
+    strata = np.array(strata)
+    k = min(k, strata.size)
+    f = stratified_folds(strata, k, seed)
+    held = [np.flatnonzero(f.held_out(i)) for i in range(k)]
+    if k > 1:
+        allh = np.concatenate(held)
+        assert np.array_equal(np.sort(allh), np.arange(strata.size))  # disjoint and covering
+        for i in range(k):
+            assert not (f.tune(i) & f.held_out(i)).any()
+            assert (f.tune(i) | f.held_out(i)).all()
+    sizes = np.bincount(f.fold_of, minlength=k)
+    assert sizes.max() - sizes.min() <= 1
+    for v in np.unique(strata):  # every stratum split as evenly as it can be
+        per = np.bincount(f.fold_of[strata == v], minlength=k)
+        assert per.max() - per.min() <= 1
+    assert np.array_equal(stratified_folds(strata, k, seed).fold_of, f.fold_of)
+
+
+def test_folds_seed_changes_split():
+    strata = np.repeat([0, 1, 2, 3], 50)
+    a, b = stratified_folds(strata, 5, 0), stratified_folds(strata, 5, 1)
+    assert not np.array_equal(a.fold_of, b.fold_of)
+
+
+@pytest.mark.parametrize("strata, k, match", [
+    (np.array([0.5, 1.0]), 2, "non-negative integers"),
+    (np.array([0, -1]), 2, "non-negative integers"),
+    (np.array([0, 1]), 3, "1 <= k <= 2"),
+    (np.array([0, 1]), 0, "1 <= k"),
+])
+def test_folds_bad_input(strata, k, match):
+    with pytest.raises(InputError, match=match):
+        stratified_folds(strata, k)
+
+
+def test_dataset_mean_ignores_none():
+    assert dataset_mean(np.array([np.nan, 2.0, 4.0])) == 3.0
+    assert np.isnan(dataset_mean(np.array([np.nan])))
+
+
+def test_paired_bootstrap_recomputes_means_with_none():
+    rng = np.random.default_rng(0)
+    base = rng.normal(5, 3, 400)
+    tuned = base + 0.5 + rng.normal(0, 0.2, 400)
+    base[:50] = np.nan     # None under baseline, scored (0 dB: a false positive) when tuned
+    tuned[:50] = 0.0
+    r = paired_bootstrap(tuned, base, n_boot=2000, seed=1)
+    assert r.gain_db == pytest.approx(dataset_mean(tuned) - dataset_mean(base))
+    lo, hi = r.gain_ci_db
+    assert lo < r.gain_db < hi
+    assert r.tuned_ci_db[0] < r.tuned_db < r.tuned_ci_db[1]
+    # same seed, same interval; a gain far from zero excludes it
+    assert paired_bootstrap(tuned, base, n_boot=2000, seed=1).gain_ci_db == r.gain_ci_db
+    big = paired_bootstrap(base + 3.0, base, n_boot=500)
+    assert not big.ci_includes_zero and big.gain_ci_db[0] == pytest.approx(3.0)
+
+
+def test_paired_bootstrap_brute_force_small():
+    """Against a plain loop over the same resampling draws."""
+    a = np.array([1.0, np.nan, 3.0, 7.0, 2.0])
+    b = np.array([0.5, 1.0, np.nan, 6.0, 2.5])
+    r = paired_bootstrap(a, b, n_boot=300, seed=4)
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, 5, size=(300, 5))
+    gains = []
+    for row in idx:
+        ma, mb = dataset_mean(a[row]), dataset_mean(b[row])
+        if np.isfinite(ma) and np.isfinite(mb):
+            gains.append(ma - mb)
+    assert r.gain_ci_db == pytest.approx(tuple(np.percentile(gains, [2.5, 97.5])))
+
+
+def test_paired_bootstrap_includes_zero_flag():
+    rng = np.random.default_rng(2)
+    base = rng.normal(5, 3, 200)
+    r = paired_bootstrap(base + rng.normal(0, 1, 200), base, n_boot=500)
+    assert r.ci_includes_zero
+
+
+@pytest.mark.parametrize("a, b, kw, match", [
+    (np.zeros(3), np.zeros(4), {}, "same length"),
+    (np.array([np.inf]), np.zeros(1), {}, "Inf"),
+    (np.zeros(3), np.zeros(3), {"confidence": 1.5}, "confidence"),
+    (np.zeros(3), np.zeros(3), {"n_boot": 0}, "n_boot"),
+])
+def test_paired_bootstrap_bad_input(a, b, kw, match):
+    with pytest.raises(InputError, match=match):
+        paired_bootstrap(a, b, **kw)

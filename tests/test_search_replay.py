@@ -1,0 +1,146 @@
+"""The search on real replays of small synthetic caches: exact sweeps, planted optima, stages
+never below their start, seeded reproducibility, the CV protocol."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from casdri.synthetic import make_synthetic_cache
+from search.casdri_problem import CasdriProblem
+from search.moves import best_move
+from search.objective import Objective
+from search.run import run_search
+from search.stages import STAGE_ORDER, StageContext, run_stage
+from search.stats import dataset_mean
+
+PLANTED = {"AlarmClock": -30.0, "Cough": -20.0, "Speech": -12.0}
+
+
+@pytest.fixture(scope="module")
+def cache150(tmp_path_factory):
+    return make_synthetic_cache(tmp_path_factory.mktemp("c150") / "cache", n_soundscapes=150,
+                                seed=11)
+
+
+@pytest.fixture(scope="module")
+def problem(cache150):
+    return CasdriProblem(cache150)
+
+
+def _random_setting(problem, rng):
+    x = problem.start_vector().copy()
+    for p in problem.params.values():
+        if p.categorical:
+            x[p.columns] = rng.choice(p.choices)
+        else:
+            x[p.columns] = rng.uniform(p.low, p.high, len(p.columns)) if p.per_class else \
+                rng.uniform(p.low, p.high)
+    # keep most detections alive so every comparison is exercised
+    for name, hi in (("prob_gate", 0.3), ("silence_thr", 1.0), ("solo_keep_1ch", 0.5),
+                     ("solo_keep_4ch", 0.5)):
+        c = problem.params[name].columns
+        x[c] = (rng.uniform(0, hi, len(c)) if name != "silence_thr"
+                else rng.uniform(0.8, 1.0, len(c)))
+    x[problem.params["energy_gate_db"].columns] = rng.uniform(-60, -20, problem.n_classes)
+    x[problem.params["verify_mode"].columns] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sweep_is_exact_on_replay(problem, seed):
+    """Every interval score of every sweep equals a direct replay at its point, and no point
+    of a fine grid scores higher than the sweep's choice."""
+    rng = np.random.default_rng(seed)
+    x = _random_setting(problem, rng)
+    obj = Objective(problem, rng.random(problem.n_soundscapes) < 0.8)
+    s0 = obj.score(x)
+    classes = rng.choice(problem.n_classes, 2, replace=False)
+    for name, p in problem.params.items():
+        if p.categorical:
+            continue
+        for cls in ([None] if not p.per_class else [None, *classes]):
+            m = best_move(obj, x, p, None if cls is None else int(cls), s0, margin=0.0)
+            assert m.engine == "sweep"
+            cols = p.columns if cls is None else p.columns[[int(cls)]]
+            X = np.repeat(x[None], m.points.size, 0)
+            X[:, cols] = m.points[:, None]
+            direct = obj.scores(X)
+            assert np.allclose(direct, m.scores_db, atol=1e-9, equal_nan=True), (name, cls)
+            grid = np.linspace(p.low, p.high, 801)
+            G = np.repeat(x[None], grid.size, 0)
+            G[:, cols] = grid[:, None]
+            assert np.nanmax(obj.scores(G)) <= m.best_score_db + 1e-9, (name, cls)
+            if cls is not None or not p.per_class:  # the start lies on this line
+                assert m.best_score_db >= s0 - 1e-12
+
+
+@pytest.fixture(scope="module")
+def planted_cache(tmp_path_factory):
+    return make_synthetic_cache(tmp_path_factory.mktemp("planted") / "cache", n_soundscapes=150,
+                                seed=5, planted={"energy_gate_db": PLANTED})
+
+
+def test_planted_energy_gates_recovered(planted_cache):
+    problem = CasdriProblem(planted_cache)
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    x = problem.start_vector()
+    p = problem.params["energy_gate_db"]
+    names = problem.class_names
+    def same_best_run(m, value, t):
+        # the planted gate t and the chosen value lie in one run of best-scoring intervals
+        a, b = sorted(int(np.searchsorted(m.edges[1:-1], v, side="right")) for v in (value, t))
+        return np.all(m.scores_db[a:b + 1] >= m.best_score_db - 1e-9)
+
+    for label, t in PLANTED.items():  # one exact sweep per class finds the planted optimum
+        m = best_move(obj, x, p, names.index(label), obj.score(x), margin=0.0)
+        assert m.score_at(t) == pytest.approx(m.best_score_db, abs=1e-9), label
+        assert same_best_run(m, m.best_value, t), (label, m.best_value)
+    # and the whole refine stage (coordinate descent) keeps a gate of that run
+    rec = run_stage("refine", x, StageContext(obj, margin=0.0, max_passes=3))
+    for label, t in PLANTED.items():
+        v = rec.x_end[p.columns[names.index(label)]]
+        y = rec.x_end.copy()
+        m = best_move(obj, y, p, names.index(label), obj.score(y), margin=0.0)
+        assert same_best_run(m, v, t), (label, v)
+
+
+def test_every_stage_never_below_start(problem):
+    obj = Objective(problem, np.arange(problem.n_soundscapes) % 3 != 0)
+    x = problem.start_vector()
+    ctx = StageContext(obj, margin=0.02, n_trials=10, seed=3, max_passes=2)
+    for stage in STAGE_ORDER:
+        rec = run_stage(stage, x, ctx)
+        assert rec.end_score_db >= rec.start_score_db - 1e-12, stage
+        assert obj.score(rec.x_end) == pytest.approx(rec.end_score_db, abs=1e-9), stage
+        x = rec.x_end
+
+
+def test_run_search_cv_protocol_and_reproducible(cache150):
+    kw = dict(stage="all", folds=3, trials=6, margin=0.05, seed=2, n_boot=500, max_passes=2)
+    a = run_search(cache150, **kw)
+    b = run_search(cache150, **kw)
+    assert np.array_equal(a.x_final, b.x_final)
+    ta, tb = a.trials_table(), b.trials_table()
+    assert ta.drop(columns=[]).equals(tb)
+    # held-out values: each soundscape scored once, by the policy of its fold
+    for f in a.fold_results:
+        v = a.problem.values(f.x_end[None], f.heldout_idx)[0]
+        assert np.array_equal(v, a.heldout_values[f.heldout_idx], equal_nan=True)
+        assert not np.intersect1d(f.tune_idx, f.heldout_idx).size
+    assert a.heldout.gain_db == pytest.approx(
+        dataset_mean(a.heldout_values) - dataset_mean(a.baseline_values))
+    assert a.oracle_db >= a.baseline_db
+    assert a.final_tune_db >= dataset_mean(a.start_values) - 1e-12
+    st = a.stage_table()
+    assert list(st["stage"]) == list(STAGE_ORDER) and (st["tune_gain_db"] >= -1e-12).all()
+    c = run_search(cache150, **{**kw, "seed": 3})
+    assert not c.trials_table().equals(ta)
+
+
+def test_jobs_equal_serial(tmp_path):
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=60, seed=2, load=False)
+    kw = dict(stage="fusion", folds=2, trials=5, seed=1, n_boot=200)
+    a = run_search(path, jobs=1, **kw)
+    b = run_search(path, jobs=2, **kw)
+    assert np.array_equal(a.x_final, b.x_final)
+    assert np.array_equal(a.heldout_values, b.heldout_values, equal_nan=True)
