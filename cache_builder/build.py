@@ -1,0 +1,357 @@
+"""`build_cache`: a resumable, shardable cache build; `validate_cache` and `cache_info`.
+
+Conventions:
+    * **One cache, one system.** The cache metadata holds what every build into the folder
+      must share: label set, models and checkpoint SHA-256, closure (``top_n``, oracle or
+      not), precision. A folder holding another cache is refused (`CacheError`).
+    * **Folders.** ``soundscapes`` is a folder of ``<name>.wav`` or a split folder as the
+      generator writes it (``soundscape/``, ``oracle_target/``, ``metadata.parquet``/``.csv``;
+      `cache_builder.runner.resolve_folder`): then the oracle targets are used unless
+      ``oracle=False``.
+    * **Splits.** Each build adds the soundscapes of one folder under a split (fold) tag,
+      stored per soundscape in the ``split`` column of the cache's soundscapes table and in
+      the build manifest: ``split`` when given, else the single ``split`` (or ``fold``) value
+      the folder's metadata gives its soundscapes, else ``dev``. Several splits (distinct
+      soundscape names) can share a cache. A split is tied to its soundscape list.
+    * **Shards.** The soundscapes of the folder, sorted by name, go round robin to shards:
+      shard ``i`` of ``n`` takes ``sorted_names[i::n]``. Shards may write into one cache
+      folder at the same time (part names differ, the metadata is identical) or into separate
+      folders merged afterwards by copying ``soundscapes/``, ``tagger/``, ``separations/``
+      and ``_build/``; `validate_cache` checks the merged cache.
+    * **Chunks and parts.** A shard's soundscapes are cut into chunks of ``chunk_size``; chunk
+      ``j`` becomes part ``<split>-<i>of<n>-<j>`` of every table (atomic files, written by
+      `casdri.cache.CacheWriter`, soundscapes last). After all tables of a chunk are on disk
+      the chunk is added to the shard's manifest ``_build/<split>.shard-<i>of<n>.json`` (temp
+      file, then ``os.replace``), with the forward passes it took; the manifest also records
+      the split's full soundscape list hash.
+    * **Resume.** The same command on the same folder skips every chunk in the manifest,
+      removes parts of a chunk that is not (killed between two tables) and temp files a kill
+      left behind, and redoes it: at most the chunk in flight is recomputed (``chunk_size``
+      soundscapes), and no reader ever sees a half-written part (parts are renamed into
+      place whole).
+    * Separator outputs can differ in the last float32 bits with the batch composition (the
+      kernels a backend picks depend on the batch size): shards or a live run agree with a
+      single build to ~1e-6 relative, not bit for bit. Tagger outputs are bit-identical
+      (``tag_batch_size=1``).
+    * Forward passes are counted per kind (tagger, separator, stage, retag) and reported per
+      soundscape; no (soundscape, separator, query) is separated twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from casdri.errors import CacheError, FolderLayoutError
+
+from ._cachewrite import PROGRESS_DIR
+from .closure import CLOSURE_RULE, QUERY_ORDER_RULE
+from .runner import FolderLayout, iter_soundscapes, resolve_folder, run_chunk, scan_soundscapes
+from .system import System, load_system, set_threads
+
+__all__ = ["build_cache", "BuildReport", "validate_cache", "cache_info", "shard_names",
+           "split_tag", "PROGRESS_DIR", "TEST_EXIT_ENV"]
+
+#: tests only: ``os._exit(75)`` after this many chunks were written by this process
+TEST_EXIT_ENV = "CASDRI_CACHE_TEST_EXIT_AFTER_CHUNKS"
+_SPLIT = re.compile(r"^[A-Za-z0-9_.=]+$")
+
+
+@dataclass
+class BuildReport:
+    """What a build did.
+
+    Attributes:
+        out: cache folder.
+        shard: ``(i, n)``.
+        n_soundscapes: soundscapes of this shard; n_built: computed by this call;
+        n_skipped: already in complete parts (resume).
+        parts_written: part names written by this call.
+        passes: forward passes by kind (items: soundscapes, queries or stems).
+        calls: batched forward calls by kind.
+        seconds: wall time.
+        split: the split tag recorded; oracle: the oracle folder used (``None``: none).
+    """
+
+    out: Path
+    shard: tuple[int, int]
+    n_soundscapes: int
+    n_built: int
+    n_skipped: int
+    parts_written: list[str] = field(default_factory=list)
+    passes: dict = field(default_factory=dict)
+    calls: dict = field(default_factory=dict)
+    n_queries: int = 0
+    seconds: float = 0.0
+    split: str = ""
+    oracle: Optional[Path] = None
+
+    def per_soundscape(self) -> dict[str, float]:
+        """Forward passes per built soundscape, by kind."""
+        return {k: v / self.n_built for k, v in self.passes.items()} if self.n_built else {}
+
+    def summary(self) -> str:
+        i, n = self.shard
+        rate = self.n_built / self.seconds if self.seconds > 0 else float("nan")
+        per = ", ".join(f"{k} {v:.1f}" for k, v in self.per_soundscape().items())
+        orc = f"oracle {self.oracle}" if self.oracle is not None else "no oracle"
+        return (f"{self.out} shard {i}/{n} split {self.split!r} ({orc}): built "
+                f"{self.n_built}, skipped {self.n_skipped} of "
+                f"{self.n_soundscapes} soundscapes in {self.seconds:.1f} s "
+                f"({rate:.2f} soundscapes/s); {len(self.parts_written)} parts; "
+                f"passes per soundscape: {per or '-'}")
+
+
+def shard_names(names: Sequence[str], shard: tuple[int, int]) -> list[str]:
+    """Names of shard ``(i, n)``: ``sorted(names)[i::n]``."""
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+    return sorted(names)[i::n]
+
+
+def _part_name(split: str, shard: tuple[int, int], chunk: int) -> str:
+    return f"{_part_prefix(split, shard)}{chunk:05d}"
+
+
+def _part_prefix(split: str, shard: tuple[int, int]) -> str:
+    return f"{split}-{shard[0]:03d}of{shard[1]:03d}-"
+
+
+def split_tag(layout: FolderLayout, names: Sequence[str], split: Optional[str]) -> str:
+    """The split tag of a build (module conventions).
+
+    Raises:
+        FolderLayoutError: the metadata lacks some soundscapes or gives them several tags.
+    """
+    if split is not None:
+        return split
+    if layout.split_tags is None:
+        return "dev"
+    missing = [n for n in names if n not in layout.split_tags]
+    if missing:
+        raise FolderLayoutError(f"{layout.metadata}: no row for soundscapes {missing[:3]} of "
+                                f"{layout.soundscapes}; pass --split NAME")
+    tags = sorted({layout.split_tags[n] for n in names})
+    if len(tags) > 1:
+        raise FolderLayoutError(
+            f"{layout.metadata}: the soundscapes of {layout.soundscapes} have {len(tags)} "
+            f"split tags {tags[:5]}; a build adds one split: build each split from a folder "
+            "of its soundscapes, or pass --split NAME")
+    return tags[0]
+
+
+def _remove_stale_temps(out: Path, split: str, shard: tuple[int, int], manifest: Path) -> None:
+    """Temp files a killed build of this shard left (never read: parts are renamed whole)."""
+    from casdri import schema as S
+    for table in S.TABLES:
+        for f in (out / table).glob(f".part-{_part_prefix(split, shard)}*.parquet.tmp-*"):
+            f.unlink(missing_ok=True)
+    for f in manifest.parent.glob(f".{manifest.name}.*.tmp"):
+        f.unlink(missing_ok=True)
+
+
+def _atomic_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _manifest(out: Path, split: str, shard: tuple[int, int], chunk_size: int, cache_id: str,
+              all_names: list[str], names: list[str], soundscapes) -> tuple[Path, dict]:
+    """This shard's manifest (resumed if present), after checking the other builds."""
+    from ._cachewrite import names_sha256, read_manifests
+
+    sha = names_sha256(all_names)
+    mine = set(all_names)
+    manifests, _ = read_manifests(out)
+    for m in manifests:
+        if m.get("split") == split and m.get("names_sha256") != sha:
+            raise CacheError(
+                f"{out}: split {split!r} was built from another soundscape list "
+                f"({m.get('n_total')} soundscapes, {m['_file'].name}) than {soundscapes} "
+                f"({len(all_names)}); use another --split or --out")
+    for m in manifests:
+        if m.get("split") != split:
+            clash = sorted(mine & set(m.get("names", [])))
+            if clash:
+                raise CacheError(
+                    f"{out}: soundscapes {clash[:3]} are already in split {m.get('split')!r} "
+                    "of this cache; give each split distinct names or use another --out")
+    path = out / PROGRESS_DIR / f"{split}.shard-{shard[0]:03d}of{shard[1]:03d}.json"
+    state = {"split": split, "shard": list(shard), "chunk_size": chunk_size,
+             "cache_id": cache_id, "n_total": len(all_names), "names_sha256": sha,
+             "names": names, "soundscapes": str(soundscapes), "done": {}, "passes": {}}
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("chunk_size") != chunk_size:
+            raise CacheError(
+                f"{path}: this shard was started with chunk_size {old.get('chunk_size')}; "
+                f"resume with --chunk-size {old.get('chunk_size')} or use another --out")
+        state["done"] = old.get("done", {})
+        state["passes"] = {k: v for k, v in old.get("passes", {}).items()
+                           if k in state["done"]}
+    return path, state
+
+
+def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
+                out: Union[str, Path], *, oracle: Union[str, Path, None, bool] = None,
+                shard: tuple[int, int] = (0, 1), device: Optional[str] = None,
+                batch_size: int = 8, tag_batch_size: int = 1,
+                chunk_size: int = 32, split: Optional[str] = None, top_n: int = 1,
+                jobs: int = 0,
+                amp: bool = False, threads: Optional[int] = None,
+                progress: bool = False) -> BuildReport:
+    """Build (or resume) shard ``shard`` of a decision cache.
+
+    Args:
+        system: system YAML path, or a loaded `System` (its ``device``/``amp`` are used).
+        soundscapes: folder of ``<name>.wav`` 4-channel soundscapes, or a split folder
+            (``soundscape/``, ``oracle_target/``, ``metadata.parquet``; module conventions).
+        out: cache folder (created; resumed when it holds the same build).
+        oracle: folder of ``<name>_<i>_<Label>.wav`` oracle targets; ``None``: the split
+            folder's ``oracle_target/`` if any; ``False``: no oracle.
+        shard: ``(i, n)``, see module conventions.
+        device: torch device (default CUDA when present).
+        batch_size: (soundscape, query) items per separator forward.
+        tag_batch_size: soundscapes per tagger forward. The default 1 makes tagger outputs
+            independent of batching (a CPU/GPU kernel may round differently for another batch
+            size), so a cache's proposals are bit-identical across shard layouts and to the
+            live run; taggers run once per soundscape, so this costs little.
+        chunk_size: soundscapes per part file (bounds memory; the unit of resume).
+        split: split (fold) tag recorded per soundscape; ``None``: from the folder's
+            metadata, else ``dev`` (module conventions).
+        top_n: proposals per (tagger, track) in the closure.
+        jobs: DataLoader workers reading audio (0 reads in this process).
+        amp: mixed precision (changes the numbers; recorded).
+        threads: ``torch.set_num_threads`` for this build (CPU); ``None`` keeps torch's.
+        progress: tqdm bars with ETA per phase (stderr).
+
+    Returns:
+        `BuildReport`.
+
+    Raises:
+        CacheError: ``out`` holds a different cache, or cannot be written.
+        SystemConfigError, CheckpointError, ModelOutputError: see `cache_builder.system`.
+        AudioFileError, FolderLayoutError: unreadable or mismatching audio.
+    """
+    from . import _cachewrite as cw
+
+    t0 = time.perf_counter()
+    if split is not None and not _SPLIT.match(split):
+        raise CacheError(f"split name {split!r}: use letters, digits, '_', '.', '=' (it names "
+                         "part files)")
+    set_threads(threads)
+    layout = resolve_folder(soundscapes, oracle)
+    sysm = system if isinstance(system, System) else load_system(system, device, amp)
+    out = Path(out)
+    all_files = scan_soundscapes(layout.soundscapes, layout.oracle, sysm.spec)
+    split = split_tag(layout, [f.name for f in all_files], split)
+    if not _SPLIT.match(split):
+        raise CacheError(f"split tag {split!r} of {layout.metadata}: use letters, digits, "
+                         "'_', '.', '=' (it names part files); pass --split NAME")
+    names = shard_names([f.name for f in all_files], shard)
+    by_name = {f.name: f for f in all_files}
+    files = [by_name[n] for n in names]
+    meta = cw.cache_metadata(sysm, top_n=top_n, has_oracle=layout.oracle is not None,
+                             closure_rule=CLOSURE_RULE, query_order=QUERY_ORDER_RULE)
+    cmeta = cw.prepare_folder(out, meta)
+    (out / PROGRESS_DIR).mkdir(exist_ok=True)
+    prog_path, progress_state = _manifest(out, split, tuple(shard), chunk_size,
+                                          meta["cache_id"], [f.name for f in all_files],
+                                          names, layout.soundscapes)
+    progress_state["split_source"] = str(layout.metadata) if layout.split_tags else None
+    chunks = [files[s:s + chunk_size] for s in range(0, len(files), chunk_size)]
+    todo = [(j, c) for j, c in enumerate(chunks) if _part_name(split, shard, j)
+            not in progress_state["done"]]
+    _remove_stale_temps(out, split, tuple(shard), prog_path)
+    for j, _ in todo:  # parts of a chunk killed between two tables
+        cw.remove_part(out, _part_name(split, shard, j))
+    report = BuildReport(out, tuple(shard), len(files), 0,
+                         len(files) - sum(len(c) for _, c in todo), split=split,
+                         oracle=layout.oracle)
+    sysm.passes.reset()
+    bars = _Bars(progress, sum(len(c) for _, c in todo), len(todo))
+    exit_after = int(os.environ.get(TEST_EXIT_ENV, "0") or 0)
+    stream = iter_soundscapes([f for _, c in todo for f in c], jobs=jobs)
+    try:
+        for n_done, (j, chunk) in enumerate(todo, start=1):
+            scs = [next(stream) for _ in chunk]
+            before = dict(sysm.passes.items)
+            res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
+                            bar=bars.sep, sep_total=bars.sep_total)
+            part = _part_name(split, shard, j)
+            cw.write_chunk(out, part, res, sysm, split, cmeta)
+            progress_state["done"][part] = [s.name for s in scs]
+            progress_state["passes"][part] = {k: v - before.get(k, 0)
+                                              for k, v in sysm.passes.items.items()
+                                              if v - before.get(k, 0)}
+            _atomic_json(prog_path, progress_state)
+            report.parts_written.append(part)
+            report.n_built += len(scs)
+            report.n_queries += sum(len(k) for k in res.keys)
+            bars.parts.update(1)
+            if exit_after and n_done >= exit_after:  # tests: a kill after this chunk
+                stream.close()
+                sys.stderr.flush()
+                os._exit(75)
+    finally:
+        bars.close()
+        stream.close()
+    report.passes = dict(sysm.passes.items)
+    report.calls = dict(sysm.passes.calls)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+class _Bars:
+    """tqdm bars per phase: soundscapes read+tagged, (query × separator) items, parts."""
+
+    def __init__(self, enabled: bool, n_soundscapes: int, n_parts: int):
+        from tqdm.auto import tqdm
+        kw = dict(disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=True)
+        self.tag = tqdm(total=n_soundscapes, desc="read+tag", unit="sc", position=0, **kw)
+        self.sep = tqdm(total=0, desc="separate", unit="query", position=1, **kw)
+        self.parts = tqdm(total=n_parts, desc="parts", unit="part", position=2, **kw)
+        self._n_soundscapes = n_soundscapes
+        self._seen = 0
+
+    def sep_total(self, n_new_items: int, n_new_soundscapes: int) -> None:
+        """A chunk was read and tagged: advance ``read+tag``; extrapolate the separation
+        total from the queries seen so far (ETA)."""
+        self.tag.update(n_new_soundscapes)
+        self._seen += n_new_soundscapes
+        self._items = getattr(self, "_items", 0) + n_new_items
+        est = self._items / max(self._seen, 1) * self._n_soundscapes
+        self.sep.total = max(int(round(est)), self._items)
+        self.sep.refresh()
+
+    def close(self) -> None:
+        for b in (self.tag, self.sep, self.parts):
+            b.close()
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def validate_cache(path: Union[str, Path]) -> list[str]:
+    """Problems of a (merged) cache; an empty list means valid.
+
+    Checks: metadata readable and consistent with every part; every soundscape of the
+    recorded list exactly once; every closure key (recomputed from the cached tagger
+    probabilities and oracle labels with the recorded ``top_n``) present for every
+    separator and stage, with one row per slot; no unfinished build shard.
+    """
+    from . import _cachewrite as cw
+    return cw.validate(Path(path))
+
+
+def cache_info(path: Union[str, Path]) -> dict:
+    """Summary of a cache: soundscapes, queries, models (with SHA-256), size on disk."""
+    from . import _cachewrite as cw
+    return cw.info(Path(path))

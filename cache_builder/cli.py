@@ -1,0 +1,269 @@
+"""``casdri-cache``: build, validate and inspect decision caches; apply a policy live.
+
+Commands (each one library call; see ``casdri-cache <command> --help``)::
+
+    casdri-cache build    --system system.yaml --soundscapes DIR [--oracle DIR] --out CACHE
+                          [--shard i/n] [--device cuda:0] [--batch-size N] [--split NAME]
+                          [--top-n N] [--jobs N] [--chunk-size N] [--amp] [--threads N]
+    casdri-cache apply    --system system.yaml --policy policy.yaml --soundscapes DIR
+                          --out DIR [--zip NAME] [--oracle DIR]
+
+``--soundscapes`` takes a folder of ``<name>.wav`` or a split folder as the generator writes
+it (``soundscape/``, ``oracle_target/``, ``metadata.parquet``): its oracle targets are then
+used (``--no-oracle``: not) and ``build`` records the metadata's split column as the split.
+    casdri-cache info     CACHE
+    casdri-cache validate CACHE
+    casdri-cache generate ...        (when cache_builder.gen_cli is installed)
+
+Usage errors print one line and the command's help and exit 1; library errors print one
+line and exit 1; ``--debug`` shows tracebacks instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class _UsageError(Exception):
+    def __init__(self, message: str, parser: argparse.ArgumentParser):
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        raise _UsageError(message, self)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n such as 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="casdri-cache", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    b = sub.add_parser("build", help="build (or resume) a decision cache")
+    b.add_argument("--system", required=True, help="system YAML")
+    b.add_argument("--soundscapes", required=True,
+                   help="folder of <name>.wav (4 ch, 32 kHz), or a split folder holding "
+                        "soundscape/ (and oracle_target/, metadata.parquet)")
+    orc = b.add_mutually_exclusive_group()
+    orc.add_argument("--oracle", help="folder of <name>_<i>_<Label>.wav oracle targets "
+                                      "(default: the split folder's oracle_target/ if any)")
+    orc.add_argument("--no-oracle", action="store_true",
+                     help="build without oracle targets even if the split folder has them")
+    b.add_argument("--out", required=True, help="cache folder (created; resumed if present)")
+    b.add_argument("--shard", type=_shard, default=(0, 1), metavar="i/n",
+                   help="build shard i of n (soundscapes sorted by name, round robin)")
+    b.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    b.add_argument("--batch-size", type=_positive, default=8,
+                   help="separator items per forward (default 8)")
+    b.add_argument("--tag-batch-size", type=_positive, default=1,
+                   help="soundscapes per tagger forward (default 1: tagger outputs do not "
+                        "depend on batching, bit-identical across shards and live apply)")
+    b.add_argument("--chunk-size", type=_positive, default=32,
+                   help="soundscapes per part file (default 32)")
+    b.add_argument("--split", default=None,
+                   help="split (fold) tag recorded per soundscape (default: the split column "
+                        "of the folder's metadata.parquet/csv, else 'dev')")
+    b.add_argument("--top-n", type=_positive, default=1,
+                   help="proposals per (tagger, track) in the query closure (default 1)")
+    b.add_argument("--jobs", type=_nonneg, default=2,
+                   help="DataLoader workers reading audio (0: main process; default 2)")
+    b.add_argument("--amp", action="store_true",
+                   help="mixed precision (changes the numbers; recorded in the metadata)")
+    b.add_argument("--threads", type=_positive, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _common(b)
+
+    a = sub.add_parser("apply", help="run a policy live with the real models")
+    a.add_argument("--system", required=True, help="system YAML")
+    a.add_argument("--policy", required=True, help="policy YAML (casdri.policies)")
+    a.add_argument("--soundscapes", required=True,
+                   help="folder of <name>.wav, or a split folder holding soundscape/")
+    a.add_argument("--out", required=True, help="folder for <soundscape>_<i>_<Label>.wav stems")
+    a.add_argument("--zip", default=None, help="also write this submission zip (in --out's "
+                                               "parent unless a path is given)")
+    orc = a.add_mutually_exclusive_group()
+    orc.add_argument("--oracle", default=None,
+                     help="oracle folder: also print the live CAPI-SDRi (default: the split "
+                          "folder's oracle_target/ if any)")
+    orc.add_argument("--no-oracle", action="store_true", help="do not score")
+    a.add_argument("--device", default=None)
+    a.add_argument("--tag-batch-size", type=_positive, default=1,
+                   help="soundscapes per tagger forward (default 1, as build)")
+    a.add_argument("--jobs", type=_nonneg, default=2, help="DataLoader workers")
+    a.add_argument("--amp", action="store_true", help="mixed precision")
+    a.add_argument("--overwrite", action="store_true",
+                   help="allow a non-empty --out (stems of other soundscapes are kept)")
+    a.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    a.add_argument("--no-progress", action="store_true")
+    _common(a)
+
+    i = sub.add_parser("info", help="summarise a cache")
+    i.add_argument("cache")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    _common(i)
+
+    v = sub.add_parser("validate", help="check a (merged) cache is complete and consistent")
+    v.add_argument("cache")
+    _common(v)
+
+    gen = _gen_cli()
+    if gen is not None:
+        gen.add_generate_parser(sub)
+    return parser
+
+
+def _gen_cli():
+    try:
+        from . import gen_cli
+    except ImportError:
+        return None
+    return gen_cli if hasattr(gen_cli, "add_generate_parser") else None
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def _build(args) -> int:
+    from .build import build_cache
+    report = build_cache(args.system, args.soundscapes, args.out,
+                         oracle=False if args.no_oracle else args.oracle,
+                         shard=args.shard, device=args.device, batch_size=args.batch_size,
+                         tag_batch_size=args.tag_batch_size, chunk_size=args.chunk_size,
+                         split=args.split, top_n=args.top_n, jobs=args.jobs, amp=args.amp,
+                         threads=args.threads, progress=not args.no_progress)
+    print(report.summary())
+    return 0
+
+
+def _apply(args) -> int:
+    from .apply import apply_policy
+    report = apply_policy(args.system, args.policy, args.soundscapes, args.out,
+                          zip_name=args.zip, oracle=False if args.no_oracle else args.oracle,
+                          device=args.device,
+                          tag_batch_size=args.tag_batch_size, jobs=args.jobs, amp=args.amp,
+                          overwrite=args.overwrite, threads=args.threads,
+                          progress=not args.no_progress)
+    print(report.summary())
+    return 0
+
+
+def _info(args) -> int:
+    from .build import cache_info
+    info = cache_info(args.cache)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"cache {args.cache}")
+    for key in ("cache_id", "label_set", "splits", "n_soundscapes", "n_with_oracle",
+                "n_queries", "queries_per_soundscape", "n_stem_rows", "top_n", "amp",
+                "size_mb", "n_parts"):
+        if key in info:
+            print(f"  {key}: {info[key]}")
+    per = info.get("passes_per_soundscape") or {}
+    print("  forward passes per soundscape: " + (", ".join(
+        f"{k} {v:.1f}" for k, v in per.items()) if per else "- (no build manifest)"))
+    for role in ("taggers", "separators"):
+        for name, d in info.get(role, {}).items():
+            sha = (d.get("sha256") or "-")[:12]
+            print(f"  {role[:-1]} {name}: {d.get('module')}.{d.get('class')} "
+                  f"{d.get('checkpoint')} sha256 {sha}")
+    for d in info.get("stages", []):
+        print(f"  stage {d.get('name')}: {d.get('module')}.{d.get('class')}")
+    return 0
+
+
+def _validate(args) -> int:
+    from .build import validate_cache
+    problems = validate_cache(args.cache)
+    if problems:
+        for p in problems[:50]:
+            print(f"INVALID: {p}", file=sys.stderr)
+        if len(problems) > 50:
+            print(f"... and {len(problems) - 50} more", file=sys.stderr)
+        return 1
+    print(f"{args.cache}: valid")
+    return 0
+
+
+_HANDLERS = {"build": _build, "apply": _apply, "info": _info, "validate": _validate}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``casdri-cache``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    debug = "--debug" in argv
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        print(f"{e.parser.prog}: error: {e}", file=sys.stderr)
+        print(e.parser.format_help(), file=sys.stderr)
+        return 1
+    if args.command is None:
+        print("casdri-cache: error: a command is required", file=sys.stderr)
+        print(parser.format_help(), file=sys.stderr)
+        return 1
+    handler = _HANDLERS.get(args.command)
+    if handler is None:  # generate
+        gen = _gen_cli()
+        handler = gen.run_generate
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print("casdri-cache: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line unless --debug
+        from casdri.errors import CasdriError
+        if debug or not isinstance(e, (CasdriError, OSError)):
+            if debug:
+                raise
+            print(f"casdri-cache {args.command}: error: {type(e).__name__}: {e} "
+                  "(rerun with --debug for the traceback)", file=sys.stderr)
+            return 1
+        print(f"casdri-cache {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+"""Batched inference: read soundscapes, tag, separate every closure key, re-tag the stems.
+
+Conventions:
+    * Audio is read by torch ``DataLoader`` workers with soundfile as float32; every header
+      (rate, channels, length) is checked up front in the main process, so a bad file fails
+      before any model runs, with its path.
+    * Separator batches are formed across soundscapes: items are (soundscape, query) pairs of
+      one chunk, grouped by length, ``batch_size`` per forward. Each stem is re-tagged in the
+      same step and reduced at once to ``energy_db`` and ``snr_db``: stems are never kept
+      beyond their batch.
+    * ``energy_db = 10·log10(Σ stem² / Σ mix0²)`` with float64 sums (``-inf`` for an all-zero
+      stem); ``snr_db`` / ``snr_mix_db`` are `casdri.snr_db` on the float32 stems, oracle
+      targets and mixture channel 0.
+    * Float32 by default; ``amp`` (an explicit choice, it changes the numbers) autocasts.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import soundfile as sf
+
+from casdri.errors import AudioFileError, FolderLayoutError
+from casdri.folders import parse_stem_name
+from casdri.metric import snr_db
+
+from .closure import query_closure
+from .system import System
+
+__all__ = ["SoundscapeFile", "Soundscape", "StemInfo", "FolderLayout", "resolve_folder",
+           "scan_soundscapes", "iter_soundscapes", "energy_db", "separate_items",
+           "tag_soundscapes", "ChunkResult", "run_chunk"]
+
+#: generator / DCASE split-folder layout (`cache_builder.soundscapes`)
+SOUNDSCAPE_SUBDIR, ORACLE_SUBDIR = "soundscape", "oracle_target"
+METADATA_FILES = ("metadata.parquet", "metadata.csv")
+#: metadata columns read as the per-soundscape split tag, first found wins
+SPLIT_COLUMNS = ("split", "fold")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """Where the audio of a build or live run is.
+
+    Attributes:
+        soundscapes: folder of ``<name>.wav`` mixtures.
+        oracle: oracle-target folder, or ``None``.
+        metadata: the ``metadata.parquet``/``.csv`` the split tags came from, or ``None``.
+        split_tags: soundscape name → split (or fold) tag from the metadata, or ``None``.
+    """
+
+    soundscapes: Path
+    oracle: Optional[Path]
+    metadata: Optional[Path] = None
+    split_tags: Optional[dict] = None
+
+
+def resolve_folder(soundscapes: Union[str, Path], oracle: Union[str, Path, None, bool] = None,
+                   ) -> FolderLayout:
+    """Accept a folder of wavs or a split folder as the generator writes it.
+
+    A **split folder** (``DIR/soundscape/`` present and no ``DIR/*.wav``) reads the mixtures
+    from ``DIR/soundscape``; with ``oracle=None`` it also takes ``DIR/oracle_target`` when
+    that exists (``oracle=False``: no oracle whatever the layout). The split tags come from
+    ``metadata.parquet`` (else ``metadata.csv``) of the split folder (also found next to a
+    ``soundscape/`` folder given directly): column ``split`` (else ``fold``) per row of
+    column ``soundscape``; a metadata file without those columns is ignored.
+
+    Raises:
+        FolderLayoutError: the metadata gives one soundscape two tags, or cannot be read.
+    """
+    root = Path(soundscapes)
+    sdir, split_dir = root, None
+    if root.is_dir() and (root / SOUNDSCAPE_SUBDIR).is_dir() and not any(root.glob("*.wav")):
+        sdir, split_dir = root / SOUNDSCAPE_SUBDIR, root
+        if oracle is None and (root / ORACLE_SUBDIR).is_dir():
+            oracle = root / ORACLE_SUBDIR
+    elif root.name == SOUNDSCAPE_SUBDIR:
+        split_dir = root.parent
+    odir = None if oracle is None or oracle is False else Path(oracle)
+    meta = None
+    if split_dir is not None:
+        meta = next((split_dir / f for f in METADATA_FILES if (split_dir / f).is_file()), None)
+    tags = _split_tags(meta) if meta is not None else None
+    return FolderLayout(sdir, odir, meta if tags is not None else None, tags)
+
+
+def _split_tags(path: Path) -> Optional[dict]:
+    import pandas as pd
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            names = set(pq.read_schema(path).names)
+            col = next((c for c in SPLIT_COLUMNS if c in names), None)
+            if col is None or "soundscape" not in names:
+                return None
+            df = pd.read_parquet(path, columns=["soundscape", col])
+        else:
+            head = pd.read_csv(path, nrows=0)
+            col = next((c for c in SPLIT_COLUMNS if c in head.columns), None)
+            if col is None or "soundscape" not in head.columns:
+                return None
+            df = pd.read_csv(path, usecols=["soundscape", col], dtype=str,
+                             keep_default_na=False)
+    except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types
+        raise FolderLayoutError(f"{path}: cannot read the soundscape metadata ({e})") from None
+    df = df.astype(str).drop_duplicates()
+    twice = df["soundscape"][df["soundscape"].duplicated()].unique().tolist()
+    if twice:
+        raise FolderLayoutError(f"{path}: soundscapes {twice[:3]} have several {col!r} values")
+    return dict(zip(df["soundscape"], df[col]))
+
+
+@dataclass(frozen=True)
+class SoundscapeFile:
+    """One soundscape on disk.
+
+    Attributes:
+        name: file stem (``soundscape_0001``).
+        path: the 4-channel wav.
+        n_samples: frames.
+        oracle: ``(label, path)`` of each oracle target, by target index; ``None`` when no
+            oracle folder was given (evaluation set), ``()`` for a zero-target clip.
+    """
+
+    name: str
+    path: Path
+    n_samples: int
+    oracle: Optional[tuple[tuple[str, Path], ...]] = None
+
+
+def scan_soundscapes(soundscape_dir: Union[str, Path], oracle_dir: Union[str, Path, None],
+                     system_spec, names: Optional[Sequence[str]] = None) -> list[SoundscapeFile]:
+    """List and check the soundscapes of a folder (sorted by name).
+
+    Raises:
+        FolderLayoutError: missing folder, no wav, an oracle file naming no soundscape.
+        AudioFileError: a wrong rate, channel count or length (the path is named).
+    """
+    sdir = Path(soundscape_dir)
+    if not sdir.is_dir():
+        raise FolderLayoutError(f"soundscape folder {sdir} does not exist")
+    paths = sorted(sdir.glob("*.wav"))
+    if names is not None:
+        wanted = set(names)
+        paths = [p for p in paths if p.stem in wanted]
+    if not paths:
+        raise FolderLayoutError(f"{sdir}: no .wav soundscape found")
+    rate, n_ch = system_spec.sample_rate_hz, system_spec.n_channels
+    lengths = {}
+    for p in paths:
+        info = _info(p)
+        if info.samplerate != rate:
+            raise AudioFileError(f"{p}: sample rate {info.samplerate} Hz, the system expects "
+                                 f"{rate} Hz; resample the soundscapes")
+        if info.channels != n_ch:
+            raise AudioFileError(f"{p}: {info.channels} channels, the system expects {n_ch}; "
+                                 "pass the multichannel soundscapes (not oracle targets)")
+        lengths[p.stem] = info.frames
+    oracle: dict[str, dict[int, tuple[str, Path]]] = {}
+    if oracle_dir is not None:
+        odir = Path(oracle_dir)
+        if not odir.is_dir():
+            raise FolderLayoutError(f"oracle folder {odir} does not exist")
+        all_names = {p.stem for p in sdir.glob("*.wav")}
+        found: dict[str, list] = {}
+        for p in sorted(odir.glob("*.wav")):
+            sc, index, label = parse_stem_name(p.name, all_names, system_spec.label_set)
+            if sc not in lengths:
+                continue
+            info = _info(p)
+            if info.channels != 1 or info.samplerate != rate or info.frames != lengths[sc]:
+                raise AudioFileError(
+                    f"{p}: oracle target must be mono, {rate} Hz, {lengths[sc]} samples "
+                    f"(its soundscape); got {info.channels} ch, {info.samplerate} Hz, "
+                    f"{info.frames} samples")
+            found.setdefault(sc, []).append((index is None, index or 0, p.name, label, p))
+        for sc, rows in found.items():
+            oracle[sc] = {i: (label, p) for i, (*_, label, p) in enumerate(sorted(rows))}
+    out = []
+    for p in paths:
+        orc = None
+        if oracle_dir is not None:
+            d = oracle.get(p.stem, {})
+            orc = tuple(d[i] for i in sorted(d))
+        out.append(SoundscapeFile(p.stem, p, lengths[p.stem], orc))
+    return out
+
+
+def _info(path: Path):
+    try:
+        return sf.info(str(path))
+    except Exception as e:  # noqa: BLE001 - soundfile raises RuntimeError/LibsndfileError
+        raise AudioFileError(f"{path}: cannot read audio header ({e})") from None
+
+
+@dataclass
+class Soundscape:
+    """One soundscape in memory: ``mixture (n_channels, T)`` float32, oracle ``(n_ref, T)``."""
+
+    name: str
+    mixture: np.ndarray
+    oracle_labels: Optional[list[str]] = None
+    oracle: Optional[np.ndarray] = None
+
+    @property
+    def has_oracle(self) -> bool:
+        return self.oracle_labels is not None
+
+
+def read_soundscape(f: SoundscapeFile) -> Soundscape:
+    """Read one soundscape (and its oracle targets) as float32. Raises `AudioFileError`."""
+    mix = _read(f.path).T
+    if not np.isfinite(mix).all():
+        raise AudioFileError(f"{f.path}: holds NaN/Inf samples")
+    if f.oracle is None:
+        return Soundscape(f.name, np.ascontiguousarray(mix))
+    refs = np.zeros((len(f.oracle), mix.shape[1]), np.float32)
+    for i, (_, p) in enumerate(f.oracle):
+        refs[i] = _read(p)[:, 0]
+    return Soundscape(f.name, np.ascontiguousarray(mix), [lab for lab, _ in f.oracle], refs)
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return sf.read(str(path), dtype="float32", always_2d=True)[0]
+    except Exception as e:  # noqa: BLE001
+        raise AudioFileError(f"{path}: cannot read audio ({e})") from None
+
+
+class _Files:
+    """Map-style dataset for the DataLoader (errors travel as values, raised in main)."""
+
+    def __init__(self, files: Sequence[SoundscapeFile]):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return read_soundscape(self.files[i])
+        except AudioFileError as e:
+            return e
+
+
+def _first(batch):
+    return batch[0]
+
+
+def _die_with_parent(_worker_id: int) -> None:
+    """Linux: a reader dies with the build process (a killed build leaves no orphan workers
+    blocked on a full pipe)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def iter_soundscapes(files: Sequence[SoundscapeFile], jobs: int = 0) -> Iterator[Soundscape]:
+    """Soundscapes in ``files`` order, read by ``jobs`` DataLoader workers (0 = inline)."""
+    if jobs <= 0:
+        for f in files:
+            yield read_soundscape(f)
+        return
+    from torch.utils.data import DataLoader
+    loader = DataLoader(_Files(files), batch_size=1, shuffle=False, num_workers=jobs,
+                        collate_fn=_first, prefetch_factor=4, persistent_workers=False,
+                        worker_init_fn=_die_with_parent)
+    for item in loader:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def energy_db(stems: np.ndarray, mix0: np.ndarray) -> np.ndarray:
+    """``10·log10(Σ stem² / Σ mix0²)`` per row, float64 sums; ``(n,)`` float64 dB
+    (``-inf`` for an all-zero stem, ``+inf`` for a stem of an all-zero mixture)."""
+    num = np.einsum("ij,ij->i", stems, stems, dtype=np.float64)
+    den = float(np.einsum("i,i->", mix0, mix0, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 10.0 * np.log10(num / den)
+    out[num == 0] = -np.inf  # an all-zero stem, even of an all-zero mixture
+    return out
+
+
+@dataclass
+class StemInfo:
+    """One query's stems after one stage.
+
+    Attributes:
+        query: canonical query; row ``i`` is the stem for ``query[i]``.
+        energy_db: ``(n_q,)`` float64 dB.
+        retag: ``(n_q, n_tracks, C + 1)`` float32 retagger softmax of each stem (as cached).
+        snr_db: ``(n_q, n_ref)`` float64 against every oracle target (``None`` without oracle).
+        waveforms: ``(n_q, T)`` float32 stems, kept only when asked (live apply).
+    """
+
+    query: tuple[int, ...]
+    energy_db: np.ndarray
+    retag: np.ndarray
+    snr_db: Optional[np.ndarray] = None
+    waveforms: Optional[np.ndarray] = None
+
+
+def separate_items(system: System, separator: str, mixtures: Sequence[np.ndarray],
+                   queries: Sequence[tuple[int, ...]], refs: Sequence[Optional[np.ndarray]],
+                   keep_waveforms: bool = False, where: str = "") -> list[list[StemInfo]]:
+    """One separator forward (plus stages) on a batch of (mixture, query) items.
+
+    Args:
+        system: the loaded `System`.
+        separator: separator name.
+        mixtures: ``B`` ``(n_channels, T)`` float32 arrays of one length.
+        queries: ``B`` canonical queries.
+        refs: ``B`` oracle arrays ``(n_ref, T)`` or ``None``.
+        keep_waveforms: keep the float32 stems in each `StemInfo` (live apply).
+        where: context appended to error messages.
+
+    Returns:
+        ``[item][stage]`` `StemInfo` (stage 0 = separator output).
+    """
+    import torch
+    mix = torch.from_numpy(np.stack(mixtures))
+    outs = system.separate(separator, mix, queries, where=where)
+    result: list[list[StemInfo]] = [[] for _ in queries]
+    for stage_out in outs:
+        rows = [(b, i) for b, q in enumerate(queries) for i in range(len(q))]
+        stems_t = stage_out[[b for b, _ in rows], [i for _, i in rows]]  # (N, 1, T)
+        retag = system.retag(stems_t, where=where).astype(np.float32)
+        stems = stems_t[:, 0].float().cpu().numpy()
+        start = 0
+        for b, q in enumerate(queries):
+            s = np.ascontiguousarray(stems[start:start + len(q)])
+            mix0 = mixtures[b][0]
+            ref = refs[b]
+            snr = None
+            if ref is not None:
+                snr = snr_db(s, ref) if len(ref) else np.zeros((len(q), 0))
+            result[b].append(StemInfo(tuple(q), energy_db(s, mix0), retag[start:start + len(q)],
+                                      snr, s if keep_waveforms else None))
+            start += len(q)
+    return result
+
+
+def tag_soundscapes(system: System, scs: Sequence[Soundscape],
+                    batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Every tagger on every soundscape, batched by length: ``[sc]{tagger: (K, C+1)}``
+    float32 (the values the cache stores and every policy sees)."""
+    import torch
+    out: list[dict[str, np.ndarray]] = [{} for _ in scs]
+    for idx in _length_batches([s.mixture.shape[1] for s in scs], batch_size):
+        x = torch.from_numpy(np.stack([scs[i].mixture for i in idx]))
+        names = ", ".join(scs[i].name for i in idx[:3])
+        for name in system.spec.taggers:
+            probs = system.tag(name, x, where=f" on {names}")
+            for j, i in enumerate(idx):
+                out[i][name] = probs[j].astype(np.float32)
+    return out
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, n in enumerate(lengths):
+        groups[n].append(i)
+    return [g[s:s + batch_size] for n in sorted(groups) for g in [groups[n]]
+            for s in range(0, len(g), batch_size)]
+
+
+# ----------------------------------------------------------------------------- chunks
+
+
+@dataclass
+class ChunkResult:
+    """Everything a chunk of soundscapes contributes to the cache (plain arrays).
+
+    Attributes:
+        names, n_samples: per soundscape of the chunk.
+        oracle_labels: per soundscape, oracle label names (``None`` without oracle).
+        snr_mix_db: per soundscape, ``(n_ref,)`` mixture-channel-0 SNR (``None``: no oracle).
+        tagger_probs: ``[sc]{tagger: (K, C+1)}`` float32.
+        keys: ``[sc]`` closure queries.
+        stems: ``{(sc_index, separator, stage_index, query): StemInfo}``.
+    """
+
+    names: list[str]
+    n_samples: list[int]
+    oracle_labels: list[Optional[list[str]]]
+    snr_mix_db: list[Optional[np.ndarray]]
+    tagger_probs: list[dict[str, np.ndarray]]
+    keys: list[list[tuple[int, ...]]]
+    stems: dict = field(default_factory=dict)
+
+
+def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size: int,
+              tag_batch_size: int, bar=None, sep_total=None) -> ChunkResult:
+    """Tag, build the closure, separate each (soundscape, separator, key) exactly once."""
+    spec = system.spec
+    probs = tag_soundscapes(system, scs, tag_batch_size)
+    keys, snr_mix = [], []
+    max_slots = min(spec.n_slots(ms) for ms in spec.separators.values())
+    for s, p in zip(scs, probs):
+        oracle = None
+        if s.has_oracle:
+            oracle = [spec.label_set.index(lab) for lab in s.oracle_labels]
+        keys.append(query_closure(p, top_n, spec.n_tracks, oracle, max_slots))
+        snr_mix.append(None if s.oracle is None else
+                       (snr_db(s.mixture[0], s.oracle)[0] if len(s.oracle) else np.zeros(0)))
+    res = ChunkResult([s.name for s in scs], [s.mixture.shape[1] for s in scs],
+                      [s.oracle_labels for s in scs], snr_mix, probs, keys)
+    items = [(i, q) for i, ks in enumerate(keys) for q in ks]
+    if sep_total is not None:
+        sep_total(len(items) * len(spec.separators), len(scs))
+    batches = [[items[j] for j in b] for b in
+               _length_batches([scs[i].mixture.shape[1] for i, _ in items], batch_size)]
+    for sep in spec.separators:
+        for batch in batches:
+            names = sorted({scs[i].name for i, _ in batch})
+            infos = separate_items(system, sep, [scs[i].mixture for i, _ in batch],
+                                   [q for _, q in batch], [scs[i].oracle for i, _ in batch],
+                                   where=f" on {', '.join(names[:3])}")
+            for (i, q), per_stage in zip(batch, infos):
+                for st, info in enumerate(per_stage):
+                    key = (i, sep, st, q)
+                    if key in res.stems:  # never happens: closure keys are unique
+                        raise RuntimeError(f"query {q} of {scs[i].name} separated twice")
+                    res.stems[key] = info
+            if bar is not None:
+                bar.update(len(batch))
+    return res

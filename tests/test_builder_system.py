@@ -1,0 +1,175 @@
+"""cache_builder.system: YAML parsing, checkpoint loading (prefixes, pickles, mismatches) and
+the model-interface checks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cache_builder.system import (
+    CheckpointError, ModelOutputError, SystemConfigError, SystemSpec, load_system, pick_device,
+    sha256_file,
+)
+from tests.builder_models import TinySeparator, TinyTagger, write_system
+
+
+def _edit(path: Path, fn) -> Path:
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture()
+def system_yaml(tmp_path) -> Path:
+    return write_system(tmp_path / "sys", stages=1)
+
+
+def test_load_system_describes_models_and_hashes(system_yaml):
+    s = load_system(system_yaml, device="cpu")
+    d = s.describe()
+    assert list(d["taggers"]) == ["1ch", "4ch"] and list(d["separators"]) == ["small", "large"]
+    ckpt = system_yaml.parent / "weights" / "separators_small.pt"
+    assert d["separators"]["small"]["sha256"] == sha256_file(ckpt)
+    assert d["taggers"]["1ch"]["channels"] == [0] and d["taggers"]["4ch"]["channels"] is None
+    assert [n for n, _ in s.stages] == ["refine1"] and s.stage_names() == ["sep", "refine1"]
+    assert all(not m.training for m in s.separators.values())
+
+
+@pytest.mark.parametrize("prefix", ["", "model.", "net.", "module.", "model.module."])
+def test_checkpoint_prefixes_are_removed(tmp_path, prefix):
+    torch.manual_seed(0)
+    ref = TinySeparator(hidden=4)
+    state = {f"{prefix}{k}": v for k, v in ref.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "sep.ckpt")
+    y = _edit(write_system(tmp_path), lambda d: d["separators"]["small"].update(
+        checkpoint="sep.ckpt"))
+    s = load_system(y, device="cpu")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(s.separators["small"].state_dict()[k], v)
+
+
+def test_lightning_checkpoint_with_other_submodules(tmp_path):
+    """The baseline's suffix rule: 'separator.' inside a LightningModule holding more."""
+    torch.manual_seed(1)
+    ref = TinyTagger(in_channels=1)
+    state = {f"separator.{k}": v for k, v in ref.state_dict().items()}
+    state["loss_fn.weight"] = torch.ones(3)
+    torch.save({"state_dict": state}, tmp_path / "t.ckpt")
+    y = _edit(write_system(tmp_path), lambda d: d["taggers"]["1ch"].update(checkpoint="t.ckpt"))
+    s = load_system(y, device="cpu")
+    assert torch.equal(s.taggers["1ch"].head.weight, ref.head.weight)
+
+
+def test_checkpoint_of_another_class_names_file_and_keys(tmp_path):
+    y = write_system(tmp_path)
+    bad = tmp_path / "weights" / "taggers_1ch.pt"
+    _edit(y, lambda d: d["separators"]["small"].update(checkpoint="weights/taggers_1ch.pt"))
+    with pytest.raises(CheckpointError, match=r"taggers_1ch\.pt does not match class "
+                       r"TinySeparator: missing keys \[.*emb\.weight.*unexpected keys \[.*head"):
+        load_system(y, device="cpu")
+    assert bad.exists()
+
+
+def test_checkpoint_with_wrong_shapes(tmp_path):
+    y = _edit(write_system(tmp_path), lambda d: d["separators"]["small"]["args"].update(
+        hidden=6))
+    with pytest.raises(CheckpointError, match=r"separators_small\.pt .*shape mismatch.*enc"):
+        load_system(y, device="cpu")
+
+
+def test_pickled_checkpoint_needs_allow_pickle(tmp_path):
+    y = write_system(tmp_path)
+    model = TinyTagger(in_channels=1)
+    torch.save({"state_dict": model.state_dict(), "hparams": _Opaque()}, tmp_path / "p.ckpt")
+    _edit(y, lambda d: d["taggers"]["1ch"].update(checkpoint="p.ckpt"))
+    with pytest.raises(CheckpointError, match=r"p\.ckpt cannot be loaded with weights_only=True"
+                       r".*allow_pickle: true"):
+        load_system(y, device="cpu")
+    _edit(y, lambda d: d.update(allow_pickle=True))
+    assert load_system(y, device="cpu").taggers["1ch"] is not None
+
+
+class _Opaque:
+    pass
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.pop("separators"), r"missing key 'separators'"),
+    (lambda d: d.update(retagger="9ch"), r"retagger '9ch' is not one of the taggers"),
+    (lambda d: d.update(n_track=3), r"unknown keys \['n_track'\]"),
+    (lambda d: d["taggers"]["1ch"].update(module="no.such.module"), r"cannot import module"),
+    (lambda d: d["taggers"]["1ch"].update({"class": "Nope"}), r"has no class 'Nope'"),
+    (lambda d: d["taggers"]["1ch"]["args"].update(bogus=1), r"TinyTagger\(\*\*args\) failed"),
+    (lambda d: d["taggers"]["1ch"].update(checkpoint="weights/none.pt"), r"does not exist"),
+    (lambda d: d.update(n_tracks=0), r"n_tracks: expected a positive integer"),
+])
+def test_system_yaml_errors(tmp_path, edit, match):
+    y = _edit(write_system(tmp_path), edit)
+    with pytest.raises((SystemConfigError, CheckpointError), match=match):
+        load_system(y, device="cpu")
+
+
+def test_output_contract_errors(tmp_path):
+    y = _edit(write_system(tmp_path), lambda d: d["separators"].update(
+        bad={"module": "tests.builder_models", "class": "WrongShapeSeparator",
+             "args": {"hidden": 4}},
+        nan={"module": "tests.builder_models", "class": "NaNSeparator", "args": {"hidden": 4}}))
+    s = load_system(y, device="cpu")
+    mix = torch.zeros(2, 4, 800)
+    with pytest.raises(ModelOutputError, match=r"separator 'bad'.*shape \(2, 3, 800\), "
+                       r"expected \(2, 3, 1, 800\)"):
+        s.separate("bad", mix, [(1,), (2, 3)])
+    with pytest.raises(ModelOutputError, match=r"separator 'nan'.*NaN/Inf for batch items "
+                       r"\[0, 1\]"):
+        s.separate("nan", mix + 0.1, [(1,), (2, 3)])
+    stems = s.separate("small", mix + 0.1, [(1,), (2, 3)])
+    assert [tuple(t.shape) for t in stems] == [(2, 3, 1, 800)]
+    assert s.passes.items["separator"] == 2  # failed calls are not counted
+
+
+def test_label_vector_is_stacked_one_hots(system_yaml):
+    s = load_system(system_yaml, device="cpu")
+    lv = s.label_vector([(0, 15, 15), (17,)], 3)
+    assert lv.shape == (2, 54)
+    assert lv[0].nonzero().flatten().tolist() == [0, 18 + 15, 36 + 15]
+    assert lv[1].nonzero().flatten().tolist() == [17]
+
+
+def test_import_cache_builder_is_light():
+    code = ("import sys, cache_builder; assert 'torch' not in sys.modules, 'torch imported'; "
+            "cache_builder.canonical_query; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_spec_from_dict_resolves_paths(tmp_path):
+    spec = SystemSpec.from_dict(
+        {"taggers": {"1ch": {"module": "m", "class": "T", "checkpoint": "w/t.pt"}},
+         "separators": {"s": {"module": "m", "class": "S"}}, "retagger": "1ch"}, tmp_path)
+    assert spec.taggers["1ch"].checkpoint == (tmp_path / "w" / "t.pt").resolve()
+    assert spec.separators["s"].checkpoint is None and spec.n_tracks == 3
+
+
+def test_device_is_cuda_when_present_else_cpu(monkeypatch, system_yaml):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device(None) == torch.device("cpu") == pick_device("auto")
+    assert load_system(system_yaml).device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(None) == torch.device("cuda") and pick_device("") == torch.device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")  # an explicit --device wins
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+
+
+def test_float32_unless_amp(system_yaml):
+    s = load_system(system_yaml, device="cpu")
+    assert not s.amp and all(p.dtype == torch.float32 for m in s.separators.values()
+                             for p in m.parameters())
+    mix = 0.1 * torch.randn(1, 4, 1600)
+    a = s.separate("small", mix, [(1, 2)])[0]
+    b = load_system(system_yaml, device="cpu", amp=True).separate("small", mix, [(1, 2)])[0]
+    assert a.dtype == b.dtype == torch.float32  # outputs handed on as float32 either way
+    assert not torch.equal(a, b)  # autocast (bfloat16 on CPU) changes the numbers
