@@ -89,7 +89,8 @@ class SystemSpec:
         taggers, separators: name → `ModelSpec`, in YAML order.
         retagger: name of the tagger used on stems.
         stages: refinement stages in order.
-        allow_pickle: load checkpoints with ``weights_only=False``.
+        allow_pickle: load checkpoints as full pickles (the explicit YAML opt-in; default
+            ``weights_only`` loading).
         python_path: folders put on ``sys.path`` before importing models.
     """
 
