@@ -114,7 +114,9 @@ def test_forward_passes_no_key_twice(env):
     assert rep.passes["tagger"] == N_SC * 2
     assert rep.passes["separator"] == n_keys * 2  # each (soundscape, key) once per separator
     assert rep.passes["stage"] == n_keys * 2
-    assert rep.passes["retag"] == n_stems * 2 * 2  # every stem of every separator and stage
+    # every stem of every separator and stage is re-tagged, bit-identical stems once
+    # (test_builder_system.py::test_retag_runs_once_per_distinct_stem)
+    assert 0 < rep.passes["retag"] <= n_stems * 2 * 2
     assert (cache.key_stem >= 0).all()
     per = rep.per_soundscape()
     assert per["separator"] == pytest.approx(2 * n_keys / N_SC)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 import yaml
 
@@ -173,3 +174,20 @@ def test_float32_unless_amp(system_yaml):
     b = load_system(system_yaml, device="cpu", amp=True).separate("small", mix, [(1, 2)])[0]
     assert a.dtype == b.dtype == torch.float32  # outputs handed on as float32 either way
     assert not torch.equal(a, b)  # autocast (bfloat16 on CPU) changes the numbers
+
+
+def test_retag_runs_once_per_distinct_stem(system_yaml):
+    s = load_system(system_yaml, device="cpu")
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(1, 1, 3200, generator=g), torch.randn(1, 1, 3200, generator=g)
+    c = a.clone()
+    c[0, 0, 1234] = torch.nextafter(c[0, 0, 1234], torch.tensor(10.0))  # one ulp away
+    stems = torch.cat([a, b, a, c, b])
+    s.passes.reset()
+    out = s.retag(stems)
+    assert s.passes.items["retag"] == 3  # a, b, c: the one-ulp change counts as distinct
+    one_by_one = np.concatenate([s.retag(x[None]) for x in (a[0], b[0], a[0], c[0], b[0])])
+    np.testing.assert_allclose(out, one_by_one, rtol=1e-4, atol=1e-7)  # float32 batching
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[1], out[4])
+    assert out.shape == (5, 3, 19)

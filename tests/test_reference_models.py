@@ -1,0 +1,204 @@
+"""The reference system: interface shapes, batch independence, losses, data, shipped weights."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cache_builder.reference import models as M  # noqa: E402
+from cache_builder.reference.data import CropSampler, envelope, list_clips, track_targets  # noqa: E402,E501
+from cache_builder.reference.train import (MODEL_SPECS, build_model, separation_loss,  # noqa: E402
+                                           system_yaml, train_reference_system)
+from casdri.labels import DCASE2026T4  # noqa: E402
+
+C = DCASE2026T4.n_classes
+REFERENCE = Path(M.__file__).parent
+#: float32 batch-vs-single tolerance (absolute, on logits and waveforms of unit-RMS input)
+ATOL_BATCH = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+
+
+def _mixture(b, t, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(b, 4, t, generator=g)
+
+
+def _label_vector(queries):
+    lv = torch.zeros(len(queries), 3 * C)
+    for b, q in enumerate(queries):
+        for i, k in enumerate(q):
+            lv[b, i * C + k] = 1.0
+    return lv
+
+
+TAGGERS = [n for n in MODEL_SPECS if n.startswith("tagger")]
+SEPARATORS = [n for n in MODEL_SPECS if n.startswith("sep")]
+
+
+@pytest.mark.parametrize("name", TAGGERS)
+@pytest.mark.parametrize("b, t", [(1, 16001), (2, 7), (2, 32000)])
+def test_tagger_shape(name, b, t):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        out = model({"waveform": _mixture(b, t)})["probabilities"]
+    assert out.shape == (b, 3, C + 1) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_tagger1ch_takes_mono_and_uses_channel_0():
+    model = build_model("tagger_1ch").eval()
+    x = _mixture(2, 8001)
+    with torch.no_grad():
+        four = model({"waveform": x})["probabilities"]
+        mono = model({"waveform": x[:, :1]})["probabilities"]
+    torch.testing.assert_close(four, mono, rtol=0, atol=0)
+
+
+def test_tagger4ch_refuses_mono():
+    with pytest.raises(ValueError, match="4 FOA channels"):
+        build_model("tagger_4ch")({"waveform": torch.zeros(1, 1, 1000)})
+
+
+@pytest.mark.parametrize("name", SEPARATORS)
+@pytest.mark.parametrize("b, t", [(1, 16001), (2, 7), (2, 1234)])
+def test_separator_shape(name, b, t):
+    model = build_model(name).eval()
+    lv = _label_vector([[3, 15, 15], [0]][:b])
+    with torch.no_grad():
+        out = model({"mixture": _mixture(b, t), "label_vector": lv})["waveform"]
+    assert out.shape == (b, 3, 1, t) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_separator_refuses_bad_label_vector():
+    with pytest.raises(ValueError, match="label_vector"):
+        build_model("sep_small")({"mixture": torch.zeros(1, 4, 100),
+                                  "label_vector": torch.zeros(1, C)})
+
+
+@pytest.mark.parametrize("name", list(MODEL_SPECS))
+def test_batch_of_two_equals_two_batches_of_one(name):
+    model = build_model(name).eval()
+    x = _mixture(2, 24001, seed=1)
+    x[1] *= 3.0
+    with torch.no_grad():
+        if name in TAGGERS:
+            run = lambda i: model({"waveform": x[i]})["probabilities"]  # noqa: E731
+        else:
+            lv = _label_vector([[1, 4, 4], [9]])
+            run = lambda i: model({"mixture": x[i], "label_vector": lv[i]})["waveform"]  # noqa
+        both = run(slice(0, 2))
+        one = torch.cat([run(slice(0, 1)), run(slice(1, 2))])
+    torch.testing.assert_close(both, one, rtol=0, atol=ATOL_BATCH * float(one.abs().max()))
+
+
+def test_duplicate_class_slots_differ():
+    """Two slots asking for the same class get different occurrence embeddings."""
+    model = build_model("sep_small").eval()
+    cond = model.condition(_label_vector([[15, 15, 2]]))
+    assert not torch.allclose(cond[0], cond[1])
+    empty = model.condition(torch.zeros(1, 3 * C))
+    torch.testing.assert_close(empty[0], empty[2])
+
+
+def test_pit_cross_entropy_is_permutation_invariant():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, C + 1, generator=g)
+    targets = torch.tensor([[0, 5, C], [2, 2, C], [C, C, C], [1, 3, 17]])
+    base = M.pit_cross_entropy(logits, targets)
+    for perm in itertools.permutations(range(3)):
+        torch.testing.assert_close(M.pit_cross_entropy(logits[:, list(perm)], targets), base)
+    # one item, perfect logits -> near zero
+    perfect = torch.full((1, 3, C + 1), -20.0)
+    perfect[0, 0, C], perfect[0, 1, 7], perfect[0, 2, 2] = 20.0, 20.0, 20.0
+    assert float(M.pit_cross_entropy(perfect, torch.tensor([[2, 7, C]]))) < 1e-6
+
+
+def test_separation_loss_swaps_only_same_class_slots():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(1, 3, 800, generator=g)
+    ref[0, 2] = 0.0
+    mix = ref.sum(1)
+    swapped = ref[:, [1, 0, 2]]
+    allowed = torch.tensor([[True, False, True, False, False, False]])  # (0,1,2), (1,0,2)
+    only_id = torch.tensor([[True, False, False, False, False, False]])
+    perfect = float(separation_loss(ref, ref, mix, only_id))
+    assert float(separation_loss(swapped, ref, mix, allowed)) == pytest.approx(perfect)
+    assert float(separation_loss(swapped, ref, mix, only_id)) > perfect + 10.0
+    assert perfect == pytest.approx(-20.0, abs=1e-3)  # two stems at the 30 dB ceiling, one 0
+
+
+def test_track_targets_and_envelope():
+    ls = DCASE2026T4
+    np.testing.assert_array_equal(track_targets(["Speech", "AlarmClock"], ls, 3),
+                                  [0, ls.index("Speech"), C])
+    env = envelope(np.ones((2, 6500), np.float32), hop=3200)
+    np.testing.assert_allclose(env, [[3200, 3200, 100]] * 2)
+
+
+# ----------------------------------------------------------------------------- tiny folder
+
+
+def _tiny_folder(root: Path, n: int = 6, seconds: float = 1.0) -> Path:
+    import soundfile as sf
+    rng = np.random.default_rng(0)
+    t = int(seconds * 32000)
+    for split in ("train",):
+        (root / split / "soundscape").mkdir(parents=True)
+        (root / split / "oracle_target").mkdir(parents=True)
+        for i in range(n):
+            labels = [["Speech"], ["Cough", "Speech"], [], ["Speech", "Speech"]][i % 4]
+            mix = 0.01 * rng.standard_normal((4, t))
+            for j, lab in enumerate(labels):
+                src = (0.1 * rng.standard_normal(t)).astype(np.float32)
+                src[: t // 2] = 0.0
+                mix += rng.standard_normal((4, 1)) * src
+                sf.write(root / split / "oracle_target" / f"s_{i}_{j}_{lab}.wav", src, 32000,
+                         subtype="FLOAT")
+            sf.write(root / split / "soundscape" / f"s_{i}.wav", mix.T.astype(np.float32),
+                     32000, subtype="FLOAT")
+    return root
+
+
+def test_crop_sampler_items(tmp_path):
+    clips = list_clips(_tiny_folder(tmp_path) / "train", DCASE2026T4)
+    assert [c.labels for c in clips[:4]] == [("Speech",), ("Cough", "Speech"), (),
+                                             ("Speech", "Speech")]
+    envs = [envelope(np.stack([np.asarray(__import__("soundfile").read(p)[0], np.float32)
+                               for p in c.targets]) if c.targets else np.zeros((0, 10)))
+            for c in clips]
+    sampler = CropSampler(clips, envs, DCASE2026T4, 3, 16000, np.random.default_rng(0))
+    mix, lv, tgt, valid = sampler.batch(16)
+    assert mix.shape == (16, 4, 16000) and tgt.shape == (16, 3, 16000)
+    assert lv.shape == (16, 3 * C) and valid.shape == (16, 6) and valid[:, 0].all()
+    slots = lv.reshape(16, 3, C)
+    for b in range(16):
+        cls = [int(np.argmax(s)) if s.any() else C for s in slots[b]]
+        assert cls == sorted(cls), "canonical query order"
+        for s in range(3):
+            if cls[s] == C:
+                assert not tgt[b, s].any(), "an empty slot has a zero target"
+
+
+def test_train_smoke(tmp_path):
+    from cache_builder.system import load_system
+    data = _tiny_folder(tmp_path / "data", n=4)
+    log = train_reference_system(data, tmp_path / "out", minutes=5, max_steps=1,
+                                 crop_seconds=0.25)
+    assert set(log["models"]) == set(MODEL_SPECS)
+    system = load_system(tmp_path / "out" / "system.yaml", device="cpu")
+    probs = system.tag("1ch", _mixture(1, 8000))
+    assert probs.shape == (1, 3, C + 1)
+
+
+def test_shipped_yaml_matches_model_specs():
+    assert (REFERENCE / "system.yaml").read_text() == system_yaml(DCASE2026T4)
