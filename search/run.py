@@ -78,6 +78,11 @@ class SearchResult:
         return dataset_mean(self.oracle_values)
 
     @property
+    def start_db(self) -> float:
+        """The start policy (``--policy-in`` or the refine defaults) on every soundscape."""
+        return dataset_mean(self.start_values)
+
+    @property
     def final_tune_db(self) -> float:
         """The final policy on every soundscape (its own tune set)."""
         return dataset_mean(self.final_values)
@@ -236,6 +241,7 @@ def summarize(result: SearchResult) -> list:
     h = result.heldout
     lines.append(f"baseline policy          : {result.baseline_db:8.3f} dB CAPI-SDRi "
                  f"({result.folds.n_soundscapes} soundscapes)")
+    lines.append(f"start policy (untuned)   : {result.start_db:8.3f} dB (the stages start here)")
     if result.fold_results:
         tune = np.mean([f.tune_end_db for f in result.fold_results])
         lines.append(f"tuned, tune folds        : {tune:8.3f} dB (mean over {result.folds.k} "
