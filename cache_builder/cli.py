@@ -25,7 +25,11 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from casdri._argtypes import int_at_least
+
 __all__ = ["main", "build_parser"]
+
+_positive, _nonneg = int_at_least(1), int_at_least(0)
 
 
 class _UsageError(Exception):
@@ -47,26 +51,6 @@ def _shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= i < n")
     return i, n
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
 
 
 def _common(p: argparse.ArgumentParser) -> None:

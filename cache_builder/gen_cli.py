@@ -17,19 +17,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from casdri._argtypes import int_at_least
 from casdri.errors import CasdriError, InputError
 
 __all__ = ["add_generate_parser", "run_generate", "main"]
 
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_count = int_at_least(0)
 
 
 def _seconds(text: str) -> float:

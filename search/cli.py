@@ -9,11 +9,15 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from casdri._argtypes import int_at_least
+
 from .stages import STAGE_ORDER
 
 __all__ = ["main", "build_parser"]
 
 PROG = "casdri-search"
+
+_positive_int = int_at_least(1)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,16 +25,6 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {message}\n\n")
         self.print_help(sys.stderr)
         raise SystemExit(1)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
 
 
 def _margin(text: str) -> float:

@@ -106,7 +106,7 @@ def test_apply_writes_stems_and_scores(env):
     (["build", "--system", "s", "--soundscapes", "d", "--out", "o", "--shard", "2/2"],
      "casdri-cache build: error: argument --shard: shard '2/2': need 0 <= i < n"),
     (["build", "--system", "s", "--soundscapes", "d", "--out", "o", "--batch-size", "0"],
-     "casdri-cache build: error: argument --batch-size: expected a positive integer, got '0'"),
+     "casdri-cache build: error: argument --batch-size: expected an integer >= 1, got 0"),
     (["frobnicate"], "casdri-cache: error: argument command: invalid choice: 'frobnicate'"),
     (["build", "--system", "s", "--soundscapes", "d", "--out", "o", "--oracle", "x",
       "--no-oracle"], "casdri-cache build: error: argument --no-oracle: not allowed with "
