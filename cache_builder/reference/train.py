@@ -4,7 +4,7 @@ Conventions:
     * One command trains all four models on a DCASE folder made by
       `cache_builder.soundscapes.generate_soundscapes`::
 
-          python -m cache_builder.reference.train --data /work/data/gen --out DIR [--minutes 30]
+          python -m cache_builder.reference.train --data data/gen --out DIR [--minutes 30]
 
       It reads ``DATA/train``, writes ``DIR/weights/{tagger_1ch,tagger_4ch,sep_small,
       sep_large}.pt`` (plain ``state_dict``, loadable with ``weights_only=True``),
@@ -93,6 +93,22 @@ class _Clock:
 # ----------------------------------------------------------------------------- features
 
 
+def _step(model, opt, loss, lr: float, clock: "_Clock", losses: list, unit: str) -> None:
+    """One optimiser step on the schedule of `_lr`, gradient norm clipped at 5, logged
+    every 50 steps."""
+    import torch
+    for g in opt.param_groups:
+        g["lr"] = _lr(lr, clock.frac)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    clock.step += 1
+    losses.append(loss.item())
+    if clock.step % 50 == 0:
+        _log(f"  step {clock.step} loss {np.mean(losses[-50:]):.4f}{unit}")
+
+
 def tagger_bank(clips: list[Clip], label_set: LabelSet, n_tracks: int, t1, t4,
                 batch_size: int = 16) -> dict:
     """Read every clip once: tagger features (float16), track targets, target envelopes.
@@ -178,17 +194,7 @@ def train_tagger(model, feats, y, seconds: float, extra=None, p_extra: float = 0
             if use.any():
                 j = torch.randint(len(extra[0]), (int(use.sum()),), generator=gen)
                 x[use], t[use] = extra[0][j].float(), extra[1][j]
-        loss = model.loss(_augment(x, n_log, gen), t)
-        for g in opt.param_groups:
-            g["lr"] = _lr(lr, clock.frac)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        clock.step += 1
-        losses.append(loss.item())
-        if clock.step % 50 == 0:
-            _log(f"  step {clock.step} loss {np.mean(losses[-50:]):.4f}")
+        _step(model, opt, model.loss(_augment(x, n_log, gen), t), lr, clock, losses, "")
     model.eval()
     return {"steps": clock.step, "seconds": time.time() - clock.t0,
             "final_loss": float(np.mean(losses[-50:])) if losses else None}
@@ -302,17 +308,7 @@ def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int
     while clock.running():
         mix, lv, tgt, valid = (torch.from_numpy(a) for a in batches.next())
         est = model.separate(mix, lv)
-        loss = separation_loss(est, tgt, mix[:, 0], valid)
-        for g in opt.param_groups:
-            g["lr"] = _lr(lr, clock.frac)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        clock.step += 1
-        losses.append(loss.item())
-        if clock.step % 50 == 0:
-            _log(f"  step {clock.step} loss {np.mean(losses[-50:]):.3f} dB")
+        _step(model, opt, separation_loss(est, tgt, mix[:, 0], valid), lr, clock, losses, " dB")
     batches.close()
     model.eval()
     return {"steps": clock.step, "seconds": time.time() - clock.t0,
