@@ -26,9 +26,11 @@ Conventions:
       the split's full soundscape list hash.
     * **Resume.** The same command on the same folder skips every chunk in the manifest,
       removes parts of a chunk that is not (killed between two tables) and temp files a kill
-      left behind, and redoes it: at most the chunk in flight is recomputed (``chunk_size``
-      soundscapes), and no reader ever sees a half-written part (parts are renamed into
-      place whole).
+      left behind, and finishes the chunk in flight from its batch journal
+      (`cache_builder._journal`): every separator batch finished before the kill is read
+      back, so at most the batch in flight is separated again (plus the chunk's tagging, one
+      pass per soundscape and tagger). No reader ever sees a half-written part (parts are
+      renamed into place whole).
     * Separator outputs can differ in the last float32 bits with the batch composition (the
       kernels a backend picks depend on the batch size): shards or a live run agree with a
       single build to ~1e-6 relative, not bit for bit. Tagger outputs are bit-identical
@@ -51,6 +53,7 @@ from casdri.errors import CacheError, FolderLayoutError
 
 from ._cachewrite import PROGRESS_DIR
 from .closure import CLOSURE_RULE, QUERY_ORDER_RULE
+from ._journal import BatchJournal
 from .runner import FolderLayout, iter_soundscapes, resolve_folder, run_chunk, scan_soundscapes
 from .system import System, load_system, set_threads
 
@@ -59,6 +62,8 @@ __all__ = ["build_cache", "BuildReport", "validate_cache", "cache_info", "shard_
 
 #: tests only: ``os._exit(75)`` after this many chunks were written by this process
 TEST_EXIT_ENV = "CASDRI_CACHE_TEST_EXIT_AFTER_CHUNKS"
+#: ``_build/journal/<part>/``: finished separator batches of the chunk in flight
+JOURNAL_DIR = "journal"
 _SPLIT = re.compile(r"^[A-Za-z0-9_.=]+$")
 
 
@@ -223,7 +228,8 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
             independent of batching (a CPU/GPU kernel may round differently for another batch
             size), so a cache's proposals are bit-identical across shard layouts and to the
             live run; taggers run once per soundscape, so this costs little.
-        chunk_size: soundscapes per part file (bounds memory; the unit of resume).
+        chunk_size: soundscapes per part file (bounds memory; a resumed chunk is finished from
+            its batch journal).
         split: split (fold) tag recorded per soundscape; ``None``: from the folder's
             metadata, else ``dev`` (module conventions).
         top_n: proposals per (tagger, track) in the closure.
@@ -270,6 +276,8 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
     todo = [(j, c) for j, c in enumerate(chunks) if _part_name(split, shard, j)
             not in progress_state["done"]]
     _remove_stale_temps(out, split, tuple(shard), prog_path)
+    for part in progress_state["done"]:  # a kill between the manifest and clearing the journal
+        BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part).clear()
     for j, _ in todo:  # parts of a chunk killed between two tables
         cw.remove_part(out, _part_name(split, shard, j))
     report = BuildReport(out, tuple(shard), len(files), 0,
@@ -283,15 +291,18 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
         for n_done, (j, chunk) in enumerate(todo, start=1):
             scs = [next(stream) for _ in chunk]
             before = dict(sysm.passes.items)
-            res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
-                            bar=bars.sep, sep_total=bars.sep_total)
             part = _part_name(split, shard, j)
+            journal = BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part)
+            journal.remove_temps()
+            res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
+                            bar=bars.sep, sep_total=bars.sep_total, journal=journal)
             cw.write_chunk(out, part, res, sysm, split, cmeta)
             progress_state["done"][part] = [s.name for s in scs]
             progress_state["passes"][part] = {k: v - before.get(k, 0)
                                               for k, v in sysm.passes.items.items()
                                               if v - before.get(k, 0)}
             _atomic_json(prog_path, progress_state)
+            journal.clear()
             report.parts_written.append(part)
             report.n_built += len(scs)
             report.n_queries += sum(len(k) for k in res.keys)

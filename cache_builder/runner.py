@@ -404,8 +404,12 @@ class ChunkResult:
 
 
 def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size: int,
-              tag_batch_size: int, bar=None, sep_total=None) -> ChunkResult:
-    """Tag, build the closure, separate each (soundscape, separator, key) exactly once."""
+              tag_batch_size: int, bar=None, sep_total=None, journal=None) -> ChunkResult:
+    """Tag, build the closure, separate each (soundscape, separator, key) exactly once.
+
+    With a `cache_builder._journal.BatchJournal`, every finished separator batch is journaled
+    and a batch already in the journal (a resumed chunk) is read back instead of separated.
+    """
     spec = system.spec
     probs = tag_soundscapes(system, scs, tag_batch_size)
     keys, snr_mix = [], []
@@ -424,12 +428,17 @@ def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size:
         sep_total(len(items) * len(spec.separators), len(scs))
     batches = [[items[j] for j in b] for b in
                _length_batches([scs[i].mixture.shape[1] for i, _ in items], batch_size)]
-    for sep in spec.separators:
-        for batch in batches:
+    for si, sep in enumerate(spec.separators):
+        for bi, batch in enumerate(batches):
             names = sorted({scs[i].name for i, _ in batch})
-            infos = separate_items(system, sep, [scs[i].mixture for i, _ in batch],
-                                   [q for _, q in batch], [scs[i].oracle for i, _ in batch],
-                                   where=f" on {', '.join(names[:3])}")
+            item_names, queries = [scs[i].name for i, _ in batch], [q for _, q in batch]
+            infos = None if journal is None else journal.load(si, bi, item_names, queries)
+            if infos is None:
+                infos = separate_items(system, sep, [scs[i].mixture for i, _ in batch],
+                                       queries, [scs[i].oracle for i, _ in batch],
+                                       where=f" on {', '.join(names[:3])}")
+                if journal is not None:
+                    journal.save(si, bi, item_names, queries, infos)
             for (i, q), per_stage in zip(batch, infos):
                 for st, info in enumerate(per_stage):
                     key = (i, sep, st, q)

@@ -184,7 +184,8 @@ def _manifest_done(path: Path) -> dict:
 
 def test_sigkill_mid_chunk_then_same_command_resumes(env, tmp_path):
     """A real SIGKILL of the build process while a chunk is being separated; the same command
-    then redoes only the chunk in flight, and the finished parts are left untouched."""
+    then finishes the chunk in flight from its batch journal (separating again only what was
+    not journaled), and the finished parts are left untouched."""
     y = env["yaml"].parent / "slow.yaml"
     data = yaml.safe_load(env["yaml"].read_text())
     for spec in data["separators"].values():  # same weights and outputs, 0.15 s per forward
@@ -199,8 +200,18 @@ def test_sigkill_mid_chunk_then_same_command_resumes(env, tmp_path):
     envv = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=envv, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    journal = out / "_build" / "journal"
+
+    def journaled():  # finished batches of the chunk in flight: {file: (soundscapes, queries)}
+        got = {}
+        for f in journal.glob("*/*.npz"):
+            with np.load(f) as z:
+                got[f] = (list(z["names"]), int(z["q_len"].size))
+        return got
+
     deadline = time.monotonic() + 240
-    while not _manifest_done(manifest) and proc.poll() is None and time.monotonic() < deadline:
+    while (not (_manifest_done(manifest) and journaled()) and proc.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.02)
     assert proc.poll() is None, f"build ended before the kill: {proc.communicate()}"
     os.kill(proc.pid, signal.SIGKILL)
@@ -208,6 +219,8 @@ def test_sigkill_mid_chunk_then_same_command_resumes(env, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     done = _manifest_done(manifest)
     assert 1 <= len(done) < 3  # killed with a chunk in flight
+    saved = journaled()
+    assert saved and all(f.parent.name not in done for f in saved)  # the chunk in flight's
     tables = ("soundscapes", "tagger", "separations")
     on_disk = {f.name[len("part-"):-len(".parquet")] for t in tables
                for f in (out / t).glob("part-*.parquet")}
@@ -227,7 +240,10 @@ def test_sigkill_mid_chunk_then_same_command_resumes(env, tmp_path):
                     if str(ref.soundscape_ids[ref.key_sc[j]]) in redo)
     passes = json.loads(manifest.read_text())["passes"]
     new_parts = set(passes) - set(done)
-    assert sum(passes[p]["separator"] for p in new_parts) == 2 * keys_left
+    # every batch journaled before the kill was read back, not separated again
+    assert sum(passes[p]["separator"] for p in new_parts) == \
+        2 * keys_left - sum(n for _, n in saved.values())
+    assert not journal.exists() or not any(journal.iterdir())  # cleared with its part
     assert sum(passes[p]["tagger"] for p in new_parts) == 2 * len(redo)
     assert_same_cache(load_cache(out), ref)
     assert validate_cache(out) == []
@@ -480,3 +496,34 @@ def test_amp_is_explicit_and_recorded(env, tmp_path):
     assert a.meta.cache_id != b.meta.cache_id
     with pytest.raises(CacheError, match=r"extra\.amp: True \(on disk\) vs False"):
         build_cache(env["yaml"], sdir, tmp_path / "amp", oracle=odir, **kw)
+
+
+def test_batch_journal_round_trip_and_mismatch(tmp_path):
+    from cache_builder._journal import BatchJournal
+    from cache_builder.runner import StemInfo
+    rng = np.random.default_rng(0)
+    queries = [(1, 4), (7,)]
+    names = ["a", "b"]
+
+    def info(n, n_ref):
+        return StemInfo(tuple(range(n)), rng.normal(size=n), rng.random((n, 3, 19), np.float32),
+                        None if n_ref is None else rng.normal(size=(n, n_ref)))
+    infos = [[info(2, 3), info(2, 3)], [info(1, None), info(1, None)]]  # 2 stages
+    j = BatchJournal(tmp_path / "journal" / "part-x")
+    assert j.load(0, 0, names, queries) is None  # nothing journaled yet
+    j.save(0, 0, names, queries, infos)
+    back = j.load(0, 0, names, queries)
+    for item, item_back in zip(infos, back):
+        for a, b in zip(item, item_back):
+            np.testing.assert_array_equal(a.energy_db, b.energy_db)
+            np.testing.assert_array_equal(a.retag, b.retag)
+            if a.snr_db is None:
+                assert b.snr_db is None
+            else:
+                np.testing.assert_array_equal(a.snr_db, b.snr_db)
+    assert j.load(0, 0, ["a", "c"], queries) is None      # other soundscapes
+    assert j.load(0, 0, names, [(1, 5), (7,)]) is None    # other queries
+    assert j.load(1, 0, names, queries) is None           # other separator
+    assert not list(j.folder.glob(".*tmp"))
+    j.clear()
+    assert not j.folder.exists()
