@@ -237,6 +237,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("casdri-cache: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `casdri-cache info CACHE | head`: the reader left, not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - one line unless --debug
         from casdri.errors import CasdriError
         if debug or not isinstance(e, (CasdriError, OSError)):
