@@ -23,19 +23,7 @@ sys.path.insert(0, str(ROOT))
 from casdri.cache import load_cache  # noqa: E402
 from casdri.policies import params_class  # noqa: E402
 from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
-from casdri.synthetic import make_synthetic_cache  # noqa: E402
-
-
-def random_settings(cache, policy: str, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    cls = params_class(policy)
-    X = np.tile(cls().encode(cache), (n, 1))
-    for r in cls.search_space(cache):
-        if r.choices:
-            X[:, r.columns] = rng.choice(r.choices, (n, 1))
-        else:
-            X[:, r.columns] = rng.uniform(r.low, r.high, (n, len(r.columns)))
-    return X
+from casdri.synthetic import make_synthetic_cache, random_settings  # noqa: E402
 
 
 def timed(fn, repeat: int) -> tuple[float, float]:
@@ -82,7 +70,7 @@ def main(argv=None) -> int:
     print(f"numba threads               : {numba.get_num_threads()}")
     S, n = cache.n_soundscapes, args.settings
     for policy in ("refine", "baseline", "oracle"):
-        X = random_settings(cache, policy, n, seed=0)
+        X = random_settings(cache, policy, n, np.random.default_rng(0))
         replay_matrix(cache, policy, X[:64])  # compile / warm
         replay_matrix(cache, policy, X[:64], parallel=False)
         wall, cpu = timed(lambda: replay_matrix(cache, policy, X), args.repeat)
@@ -90,7 +78,7 @@ def main(argv=None) -> int:
         print(f"{policy:8s} replay_matrix     : {n / wall:10.0f} settings/s parallel, "
               f"{n / swall:8.0f} serial; {cpu / n / S * 1e9:6.1f} ns CPU per "
               f"(setting, soundscape)")
-    X = random_settings(cache, "refine", n, seed=1)
+    X = random_settings(cache, "refine", n, np.random.default_rng(1))
     wall, _ = timed(lambda: replay(cache, "refine", X), args.repeat)
     print(f"refine   replay() facade    : {n / wall:10.0f} settings/s (dataset means)")
     sys.path.insert(0, str(ROOT / "tests"))

@@ -40,7 +40,7 @@ from . import schema as sc
 from .cache import CacheWriter, load_cache
 from .labels import DCASE2026T4, LabelSet
 
-__all__ = ["make_synthetic_cache", "synthetic_label_set"]
+__all__ = ["make_synthetic_cache", "synthetic_label_set", "random_settings"]
 
 
 def synthetic_label_set(n_classes: int) -> LabelSet:
@@ -207,3 +207,23 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
     return load_cache(path) if load else path
 
 
+def random_settings(cache, policy, n: int, rng: np.random.Generator,
+                    grid: Optional[float] = None) -> np.ndarray:
+    """``(n, P)`` float64 encoded settings of ``policy``, uniform in its search ranges (rounded
+    to multiples of ``grid`` if given; choices drawn uniformly), for tests and benchmarks.
+
+    Example:
+        >>> c = make_synthetic_cache(n_soundscapes=3, seed=0)
+        >>> random_settings(c, "baseline", 2, np.random.default_rng(0)).shape
+        (2, 3)
+    """
+    from .policies import params_class
+    cls = params_class(policy)
+    X = np.tile(cls().encode(cache), (n, 1))
+    for r in cls.search_space(cache):
+        if r.choices:
+            X[:, r.columns] = rng.choice(r.choices, (n, 1))
+        else:
+            v = rng.uniform(r.low, r.high, (n, len(r.columns)))
+            X[:, r.columns] = np.round(v / grid) * grid if grid else v
+    return X

@@ -18,7 +18,7 @@ from casdri.policies import (POLICIES, BaselineParams, OracleParams, RefineParam
 from casdri.replay import decisions, replay, replay_matrix
 from casdri.synthetic import make_synthetic_cache
 
-from .test_replay_exact import random_settings
+from casdri.synthetic import random_settings
 
 C = DCASE2026T4.n_classes
 

@@ -16,7 +16,7 @@ from casdri.cache import CacheWriter, load_cache
 from casdri.labels import DCASE2026T4, SILENCE
 from casdri.policies import BaselineParams, OracleParams, RefineParams, params_class
 from casdri.replay import decisions, replay, replay_matrix, replay_pairs
-from casdri.synthetic import make_synthetic_cache
+from casdri.synthetic import make_synthetic_cache, random_settings
 
 from .conftest import GOLDEN, TOL_REPLAY_DB
 from .naive_replay import load_raw, naive_replay
@@ -27,19 +27,6 @@ C = DCASE2026T4.n_classes
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def random_settings(cache, policy, n, rng, grid=None):
-    """``(n, P)`` settings: uniform in the search ranges (rounded to ``grid`` if given)."""
-    cls = params_class(policy)
-    X = np.tile(cls().encode(cache), (n, 1))
-    for r in cls.search_space(cache):
-        if r.choices:
-            X[:, r.columns] = rng.choice(r.choices, (n, 1))
-        else:
-            v = rng.uniform(r.low, r.high, (n, len(r.columns)))
-            X[:, r.columns] = np.round(v / grid) * grid if grid else v
-    return X
 
 
 def naive_params(cache, policy, x):

@@ -381,11 +381,13 @@ class _Separator(nn.Module):
         occ = self.occurrences(label_vector).reshape(-1).tolist()
         q = label_vector.reshape(b * s, self.n_classes)
         unique: dict[tuple, int] = {}
-        slot_of = []                                   # row -> index of its computed slot
+        slot_of, todo = [], []          # row -> its computed slot; the row computing each slot
         for r in rows:
             key = (rep_of[first[r // s]], occ[r], tuple(q[r].nonzero().squeeze(1).tolist()))
-            slot_of.append(unique.setdefault(key, len(unique)))
-        todo = [rows[slot_of.index(j)] for j in range(len(unique))]
+            if key not in unique:
+                unique[key] = len(todo)
+                todo.append(r)
+            slot_of.append(unique[key])
         item = torch.tensor([rep_of[first[r // s]] for r in todo], dtype=torch.long)
         hs, cs = h[item], cond[torch.tensor(todo, dtype=torch.long)]
         for block in self.cond:
