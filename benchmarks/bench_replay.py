@@ -1,11 +1,14 @@
-"""Replay throughput on a DCASE-scale synthetic cache (a script that prints figures, not a test).
+"""Replay throughput on a DCASE-scale synthetic cache, today's kernels against the kernels of
+main 05b1ac1 (kept in ``benchmarks/_old_kernels.py``), in one run (a script that prints
+figures, not a test).
 
     python benchmarks/bench_replay.py [--cache DIR] [--settings 2000] [--threads 2]
 
-Figures: cache size on disk, load and prepare time, policy evaluations per second (random
-``refine`` settings over the whole search space, 1,512 soundscapes), CPU time per
-(soundscape, setting) cell, and the plain-Python reference (tests/naive_replay.py) for scale.
-Target (issue): >= 10,000 refine settings/s on 2 cores, cache <= 50 MB.
+Figures: cache size on disk, load and prepare time; per policy and per soundscape count (300
+and all 1,512): settings/s parallel and serial, CPU ns per (setting, soundscape) cell, old and
+new (their values are checked bit-equal first); the plain-Python reference
+(tests/naive_replay.py) for scale.
+Target (issue 16): >= 50,000 refine settings/s at 1,512 soundscapes on 2 cores.
 """
 from __future__ import annotations
 
@@ -15,15 +18,29 @@ import tempfile
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 
+import _old_kernels as old  # noqa: E402
 from casdri.cache import load_cache  # noqa: E402
 from casdri.policies import params_class  # noqa: E402
 from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
 from casdri.synthetic import make_synthetic_cache, random_settings  # noqa: E402
+from naive_replay import load_raw, naive_replay  # noqa: E402
+
+OLD_ID = {"baseline": old.POLICY_BASELINE, "refine": old.POLICY_REFINE,
+          "oracle": old.POLICY_ORACLE}
+#: the encoded fields the old kernel reads, in its order
+OLD_FIELDS = {"baseline": ("tagger", "separator", "stage"),
+              "oracle": ("select_separator", "stage"),
+              "refine": ("w", "solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr",
+                         "energy_gate_db", "prob_gate", "silence_thr", "verify_mode",
+                         "select_separator", "stage")}
 
 
 def timed(fn, repeat: int) -> tuple[float, float]:
@@ -37,6 +54,25 @@ def timed(fn, repeat: int) -> tuple[float, float]:
     return min(wall), min(cpu)
 
 
+def old_replay(cache, policy, X, sidx, parallel):
+    """``values (n, len(sidx))`` of the old kernel (its own column layout)."""
+    prep = prepare(cache, policy)
+    lay = params_class(policy).layout(cache)
+    Xo = np.ascontiguousarray(X[:, np.concatenate([lay[f] for f in OLD_FIELDS[policy]])])
+    pi, pf = prep["policy"]
+    n = X.shape[0]
+    val = np.empty((n, len(sidx)), np.float64)
+    lab = np.zeros((1, len(sidx), 3), np.int64)
+    tot = np.zeros((n, 4), np.int64)
+    err = np.zeros((n, 3), np.int64)
+    threads = numba.get_num_threads() if parallel else 1
+    block = int(min(old.BLOCK, max(8, -(-n // (2 * threads)))))
+    kern = old.replay_par if parallel else old.replay_ser
+    kern(OLD_ID[policy], Xo, sidx, pi, pf, prep["tab"], prep["dims"], val, lab, False, tot, err,
+         block)
+    return val
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, help="existing cache (default: make a synthetic one)")
@@ -45,8 +81,6 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--naive", type=int, default=60, help="soundscapes for the naive reference")
     args = ap.parse_args(argv)
-    import numba
-
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     tmp = None
     path = args.cache
@@ -68,33 +102,40 @@ def main(argv=None) -> int:
         prepare(cache, p)
     print(f"prepare (tables, first use) : {time.perf_counter() - t:8.3f} s (incl. JIT load)")
     print(f"numba threads               : {numba.get_num_threads()}")
-    S, n = cache.n_soundscapes, args.settings
+    n = args.settings
+    print(f"{'policy':8s} {'S':>5s} {'kernel':6s} {'par set/s':>10s} {'ser set/s':>10s} "
+          f"{'ns CPU/cell':>11s}  (same {n} random settings; values bit-equal old == new)")
     for policy in ("refine", "baseline", "oracle"):
         X = random_settings(cache, policy, n, np.random.default_rng(0))
-        replay_matrix(cache, policy, X[:64])  # compile / warm
-        replay_matrix(cache, policy, X[:64], parallel=False)
-        wall, cpu = timed(lambda: replay_matrix(cache, policy, X), args.repeat)
-        swall, scpu = timed(lambda: replay_matrix(cache, policy, X, parallel=False), 2)
-        print(f"{policy:8s} replay_matrix     : {n / wall:10.0f} settings/s parallel, "
-              f"{n / swall:8.0f} serial; {cpu / n / S * 1e9:6.1f} ns CPU per "
-              f"(setting, soundscape)")
+        for S in (300, cache.n_soundscapes):
+            sidx = np.arange(min(S, cache.n_soundscapes), dtype=np.int64)
+            new_v = replay_matrix(cache, policy, X, mask=sidx).values
+            old_v = old_replay(cache, policy, X, sidx, True)
+            same = np.array_equal(new_v, old_v, equal_nan=True)
+            assert same, f"{policy}: new kernel differs from the old one"
+            runs = {
+                "old": (lambda: old_replay(cache, policy, X, sidx, True),
+                        lambda: old_replay(cache, policy, X, sidx, False)),
+                "new": (lambda: replay_matrix(cache, policy, X, mask=sidx),
+                        lambda: replay_matrix(cache, policy, X, mask=sidx, parallel=False))}
+            for name, (par, ser) in runs.items():
+                wall, cpu = timed(par, args.repeat)
+                swall, _ = timed(ser, 2)
+                print(f"{policy:8s} {len(sidx):5d} {name:6s} {n / wall:10.0f} {n / swall:10.0f} "
+                      f"{cpu / n / len(sidx) * 1e9:11.1f}")
     X = random_settings(cache, "refine", n, np.random.default_rng(1))
     wall, _ = timed(lambda: replay(cache, "refine", X), args.repeat)
-    print(f"refine   replay() facade    : {n / wall:10.0f} settings/s (dataset means)")
-    sys.path.insert(0, str(ROOT / "tests"))
-    from naive_replay import load_raw, naive_replay  # noqa: E402
-
+    print(f"refine   replay() facade    : {n / wall:10.0f} settings/s (dataset means, 1,512)")
     raw = load_raw(path)
     ids = list(cache.soundscape_ids[:args.naive])
     x = params_class("refine").decode(X[0], cache)
-    p = {f: x.per_class(f, cache.label_set) for f in (
-        "solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
-        "prob_gate", "silence_thr")}
-    p.update(w=x.w, verify_mode=x.verify_mode, select_separator=x.select_separator,
-             stage=x.stage)
-    wall, _ = timed(lambda: naive_replay(raw, "refine", p, ids), 1)
-    print(f"naive Python reference      : {len(ids) / wall / S:10.3f} settings/s "
-          f"({wall / len(ids) * 1e6:.0f} us per soundscape)")
+    p = {f: x.per_class(f, cache.label_set) for f, r in zip(
+        x.field_index(), x.search_space(cache)) if r.per_class}
+    p.update({f: getattr(x, f) for f, r in zip(x.field_index(), x.search_space(cache))
+              if not r.per_class})
+    wall, cpu = timed(lambda: naive_replay(raw, "refine", p, ids), 1)
+    print(f"naive Python reference      : {len(ids) / wall / cache.n_soundscapes:10.3f} "
+          f"settings/s at {cache.n_soundscapes} ({cpu / len(ids) * 1e9:.0f} ns CPU per cell)")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -1,6 +1,6 @@
-"""Jitted replay: the policy decisions and the parallel drivers (the CAPI-SDRi of a clip and
-the per-key tables live in `casdri._kernels_capi`, re-exported here). No I/O, no pandas, no
-validation (see `casdri.replay` for the facade and `casdri.cache` for the arrays).
+"""Jitted replay drivers, built once per policy around its jitted decision (the CAPI-SDRi of a
+clip and the per-key tables live in `casdri._kernels_capi`, re-exported here). No I/O, no
+pandas, no validation (see `casdri.replay` for the facade and `casdri.cache` for the arrays).
 
 Conventions:
     * Flat arrays with offsets, as built by `casdri.cache.load_cache`: soundscape ``s`` owns
@@ -15,285 +15,221 @@ Conventions:
     * Tables per (key, combo, mask): ``tab_sum`` (Σ SDRi, dB) and ``tab_cnt`` (entries; 0 =
       the clip scores None; ``tab_cnt[j, g, 0] = -1`` marks a combo the cache cannot serve);
       per (key, mask) ``tab_lab`` = (tp, fp, fn).
-    * Decision result ``(j, g, m, code)``: ``j = -1`` is the empty query (no stems), ``code`` 0
-      ok, 1 = query not in the cache (``j`` = -2), 2 = separator/stage combo missing.
+    * A policy's jitted decision (``inline="always"``, see `casdri.policies`) has the signature
+      ``decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec)``: settings ``X[n0:n1]``
+      (at most `BLOCK`) on soundscape ``s``, writing ``dec[n - n0] = (j, g, m, code)``;
+      ``pi``/``pf`` the policy's per-soundscape inputs; ``off`` the first column of each
+      parameter field (``PolicyParams.offsets``); ``tab`` = (key_sc, key_len, key_lab, slot_f,
+      tab_sum, tab_cnt, tab_lab, n_ref); ``dims`` (`D_C` ...); ``wi``/``wf`` int64/float64
+      scratch of ``pi.shape[1] + 1`` / ``pf.shape[1] + 1`` entries. ``j = -1`` is the empty
+      query (no stems); ``code`` 0 ok, 1 = query not in the cache, 2 = separator/stage combo
+      missing. It loops over the settings itself: arrays handed to a function are
+      reference-counted per call, so a call per block (not per cell) keeps that off the hot
+      loop, and the policy can read a soundscape's inputs once for the whole block.
     * Paper symbols: E/R = stem/reference rows of one class, k = min(|E|, |R|).
+
+Speed: the driver loops soundscape-outer, setting-inner over a block of settings so that one
+soundscape's tables stay in L1; the decision is inlined (Numba IR inlining) and called once
+per (soundscape, block).
 
 fastmath stays off: the replay must equal `casdri.metric.capi_sdri_from_snr` (same additions
 in the same order), and the parallel drivers must equal the serial ones bit for bit.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+from pathlib import Path
+from typing import Callable, NamedTuple
+
 import numba
 import numpy as np
 from numba import prange
+from numba.core.caching import FunctionCache
 
 from ._kernels_capi import (_JIT, _PJIT, A_ENT, A_FN, A_FP, A_SUM, A_TP, F_ARGMAX, F_ENERGY,
-                            F_OWN, F_SIL, build_tables, clip_capi, find_key, fusion_instances,
-                            key_code, label_counts, subset_keys)
+                            F_OWN, F_SIL, build_tables, clip_capi, find_key, key_code,
+                            label_counts)
 
-__all__ = ["build_tables", "clip_capi", "find_key", "fusion_instances", "key_code",
-           "label_counts", "subset_keys", "replay_par", "replay_ser", "replay_pairs",
-           "replay_pairs_ser", "trace",
-           "class_tally", "row_means", "BLOCK", "POLICY_BASELINE", "POLICY_REFINE",
-           "POLICY_ORACLE", "A_SUM", "A_ENT", "A_TP", "A_FP", "A_FN"]
+__all__ = ["build_tables", "clip_capi", "find_key", "key_code", "label_counts", "Drivers",
+           "make_drivers", "class_tally", "row_means", "BLOCK", "A_SUM", "A_ENT", "A_TP",
+           "A_FP", "A_FN", "F_OWN", "F_ENERGY", "F_SIL", "F_ARGMAX", "D_C", "D_K", "D_NST",
+           "D_MAXS", "D_M", "D_MAXI", "D_NSEP"]
 
 #: dims vector layout (int64) passed to the drivers
 D_C, D_K, D_NST, D_MAXS, D_M, D_MAXI, D_NSEP = range(7)
-POLICY_BASELINE, POLICY_REFINE, POLICY_ORACLE = 0, 1, 2
-
-
-# ----------------------------------------------------------------------------- decisions
-# Encoded layouts (columns of a setting X[n]), fixed by the policy modules' field order
-# (tests/test_policies.py checks it):
-#   baseline: [tagger, separator, stage]
-#   oracle:   [select_separator, stage]
-#   refine:   [w, solo_keep_1ch(C), solo_keep_4ch(C), verify_thr(C), drop_thr(C),
-#              energy_gate_db(C), prob_gate(C), silence_thr(C), verify_mode, select_separator,
-#              stage]
-# Per-soundscape policy inputs pi (S, Wi) int64 and pf (S, Wf) float64:
-#   baseline pi = key per tagger; oracle pi = [oracle key];
-#   refine pi = [n_inst, inst_cls(MAXI), subset key(2^MAXI)], pf = [p_4ch(MAXI), p_1ch(MAXI)].
-#
-# Speed: each policy's decision is written in the body of its own loop over (soundscape,
-# setting) and reads only arrays bound once per block. A decision in a separate function
-# would make Numba incref/decref every array argument at every call (atomics that also
-# contend between threads): 5-10x slower.
-
-
-# ----------------------------------------------------------------------------- drivers
 
 #: settings per block at most: the block's rows of X stay in L2 while one soundscape's tables
 #: sit in L1; a large block amortises filling L1 with each soundscape's tables
 BLOCK = 256
 
 
-@numba.njit(**_JIT)
-def _block(pid, X, n0, n1, sidx, pi, pf, tab, dims, val, lab, want_lab, tot, err, dec,
-           want_dec):  # pragma: no cover - jitted
-    """Settings ``n0:n1`` of policy ``pid`` on the soundscapes ``sidx`` (soundscape outer,
-    setting inner): decide ``(j, g, m, code)``, then score it from the tables."""
-    key_len, key_lab, slot_f, tab_sum, tab_cnt, tab_lab, n_ref = (tab[1], tab[2], tab[3],
-                                                                 tab[4], tab[5], tab[6], tab[7])
-    C = dims[D_C]
-    K = dims[D_K]
-    n_st = dims[D_NST]
-    maxi = dims[D_MAXI]
-    conf = np.empty(max(maxi, 1), np.float64)
-    sel = np.empty(max(maxi, 1), np.int64)
-    for n in range(n0, n1):
-        for k in range(4):
-            tot[n, k] = 0
-        err[n, 0] = -1
-    for p in range(sidx.shape[0]):
-        s = sidx[p]
-        n_inst = pi[s, 0]
-        for n in range(n0, n1):
-            j = -1
-            g = 0
-            m = 0
-            code = 0
-            if pid != POLICY_REFINE:  # baseline / oracle: one key, every slot kept
-                j = pi[s, int(X[n, 0]) if pid == POLICY_BASELINE else 0]
-                off = 1 if pid == POLICY_BASELINE else 0
-                if j < -1:
-                    code = 1
-                elif j >= 0:
-                    g = int(X[n, off]) * n_st + int(X[n, off + 1])
-                    if tab_cnt[j, g, 0] < 0:
-                        code = 2
-                    else:
-                        m = (1 << key_len[j]) - 1
-            while pid == POLICY_REFINE:  # one pass; `break` = decision made
-                w = X[n, 0]
-                for i in range(n_inst):  # (a) fusion
-                    c = pi[s, 1 + i]
-                    a = pf[s, i]
-                    b = pf[s, maxi + i]
-                    if a == a and b == b:
-                        conf[i] = w * a + (1.0 - w) * b
-                    elif a == a:
-                        conf[i] = a if a >= X[n, 1 + C + c] else np.nan
-                    else:
-                        conf[i] = b if b >= X[n, 1 + c] else np.nan
-                bits = 0
-                k = 0
-                for _ in range(K):  # K most confident, ties to the lower instance
-                    best = -1
-                    bc = 0.0
-                    for i in range(n_inst):
-                        ci = conf[i]
-                        if (bits >> i) & 1 or ci != ci:
-                            continue
-                        if best < 0 or ci > bc:
-                            best = i
-                            bc = ci
-                    if best < 0:
-                        break
-                    bits |= 1 << best
-                    sel[k] = best
-                    k += 1
-                if k == 0:
-                    break
-                for a2 in range(1, k):  # slot order: class asc, confidence desc, instance asc
-                    v = sel[a2]
-                    q = a2 - 1
-                    while q >= 0:
-                        u = sel[q]
-                        cu = pi[s, 1 + u]
-                        cv = pi[s, 1 + v]
-                        if cu > cv or (cu == cv and (conf[u] < conf[v] or
-                                                     (conf[u] == conf[v] and u > v))):
-                            sel[q + 1] = u
-                            q -= 1
-                        else:
-                            break
-                    sel[q + 1] = v
-                j = pi[s, 1 + maxi + bits]  # (b) separate
-                if j < 0:
-                    code = 1
-                    m = bits
-                    break
-                g = int(X[n, 2 + 7 * C]) * n_st + int(X[n, 3 + 7 * C])
-                if tab_cnt[j, g, 0] < 0:
-                    code = 2
-                    break
-                argmax_mode = X[n, 1 + 7 * C] > 0.5
-                dropped = 0
-                for i in range(k):  # (c) verify the (f)+(e) stems, drop unsure unconfirmed
-                    c = key_lab[j, i]  # (branch-free: thresholds vary from setting to setting)
-                    ok = (argmax_mode & (slot_f[j, g, i, F_ARGMAX] > 0.5)) | \
-                        ((not argmax_mode) & (slot_f[j, g, i, F_OWN] >= X[n, 1 + 2 * C + c]))
-                    dropped |= np.int64((not ok) & (conf[sel[i]] < X[n, 1 + 3 * C + c])) << i
-                if dropped:
-                    bits = 0
-                    k2 = 0
-                    for i in range(k):
-                        if not (dropped >> i) & 1:
-                            sel[k2] = sel[i]
-                            bits |= 1 << sel[i]
-                            k2 += 1
-                    k = k2
-                    if k == 0:
-                        j = -1
-                        g = 0
-                        break
-                    j = pi[s, 1 + maxi + bits]
-                    if j < 0:
-                        code = 1
-                        m = bits
-                        break
-                    if tab_cnt[j, g, 0] < 0:
-                        code = 2
-                        break
-                for i in range(k):  # (d) gates (no NaN here: >= is "not <")
-                    c = key_lab[j, i]
-                    keep = (slot_f[j, g, i, F_ENERGY] >= X[n, 1 + 4 * C + c]) & \
-                        (conf[sel[i]] >= X[n, 1 + 5 * C + c]) & \
-                        (slot_f[j, g, i, F_SIL] < X[n, 1 + 6 * C + c])
-                    m |= np.int64(keep) << i
-                break
-            # ---- score (j, g, m, code) from the tables
-            if want_dec:
-                dec[p, 0] = j
-                dec[p, 1] = g
-                dec[p, 2] = m
-                dec[p, 3] = code
-            if code != 0:
-                val[n, p] = np.nan
-                if err[n, 0] < 0:
-                    err[n, 0] = p
-                    err[n, 1] = code
-                    err[n, 2] = j
-                continue
-            if j < 0:
-                v = 0.0 if n_ref[s] > 0 else np.nan
-                tp = 0
-                fp = 0
-                fn = n_ref[s]
-            else:
-                cnt = tab_cnt[j, g, m]
-                v = tab_sum[j, g, m] / cnt if cnt > 0 else np.nan
-                tp = tab_lab[j, m, 0]
-                fp = tab_lab[j, m, 1]
-                fn = tab_lab[j, m, 2]
-            val[n, p] = v
-            if fp == 0 and fn == 0:
-                tot[n, 0] += 1
-            tot[n, 1] += tp
-            tot[n, 2] += fp
-            tot[n, 3] += fn
-            if want_lab:
-                lab[n, p, 0] = tp
-                lab[n, p, 1] = fp
-                lab[n, p, 2] = fn
+class Drivers(NamedTuple):
+    """The jitted drivers of one policy (same per-cell code in each).
 
-
-@numba.njit(**_PJIT)
-def replay_par(pid, X, sidx, pi, pf, tab, dims, val, lab, want_lab, tot, err,
-               block):  # pragma: no cover - jitted
-    """Settings ``X (n, P)`` on soundscapes ``sidx``, parallel over blocks of settings.
-
-    ``block`` settings per task (`BLOCK` at most; smaller keeps every thread busy).
-    Out: ``val (n, len(sidx))`` clip values (NaN = None), ``lab (n, len(sidx), 3)`` tp/fp/fn
-    when ``want_lab`` (else ignored), ``tot (n, 4)`` (n_acc, tp, fp, fn), ``err (n, 3)``
-    (first failing position or -1, code, key). Every cell is computed by the same code as in
-    `replay_ser`, so both give identical results.
+    ``par``/``ser(X, sidx, pi, pf, off, tab, dims, val, lab, want_lab, tot, err, block)``:
+    settings ``X (n, P)`` on soundscapes ``sidx``; out ``val (n, len(sidx))`` clip values
+    (NaN = None), ``lab (n, len(sidx), 3)`` tp/fp/fn when ``want_lab``, ``tot (n, 4)`` (n_acc,
+    tp, fp, fn), ``err (n, 3)`` (first failing position or -1, code, key); ``par`` runs
+    blocks of ``block`` settings in parallel.
+    ``pairs``/``pairs_ser(X, sidx, pi, pf, off, tab, dims, val, err)``: setting ``X[i]`` on
+    soundscape ``sidx[i]`` → ``val (n, 1)``.
+    ``trace(X, sidx, pi, pf, off, tab, dims, dec)``: one setting ``X (1, P)`` → ``dec
+    (len(sidx), 4)`` = (j, g, keep_mask, code) per clip.
     """
-    dec = np.zeros((1, 4), np.int64)
-    nb = (X.shape[0] + block - 1) // block
-    for b in prange(nb):
-        _block(pid, X, b * block, min((b + 1) * block, X.shape[0]), sidx, pi, pf, tab, dims,
-               val, lab, want_lab, tot, err, dec, False)
+
+    par: Callable
+    ser: Callable
+    pairs: Callable
+    pairs_ser: Callable
+    trace: Callable
 
 
-@numba.njit(**_JIT)
-def replay_ser(pid, X, sidx, pi, pf, tab, dims, val, lab, want_lab, tot, err,
-               block):  # pragma: no cover - jitted
-    """`replay_par` on one thread (same per-cell code)."""
-    dec = np.zeros((1, 4), np.int64)
-    nb = (X.shape[0] + block - 1) // block
-    for b in range(nb):
-        _block(pid, X, b * block, min((b + 1) * block, X.shape[0]), sidx, pi, pf, tab, dims,
-               val, lab, want_lab, tot, err, dec, False)
+class _TokenCache(FunctionCache):
+    """Numba's on-disk cache for a driver built around a policy's decision: keyed by the
+    decision's source (Numba's own key pickles the closure, which differs per process)."""
+
+    def __init__(self, py_func, token: str):
+        self._token = token
+        super().__init__(py_func)
+
+    def _index_key(self, sig, codegen):
+        code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+        return (sig, codegen.magic_tuple(), (code, self._token))
 
 
-@numba.njit(**_PJIT)
-def replay_pairs(pid, X, sidx, pi, pf, tab, dims, val, err):  # pragma: no cover - jitted
-    """Setting ``X[i]`` on soundscape ``sidx[i]``: ``val (n, 1)``, ``err (n, 3)``."""
-    lab = np.zeros((1, 1, 3), np.int64)
-    dec = np.zeros((1, 4), np.int64)
-    tot = np.zeros((X.shape[0], 4), np.int64)
-    for i in prange(X.shape[0]):
-        _block(pid, X, i, i + 1, sidx[i:i + 1], pi, pf, tab, dims, val, lab, False,
-               tot, err, dec, False)
+def _token(decide) -> str:
+    """Digest of the decision's defining source file and name (changes when either does)."""
+    fn = getattr(decide, "py_func", decide)
+    h = hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}".encode())
+    try:
+        h.update(Path(inspect.getsourcefile(fn)).read_bytes())
+    except (TypeError, OSError):  # pragma: no cover - no source: key on the bytecode only
+        h.update(fn.__code__.co_code)
+    return h.hexdigest()
 
 
-@numba.njit(**_JIT)
-def replay_pairs_ser(pid, X, sidx, pi, pf, tab, dims, val, err):  # pragma: no cover - jitted
-    """`replay_pairs` on one thread."""
-    lab = np.zeros((1, 1, 3), np.int64)
-    dec = np.zeros((1, 4), np.int64)
-    tot = np.zeros((X.shape[0], 4), np.int64)
-    for i in range(X.shape[0]):
-        _block(pid, X, i, i + 1, sidx[i:i + 1], pi, pf, tab, dims, val, lab, False,
-               tot, err, dec, False)
+def _jit(fn, token: str, parallel: bool = False):
+    # A name of its own per policy: Numba's symbol names (qualname + a per-process counter +
+    # types) of closures loaded from the disk cache would otherwise collide with those of
+    # another policy's drivers compiled in this process, and calls would bind to their code.
+    fn.__qualname__ = f"{fn.__qualname__}_{token[:16]}"
+    d = numba.njit(**dict(_PJIT if parallel else _JIT, cache=False))(fn)
+    d._cache = _TokenCache(d.py_func, token)
+    return d
 
 
-@numba.njit(**_JIT)
-def trace(pid, X, sidx, pi, pf, tab, dims, dec):  # pragma: no cover - jitted
-    """One setting ``X (1, P)``: ``dec (len(sidx), 4)`` = (j, g, keep_mask, code) per clip."""
-    val = np.empty((1, sidx.shape[0]), np.float64)
-    lab = np.zeros((1, 1, 3), np.int64)
-    tot = np.zeros((1, 4), np.int64)
-    err = np.zeros((1, 3), np.int64)
-    _block(pid, X, 0, 1, sidx, pi, pf, tab, dims, val, lab, False, tot, err, dec, True)
+def make_drivers(decide) -> Drivers:
+    """Build the drivers of a policy around its jitted ``decide`` (module conventions).
+
+    Compiled on first call and cached on disk (a second process loads them).
+    """
+    token = _token(decide)
+
+    def block(X, n0, n1, sidx, pi, pf, off, tab, dims, val, lab, want_lab, tot, err, dec,
+              want_dec):  # pragma: no cover - jitted
+        """Settings ``n0:n1`` on the soundscapes ``sidx`` (soundscape outer, setting inner):
+        decide ``(j, g, m, code)``, then score it from the tables."""
+        tab_sum, tab_cnt, tab_lab, n_ref = tab[4], tab[5], tab[6], tab[7]
+        wi = np.empty(pi.shape[1] + 1, np.int64)
+        wf = np.empty(pf.shape[1] + 1, np.float64)
+        dd = np.empty((n1 - n0, 4), np.int64)
+        for n in range(n0, n1):
+            for k in range(4):
+                tot[n, k] = 0
+            err[n, 0] = -1
+        for p in range(sidx.shape[0]):
+            s = sidx[p]
+            decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dd)
+            for n in range(n0, n1):
+                j = dd[n - n0, 0]
+                g = dd[n - n0, 1]
+                m = dd[n - n0, 2]
+                code = dd[n - n0, 3]
+                if want_dec:
+                    dec[p, 0] = j
+                    dec[p, 1] = g
+                    dec[p, 2] = m
+                    dec[p, 3] = code
+                if code != 0:
+                    val[n, p] = np.nan
+                    if err[n, 0] < 0:
+                        err[n, 0] = p
+                        err[n, 1] = code
+                        err[n, 2] = j
+                    continue
+                if j < 0:
+                    v = 0.0 if n_ref[s] > 0 else np.nan
+                    tp = 0
+                    fp = 0
+                    fn = n_ref[s]
+                else:
+                    cnt = tab_cnt[j, g, m]
+                    v = tab_sum[j, g, m] / cnt if cnt > 0 else np.nan
+                    tp = tab_lab[j, m, 0]
+                    fp = tab_lab[j, m, 1]
+                    fn = tab_lab[j, m, 2]
+                val[n, p] = v
+                if fp == 0 and fn == 0:
+                    tot[n, 0] += 1
+                tot[n, 1] += tp
+                tot[n, 2] += fp
+                tot[n, 3] += fn
+                if want_lab:
+                    lab[n, p, 0] = tp
+                    lab[n, p, 1] = fp
+                    lab[n, p, 2] = fn
+
+    block = _jit(block, token)
+
+    def par(X, sidx, pi, pf, off, tab, dims, val, lab, want_lab, tot, err,
+            block_size):  # pragma: no cover - jitted
+        dec = np.zeros((1, 4), np.int64)
+        nb = (X.shape[0] + block_size - 1) // block_size
+        for b in prange(nb):
+            block(X, b * block_size, min((b + 1) * block_size, X.shape[0]), sidx, pi, pf, off,
+                  tab, dims, val, lab, want_lab, tot, err, dec, False)
+
+    def ser(X, sidx, pi, pf, off, tab, dims, val, lab, want_lab, tot, err,
+            block_size):  # pragma: no cover - jitted
+        dec = np.zeros((1, 4), np.int64)
+        nb = (X.shape[0] + block_size - 1) // block_size
+        for b in range(nb):
+            block(X, b * block_size, min((b + 1) * block_size, X.shape[0]), sidx, pi, pf, off,
+                  tab, dims, val, lab, want_lab, tot, err, dec, False)
+
+    def pairs(X, sidx, pi, pf, off, tab, dims, val, err):  # pragma: no cover - jitted
+        lab = np.zeros((1, 1, 3), np.int64)
+        dec = np.zeros((1, 4), np.int64)
+        tot = np.zeros((X.shape[0], 4), np.int64)
+        for i in prange(X.shape[0]):
+            block(X, i, i + 1, sidx[i:i + 1], pi, pf, off, tab, dims, val, lab, False, tot, err,
+                  dec, False)
+
+    def pairs_ser(X, sidx, pi, pf, off, tab, dims, val, err):  # pragma: no cover - jitted
+        lab = np.zeros((1, 1, 3), np.int64)
+        dec = np.zeros((1, 4), np.int64)
+        tot = np.zeros((X.shape[0], 4), np.int64)
+        for i in range(X.shape[0]):
+            block(X, i, i + 1, sidx[i:i + 1], pi, pf, off, tab, dims, val, lab, False, tot, err,
+                  dec, False)
+
+    def trace(X, sidx, pi, pf, off, tab, dims, dec):  # pragma: no cover - jitted
+        val = np.empty((1, sidx.shape[0]), np.float64)
+        lab = np.zeros((1, 1, 3), np.int64)
+        tot = np.zeros((1, 4), np.int64)
+        err = np.zeros((1, 3), np.int64)
+        block(X, 0, 1, sidx, pi, pf, off, tab, dims, val, lab, False, tot, err, dec, True)
+
+    return Drivers(_jit(par, token, parallel=True), _jit(ser, token),
+                   _jit(pairs, token, parallel=True), _jit(pairs_ser, token), _jit(trace, token))
 
 
 @numba.njit(**_JIT)
 def class_tally(sidx, dec, slot_rows, key_len, key_lab, ref_off, ref_lab, snr_mix, stem_snr,
                 snr_off, cls_acc):  # pragma: no cover - jitted
-    """Add the per-class entries of traced decisions ``dec`` (see `trace`) to ``cls_acc``."""
+    """Add the per-class entries of traced decisions ``dec`` (see `Drivers.trace`) to
+    ``cls_acc``."""
     maxs = key_lab.shape[1]
     rows = np.empty(max(maxs, 1), np.int64)
     labs = np.empty(max(maxs, 1), np.int64)

@@ -11,6 +11,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from .cache import key_code_sorted
+
 _JIT = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 _PJIT = dict(_JIT, parallel=True)
 
@@ -289,15 +291,8 @@ def build_tables(key_sc, key_len, key_lab, key_stem, retag_max, energy_db, sil_m
                     tab_cnt[j, g, m] = cnt
 
 
-@numba.njit(**_JIT)
-def key_code(labels, n, C):  # pragma: no cover - jitted
-    """``Σ_i (q_i + 1) (C + 1)^i`` of the first ``n`` (sorted) class indices."""
-    code = 0
-    p = 1
-    for i in range(n):
-        code += (labels[i] + 1) * p
-        p *= C + 1
-    return code
+#: ``key_code(labels, n, C)``: the rule of `casdri.cache.key_code_sorted`, jitted
+key_code = numba.njit(**_JIT)(key_code_sorted)
 
 
 @numba.njit(**_JIT)
@@ -311,85 +306,3 @@ def find_key(key_codes, lo, hi, code):  # pragma: no cover - jitted
         else:
             hi = mid
     return lo if lo < end and key_codes[lo] == code else -2
-
-
-@numba.njit(**_JIT)
-def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma: no cover
-    """Per soundscape, the fused instances of two taggers (see `casdri.policies.refine`).
-
-    Args:
-        probs_a, probs_b: ``(S, K, C + 1) float32`` softmax of the 4ch and 1ch roles.
-        use_b: False when the cache has one tagger (every instance is a 4ch solo).
-        out_n: ``(S,)``; out_cls ``(S, 2K)``; out_p ``(S, 2K, 2)`` (p_4ch, p_1ch; NaN absent).
-    """
-    S, K, C1 = probs_a.shape
-    C = C1 - 1
-    top = np.empty((2, K), np.int64)
-    pt = np.empty((2, K), np.float64)
-    la = np.empty(K, np.float64)
-    lb = np.empty(K, np.float64)
-    for s in range(S):
-        for t in range(K):
-            for role in range(2):
-                p = probs_a[s, t] if role == 0 else probs_b[s, t]
-                best = 0
-                for c in range(1, C):
-                    if p[c] > p[best]:
-                        best = c
-                top[role, t] = best if (role == 0 or use_b) else -1
-                pt[role, t] = p[best]
-        n = 0
-        for c in range(C):
-            na = 0
-            nb = 0
-            for t in range(K):  # insertion into descending lists, stable (track order)
-                for role in range(2):
-                    if top[role, t] != c:
-                        continue
-                    lst = la if role == 0 else lb
-                    m = na if role == 0 else nb
-                    v = pt[role, t]
-                    q = m
-                    while q > 0 and lst[q - 1] < v:
-                        lst[q] = lst[q - 1]
-                        q -= 1
-                    lst[q] = v
-                    if role == 0:
-                        na += 1
-                    else:
-                        nb += 1
-            for r in range(max(na, nb)):
-                out_cls[s, n] = c
-                out_p[s, n, 0] = la[r] if r < na else np.nan
-                out_p[s, n, 1] = lb[r] if r < nb else np.nan
-                n += 1
-        out_n[s] = n
-        for i in range(n, out_cls.shape[1]):
-            out_cls[s, i] = -1
-            out_p[s, i, 0] = np.nan
-            out_p[s, i, 1] = np.nan
-
-
-@numba.njit(**_JIT)
-def subset_keys(n_inst, inst_cls, key_off, key_codes, C, K, out):  # pragma: no cover
-    """``out[s, bits]``: key of the instances in ``bits`` (-1 empty, -2 not cached, -3 never
-    asked: more than K instances or bits beyond ``n_inst[s]``)."""
-    lab = np.empty(inst_cls.shape[1], np.int64)
-    for s in range(inst_cls.shape[0]):
-        for m in range(out.shape[1]):
-            if m == 0:
-                out[s, m] = -1
-                continue
-            if (m >> n_inst[s]) != 0:
-                out[s, m] = -3
-                continue
-            n = 0
-            for i in range(n_inst[s]):
-                if (m >> i) & 1:
-                    lab[n] = inst_cls[s, i]
-                    n += 1
-            if n > K:
-                out[s, m] = -3
-                continue
-            out[s, m] = find_key(key_codes, key_off[s], key_off[s + 1],
-                                 key_code(lab, n, C))

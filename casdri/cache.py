@@ -26,21 +26,32 @@ import pyarrow.parquet as pq
 
 from . import schema as sc
 from ._cache_load import read_tables, build_arrays
-from .errors import CacheError, CacheSchemaError
+from ._decide_io import SlotStem, SoundscapeInputs
+from .errors import CacheError, CacheKeyError, CacheSchemaError
 from .labels import LabelSet, get_label_set
 
-__all__ = ["CacheWriter", "write_part", "load_cache", "DecisionCache", "key_code"]
+__all__ = ["CacheWriter", "write_part", "load_cache", "DecisionCache", "key_code",
+           "key_code_sorted"]
 
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
-def key_code(query, n_classes: int) -> int:
-    """Key code of a query (any order; sorted here). ``()`` → 0."""
-    code, p = 0, 1
-    for q in sorted(int(x) for x in query):
-        code += (q + 1) * p
+def key_code_sorted(labels, n: int, n_classes: int) -> int:
+    """The key-code rule, written once: ``Σ_i (q_i + 1)·(C + 1)^i`` of the first ``n``
+    (sorted ascending) class indices of ``labels``; ``n = 0`` → 0. The kernels jit this very
+    function (`casdri._kernels_capi.key_code`)."""
+    code = 0
+    p = 1
+    for i in range(n):
+        code += (labels[i] + 1) * p
         p *= n_classes + 1
     return code
+
+
+def key_code(query, n_classes: int) -> int:
+    """Key code of a query (any order; sorted here). ``()`` → 0."""
+    q = sorted(int(x) for x in query)
+    return key_code_sorted(q, len(q), n_classes)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -242,8 +253,6 @@ class DecisionCache:
 
     def index_of(self, soundscape: str) -> int:
         """Row of a soundscape id. Raises `CacheKeyError` when absent."""
-        from .errors import CacheKeyError
-
         i = int(np.searchsorted(self.soundscape_ids, soundscape))
         if i >= self.n_soundscapes or self.soundscape_ids[i] != soundscape:
             raise CacheKeyError(f"soundscape {soundscape!r} is not in the cache {self.path}")
@@ -268,8 +277,6 @@ class DecisionCache:
 
     def inputs(self, s: int):
         """`casdri.policies.SoundscapeInputs` of soundscape ``s`` (for ``decide``)."""
-        from .policies._base import SoundscapeInputs
-
         r0, r1 = self.ref_offsets[s], self.ref_offsets[s + 1]
         return SoundscapeInputs(
             soundscape=str(self.soundscape_ids[s]), label_set=self.label_set,
@@ -282,8 +289,6 @@ class DecisionCache:
 
         Raises (when called): `CacheKeyError` naming the soundscape and the query classes.
         """
-        from .policies._base import SlotStem
-        from .errors import CacheKeyError
 
         def lookup(query, separator: int, stage: int):
             q = tuple(sorted(int(x) for x in query))

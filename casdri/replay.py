@@ -3,8 +3,10 @@
 Conventions:
     * ``params`` is one parameter object, a list of them, or an encoded ``(n, P)`` float64
       array (the policy's ``encode`` layout); results are per setting.
-    * ``mask`` selects soundscapes: ``(S,) bool`` or an index array; ``None`` = all. Matrices
-      have one column per selected soundscape, in mask order.
+    * ``mask`` selects soundscapes: ``(S,) bool`` or an integer index array; ``None`` = all.
+      Matrices have one column per selected soundscape, in mask order. A float array, or an
+      integer array of length S holding only 0/1 with repeats (a 0/1 mask), is refused as
+      ambiguous (`PolicyError`): pass ``mask.astype(bool)`` or ``np.flatnonzero(mask)``.
     * A clip that scores None is NaN in value matrices and is left out of the dataset mean (its
       label accuracy still counts, as officially). The dataset mean sums clip values in
       soundscape order (the order of `casdri.accumulator.CapiSdri`).
@@ -16,6 +18,7 @@ the query's classes; bad settings raise `PolicyError`.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Optional, Union
@@ -27,10 +30,10 @@ import pandas as pd
 from . import _kernels as K_
 from .errors import CacheKeyError, PolicyError
 from .labels import SILENCE
-from .policies import PolicyParams, get_policy, params_class
+from .policies import PolicyParams, drivers, get_policy, params_class
 
 __all__ = ["ReplayResult", "ReplayMatrix", "replay", "replay_matrix", "replay_pairs",
-           "decisions", "trace", "encode_settings", "prepare"]
+           "decisions", "trace", "encode_settings", "prepare", "kernels_cached", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def prepare(cache, policy=None) -> dict:
         ``tab_sum/tab_cnt (NK, G, 2^MAXS)`` Σ SDRi (dB) / entries per keep mask, ``tab_lab
         (NK, 2^MAXS, 3)`` tp/fp/fn; ``dims = [C, K, n_stages, MAXS, 2^MAXS, 2K, n_separators]``;
         ``slot_rows (NK, G, MAXS)`` stem rows; ``policy = (pi, pf)`` from the policy's
-        ``prepare``.
+        ``prepare``; ``off`` the policy's field offsets (``PARAMS.offsets(cache)``).
     """
     if "tables" not in cache.memo:
         NK, maxs = cache.key_labels.shape
@@ -118,9 +121,9 @@ def prepare(cache, policy=None) -> dict:
     if policy is not None:
         mod = get_policy(policy)
         key = ("policy", mod.NAME)
-        if key not in cache.memo:
-            cache.memo[key] = mod.prepare(cache)
-        out = dict(out, policy=cache.memo[key])
+        if key not in cache.memo or cache.memo[key][0] is not mod:
+            cache.memo[key] = (mod, mod.prepare(cache), mod.PARAMS.offsets(cache))
+        out = dict(out, policy=cache.memo[key][1], off=cache.memo[key][2])
     return out
 
 
@@ -141,18 +144,28 @@ def encode_settings(cache, policy, params) -> np.ndarray:
     return cls.check_encoded(params, cache)
 
 
-def _mask_idx(cache, mask) -> np.ndarray:
+def _mask_idx(cache, mask, what: str = "mask") -> np.ndarray:
+    """``(n,) int64`` soundscape rows of a bool mask or an index array (module conventions)."""
     S = cache.n_soundscapes
     if mask is None:
         return np.arange(S, dtype=np.int64)
     m = np.asarray(mask)
     if m.dtype == bool:
         if m.shape != (S,):
-            raise PolicyError(f"mask: expected ({S},) bool, got shape {m.shape}")
+            raise PolicyError(f"{what}: a bool mask must have shape ({S},), got {m.shape}")
         return np.flatnonzero(m).astype(np.int64)
+    if m.size and not np.issubdtype(m.dtype, np.integer):
+        raise PolicyError(f"{what}: {m.dtype} array is neither a bool mask nor integer indices; "
+                          f"pass a ({S},) bool mask (mask.astype(bool)) or integer soundscape "
+                          "indices (np.flatnonzero(mask))")
     m = m.astype(np.int64).reshape(-1)
+    if what == "mask" and S > 1 and m.shape == (S,) and np.isin(m, (0, 1)).all() and \
+            len(np.unique(m)) < S:
+        raise PolicyError(f"mask: an integer array of length {S} holding only 0 and 1 is "
+                          "ambiguous (a 0/1 mask or soundscape indices?); pass "
+                          "mask.astype(bool) for a mask or np.flatnonzero(mask) for indices")
     if len(m) and (m.min() < 0 or m.max() >= S):
-        raise PolicyError(f"mask: soundscape index outside 0..{S - 1}")
+        raise PolicyError(f"{what}: soundscape index outside 0..{S - 1}")
     return np.ascontiguousarray(m)
 
 
@@ -171,10 +184,11 @@ def _run(cache, mod, X, sidx, want_lab: bool, parallel: bool):
     lab = np.zeros((n if want_lab else 1, ns, 3), np.int64)
     tot = np.zeros((n, 4), np.int64)
     err = np.zeros((n, 3), np.int64)
-    kern = K_.replay_par if parallel else K_.replay_ser
+    drv = drivers(mod)
+    kern = drv.par if parallel else drv.ser
     threads = numba.get_num_threads() if parallel else 1
     block = int(min(K_.BLOCK, max(8, -(-n // (2 * threads)))))  # >= 2 blocks per thread
-    kern(mod.KERNEL_ID, X, sidx, pi, pf, prep["tab"], prep["dims"], val, lab, want_lab, tot, err,
+    kern(X, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, lab, want_lab, tot, err,
          block)
     bad = np.flatnonzero(err[:, 0] >= 0)
     if len(bad):
@@ -213,15 +227,16 @@ def replay_pairs(cache, policy, params, soundscapes, parallel: bool = True) -> n
     """
     mod = get_policy(policy)
     X = encode_settings(cache, mod, params)
-    sidx = _mask_idx(cache, soundscapes)
+    sidx = _mask_idx(cache, soundscapes, "soundscapes")
     if len(sidx) != X.shape[0]:
         raise PolicyError(f"{X.shape[0]} settings for {len(sidx)} soundscapes")
     prep = prepare(cache, mod)
     pi, pf = prep["policy"]
     val = np.empty((len(sidx), 1), np.float64)
     err = np.zeros((len(sidx), 3), np.int64)
-    kern = K_.replay_pairs if parallel else K_.replay_pairs_ser
-    kern(mod.KERNEL_ID, X, sidx, pi, pf, prep["tab"], prep["dims"], val, err)
+    drv = drivers(mod)
+    kern = drv.pairs if parallel else drv.pairs_ser
+    kern(X, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, err)
     bad = np.flatnonzero(err[:, 0] >= 0)
     if len(bad):
         i = int(bad[0])
@@ -235,7 +250,8 @@ def replay(cache, policy: Union[str, ModuleType], params, mask=None,
     """Dataset CAPI-SDRi and label accuracies of one or many settings.
 
     Args:
-        cache: `DecisionCache`; policy: ``"baseline"``, ``"refine"``, ``"oracle"`` or module.
+        cache: `DecisionCache`; policy: a registered name (``"baseline"``, ``"refine"``,
+            ``"oracle"``, ...) or plug-in.
         params: params object(s) or encoded ``(n, P)`` array.
         mask: soundscapes to score (bool ``(S,)`` or indices; None = all).
         per_soundscape, per_class: build the DataFrames (one setting only).
@@ -296,8 +312,8 @@ def _trace(cache, mod, x, sidx) -> np.ndarray:
     prep = prepare(cache, mod)
     pi, pf = prep["policy"]
     out = np.zeros((len(sidx), 4), np.int64)
-    K_.trace(mod.KERNEL_ID, np.ascontiguousarray(x).reshape(1, -1), sidx, pi, pf, prep["tab"],
-             prep["dims"], out)
+    drivers(mod).trace(np.ascontiguousarray(x).reshape(1, -1), sidx, pi, pf, prep["off"],
+                       prep["tab"], prep["dims"], out)
     bad = np.flatnonzero(out[:, 3] != 0)
     if len(bad):
         _raise_key_error(cache, mod, x, int(sidx[bad[0]]), int(out[bad[0], 3]))
@@ -363,3 +379,51 @@ def decisions(cache, policy, params, mask=None) -> pd.DataFrame:
                          cache.meta.classes[q[i]] if (m >> i) & 1 else SILENCE))
     return pd.DataFrame(rows, columns=["soundscape", "separator", "stage", "query", "slot",
                                        "stem_row", "label"])
+
+
+# ----------------------------------------------------------------------------- compilation
+
+
+def _dispatchers(policy) -> list:
+    return [*drivers(policy), K_.build_tables, K_.row_means, K_.class_tally]
+
+
+def kernels_cached(policy: Union[str, ModuleType] = "refine") -> bool:
+    """True when the replay kernels of ``policy`` are compiled in this process or stored in
+    Numba's on-disk cache (then loading them takes well under a second); False means the
+    first replay compiles them (tens of seconds: say "compiling kernels (first run only)").
+    A cheap check: it compiles nothing."""
+    for d in _dispatchers(policy):
+        if d.signatures:
+            continue
+        cache = getattr(d, "_cache", None)
+        try:
+            index = cache._cache_file._load_index()
+        except Exception:  # noqa: BLE001 - no cache, unreadable index: not cached
+            return False
+        token = getattr(cache, "_token", None)
+        if not any(token is None or k[2][1] == token for k in index):
+            return False
+    return True
+
+
+def warm_up(cache, policy: Union[str, ModuleType] = "refine") -> float:
+    """Compile (or load from Numba's cache) every replay kernel of ``policy`` by replaying its
+    default setting on one soundscape of ``cache``; returns the seconds it took."""
+    t = time.perf_counter()
+    mod = get_policy(policy)
+    x = mod.PARAMS().encode(cache)[None, :]
+    one = np.zeros(min(1, cache.n_soundscapes), np.int64)
+    prep = prepare(cache, mod)
+    try:
+        for parallel in (True, False):
+            replay_matrix(cache, mod, x, mask=one, counts=True, parallel=parallel)
+            replay_pairs(cache, mod, x[:len(one)], one, parallel=parallel)
+        trace(cache, mod, x, one)
+    except CacheKeyError:  # a cache without the default's keys still compiled everything
+        pass
+    K_.row_means(np.zeros((1, 1)))
+    K_.class_tally(one, np.zeros((len(one), 4), np.int64), prep["slot_rows"], cache.key_len,
+                   cache.key_labels, cache.ref_offsets, cache.ref_labels, cache.snr_mix_db,
+                   cache.stem_snr_db, cache.stem_snr_offsets, np.zeros((cache.n_classes, 5)))
+    return time.perf_counter() - t

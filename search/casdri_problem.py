@@ -1,17 +1,36 @@
-"""The `search.objective.Problem` of casdri's ``refine`` policy on a ``DecisionCache``.
+"""The `search.objective.Problem` of any registered casdri policy on a ``DecisionCache``.
 
 Conventions:
     * Only public casdri API is used: ``casdri.cache.load_cache``, ``casdri.replay``,
-      ``casdri.policies.{baseline,refine,oracle}``.
+      ``casdri.policies`` (the registry: any registered policy can be searched; ``baseline``
+      and ``oracle`` also give the reference values of the report).
+    * The policy's plug-in supplies everything policy-specific: its parameters
+      (``PARAMS.search_space``), its change points and its search plan (``plan``: stage name →
+      the `Param` names that stage may move).
     * Without ``--cache`` the bundled demo cache ``casdri/data/demo_cache/`` is used (looked up
       with ``importlib.resources``, so it works from a wheel once the folder ships).
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import platform
 from importlib import resources
 from pathlib import Path
 
-from casdri.errors import InputError
+import numba
+import numpy as np
+import optuna
+import pandas as pd
+import yaml
+
+import casdri
+from casdri.cache import load_cache
+from casdri.errors import InputError, PolicyError
+from casdri.policies import BaselineParams, get_policy, load_policy_yaml, params_class
+from casdri.replay import prepare, replay, replay_matrix, replay_pairs, trace
+
+from .objective import Param
 
 __all__ = ["DemoCacheMissing", "demo_cache_path", "open_cache", "CasdriProblem", "ProblemFactory",
            "cache_hash", "provenance"]
@@ -46,66 +65,61 @@ def open_cache(cache):
             raise DemoCacheMissing(DEMO_MISSING)
         cache = path
     if isinstance(cache, (str, Path)):
-        from casdri.cache import load_cache
-
         return Path(cache), load_cache(cache)
     return None, cache
 
 
 class CasdriProblem:
-    """`search.objective.Problem` of the ``refine`` policy on a ``DecisionCache``.
+    """`search.objective.Problem` of one registered policy on a ``DecisionCache``.
 
     Args:
         cache: the loaded `casdri.cache.DecisionCache`.
+        policy: a registered policy name or plug-in (`casdri.policies.POLICIES`).
 
     Attributes:
-        params: ``{name: Param}`` from ``RefineParams.search_space(cache)`` (field order).
+        policy: the policy's name; module: its plug-in; Params: its parameter dataclass.
+        params: ``{name: Param}`` from ``Params.search_space(cache)`` (field order).
+        plan: ``{stage name: (Param names)}``, the policy's ``SEARCH_PLAN``.
         n_soundscapes, n_classes, class_names: of the cache.
+
+    Raises:
+        PolicyError: an unknown policy.
     """
 
-    policy = "refine"
     #: numba threads over settings in replay_matrix; off: a search makes many small replays
     #: (thread wake-ups cost more than they save) and runs chains in parallel processes
     parallel = False
 
-    def __init__(self, cache):
-        import numpy as np
-
-        from casdri.policies import RefineParams
-        from casdri.replay import prepare
-
-        from .change_points import RefineChangePoints
-        from .objective import Param
-
+    def __init__(self, cache, policy="refine"):
+        self.module = get_policy(policy)
+        self.policy = self.module.NAME
         self.cache = cache
-        self.Params = RefineParams
+        self.Params = self.module.PARAMS
         self.n_soundscapes = cache.n_soundscapes
         self.n_classes = cache.n_classes
         self.class_names = tuple(cache.meta.classes)
         self.params = {}
-        for r in RefineParams.search_space(cache):
+        for r in self.Params.search_space(cache):
             self.params[r.name] = Param(
                 r.name, np.asarray(r.columns, np.int64), r.low, r.high, tuple(r.choices),
                 bool(r.per_class), bool(r.integer) and not r.choices)
         self.layout = {k: p.columns for k, p in self.params.items()}
-        self._cp = RefineChangePoints(cache, self.layout, prepare(cache, "refine"))
+        self.plan = {stage: tuple(n for n in names if n in self.params)
+                     for stage, names in self.module.SEARCH_PLAN.items()}
+        factory = getattr(self.module, "change_points", None)
+        self._cp = None if factory is None else factory(
+            cache, prepare(cache, self.module),
+            lambda X, idx: trace(cache, self.module, X, idx))
 
     # ---- Problem interface
     def values(self, X, idx=None):
-        from casdri.replay import replay_matrix
-
-        return replay_matrix(self.cache, self.policy, X, mask=idx, parallel=self.parallel).values
+        return replay_matrix(self.cache, self.module, X, mask=idx, parallel=self.parallel).values
 
     def pair_values(self, X, idx):
-        from casdri.replay import replay_pairs
-
-        from .cv import single_numba_thread
-
-        with single_numba_thread():  # replay_pairs has no serial switch
-            return replay_pairs(self.cache, self.policy, X, idx)
+        return replay_pairs(self.cache, self.module, X, idx, parallel=self.parallel)
 
     def change_points(self, name, cls, x, idx):
-        return self._cp(name, cls, x, idx)
+        return None if self._cp is None else self._cp(name, cls, x, idx)
 
     # ---- policies, start and output
     def n_sources(self):
@@ -115,13 +129,6 @@ class CasdriProblem:
     def policy_values(self, policy: str):
         """``(S,)`` per-soundscape values of ``baseline`` (defaults) or of ``oracle`` (the best
         of its separator/stage choices by dataset CAPI-SDRi)."""
-        import itertools
-
-        import numpy as np
-
-        from casdri.policies import params_class
-        from casdri.replay import replay_matrix
-
         cls = params_class(policy)
         if policy == "baseline":
             return replay_matrix(self.cache, policy, cls()).values[0]
@@ -133,10 +140,7 @@ class CasdriProblem:
         return v[int(np.argmax(means))]
 
     def start_vector(self, policy_in=None):
-        """Encoded start: ``policy_in`` (a refine policy YAML) or the refine defaults."""
-        from casdri.errors import PolicyError
-        from casdri.policies import load_policy_yaml
-
+        """Encoded start: ``policy_in`` (a policy YAML of this policy) or its defaults."""
         if policy_in is None:
             return self.Params().encode(self.cache)
         p = Path(policy_in)
@@ -154,21 +158,14 @@ class CasdriProblem:
     def policy_yaml(self, x, provenance: dict) -> str:
         """The policy YAML of setting ``x`` with a ``provenance`` block (loads back with
         ``casdri.policies.load_policy_yaml``)."""
-        import yaml
-
         doc = yaml.safe_load(self.decode(x).to_yaml(self.cache.label_set))
         doc["provenance"] = provenance
         return yaml.safe_dump(doc, sort_keys=False)
 
     def per_class_table(self, x):
         """Per-class CAPI-SDRi (mean SDRi over entries) of baseline and of setting ``x``."""
-        import pandas as pd
-
-        from casdri.policies import BaselineParams
-        from casdri.replay import replay
-
         a = replay(self.cache, "baseline", BaselineParams(), per_class=True).per_class
-        b = replay(self.cache, self.policy, x[None, :], per_class=True).per_class
+        b = replay(self.cache, self.module, x[None, :], per_class=True).per_class
         t = pd.DataFrame({"class": list(self.class_names)})
         t = t.merge(a[["label", "sdri_mean"]].rename(columns={"label": "class",
                                                                "sdri_mean": "baseline_db"}),
@@ -181,11 +178,7 @@ class CasdriProblem:
         """``(matrix, labels)``: reference label (rows) against estimated label (columns) of
         setting ``x``, ``"none"`` last. Per clip the multiset intersection is the diagonal;
         the remaining references and stems are paired in label order (then "none")."""
-        import numpy as np
-
-        from casdri.replay import replay
-
-        ps = replay(self.cache, self.policy, x[None, :], per_soundscape=True).per_soundscape
+        ps = replay(self.cache, self.module, x[None, :], per_soundscape=True).per_soundscape
         names = list(self.class_names)
         ix = {n: i for i, n in enumerate(names)}
         C = len(names)
@@ -210,19 +203,16 @@ class CasdriProblem:
 class ProblemFactory:
     """Picklable recipe of a `CasdriProblem` (loads the cache again in a worker process)."""
 
-    def __init__(self, path):
+    def __init__(self, path, policy: str = "refine"):
         self.path = str(path)
+        self.policy = get_policy(policy).NAME
 
     def __call__(self):
-        from casdri.cache import load_cache
-
-        return CasdriProblem(load_cache(self.path))
+        return CasdriProblem(load_cache(self.path), self.policy)
 
 
 def cache_hash(path) -> str:
     """sha256 over the metadata file and every Parquet part (names and bytes), hex."""
-    import hashlib
-
     h = hashlib.sha256()
     root = Path(path)
     files = sorted([root / "_casdri_cache.json", *root.glob("*/part-*.parquet")])
@@ -236,14 +226,6 @@ def cache_hash(path) -> str:
 
 def provenance(problem: CasdriProblem, path, result, policy_in) -> dict:
     """Cache id and hash, start, seeds and versions recorded in the policy YAML."""
-    import platform
-
-    import numba
-    import numpy
-    import optuna
-
-    import casdri
-
     meta = problem.cache.meta
     return {
         "cache_path": None if path is None else str(path),
@@ -255,6 +237,6 @@ def provenance(problem: CasdriProblem, path, result, policy_in) -> dict:
         "storage": result.settings.storage,
         "study_name": result.settings.study_name,
         "versions": {"casdri": casdri.__version__, "optuna": optuna.__version__,
-                     "numpy": numpy.__version__, "numba": numba.__version__,
+                     "numpy": np.__version__, "numba": numba.__version__,
                      "python": platform.python_version()},
     }

@@ -181,8 +181,10 @@ def run_search(cache=None, stage: str = "all", policy_in=None, folds: int = 5, t
                margin: float = 0.05, storage: Optional[str] = None, study_name: str = "casdri",
                seed: int = 0, jobs: int = 1, sampler: str = "tpe", progress: bool = False,
                n_boot: int = 10_000, max_passes: int = 8,
-               on_stage: Optional[Callable[[StageRecord], None]] = None) -> SearchResult:
-    """Tune the ``refine`` policy on a decision cache with held-out validation.
+               on_stage: Optional[Callable[[StageRecord], None]] = None,
+               policy: str = "refine") -> SearchResult:
+    """Tune a registered policy (default ``refine``) on a decision cache with held-out
+    validation.
 
     Args:
         cache: cache directory, a loaded ``DecisionCache``, or None for the bundled demo cache.
@@ -199,6 +201,7 @@ def run_search(cache=None, stage: str = "all", policy_in=None, folds: int = 5, t
         progress: tqdm bars on stderr.
         n_boot: bootstrap resamples.
         max_passes: refine passes at most.
+        policy: the registered policy to tune (`casdri.policies.POLICIES`).
 
     Returns:
         `SearchResult` (write it with `search.report.write_outputs`).
@@ -216,7 +219,7 @@ def run_search(cache=None, stage: str = "all", policy_in=None, folds: int = 5, t
         raise InputError(f"--jobs must be >= 1, got {jobs}")
     stage_names(stage)
     path, dc = cp.open_cache(cache)
-    problem = cp.CasdriProblem(dc)
+    problem = cp.CasdriProblem(dc, policy)
     if folds < 1 or folds > problem.n_soundscapes:
         raise InputError(
             f"--folds must be in 1..{problem.n_soundscapes} (soundscapes), got {folds}")
@@ -227,7 +230,7 @@ def run_search(cache=None, stage: str = "all", policy_in=None, folds: int = 5, t
     from .engines import make_sampler
 
     make_sampler(sampler, 0)  # fail early on a missing optional dependency
-    factory = cp.ProblemFactory(path) if (jobs > 1 and path is not None) else None
+    factory = cp.ProblemFactory(path, policy) if (jobs > 1 and path is not None) else None
     result = search_problem(
         problem, x_start, stage, problem.n_sources(), problem.policy_values("baseline"),
         problem.policy_values("oracle"), folds, settings, jobs, n_boot, factory, on_stage)

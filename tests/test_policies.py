@@ -14,11 +14,10 @@ from casdri.cache import load_cache
 from casdri.errors import CacheKeyError, PolicyError
 from casdri.labels import DCASE2026T4
 from casdri.policies import (POLICIES, BaselineParams, OracleParams, RefineParams, get_policy,
-                             load_policy_yaml, params_class, required_keys)
+                             load_policy_yaml, params_class, register_policy, required_keys)
 from casdri.replay import decisions, replay, replay_matrix
-from casdri.synthetic import make_synthetic_cache
-
-from casdri.synthetic import random_settings
+from casdri.synthetic import make_synthetic_cache, random_settings
+from search.casdri_problem import CasdriProblem
 
 C = DCASE2026T4.n_classes
 
@@ -32,18 +31,67 @@ def cache(tmp_path_factory):
 # ----------------------------------------------------------------------------- parameters
 
 
-def test_encoded_layout_matches_kernel():
+def test_encoded_layout_and_offsets():
     lay = RefineParams.layout(DCASE2026T4)
     names = ["solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
              "prob_gate", "silence_thr"]
     assert list(lay["w"]) == [0]
-    for k, name in enumerate(names):  # casdri._kernels: thresholds at 1 + k*C
+    for k, name in enumerate(names):  # the documented refine layout: thresholds at 1 + k*C
         assert list(lay[name]) == list(range(1 + k * C, 1 + (k + 1) * C))
     assert [lay[n][0] for n in ("verify_mode", "select_separator", "stage")] == \
         [1 + 7 * C, 2 + 7 * C, 3 + 7 * C]
     assert RefineParams.n_params(DCASE2026T4) == 4 + 7 * C
     assert [v[0] for v in BaselineParams.layout(DCASE2026T4).values()] == [0, 1, 2]
     assert [v[0] for v in OracleParams.layout(DCASE2026T4).values()] == [0, 1]
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_plugin_contract(name, cache):
+    """Every registered policy: offsets from its dataclass, a search plan over its fields, a
+    searchable problem (the kernels read ``offsets``, never fixed columns)."""
+    mod = POLICIES[name]
+    P = mod.PARAMS
+    lay = P.layout(cache)
+    assert list(P.offsets(cache)) == [int(c[0]) for c in lay.values()]
+    assert list(P.field_index()) == list(lay)
+    assert get_policy(name) is mod and get_policy(mod) is mod and params_class(name) is P
+    fields = set(lay)
+    assert mod.SEARCH_PLAN and all(set(v) <= fields for v in mod.SEARCH_PLAN.values())
+    problem = CasdriProblem(cache, name)
+    assert problem.policy == name and set(problem.plan) == set(mod.SEARCH_PLAN)
+    x = problem.start_vector()
+    assert np.array_equal(x, P().encode(cache))
+    v = problem.values(x[None, :])
+    assert v.shape == (1, cache.n_soundscapes)
+    for p in problem.params.values():
+        cp = problem.change_points(p.name, None, x, np.arange(cache.n_soundscapes))
+        assert cp is None or (len(cp) == 2 and len(cp[0]) == len(cp[1]))
+
+
+class _Fake:
+    NAME = "fake"
+    PARAMS = OracleParams
+    SEARCH_PLAN = {"select": ("stage",)}
+    prepare = kernel_decide = decide = required_keys = staticmethod(lambda *a: None)
+
+
+BAD_PLUGINS = [
+    (type("NoDecide", (), {"NAME": "x"}), "missing"),
+    (_Fake, "OracleParams.policy is 'oracle'"),
+    (type("Taken", (_Fake,), {"NAME": "oracle", "PARAMS": OracleParams}), "taken"),
+    (type("BadPlan", (_Fake,), {"NAME": "oracle", "PARAMS": OracleParams,
+                                "SEARCH_PLAN": {"gates": ("nope",)}}), "unknown fields"),
+]
+
+
+@pytest.mark.parametrize("plugin,match", BAD_PLUGINS)
+def test_register_policy_refuses(plugin, match):
+    before = dict(POLICIES)
+    with pytest.raises(PolicyError, match=match):
+        register_policy(plugin)
+    assert POLICIES == before
+    with pytest.raises(PolicyError, match="not a registered policy"):
+        get_policy(plugin)
 
 
 def test_encode_decode_yaml_round_trip(cache):
@@ -137,7 +185,7 @@ def test_decide_equals_kernel(tmp_path_factory, seed, quantize, taggers, n_class
                              quantize=quantize, taggers=taggers, n_classes=n_classes,
                              n_stages=2, n_parts=1)
     rng = np.random.default_rng(seed)
-    for policy in ("baseline", "oracle", "refine"):
+    for policy in POLICIES:
         _check_decide(c, policy, random_settings(c, policy, 4, rng,
                                                  grid=0.125 if quantize else None))
 

@@ -2,30 +2,38 @@
 outputs, replayed exactly by `casdri.replay`.
 
 Conventions:
-    * A policy is a module with ``NAME``, ``KERNEL_ID``, a parameter dataclass (subclass of
-      `PolicyParams`: ``search_space``, ``encode``/``decode``, ``to_yaml``/``from_yaml``),
-      ``prepare(cache) -> (pi, pf)`` (per-soundscape kernel inputs, built once per cache),
-      ``decide(inputs, params, lookup) -> Decision`` (plain Python, used live) and
-      ``required_keys(inputs, search_space=None)``.
+    * A policy is one plug-in: a module (or any object) with
+        - ``NAME`` (str) and ``PARAMS``, its parameter dataclass (a `PolicyParams` subclass:
+          ``search_space``, ``encode``/``decode``, ``offsets``, ``to_yaml``/``from_yaml``);
+        - ``prepare(cache) -> (pi, pf)``: per-soundscape kernel inputs (built once per cache);
+        - ``kernel_decide``: its jitted decision (``numba.njit(inline="always")``, signature
+          in `casdri._kernels`), reading settings at ``off[field index] (+ class)``, where
+          ``off = PARAMS.offsets(cache)``; the shared tables score it (no CAPI code to write);
+        - ``decide(inputs, params, lookup) -> Decision``: the same decision in plain Python
+          (used live, and tested equal to the kernel);
+        - ``required_keys(inputs, search_space=None)``: the queries it can ask for;
+        - ``SEARCH_PLAN``: ``{stage name: field names the stage may move}``;
+        - ``change_points``: ``None``, or ``change_points(cache, prep, trace)`` → a callable
+          ``(name, cls, x, idx) -> (pos, values) or None`` (see `search.objective.Problem`).
+    * `register_policy` adds one to `POLICIES` (checked); the drivers around its decision are
+      built on first use (`drivers`) and cached on disk by Numba.
     * Built in: ``baseline`` (official rule), ``refine`` (tagging-driven refinement),
       ``oracle`` (reference labels as queries).
 
-Adding a policy:
-    1. ``casdri/policies/<name>.py``: a frozen dataclass ``<Name>Params(PolicyParams)`` whose
-       fields use `scalar`, `threshold` (per class) and `choice` (field order = encoded
-       order), ``prepare``, ``decide`` and ``required_keys`` (copy `oracle` as a template).
-    2. In `casdri._kernels`: a new ``POLICY_<NAME>`` id and a jitted
-       ``_decide_<name>(x, s, pi, pf, ...) -> (key, combo, keep_mask, code)`` reading the
-       same arrays (``x`` = one encoded setting), plus its branch in ``decide_one``. The
-       shared tables then score it: no CAPI code to write.
-    3. Register it in `POLICIES` below and add it to the contract tests
-       (``tests/test_policies.py`` compares ``decide`` with the kernel on random caches).
+Adding a policy: write a module with the attributes above (``oracle.py`` is the smallest
+template) and call ``register_policy(module)``; ``tests/test_toy_policy.py`` does exactly this
+in one file and replays and searches it. The contract tests (``tests/test_policies.py``) run
+on every registered policy.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
+import yaml
+
+from .._kernels import Drivers, make_drivers
 from ..errors import PolicyError
 from . import baseline, oracle, refine
 from ._base import (Decision, ParamRange, PolicyParams, SlotStem, SoundscapeInputs, pick_slots)
@@ -33,44 +41,101 @@ from .baseline import BaselineParams
 from .oracle import OracleParams
 from .refine import RefineParams
 
-__all__ = ["POLICIES", "get_policy", "required_keys", "load_policy_yaml", "BaselineParams",
+__all__ = ["POLICIES", "register_policy", "get_policy", "params_class", "drivers",
+           "required_keys", "load_policy_yaml", "POLICY_YAML_KEYS", "BaselineParams",
            "RefineParams", "OracleParams", "PolicyParams", "ParamRange", "Decision", "SlotStem",
-           "SoundscapeInputs", "pick_slots", "params_class"]
+           "SoundscapeInputs", "pick_slots"]
 
-POLICIES: dict[str, ModuleType] = {m.NAME: m for m in (baseline, refine, oracle)}
-_PARAMS = {"baseline": BaselineParams, "refine": RefineParams, "oracle": OracleParams}
-
-
-def get_policy(policy: Union[str, ModuleType]) -> ModuleType:
-    """The policy module of a name or module. Raises `PolicyError` for an unknown name."""
-    if isinstance(policy, ModuleType):
-        if getattr(policy, "NAME", None) not in POLICIES:
-            raise PolicyError(f"module {policy.__name__} is not a registered policy")
-        return policy
-    if policy not in POLICIES:
-        raise PolicyError(f"unknown policy {policy!r}; expected one of {sorted(POLICIES)}")
-    return POLICIES[policy]
+#: name -> policy plug-in (module or object), in registration order
+POLICIES: dict[str, Any] = {}
+_DRIVERS: dict[str, Drivers] = {}
+_REQUIRED = ("NAME", "PARAMS", "SEARCH_PLAN", "prepare", "kernel_decide", "decide",
+             "required_keys")
+#: top-level keys of a policy YAML document
+POLICY_YAML_KEYS = ("policy", "label_set", "params", "provenance")
 
 
-def params_class(policy: Union[str, ModuleType]) -> type:
+def register_policy(policy: Any, replace: bool = False) -> Any:
+    """Add a policy plug-in (module conventions) to `POLICIES`; returns it.
+
+    Raises:
+        PolicyError: a missing attribute, a ``PARAMS`` that is not a `PolicyParams` of this
+            policy, a search plan naming an unknown field, or a name already taken by
+            another object (unless ``replace``).
+    """
+    where = getattr(policy, "__name__", repr(policy))
+    missing = [a for a in _REQUIRED if not hasattr(policy, a)]
+    if missing:
+        raise PolicyError(f"policy {where}: missing {missing}; a policy needs {list(_REQUIRED)}")
+    name, params = policy.NAME, policy.PARAMS
+    if not (isinstance(params, type) and issubclass(params, PolicyParams)):
+        raise PolicyError(f"policy {name!r}: PARAMS must be a PolicyParams subclass")
+    if params.policy != name:
+        raise PolicyError(f"policy {name!r}: {params.__name__}.policy is {params.policy!r}")
+    fields = set(params.field_index())
+    for stage, names in policy.SEARCH_PLAN.items():
+        unknown = [n for n in names if n not in fields]
+        if unknown:
+            raise PolicyError(f"policy {name!r}: SEARCH_PLAN[{stage!r}] names unknown fields "
+                              f"{unknown}; fields are {sorted(fields)}")
+    old = POLICIES.get(name)
+    if old is not None and old is not policy and not replace:
+        raise PolicyError(f"policy name {name!r} is taken by {getattr(old, '__name__', old)}; "
+                          "pick another NAME or pass replace=True")
+    POLICIES[name] = policy
+    _DRIVERS.pop(name, None)
+    return policy
+
+
+for _mod in (baseline, refine, oracle):
+    register_policy(_mod)
+
+
+def get_policy(policy: Union[str, ModuleType, Any]) -> Any:
+    """The registered plug-in of a name or plug-in. Raises `PolicyError` when unknown."""
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise PolicyError(f"unknown policy {policy!r}; expected one of {sorted(POLICIES)}")
+        return POLICIES[policy]
+    if POLICIES.get(getattr(policy, "NAME", None)) is not policy:
+        raise PolicyError(f"{getattr(policy, '__name__', policy)!r} is not a registered "
+                          "policy; call casdri.policies.register_policy first")
+    return policy
+
+
+def params_class(policy) -> type:
     """The parameter dataclass of a policy."""
-    return _PARAMS[get_policy(policy).NAME]
+    return get_policy(policy).PARAMS
 
 
-def load_policy_yaml(source, label_set=None) -> tuple[ModuleType, PolicyParams]:
-    """``(policy module, params)`` from a policy YAML (text, path or mapping)."""
-    import yaml
-    from pathlib import Path
+def drivers(policy) -> Drivers:
+    """The jitted replay drivers of a policy (built on first use; see `casdri._kernels`)."""
+    mod = get_policy(policy)
+    if mod.NAME not in _DRIVERS:
+        _DRIVERS[mod.NAME] = make_drivers(mod.kernel_decide)
+    return _DRIVERS[mod.NAME]
 
+
+def load_policy_yaml(source, label_set=None) -> tuple[Any, PolicyParams]:
+    """``(policy plug-in, params)`` from a policy YAML (text, path or mapping).
+
+    Raises:
+        PolicyError: no ``policy`` key, an unknown top-level key (`POLICY_YAML_KEYS`), an
+            unknown policy, or a bad parameter (named).
+    """
     doc = source
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
         doc = Path(source).read_text()
     if isinstance(doc, str):
         doc = yaml.safe_load(doc)
     if not isinstance(doc, Mapping) or "policy" not in doc:
-        raise PolicyError("policy YAML needs a 'policy' key (baseline, refine or oracle)")
+        raise PolicyError(f"policy YAML needs a 'policy' key (one of {sorted(POLICIES)})")
+    unknown = [k for k in doc if k not in POLICY_YAML_KEYS]
+    if unknown:
+        raise PolicyError(f"policy YAML: unknown top-level keys {unknown}; expected "
+                          f"{list(POLICY_YAML_KEYS)} (parameters go under 'params')")
     mod = get_policy(doc["policy"])
-    return mod, params_class(mod).from_yaml(doc, label_set)
+    return mod, mod.PARAMS.from_yaml(doc, label_set)
 
 
 def required_keys(cache_or_inputs, policy, search_space=None) -> dict[str, list[tuple]]:
@@ -79,7 +144,7 @@ def required_keys(cache_or_inputs, policy, search_space=None) -> dict[str, list[
     Args:
         cache_or_inputs: a `casdri.cache.DecisionCache`, or `SoundscapeInputs` objects (one,
             a sequence, or a mapping id → inputs).
-        policy: name or module.
+        policy: name or plug-in.
         search_space: optional ``[ParamRange]`` restricting the choices (baseline taggers).
 
     Returns:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Mapping, Optional, Union
 
 import numpy as np
 import yaml
 
+from .._decide_io import Lookup, SlotStem, SoundscapeInputs
 from ..errors import PolicyError
 from ..labels import SILENCE, LabelSet, get_label_set
 
@@ -138,6 +139,17 @@ class PolicyParams:
             out[f.name] = np.arange(k, k + n, dtype=np.int64)
             k += n
         return out
+
+    @classmethod
+    def field_index(cls) -> dict[str, int]:
+        """``{field: position}`` in field order (the index into `offsets`)."""
+        return {f.name: i for i, f in enumerate(cls._fields())}
+
+    @classmethod
+    def offsets(cls, space) -> np.ndarray:
+        """``(n_fields,) int64``: first encoded column of each field, in field order. The
+        kernels read field ``i`` (class ``c``) at column ``offsets[i] (+ c)``."""
+        return np.array([int(c[0]) for c in cls.layout(space).values()], np.int64)
 
     @classmethod
     def n_params(cls, space) -> int:
@@ -351,52 +363,6 @@ def _threshold_vector(v, label_set: LabelSet, where: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- decide I/O
 
 
-@dataclass(frozen=True)
-class SoundscapeInputs:
-    """What a policy's plain-Python ``decide`` sees of one soundscape.
-
-    Attributes:
-        soundscape: id; label_set: the classes.
-        tagger_probs: tagger name → ``(K, C+1)`` softmax (float32), in cache tagger order.
-        ref_labels: oracle class indices (needed by ``oracle`` only).
-        n_separators, n_stages: what ``lookup`` can serve.
-    """
-
-    soundscape: str
-    label_set: LabelSet
-    tagger_probs: Mapping[str, np.ndarray]
-    ref_labels: Optional[tuple[int, ...]] = None
-    n_separators: int = 1
-    n_stages: int = 1
-
-
-@dataclass(frozen=True)
-class SlotStem:
-    """One slot of a separation as ``decide`` sees it.
-
-    Attributes:
-        label: query class of the slot; energy_db: dB re mixture channel 0.
-        retag_max: ``(C,) float32`` max over retagger tracks; retag_silence_min: float32 min
-            over tracks of the silence probability.
-        ref: caller's handle (stem row in a cache, or the waveform in the live pipeline).
-    """
-
-    label: int
-    energy_db: float
-    retag_max: np.ndarray
-    retag_silence_min: float
-    ref: Any = None
-
-    @classmethod
-    def from_retag(cls, label: int, energy_db: float, retag: np.ndarray,
-                   ref: Any = None) -> "SlotStem":
-        """From a ``(K, C+1)`` retagger softmax, reduced in float32 as the cache is."""
-        r = np.asarray(retag, np.float32)
-        return cls(int(label), float(energy_db), r[:, :-1].max(axis=0),
-                   float(r[:, -1].min()), ref)
-
-
-Lookup = Callable[[tuple, int, int], Sequence[SlotStem]]
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+import numba
 import numpy as np
 
-from .. import _kernels as K_
 from ._base import Decision, Lookup, PolicyParams, SoundscapeInputs, choice, pick_slots
+from .._kernels import D_NST
+from ._jit import DECIDE_JIT
 
-__all__ = ["BaselineParams", "NAME", "KERNEL_ID", "prepare", "decide", "required_keys",
-           "default_tagger"]
+__all__ = ["BaselineParams", "NAME", "PARAMS", "SEARCH_PLAN", "prepare", "kernel_decide",
+           "decide", "required_keys", "change_points", "default_tagger"]
 
 NAME = "baseline"
-KERNEL_ID = K_.POLICY_BASELINE
 
 
 def default_tagger(meta_or_names) -> str:
@@ -46,6 +47,16 @@ class BaselineParams(PolicyParams):
     stage: int = choice(0, lambda m: tuple(range(m.n_stages)), "refinement stage")
 
 
+PARAMS = BaselineParams
+#: stage name -> the fields that stage may move (`search`)
+SEARCH_PLAN = {"select": ("tagger", "separator", "stage"),
+               "refine": ("tagger", "separator", "stage")}
+#: no thresholds: every parameter is a choice
+change_points = None
+_F = BaselineParams.field_index()
+TAGGER, SEPARATOR, STAGE = _F["tagger"], _F["separator"], _F["stage"]
+
+
 def _query(probs: np.ndarray) -> tuple[int, ...]:
     C = probs.shape[1] - 1
     return tuple(sorted(int(c) for c in np.argmax(probs, axis=1) if c != C))
@@ -60,6 +71,31 @@ def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
         for s in range(S):
             pi[s, t] = cache.find_key(s, _query(cache.tagger_probs[t, s]))
     return pi, np.zeros((S, 1))
+
+
+@numba.njit(**DECIDE_JIT)
+def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma: no cover
+    """The official rule, jitted (signature: `casdri._kernels`): the chosen tagger's key."""
+    key_len, tab_cnt = tab[1], tab[5]
+    n_st = dims[D_NST]
+    o_tag, o_sep, o_st = off[TAGGER], off[SEPARATOR], off[STAGE]
+    for n in range(n0, n1):
+        j = pi[s, int(X[n, o_tag])]
+        g = 0
+        m = 0
+        code = 0
+        if j < -1:
+            code = 1
+        elif j >= 0:
+            g = int(X[n, o_sep]) * n_st + int(X[n, o_st])
+            if tab_cnt[j, g, 0] < 0:
+                code = 2
+            else:
+                m = (1 << key_len[j]) - 1
+        dec[n - n0, 0] = j
+        dec[n - n0, 1] = g
+        dec[n - n0, 2] = m
+        dec[n - n0, 3] = code
 
 
 def decide(inputs: SoundscapeInputs, params: BaselineParams, lookup: Lookup) -> Decision:

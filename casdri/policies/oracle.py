@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from .. import _kernels as K_
 from ._base import Decision, Lookup, PolicyParams, SoundscapeInputs, choice, pick_slots
-from .refine import _separator_choices, _stages
+from .._kernels import D_NST
+from ._jit import DECIDE_JIT
+from .refine._params import separator_choices, stage_choices
 
-__all__ = ["OracleParams", "NAME", "KERNEL_ID", "prepare", "decide", "required_keys"]
+__all__ = ["OracleParams", "NAME", "PARAMS", "SEARCH_PLAN", "prepare", "kernel_decide",
+           "decide", "required_keys", "change_points"]
 
 NAME = "oracle"
-KERNEL_ID = K_.POLICY_ORACLE
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,17 @@ class OracleParams(PolicyParams):
     """Parameters of ``oracle`` (encoded ``[select_separator, stage]``)."""
 
     policy = NAME
-    select_separator: int = choice(0, _separator_choices, "0 first, 1 second, 2 per-slot better")
-    stage: int = choice(0, _stages, "refinement stage whose stems are used")
+    select_separator: int = choice(0, separator_choices, "0 first, 1 second, 2 per-slot better")
+    stage: int = choice(0, stage_choices, "refinement stage whose stems are used")
+
+
+PARAMS = OracleParams
+#: stage name -> the fields that stage may move (`search`)
+SEARCH_PLAN = {"select": ("select_separator", "stage"), "refine": ("select_separator", "stage")}
+#: no thresholds: every parameter is a choice
+change_points = None
+_F = OracleParams.field_index()
+SELECT, STAGE = _F["select_separator"], _F["stage"]
 
 
 def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +48,31 @@ def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
     for s in range(S):
         pi[s, 0] = cache.find_key(s, cache.ref_labels[cache.ref_offsets[s]:cache.ref_offsets[s + 1]])
     return pi, np.zeros((S, 1))
+
+
+@numba.njit(**DECIDE_JIT)
+def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma: no cover
+    """The oracle key, jitted (signature: `casdri._kernels`)."""
+    key_len, tab_cnt = tab[1], tab[5]
+    n_st = dims[D_NST]
+    j = pi[s, 0]
+    o_sel, o_st = off[SELECT], off[STAGE]
+    for n in range(n0, n1):
+        g = 0
+        m = 0
+        code = 0
+        if j < -1:
+            code = 1
+        elif j >= 0:
+            g = int(X[n, o_sel]) * n_st + int(X[n, o_st])
+            if tab_cnt[j, g, 0] < 0:
+                code = 2
+            else:
+                m = (1 << key_len[j]) - 1
+        dec[n - n0, 0] = j
+        dec[n - n0, 1] = g
+        dec[n - n0, 2] = m
+        dec[n - n0, 3] = code
 
 
 def decide(inputs: SoundscapeInputs, params: OracleParams, lookup: Lookup) -> Decision:

@@ -23,20 +23,25 @@ Conventions:
       (the first query is the final one with ``drop_thr = 0``, which drops nothing).
       Instance sets are supersets (every instance of the class), which keeps the sweep exact.
     * Values are read from ``casdri.replay.prepare`` (the tables and per-soundscape fusion
-      inputs the kernel itself uses) and computed with the kernel's float64 expressions.
+      inputs the kernel itself uses); confidences come from the kernel's own jitted step (a)
+      (`casdri.policies.refine._kernel.confidences`), slots from the policy's own trace.
     * Results are flat: ``(pos, values)``, ``pos`` the position of the soundscape in the
       requested ``idx``, vectorised over soundscapes (no Python loop per soundscape).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
+from ..._kernels import F_ENERGY, F_OWN, F_SIL
+from ._kernel import confidences
+from ._params import RefineParams
+
 __all__ = ["RefineChangePoints"]
 
-# columns of the slot feature table (casdri._kernels F_OWN, F_ENERGY, F_SIL)
-_SLOT_FEATURE = {"verify_thr": 0, "energy_gate_db": 1, "silence_thr": 2}
+# the slot feature each threshold is compared with
+_SLOT_FEATURE = {"verify_thr": F_OWN, "energy_gate_db": F_ENERGY, "silence_thr": F_SIL}
 _CONF = ("drop_thr", "prob_gate")
 
 
@@ -45,14 +50,17 @@ class RefineChangePoints:
 
     Args:
         cache: the `casdri.cache.DecisionCache`.
-        layout: ``{field: columns}`` of the encoded ``refine`` vector.
         prep: ``casdri.replay.prepare(cache, "refine")``.
+        trace: ``trace(X (1, P), idx) -> (len(idx), 4)`` decisions (`casdri.replay.trace`).
     """
 
-    def __init__(self, cache, layout: dict, prep: dict):
+    def __init__(self, cache, prep: dict, trace: Callable):
         self.S, self.C, self.n_st = cache.n_soundscapes, cache.n_classes, cache.n_stages
-        self.lay = layout
+        self.lay = RefineParams.layout(cache)
+        self.off = RefineParams.offsets(cache)
+        self.trace = trace
         pi, pf = prep["policy"]
+        self.pi, self.pf = pi, pf
         maxi = 2 * cache.n_tracks
         n_inst = pi[:, 0]
         self.valid = np.arange(maxi)[None, :] < n_inst[:, None]          # (S, maxi)
@@ -63,20 +71,16 @@ class RefineChangePoints:
         self.solo4 = ~np.isnan(self.a) & np.isnan(self.b)
         self.solo1 = np.isnan(self.a) & ~np.isnan(self.b)
         _, self.key_len, self.key_lab, self.slot_f = prep["tab"][:4]
-        self.cache = cache
+        self.maxi = maxi
 
     def _val(self, x, name):
         return x[self.lay[name]]
 
     def conf(self, x: np.ndarray) -> np.ndarray:
-        """``(S, maxi)`` instance confidences (NaN: absent or a dropped solo), as the kernel."""
-        w = float(x[self.lay["w"][0]])
-        keep4 = self._val(x, "solo_keep_4ch")[self.icls]
-        keep1 = self._val(x, "solo_keep_1ch")[self.icls]
-        with np.errstate(invalid="ignore"):
-            out = np.where(self.paired, w * self.a + (1.0 - w) * self.b, np.nan)
-            out = np.where(self.solo4 & (self.a >= keep4), self.a, out)
-            out = np.where(self.solo1 & (self.b >= keep1), self.b, out)
+        """``(S, maxi)`` instance confidences (NaN: absent or a dropped solo), by the kernel."""
+        out = np.empty((self.S, self.maxi), np.float64)
+        confidences(np.ascontiguousarray(x, np.float64).reshape(1, -1), self.pi, self.pf,
+                    self.off, out)
         return out
 
     def __call__(self, name: str, cls: Optional[int], x: np.ndarray,
@@ -104,12 +108,10 @@ class RefineChangePoints:
 
     def _slot_points(self, x, idx, feature, cls, first_query):
         """Feature values of the (class-``cls``) slots of the first or final query."""
-        from casdri.replay import trace
-
         if first_query:
             x = x.copy()
             x[self.lay["drop_thr"]] = 0.0
-        dec = trace(self.cache, "refine", x[None, :], idx)
+        dec = self.trace(x[None, :], idx)
         j, g = dec[:, 0], dec[:, 1]
         pos = np.flatnonzero(j >= 0)
         j, g = j[pos], g[pos]

@@ -9,8 +9,9 @@ Conventions:
       on float32 probabilities (as cached). "Off" values: ``verify_thr`` 0, ``drop_thr`` 0,
       ``energy_gate_db`` -inf, ``prob_gate`` 0, ``silence_thr`` +inf, ``solo_keep_*`` 0.
 
-Decision, in this exact order (the jitted kernel `casdri._kernels._decide_refine` and
-`decide` below implement it independently and are tested equal):
+Decision, in this exact order (the jitted `kernel_decide` in ``_kernel.py`` and `decide` below
+implement it independently and are tested equal; the change points of each threshold, in
+``_change_points.py``, read the kernel's own step (a) and trace):
 
 (a) Fusion. Per track, each tagger's most probable non-silence class (argmax over the C
     classes, ties to the lower index) and its probability. Per class, each tagger's
@@ -36,76 +37,33 @@ Decision, in this exact order (the jitted kernel `casdri._kernels._decide_refine
 """
 from __future__ import annotations
 
-import itertools
-from collections import Counter
-from dataclasses import dataclass
-from typing import Union
-
 import numpy as np
 
-from .. import _kernels as K_
-from ._base import (Decision, Lookup, PolicyParams, SoundscapeInputs, choice, pick_slots,
-                    scalar, threshold)
+from ...closure import proposal_pool, sub_multisets
+from .._base import Decision, Lookup, SoundscapeInputs, pick_slots
+from ._change_points import RefineChangePoints
+from ._kernel import fusion_roles, kernel_decide, prepare
+from ._params import NAME, RefineParams
 
-__all__ = ["RefineParams", "NAME", "KERNEL_ID", "prepare", "decide", "required_keys",
-           "fusion_roles", "fused_instances"]
+__all__ = ["NAME", "PARAMS", "RefineParams", "SEARCH_PLAN", "prepare", "kernel_decide",
+           "decide", "required_keys", "change_points", "fusion_roles", "fused_instances"]
 
-NAME = "refine"
-KERNEL_ID = K_.POLICY_REFINE
-Thr = Union[float, dict]
+PARAMS = RefineParams
 
-
-def _separator_choices(meta) -> tuple:
-    return (0, 1, 2) if len(meta.separators) > 1 else (0, 2)
-
-
-def _stages(meta) -> tuple:
-    return tuple(range(meta.n_stages))
-
-
-@dataclass(frozen=True)
-class RefineParams(PolicyParams):
-    """Parameters of ``refine`` (field order = encoded order; see the module docstring)."""
-
-    policy = NAME
-    w: float = scalar(0.5, 0.0, 1.0, "weight of p_4ch in a paired instance's confidence")
-    solo_keep_1ch: Thr = threshold(0.5, 0.0, 1.0, "min probability of an unpaired 1ch instance")
-    solo_keep_4ch: Thr = threshold(0.5, 0.0, 1.0, "min probability of an unpaired 4ch instance")
-    verify_thr: Thr = threshold(0.5, 0.0, 1.0, "retag probability that confirms a stem")
-    drop_thr: Thr = threshold(0.0, 0.0, 1.0, "unconfirmed queries below it are dropped")
-    energy_gate_db: Thr = threshold(float("-inf"), -80.0, 0.0, "stem energy (dB) below: silence")
-    prob_gate: Thr = threshold(0.0, 0.0, 1.0, "confidence below: silence")
-    silence_thr: Thr = threshold(float("inf"), 0.0, 1.0, "retag silence prob at/above: silence")
-    verify_mode: str = choice("threshold", ("threshold", "argmax"), "how a stem is confirmed")
-    select_separator: int = choice(0, _separator_choices, "0 first, 1 second, 2 per-slot better")
-    stage: int = choice(0, _stages, "refinement stage whose stems are used")
+#: stage name -> the fields that stage may move (`search`)
+SEARCH_PLAN = {
+    "fusion": ("w", "solo_keep_1ch", "solo_keep_4ch"),
+    "verify": ("verify_thr", "verify_mode", "drop_thr"),
+    "gates": ("energy_gate_db", "prob_gate", "silence_thr"),
+    "per-class": ("verify_thr", "drop_thr", "prob_gate", "silence_thr"),
+    "select": ("select_separator", "stage"),
+    "refine": tuple(RefineParams.field_index()),  # coordinate descent: every field
+}
 
 
-def fusion_roles(taggers) -> tuple[int, int]:
-    """``(index of the 4ch role, index of the 1ch role or -1)`` among tagger names."""
-    taggers = list(taggers)
-    if "4ch" in taggers and "1ch" in taggers:
-        return taggers.index("4ch"), taggers.index("1ch")
-    return 0, (1 if len(taggers) > 1 else -1)
-
-
-def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
-    """Per-soundscape kernel inputs: ``pi (S, 1 + 2K + 2^(2K)) int64`` = (n_inst, instance
-    classes, subset → key) and ``pf (S, 4K) float64`` = (p_4ch, p_1ch) per instance."""
-    ia, ib = fusion_roles(cache.taggers)
-    S, K = cache.n_soundscapes, cache.n_tracks
-    maxi = 2 * K
-    probs_a = np.ascontiguousarray(cache.tagger_probs[ia])
-    probs_b = np.ascontiguousarray(cache.tagger_probs[ib if ib >= 0 else ia])
-    n = np.zeros(S, np.int64)
-    cls = np.zeros((S, maxi), np.int64)
-    p = np.zeros((S, maxi, 2), np.float64)
-    K_.fusion_instances(probs_a, probs_b, ib >= 0, n, cls, p)
-    sub = np.zeros((S, 1 << maxi), np.int64)
-    K_.subset_keys(n, cls, cache.key_offsets, cache.key_codes, cache.n_classes, K, sub)
-    pi = np.ascontiguousarray(np.concatenate([n[:, None], cls, sub], axis=1))
-    pf = np.ascontiguousarray(np.concatenate([p[:, :, 0], p[:, :, 1]], axis=1))
-    return pi, pf
+def change_points(cache, prep: dict, trace) -> RefineChangePoints:
+    """The change points of every threshold on ``cache`` (see ``_change_points.py``)."""
+    return RefineChangePoints(cache, prep, trace)
 
 
 def fused_instances(inputs: SoundscapeInputs) -> list[tuple[int, float, float]]:
@@ -192,19 +150,8 @@ def decide(inputs: SoundscapeInputs, params: RefineParams, lookup: Lookup) -> De
 
 
 def required_keys(inputs: SoundscapeInputs, search_space=None) -> set[tuple[int, ...]]:
-    """Every query refine can ask for: each sub-multiset of size 1..K of the proposal pool
-    (per (tagger, track) the top-1 non-silence class; multiplicity = number of proposals,
-    capped at K). Same rule as ``cache_builder.closure`` with ``top_n = 1``."""
-    C = inputs.label_set.n_classes
-    pool: Counter = Counter()
-    K = 0
-    for probs in inputs.tagger_probs.values():
-        probs = np.asarray(probs)
-        K = probs.shape[0]
-        pool.update(int(np.argmax(row[:C])) for row in probs)
-    classes = sorted(pool)
-    out = set()
-    for counts in itertools.product(*(range(min(pool[c], K) + 1) for c in classes)):
-        if 1 <= sum(counts) <= K:
-            out.add(tuple(c for c, n in zip(classes, counts) for _ in range(n)))
-    return out
+    """Every query refine can ask for: the query closure (`casdri.closure`) of the proposal
+    pool with ``top_n = 1`` (per (tagger, track) the top-1 non-silence class, ties included;
+    multiplicity capped at K), sub-multisets of size 1..K."""
+    K = next(iter(inputs.tagger_probs.values())).shape[0]
+    return set(sub_multisets(proposal_pool(inputs.tagger_probs, 1, K), K))

@@ -1,0 +1,273 @@
+"""The jitted side of ``refine``: its per-soundscape kernel inputs (`prepare`) and its decision
+(`kernel_decide`, inlined into the drivers of `casdri._kernels`), reading settings at the
+column offsets of `RefineParams` (never hard-coded ones).
+
+Kernel inputs: ``pi (S, 1 + 2K + 2^(2K)) int64`` = (n_inst, instance classes, subset of
+instances → key); ``pf (S, 4K) float64`` = (p_4ch, p_1ch) per instance (NaN: absent). MAXI =
+2K instances at most (each track of each tagger role proposes one class).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..._kernels import D_K, D_MAXI, D_NST, F_ARGMAX, F_ENERGY, F_OWN, F_SIL, find_key, key_code
+from ..._kernels_capi import _JIT
+from .._jit import DECIDE_JIT
+from ._params import RefineParams
+
+__all__ = ["prepare", "fusion_roles", "kernel_decide", "confidences", "fusion_instances",
+           "subset_keys"]
+
+#: field positions (index into the offsets vector the kernel receives)
+_F = RefineParams.field_index()
+W, SOLO_1CH, SOLO_4CH, VERIFY_THR, DROP_THR, ENERGY_GATE, PROB_GATE, SILENCE_THR, VERIFY_MODE, \
+    SELECT, STAGE = (_F[n] for n in (
+        "w", "solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
+        "prob_gate", "silence_thr", "verify_mode", "select_separator", "stage"))
+
+
+def fusion_roles(taggers) -> tuple[int, int]:
+    """``(index of the 4ch role, index of the 1ch role or -1)`` among tagger names."""
+    taggers = list(taggers)
+    if "4ch" in taggers and "1ch" in taggers:
+        return taggers.index("4ch"), taggers.index("1ch")
+    return 0, (1 if len(taggers) > 1 else -1)
+
+
+def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
+    """Per-soundscape kernel inputs ``(pi, pf)`` (module docstring)."""
+    ia, ib = fusion_roles(cache.taggers)
+    S, K = cache.n_soundscapes, cache.n_tracks
+    maxi = 2 * K
+    probs_a = np.ascontiguousarray(cache.tagger_probs[ia])
+    probs_b = np.ascontiguousarray(cache.tagger_probs[ib if ib >= 0 else ia])
+    n = np.zeros(S, np.int64)
+    cls = np.zeros((S, maxi), np.int64)
+    p = np.zeros((S, maxi, 2), np.float64)
+    fusion_instances(probs_a, probs_b, ib >= 0, n, cls, p)
+    sub = np.zeros((S, 1 << maxi), np.int64)
+    subset_keys(n, cls, cache.key_offsets, cache.key_codes, cache.n_classes, K, sub)
+    pi = np.ascontiguousarray(np.concatenate([n[:, None], cls, sub], axis=1))
+    pf = np.ascontiguousarray(np.concatenate([p[:, :, 0], p[:, :, 1]], axis=1))
+    return pi, pf
+
+
+@numba.njit(**_JIT)
+def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma: no cover
+    """Per soundscape, the fused instances of two taggers (step (a) of `casdri.policies.refine`).
+
+    Args:
+        probs_a, probs_b: ``(S, K, C + 1) float32`` softmax of the 4ch and 1ch roles.
+        use_b: False when the cache has one tagger (every instance is a 4ch solo).
+        out_n: ``(S,)``; out_cls ``(S, 2K)``; out_p ``(S, 2K, 2)`` (p_4ch, p_1ch; NaN absent).
+    """
+    S, K, C1 = probs_a.shape
+    C = C1 - 1
+    top = np.empty((2, K), np.int64)
+    pt = np.empty((2, K), np.float64)
+    la = np.empty(K, np.float64)
+    lb = np.empty(K, np.float64)
+    for s in range(S):
+        for t in range(K):
+            for role in range(2):
+                p = probs_a[s, t] if role == 0 else probs_b[s, t]
+                best = 0
+                for c in range(1, C):
+                    if p[c] > p[best]:
+                        best = c
+                top[role, t] = best if (role == 0 or use_b) else -1
+                pt[role, t] = p[best]
+        n = 0
+        for c in range(C):
+            na = 0
+            nb = 0
+            for t in range(K):  # insertion into descending lists, stable (track order)
+                for role in range(2):
+                    if top[role, t] != c:
+                        continue
+                    lst = la if role == 0 else lb
+                    m = na if role == 0 else nb
+                    v = pt[role, t]
+                    q = m
+                    while q > 0 and lst[q - 1] < v:
+                        lst[q] = lst[q - 1]
+                        q -= 1
+                    lst[q] = v
+                    if role == 0:
+                        na += 1
+                    else:
+                        nb += 1
+            for r in range(max(na, nb)):
+                out_cls[s, n] = c
+                out_p[s, n, 0] = la[r] if r < na else np.nan
+                out_p[s, n, 1] = lb[r] if r < nb else np.nan
+                n += 1
+        out_n[s] = n
+        for i in range(n, out_cls.shape[1]):
+            out_cls[s, i] = -1
+            out_p[s, i, 0] = np.nan
+            out_p[s, i, 1] = np.nan
+
+
+@numba.njit(**_JIT)
+def subset_keys(n_inst, inst_cls, key_off, key_codes, C, K, out):  # pragma: no cover
+    """``out[s, bits]``: key of the instances in ``bits`` (-1 empty, -2 not cached, -3 never
+    asked: more than K instances or bits beyond ``n_inst[s]``)."""
+    lab = np.empty(inst_cls.shape[1], np.int64)
+    for s in range(inst_cls.shape[0]):
+        for m in range(out.shape[1]):
+            if m == 0:
+                out[s, m] = -1
+                continue
+            if (m >> n_inst[s]) != 0:
+                out[s, m] = -3
+                continue
+            n = 0
+            for i in range(n_inst[s]):
+                if (m >> i) & 1:
+                    lab[n] = inst_cls[s, i]
+                    n += 1
+            if n > K:
+                out[s, m] = -3
+                continue
+            out[s, m] = find_key(key_codes, key_off[s], key_off[s + 1],
+                                 key_code(lab, n, C))
+
+
+# ----------------------------------------------------------------------------- decision
+
+
+@numba.njit(**DECIDE_JIT)
+def _confidence(w, a, b, keep_4ch, keep_1ch):  # pragma: no cover - jitted
+    """Step (a) for one instance: fused confidence, NaN for a dropped solo (scalars only, so
+    that inlining it costs no reference counting)."""
+    if a == a and b == b:
+        return w * a + (1.0 - w) * b
+    if a == a:
+        return a if a >= keep_4ch else np.nan
+    return b if b >= keep_1ch else np.nan
+
+
+@numba.njit(**DECIDE_JIT)
+def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma: no cover
+    """The refine decision of settings ``X[n0:n1]`` on soundscape ``s`` → ``dec[n - n0] =
+    (j, g, m, code)`` (signature: `casdri._kernels`; rules: `casdri.policies.refine`).
+
+    """
+    key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
+    K = dims[D_K]
+    maxi = dims[D_MAXI]
+    n_st = dims[D_NST]
+    n_inst = pi[s, 0]
+    conf = wf
+    sel = wi
+    o_w, o_s1, o_s4 = off[W], off[SOLO_1CH], off[SOLO_4CH]
+    o_ver, o_drop, o_mode = off[VERIFY_THR], off[DROP_THR], off[VERIFY_MODE]
+    o_en, o_pg, o_sil = off[ENERGY_GATE], off[PROB_GATE], off[SILENCE_THR]
+    o_sel, o_st = off[SELECT], off[STAGE]
+    for n in range(n0, n1):
+        j = -1
+        g = 0
+        m = 0
+        code = 0
+        while True:  # one pass; `break` = decision made
+            for i in range(n_inst):  # (a) fusion
+                c = pi[s, 1 + i]
+                conf[i] = _confidence(X[n, o_w], pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
+                                      X[n, o_s1 + c])
+            bits = 0
+            k = 0
+            for _ in range(K):  # K most confident, ties to the lower instance
+                best = -1
+                bc = 0.0
+                for i in range(n_inst):
+                    ci = conf[i]
+                    if (bits >> i) & 1 or ci != ci:
+                        continue
+                    if best < 0 or ci > bc:
+                        best = i
+                        bc = ci
+                if best < 0:
+                    break
+                bits |= 1 << best
+                sel[k] = best
+                k += 1
+            if k == 0:
+                break
+            for a2 in range(1, k):  # slot order: class asc, confidence desc, instance asc
+                v = sel[a2]
+                q = a2 - 1
+                while q >= 0:
+                    u = sel[q]
+                    cu = pi[s, 1 + u]
+                    cv = pi[s, 1 + v]
+                    if cu > cv or (cu == cv and (conf[u] < conf[v] or
+                                                 (conf[u] == conf[v] and u > v))):
+                        sel[q + 1] = u
+                        q -= 1
+                    else:
+                        break
+                sel[q + 1] = v
+            j = pi[s, 1 + maxi + bits]  # (b) separate
+            if j < 0:
+                code = 1
+                m = bits
+                break
+            g = int(X[n, o_sel]) * n_st + int(X[n, o_st])
+            if tab_cnt[j, g, 0] < 0:
+                code = 2
+                break
+            argmax_mode = X[n, o_mode] > 0.5
+            dropped = 0
+            for i in range(k):  # (c) verify the (f)+(e) stems, drop unsure unconfirmed
+                c = key_lab[j, i]  # (branch-free: thresholds vary from setting to setting)
+                ok = (argmax_mode & (slot_f[j, g, i, F_ARGMAX] > 0.5)) | \
+                    ((not argmax_mode) & (slot_f[j, g, i, F_OWN] >= X[n, o_ver + c]))
+                dropped |= np.int64((not ok) & (conf[sel[i]] < X[n, o_drop + c])) << i
+            if dropped:
+                bits = 0
+                k2 = 0
+                for i in range(k):
+                    if not (dropped >> i) & 1:
+                        sel[k2] = sel[i]
+                        bits |= 1 << sel[i]
+                        k2 += 1
+                k = k2
+                if k == 0:
+                    j = -1
+                    g = 0
+                    break
+                j = pi[s, 1 + maxi + bits]
+                if j < 0:
+                    code = 1
+                    m = bits
+                    break
+                if tab_cnt[j, g, 0] < 0:
+                    code = 2
+                    break
+            for i in range(k):  # (d) gates (no NaN here: >= is "not <")
+                c = key_lab[j, i]
+                keep = (slot_f[j, g, i, F_ENERGY] >= X[n, o_en + c]) & \
+                    (conf[sel[i]] >= X[n, o_pg + c]) & (slot_f[j, g, i, F_SIL] < X[n, o_sil + c])
+                m |= np.int64(keep) << i
+            break
+        r = n - n0
+        dec[r, 0] = j
+        dec[r, 1] = g
+        dec[r, 2] = m
+        dec[r, 3] = code
+
+
+@numba.njit(**_JIT)
+def confidences(X, pi, pf, off, out):  # pragma: no cover - jitted
+    """``out (S, MAXI)``: step (a) confidences of setting ``X[0]`` per soundscape and
+    instance (NaN: absent or a dropped solo), the very expression of `kernel_decide`."""
+    maxi = out.shape[1]
+    for s in range(out.shape[0]):
+        for i in range(maxi):
+            out[s, i] = np.nan
+        for i in range(pi[s, 0]):
+            c = pi[s, 1 + i]
+            out[s, i] = _confidence(X[0, off[W]], pf[s, i], pf[s, maxi + i],
+                                    X[0, off[SOLO_4CH] + c], X[0, off[SOLO_1CH] + c])
