@@ -1,4 +1,5 @@
-"""The ``casdri`` command (thin over the library): ``casdri score``.
+"""The ``casdri`` command (thin over the library): ``casdri score``; ``casdri explain`` and
+``casdri compare`` live in `casdri._cli_explain`.
 
 Conventions:
     * ``casdri score --soundscapes DIR --oracle DIR --estimate DIR`` calls
@@ -91,6 +92,9 @@ def _build_parser() -> _Parser:
                        help="parallel readers (default: CPUs, at most 8)")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     score.set_defaults(handler=_cmd_score, parser=score)
+    from ._cli_explain import add_parsers  # explain, compare (their heavy imports are lazy)
+
+    add_parsers(sub, common)
     return parser
 
 
@@ -202,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("a command is required (casdri score)")
+        parser.error("a command is required (casdri score, explain or compare)")
     try:
         return args.handler(args)
     except CasdriError as err:

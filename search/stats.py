@@ -46,6 +46,7 @@ class BootstrapGain:
         tuned_ci_db: ``(low, high)`` percentile interval of ``tuned_db`` alone.
         n_soundscapes: soundscapes in the sample (None clips included).
         n_boot: resamples drawn; confidence: interval mass; seed: resampling seed.
+        prob_gain_positive: share of the (defined) resamples whose gain is > 0.
     """
 
     tuned_db: float
@@ -57,6 +58,7 @@ class BootstrapGain:
     n_boot: int
     confidence: float
     seed: int
+    prob_gain_positive: float = float("nan")
 
     @property
     def ci_includes_zero(self) -> bool:
@@ -70,6 +72,7 @@ class BootstrapGain:
             "gain_ci_db": list(self.gain_ci_db), "tuned_ci_db": list(self.tuned_ci_db),
             "n_soundscapes": self.n_soundscapes, "n_boot": self.n_boot,
             "confidence": self.confidence, "seed": self.seed,
+            "prob_gain_positive": self.prob_gain_positive,
         }
 
 
@@ -136,6 +139,7 @@ def paired_bootstrap(
     bb = np.concatenate(boot_b) if boot_b else np.zeros(0)
     good = np.isfinite(ba) & np.isfinite(bb)
     tail = 100.0 * (1.0 - confidence) / 2.0
+    prob = float(np.mean(ba[good] > bb[good])) if good.any() else float("nan")
     if good.any():
         g = ba[good] - bb[good]
         gain_ci = tuple(float(x) for x in np.percentile(g, [tail, 100.0 - tail]))
@@ -145,5 +149,5 @@ def paired_bootstrap(
     return BootstrapGain(
         tuned_db=mean_a, base_db=mean_b, gain_db=mean_a - mean_b, gain_ci_db=gain_ci,
         tuned_ci_db=tuned_ci, n_soundscapes=S, n_boot=int(n_boot), confidence=float(confidence),
-        seed=int(seed),
+        seed=int(seed), prob_gain_positive=prob,
     )
