@@ -11,11 +11,13 @@ from .errors import (
     AudioFileError, CacheError, CacheKeyError, CacheSchemaError, CasdriError, FolderLayoutError,
     InputError, LabelError, PolicyError,
 )
+from .gap import GapExplanation, explain, explain_folders
 from .labels import DCASE2025T4, DCASE2026T4, SILENCE, LabelSet, get_label_set
 from .metric import (
     LabelCounts, ca_sdri_2025, capi_sdri, capi_sdri_from_snr, label_accuracies, label_counts,
     snr_db,
 )
+from .paired import Comparison, compare, compare_values
 from .policies import (
     BaselineParams, OracleParams, RefineParams, get_policy, load_policy_yaml, required_keys,
 )
@@ -24,6 +26,7 @@ from .replay import (
 )
 from .schema import SCHEMA_VERSION, CacheMeta
 from .scoring import score_folders
+from .whatif import what_if
 
 __version__ = "0.1.0"
 
@@ -35,6 +38,8 @@ __all__ = [
     "LabelSet", "get_label_set", "DCASE2026T4", "DCASE2025T4", "SILENCE",
     "score_folders",
     "load_cache", "DecisionCache", "CacheWriter", "write_part", "CacheMeta", "SCHEMA_VERSION",
+    "explain", "explain_folders", "GapExplanation", "what_if", "compare", "compare_values",
+    "Comparison",
     "replay", "replay_matrix", "replay_pairs", "decisions", "trace", "ReplayResult", "ReplayMatrix",
     "BaselineParams", "RefineParams", "OracleParams", "get_policy", "load_policy_yaml",
     "required_keys",

@@ -1,5 +1,5 @@
-"""``casdri explain`` and ``casdri compare`` (thin over `casdri.explain`, `casdri.whatif` and
-`casdri.compare`), and the plain-text tables they print.
+"""``casdri explain`` and ``casdri compare`` (thin over `casdri.gap`, `casdri.whatif` and
+`casdri.paired`), and the plain-text tables they print.
 
 Conventions:
     * A system is a policy YAML file (``casdri.load_policy_yaml``), ``baseline`` (its
@@ -24,8 +24,8 @@ def _row(name, vals, w=22) -> str:
 
 
 def explanation_text(e, max_classes: int = 18) -> str:
-    """The compact tables of a `casdri.explain.GapExplanation`."""
-    from ._gap import PARTS
+    """The compact tables of a `casdri.gap.GapExplanation`."""
+    from ._gap_states import PARTS
 
     lines = [f"gap to the oracle labelling bound: {e.source}",
              f"system {e.system_db:.3f} dB, oracle labelling bound {e.oracle_db:.3f} dB, "
@@ -59,7 +59,7 @@ def whatif_text(table) -> str:
 
 
 def comparison_text(c, top: int = 10) -> str:
-    """The tables of a `casdri.compare.Comparison`."""
+    """The tables of a `casdri.paired.Comparison`."""
     b = c.bootstrap
     lo, hi = b.gain_ci_db
     lines = [f"A: {c.name_a}", f"B: {c.name_b}",
@@ -143,7 +143,7 @@ def _cmd_explain(args) -> int:
     if args.oracle_estimate:
         if not (args.soundscapes and args.oracle):
             args.parser.error("--oracle-estimate needs --soundscapes and --oracle")
-        from .explain import explain_folders
+        from .gap import explain_folders
 
         e = explain_folders(args.soundscapes, args.oracle, args.system, args.oracle_estimate,
                             args.label_set)
@@ -153,8 +153,8 @@ def _cmd_explain(args) -> int:
 
             print(whatif_text(what_if_clips(e)))
         return 0
-    from .compare import load_system
-    from .explain import explain
+    from .paired import load_system
+    from .gap import explain
 
     cache = _open_cache(args.cache)
     mod, params = load_system(args.system, cache)
@@ -168,7 +168,7 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare_systems
+    from .paired import compare_systems
 
     c = compare_systems(args.a, args.b, cache=args.cache, soundscapes=args.soundscapes,
                         oracle=args.oracle, label_set=args.label_set, n_boot=args.n_boot,

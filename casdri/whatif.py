@@ -2,11 +2,11 @@
 
 Conventions:
     * Each scenario changes the system state of every soundscape in one way and scores it with
-      the metric's own steps on the cached SNRs (`casdri._gap.score_state`); the table gives
+      the metric's own steps on the cached SNRs (`casdri._gap_states.score_state`); the table gives
       the dataset CAPI-SDRi (official mean over non-None soundscapes) and its gain over the
       system, in dB. Scenarios are **not** additive (the telescoping parts of
-      `casdri.explain` are).
-    * Scenarios: each correction of `casdri._gap.PARTS` applied alone (the first is "zero-target
+      `casdri.gap` are).
+    * Scenarios: each correction of `casdri._gap_states.PARTS` applied alone (the first is "zero-target
       soundscapes made perfect"); every label error fixed with the system's true-positive stems
       kept; one class oracle-labelled (its stems removed, the oracle stems of its references
       added); and, on a cache, the best separator per slot (each stem may be swapped for
@@ -20,7 +20,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from . import _gap
+from . import _gap_states as _gap
 
 __all__ = ["what_if", "what_if_clips"]
 
@@ -42,7 +42,7 @@ def _class_oracle(clip, c):
 
 
 def what_if_clips(explanation) -> pd.DataFrame:
-    """Scenarios that need no cache, from a `casdri.explain.GapExplanation`.
+    """Scenarios that need no cache, from a `casdri.gap.GapExplanation`.
 
     Returns:
         DataFrame ``scenario``, ``capi_sdri_db``, ``gain_db`` (over the system).
@@ -88,7 +88,7 @@ def what_if(cache, policy="baseline", params=None, oracle=None, mask=None,
     """Counterfactual replays of a policy on a cache in one call (module conventions).
 
     Args:
-        cache, policy, params, oracle, mask: as `casdri.explain.explain`.
+        cache, policy, params, oracle, mask: as `casdri.gap.explain`.
         explanation: its result, when already computed (saves the work).
 
     Returns:
@@ -100,7 +100,7 @@ def what_if(cache, policy="baseline", params=None, oracle=None, mask=None,
         >>> t.scenario.iloc[0]
         'zero-target soundscapes made perfect (silent)'
     """
-    from .explain import explain
+    from .gap import explain
 
     if explanation is None:
         explanation = explain(cache, policy, params, oracle, mask)

@@ -229,6 +229,13 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
         if hasattr(prob, "per_class_table"):
             table = prob.per_class_table(result.x_final)
             figs["per-class CAPI-SDRi"] = ("per_class.png", _fig_per_class(table))
+        if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
+            from casdri.gap import explain
+            from casdri.gap_figure import gap_figure
+
+            _plt()
+            figs["gap to the oracle labelling bound"] = ("gap.png", _fig_bytes(gap_figure(
+                explain(prob.cache, prob.policy, result.x_final))))
         if hasattr(prob, "confusion"):
             matrix, labels = prob.confusion(result.x_final)
             figs["label confusion"] = ("confusion.png", _fig_confusion(matrix, labels))

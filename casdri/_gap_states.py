@@ -1,5 +1,5 @@
 """The gap decomposition on plain per-soundscape inputs (no cache, no audio): states, parts and
-their exact attribution to soundscapes and classes. Front ends: `casdri.explain`.
+their exact attribution to soundscapes and classes. Front ends: `casdri.gap`.
 
 Conventions:
     * A `GapClip` holds one soundscape: its references (labels, ``snr_mix_db``), the system's
@@ -23,10 +23,11 @@ Conventions:
       3. ``missed``: the oracle stem of each unpaired M reference is added;
       4. ``wrong_class``: each substituted X stem is replaced by the oracle stem of its M
          reference;
-      5. ``count``: excess same-class stems are removed and the oracle stems of deficit
-         references are added;
-      6. ``separation``: each true-positive stem is replaced by the oracle stem of its
-         reference; the state is then the oracle state.
+      5. ``count``: excess same-class stems are removed; for the deficit references of a
+         class, as many of its oracle stems are added, those that with the system's
+         true-positive stems give the most total SNR under the metric's pairing;
+      6. ``separation``: the true-positive stems of each class are replaced by its remaining
+         oracle stems; the state is then the oracle state.
       Part k = mean(state k) - mean(state k-1) in dB; the parts telescope to the gap
       mean(oracle) - mean(system).
     * Attribution (exact, although the set of scored soundscapes changes): with ``n_b`` the
@@ -40,6 +41,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -93,12 +95,15 @@ class ClipPlan:
         tp: ``(stem, ref)`` matched pairs; excess: same-class stems left unmatched; deficit:
             same-class references left unmatched; fp: unpaired absent-class stems; missed:
             unpaired absent-class references; subs: ``(stem, ref)`` wrong-class pairs;
-            oracle_of_ref: oracle stem of each reference.
+            oracle_of_ref: oracle stem of each reference; deficit_add: oracle stems the count
+            fix adds; tp_swap: ``(stem, oracle stem)`` the separation fix swaps.
     """
 
     tp: tuple
     excess: tuple
     deficit: tuple
+    deficit_add: tuple
+    tp_swap: tuple
     fp: tuple
     missed: tuple
     subs: tuple
@@ -136,7 +141,7 @@ def plan_clip(clip: GapClip) -> ClipPlan:
     """Classify the system state of one soundscape (module conventions)."""
     _check(clip)
     if not clip.ref_labels:
-        return ClipPlan((), (), (), tuple(range(len(clip.est_labels))), (), (), (),
+        return ClipPlan((), (), (), (), (), tuple(range(len(clip.est_labels))), (), (), (),
                         zero_target=True,
                         counts={"fp_zero_target": len(clip.est_labels)})
     oracle_of_ref = [-1] * len(clip.ref_labels)
@@ -144,13 +149,18 @@ def plan_clip(clip: GapClip) -> ClipPlan:
                              clip.snr_mix_db):
         for e, r in b.pairs:
             oracle_of_ref[r] = e
-    tp, excess, deficit, xs, ms = [], [], [], [], []
+    tp, excess, deficit, add, swap, xs, ms = [], [], [], [], [], [], []
     for b in _m.class_blocks(clip.est_labels, clip.ref_labels, clip.est_snr_db,
                              clip.snr_mix_db):
         if b.est_rows and b.ref_rows:
             tp += list(b.pairs)
             excess += [e for e in b.est_rows if e not in {p[0] for p in b.pairs}]
-            deficit += [r for r in b.ref_rows if r not in {p[1] for p in b.pairs}]
+            d = [r for r in b.ref_rows if r not in {p[1] for p in b.pairs}]
+            deficit += d
+            a = _completion(clip, [e for e, _ in b.pairs], b.label, b.ref_rows, len(d))
+            add += a
+            rest = [o for o, x in enumerate(clip.oracle_labels) if x == b.label and o not in a]
+            swap += list(zip([e for e, _ in b.pairs], rest))
         elif b.est_rows:
             xs += list(b.est_rows)
         else:
@@ -162,8 +172,26 @@ def plan_clip(clip: GapClip) -> ClipPlan:
     missed = tuple(r for r in sorted(ms) if r not in {p[1] for p in subs})
     counts = {"fp_other": len(fp), "missed": len(missed), "wrong_class": len(subs),
               "count": len(excess) + len(deficit), "separation": len(tp)}
-    return ClipPlan(tuple(tp), tuple(excess), tuple(deficit), fp, missed, tuple(subs),
-                    tuple(oracle_of_ref), False, counts)
+    return ClipPlan(tuple(tp), tuple(excess), tuple(deficit), tuple(add), tuple(swap), fp,
+                    missed, tuple(subs), tuple(oracle_of_ref), False, counts)
+
+
+def _completion(clip: GapClip, tp_stems: list, label, ref_rows, n: int) -> list:
+    """The ``n`` oracle stems of class ``label`` that, with the system's true-positive stems,
+    give the most total SNR under the metric's pairing (first maximum in
+    ``itertools.combinations`` order): what the count fix adds for the unmatched references."""
+    if n == 0:
+        return []
+    pool = [o for o, x in enumerate(clip.oracle_labels) if x == label]
+    best, best_score = None, -np.inf
+    for combo in itertools.combinations(pool, n):
+        snr = np.vstack([np.asarray(clip.est_snr_db)[tp_stems],
+                         np.asarray(clip.oracle_snr_db)[list(combo)]])
+        pairs = _m._best_pairing(snr, list(range(len(snr))), list(ref_rows))
+        score = sum(snr[e, r] for e, r in pairs)
+        if best is None or score > best_score:
+            best, best_score = list(combo), score
+    return best
 
 
 def clip_state(clip: GapClip, plan: ClipPlan, fixes) -> tuple[list, np.ndarray]:
@@ -180,7 +208,7 @@ def clip_state(clip: GapClip, plan: ClipPlan, fixes) -> tuple[list, np.ndarray]:
         return list(clip.oracle_labels), np.asarray(clip.oracle_snr_db, np.float64)
     drop = set()
     swap = {}  # system stem -> oracle stem replacing it in place
-    add = []  # references whose oracle stem is appended
+    add = []  # missed references whose oracle stem is appended
     if "fp_other" in fixes:
         drop |= set(plan.fp)
     if "missed" in fixes:
@@ -189,9 +217,8 @@ def clip_state(clip: GapClip, plan: ClipPlan, fixes) -> tuple[list, np.ndarray]:
         swap.update({x: plan.oracle_of_ref[r] for x, r in plan.subs})
     if "count" in fixes:
         drop |= set(plan.excess)
-        add += list(plan.deficit)
     if "separation" in fixes:
-        swap.update({e: plan.oracle_of_ref[r] for e, r in plan.tp})
+        swap.update(dict(plan.tp_swap))
     rows = []
     for i in range(len(clip.est_labels)):
         if i in swap:
@@ -199,6 +226,8 @@ def clip_state(clip: GapClip, plan: ClipPlan, fixes) -> tuple[list, np.ndarray]:
         elif i not in drop:
             rows.append(("e", i))
     rows += [("o", plan.oracle_of_ref[r]) for r in sorted(add)]
+    if "count" in fixes:
+        rows += [("o", o) for o in plan.deficit_add]
     labels = [clip.est_labels[i] if w == "e" else clip.oracle_labels[i] for w, i in rows]
     snr = np.array([clip.est_snr_db[i] if w == "e" else clip.oracle_snr_db[i] for w, i in rows],
                    np.float64).reshape(len(rows), len(clip.ref_labels))

@@ -13,7 +13,7 @@ Conventions:
       systems; percentile interval); the probability of improvement is the share of resamples
       whose gain is > 0. Same values, seed and ``n_boot`` → the same interval as the search's
       held-out report.
-    * Each soundscape's exact share of the gain uses the rule of `casdri._gap.attribute`
+    * Each soundscape's exact share of the gain uses the rule of `casdri._gap_states.attribute`
       (shares sum to the gain although the scored sets differ); "changed most" ranks by it.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from . import _gap
+from . import _gap_states as _gap
 from .errors import InputError
 
 __all__ = ["Comparison", "compare", "compare_values", "compare_systems", "load_system",

@@ -7,11 +7,11 @@ Conventions:
       CAPI-SDRi (the rule `search.run` reports as "oracle labelling bound"). For stem folders it
       is a second folder holding the same separator's stems queried with the oracle labels.
     * Parts (dB, gap = oracle - system = Σ parts), in the order the corrections are applied:
-      `casdri._gap.PARTS` (false positives on zero-target soundscapes, other false positives,
+      `casdri._gap_states.PARTS` (false positives on zero-target soundscapes, other false positives,
       missed sources, wrong class, same-class count errors, separation quality). Definitions,
-      order and the exact attribution rule are in `casdri._gap`.
+      order and the exact attribution rule are in `casdri._gap_states`.
     * Scene types: number of references (0, 1, 2, 3) and whether a class repeats
-      (`casdri._gap.scene_type`).
+      (`casdri._gap_states.scene_type`).
     * Every state is scored with the metric's own steps on cached (or computed) SNRs; for a
       cache, the system and oracle states are checked against `casdri.replay_matrix` (1e-9 dB
       per soundscape) before anything is returned.
@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from . import _gap
+from . import _gap_states as _gap
 from .errors import CasdriError, InputError
 from .labels import SILENCE
 
@@ -95,7 +95,7 @@ def _stems(cache, dec: pd.DataFrame, s: int):
 
 
 def cache_clips(cache, policy, params, oracle=None, mask=None) -> tuple[list, np.ndarray, object]:
-    """``(clips, sidx, oracle params)``: one `casdri._gap.GapClip` per soundscape of ``mask``
+    """``(clips, sidx, oracle params)``: one `casdri._gap_states.GapClip` per soundscape of ``mask``
     from the decisions of ``policy`` / ``params`` and of the oracle (`casdri.decisions`)."""
     from .replay import _mask_idx, decisions
 
@@ -142,7 +142,7 @@ def explain(cache, policy="baseline", params=None, oracle=None, mask=None) -> Ga
 
     Returns:
         `GapExplanation` (parts sum to ``gap_db``; per-class and per-scene tables sum to
-        each part; see `casdri._gap` for definitions).
+        each part; see `casdri._gap_states` for definitions).
 
     Raises:
         CacheKeyError: the cache lacks the oracle key or a key the policy asks for.
@@ -172,7 +172,7 @@ def explain(cache, policy="baseline", params=None, oracle=None, mask=None) -> Ga
 
 def folder_clips(soundscape_dir, oracle_dir, estimate_dir, oracle_estimate_dir,
                  label_set="dcase2026t4") -> list:
-    """One `casdri._gap.GapClip` per soundscape of a folder set (full SNR matrices from audio,
+    """One `casdri._gap_states.GapClip` per soundscape of a folder set (full SNR matrices from audio,
     float32 as officially read)."""
     from .folders import read_soundscape, scan_folders
     from .metric import snr_db
@@ -224,7 +224,7 @@ def explain_folders(soundscape_dir, oracle_dir, estimate_dir, oracle_estimate_di
 
 
 def decompose(clips, source: str = "") -> GapExplanation:
-    """The decomposition of explicit `casdri._gap.GapClip` inputs (what the front ends call)."""
+    """The decomposition of explicit `casdri._gap_states.GapClip` inputs (what the front ends call)."""
     if not clips:
         raise InputError("no soundscape to explain")
     plans = [_gap.plan_clip(c) for c in clips]
