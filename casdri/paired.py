@@ -80,7 +80,11 @@ def compare_values(a, b, soundscapes=None, ref_labels=None, n_boot: int = 10_000
         soundscapes: ``S`` ids (default ``0..S-1``); ref_labels: ``S`` reference label lists
             (for the scene types; default: one type ``all``).
         n_boot, confidence, seed: of the bootstrap (`search.stats.paired_bootstrap`).
+        name_a, name_b: labels of the two systems in the printed tables.
         per_class: optional per-class table (`compare` builds it).
+
+    Returns:
+        `Comparison`.
 
     Raises:
         InputError: shapes differ, Inf values, bad bootstrap settings.

@@ -1,17 +1,17 @@
 """What if: the value of fixing each error type, before working on it.
 
 Conventions:
-    * Each scenario changes the system state of every soundscape in one way and scores it with
-      the metric's own steps on the cached SNRs (`casdri._gap_states.score_state`); the table gives
-      the dataset CAPI-SDRi (official mean over non-None soundscapes) and its gain over the
-      system, in dB. Scenarios are **not** additive (the telescoping parts of
+    * Each scenario changes the system state of every soundscape in one way and scores it
+      with the metric's own steps on the cached SNRs (`casdri._gap_states.score_state`); the
+      table gives the dataset CAPI-SDRi (official mean over non-None soundscapes) and its gain
+      over the system, in dB. Scenarios are **not** additive (the telescoping parts of
       `casdri.gap` are).
-    * Scenarios: each correction of `casdri._gap_states.PARTS` applied alone (the first is "zero-target
-      soundscapes made perfect"); every label error fixed with the system's true-positive stems
-      kept; one class oracle-labelled (its stems removed, the oracle stems of its references
-      added); and, on a cache, the best separator per slot (each stem may be swapped for
-      another separator's stem of the same query, stage and slot; per soundscape the best
-      combination, an upper bound of any separator selection rule).
+    * Scenarios: each correction of `casdri._gap_states.PARTS` applied alone (the first is
+      "zero-target soundscapes made perfect"); every label error fixed with the system's
+      true-positive stems kept; one class oracle-labelled (its stems removed, the oracle stems
+      of its references added); and, on a cache, the best separator per slot (each stem may be
+      swapped for another separator's stem of the same query, stage and slot; per soundscape
+      the best combination, an upper bound of any separator selection rule).
 """
 from __future__ import annotations
 
