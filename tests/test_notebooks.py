@@ -16,7 +16,8 @@ EXPECTED = {
     "01_scoring.ipynb": ["CAPI-SDRi:", "soundscapes scored"],
     "02_search.ipynb": ["n_soundscapes:", "baseline policy", "tuned, held-out",
                         "held-out gain over baseline:", "oracle labelling bound", "gain per stage",
-                        "per-class CAPI-SDRi", "stems for 6 soundscapes",
+                        "per-class CAPI-SDRi", "gap to the oracle labelling bound",
+                        "probability of improvement", "stems for 6 soundscapes",
                         "live CAPI-SDRi of the tuned policy:"],
 }
 
