@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._argtypes import int_at_least
+
+_POSITIVE = int_at_least(1)
+
 __all__ = ["add_parsers", "explanation_text", "whatif_text", "comparison_text"]
 
 _SHORT = {"fp_zero_target": "FP0", "fp_other": "FP", "missed": "miss", "wrong_class": "class",
@@ -52,9 +56,9 @@ def explanation_text(e, max_classes: int = 18) -> str:
 def whatif_text(table) -> str:
     """The what-if table (`casdri.whatif.what_if`)."""
     lines = ["", "what if (each alone, applied to the system; dB of the dataset mean):",
-             f"{'scenario':<52}{'CAPI-SDRi':>10}{'gain':>9}"]
+             f"{'scenario':<60}{'CAPI-SDRi':>10}{'gain':>9}"]
     for r in table.itertuples():
-        lines.append(f"{r.scenario[:51]:<52}{r.capi_sdri_db:>10.3f}{r.gain_db:>+9.3f}")
+        lines.append(f"{r.scenario[:59]:<60}{r.capi_sdri_db:>10.3f}{r.gain_db:>+9.3f}")
     return "\n".join(lines)
 
 
@@ -107,7 +111,8 @@ def add_parsers(sub, common) -> None:
     ex.add_argument("--oracle-estimate", metavar="DIR", help="folder of the same separator's "
                     "stems queried with the oracle labels (folder mode)")
     ex.add_argument("--what-if", action="store_true", help="also print the counterfactuals")
-    ex.add_argument("--classes", type=int, default=18, metavar="N", help="class rows shown")
+    ex.add_argument("--classes", type=_POSITIVE, default=18, metavar="N",
+                    help="class rows shown (default: %(default)s)")
     ex.set_defaults(handler=_cmd_explain, parser=ex)
     cp = sub.add_parser(
         "compare", parents=[common], help="paired comparison of two systems",
@@ -117,16 +122,19 @@ def add_parsers(sub, common) -> None:
     cp.add_argument("b", help="the same for B")
     cp.add_argument("--cache", metavar="DIR", help="decision cache for policies (default: demo)")
     _folder_args(cp)
-    cp.add_argument("--n-boot", type=int, default=10_000, metavar="N")
-    cp.add_argument("--seed", type=int, default=0)
-    cp.add_argument("--top", type=int, default=10, help="soundscapes listed")
+    cp.add_argument("--n-boot", type=_POSITIVE, default=10_000, metavar="N",
+                    help="bootstrap resamples (default: %(default)s)")
+    cp.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    cp.add_argument("--top", type=_POSITIVE, default=10, metavar="N",
+                    help="soundscapes listed (default: %(default)s)")
     cp.set_defaults(handler=_cmd_compare, parser=cp)
 
 
 def _folder_args(p) -> None:
     p.add_argument("--soundscapes", metavar="DIR", help="soundscape folder (folder mode)")
     p.add_argument("--oracle", metavar="DIR", help="oracle target folder (folder mode)")
-    p.add_argument("--label-set", default="dcase2026t4")
+    p.add_argument("--label-set", default="dcase2026t4",
+                   help="label set of the file labels (default: %(default)s)")
 
 
 def _open_cache(path):
