@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import _gap_states as _gap
-from .errors import CasdriError, InputError
+from .errors import InputError
 from .labels import SILENCE
 
 __all__ = ["GapExplanation", "explain", "explain_folders", "best_oracle_params", "cache_clips"]
@@ -128,7 +128,7 @@ def _check_replay(cache, policy, params, sidx, values, what: str) -> None:
     same_none = np.array_equal(np.isnan(ref), np.isnan(values))
     diff = np.nanmax(np.abs(ref - values)) if (~np.isnan(ref)).any() else 0.0
     if not same_none or diff > 1e-9:
-        raise CasdriError(f"internal: the {what} state does not reproduce casdri.replay "
+        raise RuntimeError(f"casdri bug: the {what} state does not reproduce casdri.replay "
                           f"(None pattern equal: {same_none}, max |diff| {diff:.3g} dB)")
 
 

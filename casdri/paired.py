@@ -183,7 +183,9 @@ def load_system(spec, cache):
     p = Path(str(spec))
     if p.is_file() and p.suffix in (".yaml", ".yml"):
         return load_policy_yaml(p.read_text(), cache.label_set)
-    raise InputError(f"{spec}: expected a policy YAML file or one of {sorted(POLICIES)}")
+    raise InputError(f"{spec}: not a policy ({', '.join(sorted(POLICIES))}), a policy YAML "
+                     "file, a stem folder or a score table (.csv/.parquet/.json of casdri score "
+                     "--out); check the path")
 
 
 def system_table(spec, cache=None, soundscapes=None, oracle=None, label_set="dcase2026t4",

@@ -81,6 +81,15 @@ def test_reproduces_the_search_held_out_ci():
     assert abs(c2.per_scene.share_db.sum() - h.gain_db) < 1e-12
 
 
+def test_import_casdri_stays_light():
+    code = ("import sys, casdri; casdri.explain, casdri.compare, casdri.what_if; "
+            "print(sorted(m for m in ('optuna', 'search', 'matplotlib', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
