@@ -107,6 +107,7 @@ def add_parsers(sub, common) -> None:
                     help="policy YAML file or 'baseline' (default), or a stem folder with "
                     "--oracle-estimate")
     ex.add_argument("--cache", metavar="DIR", help="decision cache (default: the demo cache)")
+    ex.add_argument("--split", metavar="NAME", help="only the cache's soundscapes of this split")
     _folder_args(ex)
     ex.add_argument("--oracle-estimate", metavar="DIR", help="folder of the same separator's "
                     "stems queried with the oracle labels (folder mode)")
@@ -121,6 +122,7 @@ def add_parsers(sub, common) -> None:
     cp.add_argument("a", help="policy YAML, 'baseline', a stem folder or a score table")
     cp.add_argument("b", help="the same for B")
     cp.add_argument("--cache", metavar="DIR", help="decision cache for policies (default: demo)")
+    cp.add_argument("--split", metavar="NAME", help="only the cache's soundscapes of this split")
     _folder_args(cp)
     cp.add_argument("--n-boot", type=_POSITIVE, default=10_000, metavar="N",
                     help="bootstrap resamples (default: %(default)s)")
@@ -166,20 +168,37 @@ def _cmd_explain(args) -> int:
 
     cache = _open_cache(args.cache)
     mod, params = load_system(args.system, cache)
-    e = explain(cache, mod, params)
+    mask = _split_mask(cache, args.split)
+    e = explain(cache, mod, params, mask=mask)
     print(e.to_text(args.classes))
     if args.what_if:
         from .whatif import what_if
 
-        print(whatif_text(what_if(cache, mod, params, explanation=e)))
+        print(whatif_text(what_if(cache, mod, params, mask=mask, explanation=e)))
     return 0
+
+
+def _split_mask(cache, split):
+    if split is None:
+        return None
+    from .errors import InputError
+
+    mask = cache.split_mask(split)
+    if not mask.any():
+        raise InputError(f"--split {split}: the cache {cache.path} holds splits "
+                         f"{sorted(set(cache.splits))}")
+    return mask
 
 
 def _cmd_compare(args) -> int:
     from .paired import compare_systems
 
+    def open_cache(path):
+        cache = _open_cache(path)
+        return cache, _split_mask(cache, args.split)
+
     c = compare_systems(args.a, args.b, cache=args.cache, soundscapes=args.soundscapes,
                         oracle=args.oracle, label_set=args.label_set, n_boot=args.n_boot,
-                        seed=args.seed, open_cache=_open_cache)
+                        seed=args.seed, open_cache=open_cache)
     print(comparison_text(c, args.top))
     return 0

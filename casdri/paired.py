@@ -189,10 +189,10 @@ def load_system(spec, cache):
 
 
 def system_table(spec, cache=None, soundscapes=None, oracle=None, label_set="dcase2026t4",
-                 open_cache=None):
+                 mask=None):
     """``(name, per-soundscape table, per-class table or None)`` of one system: a score table
     file (.csv/.parquet/.json of ``casdri score --out``), a stem folder (scored against
-    ``soundscapes`` / ``oracle``), or a policy on ``cache``."""
+    ``soundscapes`` / ``oracle``), or a policy on ``cache`` (soundscapes of ``mask``)."""
     p = Path(str(spec))
     if p.is_file() and p.suffix in (".csv", ".parquet", ".json"):
         return str(p), _read_table(p), None
@@ -206,7 +206,7 @@ def system_table(spec, cache=None, soundscapes=None, oracle=None, label_set="dca
     from .replay import replay
 
     mod, params = load_system(spec, cache)
-    r = replay(cache, mod, params, per_soundscape=True, per_class=True)
+    r = replay(cache, mod, params, mask=mask, per_soundscape=True, per_class=True)
     return f"{spec} ({mod.NAME} on {cache.path})", r.per_soundscape, r.per_class
 
 
@@ -226,14 +226,19 @@ def _read_table(p: Path) -> pd.DataFrame:
 
 
 def compare_systems(a, b, cache=None, soundscapes=None, oracle=None, label_set="dcase2026t4",
-                    n_boot: int = 10_000, seed: int = 0, open_cache=None) -> Comparison:
-    """`compare` of two systems given as the CLI takes them (see `system_table`)."""
+                    n_boot: int = 10_000, seed: int = 0, open_cache=None,
+                    mask=None) -> Comparison:
+    """`compare` of two systems given as the CLI takes them (see `system_table`).
+
+    ``cache``: a `DecisionCache` or its directory, opened only when a policy is compared
+    (``open_cache(path) -> (cache, mask)`` overrides the opening); ``mask``: its soundscapes.
+    """
     needs_cache = [s for s in (a, b) if not Path(str(s)).exists() or
                    Path(str(s)).suffix in (".yaml", ".yml")]
     if needs_cache and not hasattr(cache, "key_codes"):
-        cache = open_cache(cache) if open_cache is not None else _load(cache)
-    na, ta, ca = system_table(a, cache, soundscapes, oracle, label_set)
-    nb, tb, cb = system_table(b, cache, soundscapes, oracle, label_set)
+        cache, mask = open_cache(cache) if open_cache is not None else (_load(cache), mask)
+    na, ta, ca = system_table(a, cache, soundscapes, oracle, label_set, mask)
+    nb, tb, cb = system_table(b, cache, soundscapes, oracle, label_set, mask)
     return compare(ta, tb, ca, cb, n_boot=n_boot, seed=seed, name_a=na, name_b=nb)
 
 
