@@ -34,8 +34,11 @@ Bad input raises, naming the file and the fix, instead of scoring something else
       out instead of writing a file for it).
     * `FolderLayoutError`: a missing folder, a name that matches no soundscape, an ambiguous
       name, two files with the same index for one soundscape and side.
-    * `AudioFileError`: an unreadable file, a sample rate other than 32 kHz, a soundscape that
-      is not 4-channel, a stem that is not mono, a stem whose length differs from its
+    * `FolderLayoutError` too: an entry that looks like a stem but cannot be read as one
+      (``.WAV`` in capitals, a dangling symbolic link, a folder named ``*.wav``); the official
+      loader skips them and counts their sources as missed.
+    * `AudioFileError`: an unreadable file, a sample rate other than 32 kHz, a zero-length
+      soundscape, a soundscape that is not 4-channel, a stem that is not mono, a stem whose length differs from its
       soundscape's, and **any NaN or Inf sample** (in a stem, a reference or channel 0 of a
       soundscape; the error names the file and the first bad sample). The official code
       silently ignores a NaN in a stem that is never paired and turns the clip mean into NaN
@@ -152,7 +155,30 @@ def _check_dir(path: PathLike, what: str) -> Path:
 
 
 def _wav_names(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".wav") and e.is_file())
+    """Names of the ``.wav`` files of ``folder``; anything that looks like a stem but would be
+    skipped (``.WAV``, a dangling link, a folder named ``*.wav``) is refused, not counted as a
+    miss."""
+    names, bad = [], []
+    for e in os.scandir(folder):
+        if not e.name.lower().endswith(".wav"):
+            continue
+        if not e.name.endswith(".wav"):
+            bad.append(f"{e.name!r} (rename it to end in lower-case '.wav': the official "
+                       "evaluator reads only '*.wav')")
+        elif e.is_file():
+            names.append(e.name)
+        elif e.is_symlink() and not os.path.exists(e.path):
+            bad.append(f"{e.name!r} (a symbolic link to {os.readlink(e.path)!r}, which does "
+                       "not exist: fix or remove the link)")
+        elif e.is_dir():
+            bad.append(f"{e.name!r} (a folder, not a file: rename or move it)")
+        else:
+            bad.append(f"{e.name!r} (not a regular file: remove it)")
+    if bad:
+        raise FolderLayoutError(f"folder {str(folder)!r}: {len(bad)} entr"
+                                f"{'y' if len(bad) == 1 else 'ies'} cannot be read as a stem: "
+                                f"{_listed(sorted(bad))}")
+    return sorted(names)
 
 
 def list_soundscapes(soundscape_dir: PathLike) -> dict[str, Path]:
@@ -406,6 +432,11 @@ def _read_mixture(path: Path, sample_rate_hz: int, n_channels: int,
             raise AudioFileError(
                 f"{path}: {f.channels} channel(s), expected a {n_channels}-channel soundscape "
                 "(channel 0 is the mixture reference); pass the original soundscape file"
+            )
+        if f.frames == 0:
+            raise AudioFileError(
+                f"{path}: the soundscape holds 0 samples; there is nothing to score (a "
+                "truncated or empty file): rewrite it"
             )
         data = buffers.get("soundscape", (f.frames, n_channels))
         _read_frames(f, path, data)

@@ -22,13 +22,13 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 from ._snr_kernel import indexed_energies, pair_energies, row_energies
 from .errors import InputError, LabelError
-from .labels import SILENCE
+from .labels import SILENCE, LabelSet, get_label_set
 
 __all__ = [
     "snr_db",
@@ -336,6 +336,7 @@ def capi_sdri(
     ref_labels: Sequence[str],
     ref_wavs: np.ndarray,
     mixture: np.ndarray,
+    label_set: Union[str, Sequence[str], LabelSet] = "dcase2026t4",
 ) -> Optional[float]:
     """CAPI-SDRi of one soundscape, the DCASE 2026 Task 4 rule (see `capi_sdri_from_snr`).
 
@@ -345,6 +346,8 @@ def capi_sdri(
         ref_labels: ``n_ref`` labels.
         ref_wavs: ``(n_ref, n_samples)`` oracle targets (dry sources at channel 0).
         mixture: ``(n_samples,)`` channel 0 of the soundscape.
+        label_set: the classes a label may name (besides ``'silence'``), as in `CapiSdri`;
+            a typo would otherwise become a class of its own.
 
     Returns:
         CAPI-SDRi in dB, or ``None`` when neither side has a non-silence label.
@@ -353,7 +356,7 @@ def capi_sdri(
         InputError: shape, length or dtype mismatch, or NaN/Inf in a non-silence row or the
             mixture (the official code silently ignores a NaN in an unpaired stem and turns the
             clip into NaN elsewhere; casdri refuses both).
-        LabelError: label and row counts differ.
+        LabelError: label and row counts differ, or a label outside ``label_set``.
 
     References:
         ``S5ClassAwareMetric('sdr')``, nttcslab/dcase2026_task4_baseline @ 20e6992.
@@ -363,6 +366,9 @@ def capi_sdri(
         >>> round(capi_sdri(["Speech"], 0.5 * ref, ["Speech"], ref, mix), 4)
         6.0206
     """
+    ls = get_label_set(label_set)
+    ls.check(map(str, est_labels), "est_labels")
+    ls.check(map(str, ref_labels), "ref_labels")
     est_labels, est, ref_labels, ref, mix = _validate_clip(
         est_labels, est_wavs, ref_labels, ref_wavs, mixture)
     snr, snr_mix = clip_snr(est_labels, est, ref_labels, ref, mix)

@@ -249,6 +249,21 @@ BAD = {
                        FolderLayoutError, r"estimate folder .* does not exist"),
     "no soundscape": (lambda d: (d[0] / "s.wav").rename(d[0] / "s.flac"),
                       FolderLayoutError, r"holds no .wav file"),
+    # issue 13: these were skipped without a word and their sources counted as missed
+    "upper-case .WAV stem": (lambda d: (d[2] / "s_1_Cough.wav").rename(d[2] / "s_1_Cough.WAV"),
+                             FolderLayoutError, r"'s_1_Cough.WAV' \(rename it to end in "
+                             r"lower-case '.wav'"),
+    "dangling symlink stem": (lambda d: (d[2] / "s_1_Cough.wav").unlink()
+                              or (d[2] / "s_1_Cough.wav").symlink_to(d[2] / "gone.wav"),
+                              FolderLayoutError, r"'s_1_Cough.wav' \(a symbolic link to .*gone"
+                              r".wav', which does not exist"),
+    "folder named like a stem": (lambda d: (d[2] / "s_1_Cough.wav").unlink()
+                                 or (d[2] / "s_1_Cough.wav").mkdir(),
+                                 FolderLayoutError, r"'s_1_Cough.wav' \(a folder, not a file"),
+    "zero-length soundscape and stems": (
+        lambda d: [_write(p, np.zeros((0, 4 if p.parent == d[0] else 1), np.float32))
+                   for folder in d for p in list(folder.iterdir())],
+        AudioFileError, r"s.wav: the soundscape holds 0 samples"),
 }
 
 

@@ -1,0 +1,32 @@
+"""Issue 13: bad inputs outside the folder reader, the cache and the builder, each refused
+with a message naming the argument and the fix (a table of (bad input, ``match=``))."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import casdri
+from casdri.errors import LabelError
+
+T = 64
+_REF = np.ones((1, T), np.float32)
+_MIX = 2 * _REF[0]
+
+
+@pytest.mark.parametrize("est, ref, label_set, match", [
+    (["Speech", "Cogh"], ["Speech"], "dcase2026t4",
+     r"est_labels: unknown label 'Cogh' for label set 'dcase2026t4'"),
+    (["Speech"], ["speech"], "dcase2026t4", r"ref_labels: unknown label 'speech'"),
+    (["Dog"], ["Cat"], ["Cat"], r"est_labels: unknown label 'Dog'"),
+])
+def test_capi_sdri_refuses_labels_outside_the_label_set(est, ref, label_set, match):
+    est_w = np.ones((len(est), T), np.float32)
+    with pytest.raises(LabelError, match=match):
+        casdri.capi_sdri(est, est_w, ref, _REF, _MIX, label_set=label_set)
+
+
+def test_capi_sdri_agrees_with_the_accumulator_on_a_custom_label_set():
+    acc = casdri.CapiSdri(["Cat", "Dog"])
+    want = acc.update("s", ["Cat"], 0.5 * _REF, ["Cat"], _REF, _MIX)
+    assert casdri.capi_sdri(["Cat"], 0.5 * _REF, ["Cat"], _REF, _MIX,
+                            label_set=["Cat", "Dog"]) == want
