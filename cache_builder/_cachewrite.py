@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import casdri
 from casdri import schema as S
+from casdri._cache_load import BUILD_DIR
 from casdri.cache import CacheWriter
 from casdri.errors import CacheError, CacheSchemaError
 
@@ -22,7 +25,7 @@ from .closure import query_closure
 from .runner import ChunkResult
 from .system import System
 
-PROGRESS_DIR = "_build"
+PROGRESS_DIR = BUILD_DIR
 
 
 def cache_metadata(system: System, *, top_n: int, has_oracle: bool, closure_rule: str,
@@ -231,7 +234,14 @@ def _part_problems(path: Path, meta: S.CacheMeta) -> list[str]:
     for table in S.TABLES:
         for f in sorted((path / table).glob("part-*.parquet")):
             names.setdefault(f.name, set()).add(table)
-            md = pq.read_schema(f).metadata or {}
+            try:
+                md = pq.read_schema(f).metadata or {}
+            except (pa.ArrowException, OSError) as e:
+                size = f.stat().st_size
+                out.append(f"{f}: unreadable Parquet part ({size} bytes; {type(e).__name__}: "
+                           f"{e}); it is truncated or corrupt: delete the files of part "
+                           f"{f.stem[5:]!r} and rerun the build (it resumes)")
+                continue
             try:
                 cid = json.loads(md.get(S.PART_META_KEY, b"{}")).get("cache_id")
             except ValueError:
@@ -259,8 +269,12 @@ def validate(path: Path) -> list[str]:
     except CacheSchemaError as e:
         return [str(e)]
     problems = _part_problems(path, meta)
+    if problems:  # unreadable or foreign parts: loading would only repeat the first
+        return problems
     try:
-        cache = load_cache(path)
+        with warnings.catch_warnings():  # completeness is reported below, per shard
+            warnings.simplefilter("ignore")
+            cache = load_cache(path, allow_incomplete=True)
     except (CacheError, CacheSchemaError) as e:
         return problems + [str(e)]
     problems += _manifest_problems(path, cache)
@@ -290,11 +304,11 @@ def validate(path: Path) -> list[str]:
     return problems
 
 
-def info(path: Path) -> dict:
+def info(path: Path, allow_incomplete: bool = False) -> dict:
     """See `cache_builder.build.cache_info`."""
     from casdri.cache import load_cache
 
-    cache = load_cache(path)
+    cache = load_cache(path, allow_incomplete=allow_incomplete)
     meta = cache.meta
     extra = meta.extra or {}
     files = [p for p in path.rglob("*") if p.is_file()]

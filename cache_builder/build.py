@@ -362,7 +362,11 @@ def validate_cache(path: Union[str, Path]) -> list[str]:
     return cw.validate(Path(path))
 
 
-def cache_info(path: Union[str, Path]) -> dict:
-    """Summary of a cache: soundscapes, queries, models (with SHA-256), size on disk."""
+def cache_info(path: Union[str, Path], allow_incomplete: bool = False) -> dict:
+    """Summary of a cache: soundscapes, queries, models (with SHA-256), size on disk.
+
+    Raises:
+        CacheError: an incomplete cache unless ``allow_incomplete`` (`casdri.load_cache`).
+    """
     from . import _cachewrite as cw
-    return cw.info(Path(path))
+    return cw.info(Path(path), allow_incomplete)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema as sc
+from . import _cache_load as _load
 from ._cache_load import read_tables, build_arrays
 from ._decide_io import SlotStem, SoundscapeInputs
 from .errors import CacheError, CacheKeyError, CacheSchemaError
@@ -332,19 +333,26 @@ def _label_set_of(meta: sc.CacheMeta) -> LabelSet:
     return LabelSet(meta.label_set, meta.classes)
 
 
-def load_cache(path: Union[str, Path], label_set=None) -> DecisionCache:
+def load_cache(path: Union[str, Path], label_set=None, *,
+               allow_incomplete: bool = False) -> DecisionCache:
     """Load and validate a cache directory.
+
+    Values are range-checked (`casdri._cache_load.check_values`: finite SNRs within ±1000 dB,
+    finite energies, probabilities in [0, 1] summing to 1), the class list must equal the
+    named label set's, and a cache whose build manifests list soundscapes the parts lack is
+    refused.
 
     Args:
         path: the cache directory.
         label_set: optional expected label set (name, class list or `LabelSet`).
+        allow_incomplete: use a cache the build did not finish (warns instead of raising).
 
     Returns:
         `DecisionCache`.
 
     Raises:
         CacheError: not a cache directory, a missing table, an unreadable (truncated or
-            corrupt) Parquet part (named).
+            corrupt) Parquet part (named), an incomplete build (unless ``allow_incomplete``).
         CacheSchemaError: unsupported schema version, wrong label set, missing column,
             duplicate soundscapes across parts, inconsistent rows (file and soundscape named).
     """
@@ -354,6 +362,7 @@ def load_cache(path: Union[str, Path], label_set=None) -> DecisionCache:
         raise CacheError(f"{path} is not a casdri cache: no {sc.META_FILE}; build one with "
                          "casdri-cache or casdri.cache.CacheWriter")
     meta = sc.CacheMeta.from_json(meta_file.read_text(), str(meta_file))
+    _load.check_meta(meta, meta_file)
     if label_set is not None:
         want = get_label_set(label_set)
         if want.name != meta.label_set or tuple(want.classes) != meta.classes:
@@ -361,8 +370,9 @@ def load_cache(path: Union[str, Path], label_set=None) -> DecisionCache:
                 f"{path}: label set {meta.label_set!r} ({meta.n_classes} classes) != expected "
                 f"label set {want.name!r} ({want.n_classes} classes); rebuild the cache for "
                 "this label set or pass the cache's label set")
-    tables = read_tables(path)
+    tables = read_tables(path, meta)
     arrays = build_arrays(meta, tables)
+    _load.check_complete(path, arrays["soundscape_ids"], arrays["splits"], allow_incomplete)
     sed = arrays.pop("sed", None)
     return DecisionCache(meta=meta, path=path,
                          sed=None if sed is None else SedData(**sed), **arrays)
