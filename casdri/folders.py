@@ -47,17 +47,18 @@ Bad input raises, naming the file and the fix, instead of scoring something else
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import soundfile as sf
 
 from .errors import AudioFileError, FolderLayoutError, LabelError
-from .labels import SILENCE, LabelSet, get_label_set
+from .labels import LabelSet, get_label_set
+from .layout import (_AMBIGUOUS_FIX, _UNMATCHED_FIX, _ambiguous, _check_label, _parse,
+                     parse_stem_name)
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -75,7 +76,6 @@ __all__ = [
 
 SAMPLE_RATE_HZ = 32000
 SOUNDSCAPE_CHANNELS = 4
-_INDEX = re.compile(r"[0-9]+")
 _MAX_LISTED = 5
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -192,79 +192,6 @@ def list_soundscapes(soundscape_dir: PathLike) -> dict[str, Path]:
     """
     folder = _check_dir(soundscape_dir, "soundscape")
     return {f[:-4]: folder / f for f in sorted(_wav_names(folder), key=lambda f: f[:-4])}
-
-
-def _candidates(base: str, soundscapes: Collection[str], labels: Iterable[str]):
-    for label in labels:
-        head = base[: -len(label) - 1]
-        if head in soundscapes:
-            yield head, None, label
-        name, sep, index = head.rpartition("_")
-        if sep and _INDEX.fullmatch(index) and name in soundscapes:
-            yield name, int(index), label
-
-
-def _parse(file_name: str, soundscapes: Collection[str], label_set: LabelSet) -> list:
-    base = file_name[:-4]
-    labels = sorted((c for c in label_set.classes if base.endswith("_" + c)), key=len,
-                    reverse=True) + [base.rpartition("_")[2]]
-    return list(dict.fromkeys(_candidates(base, soundscapes, labels)))
-
-
-def _ambiguous(file_name: str, found: list) -> str:
-    ways = "; ".join(f"soundscape {s!r}, index {i}, label {lb!r}" for s, i, lb in found)
-    return f"{file_name!r} parses as {ways}"
-
-
-_AMBIGUOUS_FIX = ("rename the soundscapes so that no name equals another name plus "
-                  "'_<number>' (fixed-width names such as soundscape_0001 avoid this)")
-_UNMATCHED_FIX = ("expected <soundscape>_<index>_<Label>.wav or <soundscape>_<Label>.wav where "
-                  "<soundscape> is the exact name of a soundscape file; remove the file or add "
-                  "its soundscape")
-
-
-def _check_label(file_name: str, label: str, label_set: LabelSet) -> None:
-    if label not in label_set.classes:
-        hint = (f"{SILENCE!r} marks an empty slot: write no file for it" if label == SILENCE
-                else f"expected one of {', '.join(label_set.classes)}")
-        raise LabelError(
-            f"{file_name!r}: unknown label {label!r} for label set {label_set.name!r}; {hint}"
-        )
-
-
-def parse_stem_name(file_name: str, soundscapes: Collection[str],
-                    label_set: Union[str, Sequence[str], LabelSet] = "dcase2026t4",
-                    ) -> tuple[str, Optional[int], str]:
-    """Parse ``<soundscape>_<index>_<Label>.wav`` or ``<soundscape>_<Label>.wav`` exactly.
-
-    Args:
-        file_name: a file name (no folder).
-        soundscapes: the existing soundscape names (a set is fastest).
-        label_set: the label set the label must belong to.
-
-    Returns:
-        ``(soundscape, index or None, label)``.
-
-    Raises:
-        FolderLayoutError: not a ``.wav`` name, no soundscape matches, or two ways match.
-        LabelError: the label is not a class of ``label_set``.
-
-    Example:
-        >>> parse_stem_name("s_1_0_Cough.wav", {"s_0", "s_1", "s_10"})
-        ('s_1', 0, 'Cough')
-        >>> parse_stem_name("s_10_Speech.wav", {"s_1", "s_10"})
-        ('s_10', None, 'Speech')
-    """
-    label_set = get_label_set(label_set)
-    if not file_name.endswith(".wav"):
-        raise FolderLayoutError(f"{file_name!r}: expected a .wav file")
-    found = _parse(file_name, soundscapes, label_set)
-    if len(found) > 1:
-        raise FolderLayoutError(f"ambiguous name: {_ambiguous(file_name, found)}; {_AMBIGUOUS_FIX}")
-    if not found:
-        raise FolderLayoutError(f"{file_name!r} matches no soundscape: {_UNMATCHED_FIX}")
-    _check_label(file_name, found[0][2], label_set)
-    return found[0]
 
 
 def _order(stem: StemFile) -> tuple:
