@@ -11,11 +11,31 @@ Conventions:
     * Output: ``<soundscape>_<i>_<Label>.wav`` for each kept slot, ``i`` counting the kept
       stems of that soundscape from 0 in slot order; mono float32 WAV (subtype FLOAT) at the
       system rate. Silence slots are not written. The zip holds the stems at its root.
+    * **The policy is checked before any work**, as the search checks it
+      (`casdri.policies.load_policy_yaml` with the system's label set), and its
+      ``provenance`` is compared with the system: the checkpoint SHA-256 of every model the
+      policy was tuned with (``provenance.models``, ``{"<role>/<name>": sha256}``; or, for an
+      older policy, the metadata of the cache named by ``provenance.cache_path`` when its
+      ``cache_id`` matches) must equal this system's; a difference is refused (`PolicyError`)
+      unless ``force``, which warns. A policy without provenance (hand-written) warns that
+      nothing could be compared.
+    * **Nothing half-written looks finished.** Stems are written to a hidden temp folder
+      beside ``out`` (``.<out>.tmp-<pid>-<hex>``, `casdri._io.TEMP_PATTERN`), scored there,
+      then moved into ``out`` (a new ``out`` is one rename); while an existing ``out`` is
+      updated it holds ``.casdri-apply-incomplete``. A killed run leaves only the temp folder
+      (removed by the next run into the same ``out``). The zip is written last, atomically,
+      and holds exactly the stems this run wrote. ``zip_name`` is checked first: it must end
+      in ``.zip`` (or have no suffix) and its folder must be writable.
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sys
 import time
+import uuid
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +45,19 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+from casdri._io import atomic_path, atomic_write_text, sha256_file
 from casdri.errors import CacheError, PolicyError
-from casdri.folders import parse_stem_name
+from casdri.layout import parse_stem_name, stem_name, wav_names
 
 from .runner import (iter_soundscapes, resolve_folder, scan_soundscapes, separate_items,
                      tag_soundscapes)
-from .system import System, load_system, set_threads
+from .system import System, SystemSpec, load_system, set_threads
 
-__all__ = ["apply_policy", "ApplyReport", "load_policy", "LiveLookup"]
+__all__ = ["apply_policy", "ApplyReport", "load_policy", "LiveLookup", "check_provenance",
+           "model_sha256", "zip_target", "INCOMPLETE_MARKER"]
+
+#: present in ``out`` while an apply moves its stems in
+INCOMPLETE_MARKER = ".casdri-apply-incomplete"
 
 
 @dataclass
@@ -73,7 +98,8 @@ class ApplyReport:
 
 def load_policy(path: Union[str, Path], label_set):
     """``(policy module, params)`` from a policy YAML ``{policy, label_set, params}``
-    (`casdri.policies.load_policy_yaml`, with the file named in errors).
+    (`casdri.policies.load_policy_yaml`, with the file named in errors): the same validation
+    as the search (unknown keys, NaN, out-of-range values and unknown choices refused).
 
     Raises:
         PolicyError: unreadable file, no ``policy`` key, an unknown policy, bad parameters.
@@ -88,6 +114,126 @@ def load_policy(path: Union[str, Path], label_set):
         raise PolicyError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise PolicyError(f"{path}: not valid YAML ({e})") from None
+
+
+def _provenance(path: Path) -> Optional[dict]:
+    doc = yaml.safe_load(Path(path).read_text())
+    prov = doc.get("provenance") if isinstance(doc, dict) else None
+    return prov if isinstance(prov, dict) else None
+
+
+def model_sha256(spec: SystemSpec) -> dict[str, Optional[str]]:
+    """``{"<role>/<name>": checkpoint sha256 or None}`` of every model of a system, read
+    from the checkpoint files (no model is loaded; the keys of `System.sha256`)."""
+    models = [*spec.taggers.values(), *spec.separators.values(), *spec.stages]
+    return {f"{m.role}/{m.name}": None if m.checkpoint is None or not m.checkpoint.is_file()
+            else sha256_file(m.checkpoint) for m in models}
+
+
+def _cache_models(prov: dict) -> Optional[dict]:
+    """Model hashes of the cache a policy was tuned on, from its metadata (older policies)."""
+    import json
+
+    from casdri import schema as S
+    path = prov.get("cache_path")
+    meta_file = Path(path) / S.META_FILE if path else None
+    if meta_file is None or not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if prov.get("cache_id") and meta.get("cache_id") != prov.get("cache_id"):
+        return None
+    models = (meta.get("extra") or {}).get("models") or {}
+    out = {}
+    for role in ("taggers", "separators"):
+        for name, d in (models.get(role) or {}).items():
+            out[f"{role[:-1]}/{name}"] = d.get("sha256")
+    for d in models.get("stages") or []:
+        out[f"stage/{d.get('name')}"] = d.get("sha256")
+    if not out:
+        out = {f"separator/{n}": h for n, h in zip(meta.get("separators", []),
+                                                    meta.get("separator_sha256", []))}
+    return out
+
+
+def check_provenance(policy_path: Union[str, Path], prov: Optional[dict],
+                     have: dict[str, Optional[str]], force: bool = False) -> list[str]:
+    """Compare the models a policy was tuned with (its ``provenance``) with a system's.
+
+    Args:
+        policy_path: for messages.
+        prov: the policy YAML's ``provenance`` mapping, or ``None``.
+        have: `model_sha256` of the system.
+        force: warn instead of raising on a difference.
+
+    Returns:
+        The differences (empty when the models match).
+
+    Raises:
+        PolicyError: a model the policy was tuned with differs or is missing (unless
+            ``force``).
+
+    Warns:
+        UserWarning: no model provenance to compare; or, with ``force``, each difference.
+    """
+    want = None
+    if prov is not None:
+        want = prov.get("models") if isinstance(prov.get("models"), dict) else None
+        if want is None:
+            want = _cache_models(prov)
+    if not want:
+        warnings.warn(f"{policy_path}: no model provenance (provenance.models or a readable "
+                      "provenance.cache_path); cannot check that the policy was tuned with "
+                      "this system's checkpoints", UserWarning, stacklevel=3)
+        return []
+    diffs = []
+    for key, sha in sorted(want.items()):
+        if key not in have:
+            diffs.append(f"{key}: in the policy's provenance, not in the system")
+        elif sha and have[key] and sha != have[key]:
+            diffs.append(f"{key}: tuned with checkpoint sha256 {sha[:12]}..., the system has "
+                         f"{have[key][:12]}...")
+    if diffs and not force:
+        raise PolicyError(
+            f"{policy_path}: the policy was tuned with other models than the system ("
+            f"{'; '.join(diffs)}); use the system the cache was built with, search again on "
+            "a cache of this system, or pass --force (force=True) to apply it anyway")
+    for d in diffs:
+        warnings.warn(f"{policy_path}: APPLYING A POLICY TUNED ON OTHER MODELS (--force): {d}",
+                      UserWarning, stacklevel=3)
+    return diffs
+
+
+def zip_target(out: Path, zip_name: Union[str, Path]) -> Path:
+    """The submission zip path for ``zip_name`` (a bare name goes beside ``out``), checked
+    before any work.
+
+    Raises:
+        CacheError: a suffix other than ``.zip``, a folder in the way, or a folder that cannot
+            be written.
+    """
+    path = Path(zip_name)
+    if not str(zip_name).strip() or path.name in ("", ".", ".."):
+        raise CacheError(f"--zip {str(zip_name)!r}: give a file name such as submission.zip")
+    if len(path.parts) == 1:
+        path = Path(out).parent / path
+    suffixes = "".join(path.suffixes)
+    if not path.suffix:
+        path = path.with_name(path.name + ".zip")
+    elif path.suffix != ".zip":
+        raise CacheError(f"--zip {str(zip_name)!r}: a submission is a .zip file (got "
+                         f"{suffixes!r}); name it e.g. {path.name.split('.')[0]}.zip")
+    if path.is_dir():
+        raise CacheError(f"--zip {path}: is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise CacheError(f"--zip {path}: cannot write into {folder}; choose a writable "
+                         "folder")
+    return path
 
 
 class LiveLookup:
@@ -127,21 +273,61 @@ class LiveLookup:
         return len(self.memo)
 
 
-def _prepare_out(out: Path, names: list[str], overwrite: bool, label_set) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise CacheError(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    existing = [p for p in out.glob("*.wav")]
+        raise CacheError(f"{out} exists and is not a folder; choose another --out")
+    existing = wav_names(out) if out.is_dir() else []
     if existing and not overwrite:
         raise CacheError(f"{out} already holds {len(existing)} .wav files; choose an empty "
                          "--out or pass --overwrite")
+    if out.is_dir() and (out / INCOMPLETE_MARKER).exists() and not overwrite:
+        raise CacheError(f"{out} holds {INCOMPLETE_MARKER}: an earlier apply was killed while "
+                         "moving its stems in; rerun it with --overwrite")
+
+
+def _temp_folder(out: Path) -> Path:
+    """A fresh hidden folder beside ``out``; temp folders of dead runs into ``out`` go."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = re.compile(rf"\.{re.escape(out.name)}\.tmp-(\d+)-[0-9a-f]{{8}}")
+    for p in out.parent.iterdir():
+        m = prefix.fullmatch(p.name)
+        if m and p.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _move_in(tmp: Path, out: Path, names: list[str], label_set) -> None:
+    """Move the stems of ``tmp`` into ``out``; stale stems of these soundscapes go first."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    marker = out / INCOMPLETE_MARKER
+    atomic_write_text(marker, f"apply pid {os.getpid()} is moving stems in from {tmp}\n")
     wanted = set(names)
-    for p in existing:
+    for name in wav_names(out):
         try:
-            sc, _, _ = parse_stem_name(p.name, wanted, label_set)
+            sc, _, _ = parse_stem_name(name, wanted, label_set)
         except Exception:  # noqa: BLE001 - a file of another soundscape: keep it
             continue
-        p.unlink()
+        (out / name).unlink()
+    for name in wav_names(tmp):
+        os.replace(tmp / name, out / name)
+    marker.unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
@@ -149,16 +335,18 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
                  zip_name: Optional[str] = None, oracle: Union[str, Path, None, bool] = None,
                  device: Optional[str] = None, tag_batch_size: int = 1, jobs: int = 0,
                  amp: bool = False, overwrite: bool = False, threads: Optional[int] = None,
-                 progress: bool = False) -> ApplyReport:
+                 progress: bool = False, force: bool = False) -> ApplyReport:
     """Run ``policy`` live on every soundscape of a folder and write its stems (and zip).
 
     Args:
         system: system YAML or loaded `System`.
-        policy: policy YAML (``{policy: refine, label_set: ..., params: {...}}``).
+        policy: policy YAML (``{policy: refine, label_set: ..., params: {...}}``, with the
+            ``provenance`` block the search writes).
         soundscapes: folder of ``<name>.wav``, or a split folder (``soundscape/`` and maybe
             ``oracle_target/``; `cache_builder.runner.resolve_folder`).
         out: stem folder (created; must be empty unless ``overwrite``).
-        zip_name: also write a submission zip; a bare name goes next to ``out``.
+        zip_name: also write a submission zip of this run's stems; a bare name goes next to
+            ``out``; it must end in ``.zip`` or have no suffix (``.zip`` is added).
         oracle: oracle folder: also score the written stems (`casdri.scoring.score_folders`)
             and give the oracle labels to the ``oracle`` policy. ``None``: a split folder's
             ``oracle_target/`` if any; ``False``: none.
@@ -166,32 +354,40 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
         tag_batch_size: soundscapes per tagger forward (1, as `build_cache`'s default, gives
             the cache's tagger values bit for bit).
         jobs: DataLoader workers reading audio.
-        overwrite: allow a non-empty ``out`` (stems of these soundscapes are replaced).
+        overwrite: allow a non-empty ``out`` (stems of these soundscapes are replaced, other
+            files are kept and never zipped).
         threads: ``torch.set_num_threads`` for this run; ``None`` keeps torch's.
         progress: tqdm bar on stderr.
+        force: apply a policy whose provenance names other checkpoints (warns).
 
     Returns:
         `ApplyReport`.
 
     Raises:
-        PolicyError: bad policy YAML; CacheError: ``out`` not empty; model, audio and folder
-            errors as in `build_cache`.
+        PolicyError: bad policy YAML, or a policy tuned with other models (unless ``force``);
+        CacheError: ``out`` not empty, a bad ``zip_name``; model, audio and folder errors as
+            in `build_cache`.
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    set_threads(threads)
-    sysm = system if isinstance(system, System) else load_system(system, device, amp)
-    spec = sysm.spec
+    out = Path(out)
+    zip_path = None if zip_name is None else zip_target(out, zip_name)
+    _check_out(out, overwrite)
+    spec = system.spec if isinstance(system, System) else SystemSpec.from_yaml(system)
     module, params = load_policy(policy, spec.label_set)
+    have = dict(system.sha256) if isinstance(system, System) else model_sha256(spec)
+    check_provenance(policy, _provenance(policy), have, force)
+    set_threads(threads)
+    sysm = system if isinstance(system, System) else load_system(spec, device, amp)
     layout = resolve_folder(soundscapes, oracle)
     oracle = layout.oracle
     files = scan_soundscapes(layout.soundscapes, oracle, spec)
-    out = Path(out)
-    _prepare_out(out, [f.name for f in files], overwrite, spec.label_set)
     sysm.passes.reset()
     from casdri.policies._base import SoundscapeInputs
     report = ApplyReport(out, None, 0, 0)
+    tmp = _temp_folder(out)
+    written_files: list[str] = []
     stream = iter_soundscapes(files, jobs=jobs)
     bar = tqdm(total=len(files), desc="apply", unit="sc", disable=not progress,
                file=sys.stderr)
@@ -215,38 +411,38 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
                     if not keep:
                         continue
                     label = spec.label_set.classes[stem.label]
-                    path = out / f"{s.name}_{len(written)}_{label}.wav"
-                    sf.write(str(path), np.asarray(stem.ref, np.float32), spec.sample_rate_hz,
-                             subtype="FLOAT")
+                    name = stem_name(s.name, len(written), label)
+                    sf.write(str(tmp / name), np.asarray(stem.ref, np.float32),
+                             spec.sample_rate_hz, subtype="FLOAT")
                     written.append(label)
+                    written_files.append(name)
                 report.decisions[s.name] = written
                 report.n_stems += len(written)
                 report.n_soundscapes += 1
                 bar.update(1)
+        bar.close()
+        stream.close()
+        if oracle is not None:
+            from casdri.scoring import score_folders
+            report.score = score_folders(layout.soundscapes, oracle, tmp,
+                                         label_set=spec.label_set, jobs=1)
+            report.capi_sdri = report.score.capi_sdri
+        _move_in(tmp, out, [f.name for f in files], spec.label_set)
     finally:
         bar.close()
         stream.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     report.passes = dict(sysm.passes.items)
-    if zip_name:
-        report.zip_path = _write_zip(out, zip_name)
-    if oracle is not None:
-        from casdri.scoring import score_folders
-        report.score = score_folders(layout.soundscapes, oracle, out, label_set=spec.label_set,
-                                     jobs=1)
-        report.capi_sdri = report.score.capi_sdri
+    if zip_path is not None:
+        report.zip_path = _write_zip(out, written_files, zip_path)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _write_zip(out: Path, zip_name: str) -> Path:
-    path = Path(zip_name)
-    if len(path.parts) == 1:
-        path = out.parent / path
-    if path.suffix != ".zip":
-        path = path.with_suffix(".zip")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(out.glob("*.wav")):
-            z.write(f, arcname=f.name)
-    tmp.replace(path)
+def _write_zip(out: Path, names: list[str], path: Path) -> Path:
+    """Zip exactly ``names`` (this run's stems) from ``out`` into ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for name in sorted(names):
+                z.write(out / name, arcname=name)
     return path

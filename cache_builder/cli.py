@@ -119,12 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true",
                    help="allow a non-empty --out (stems of other soundscapes are kept)")
     a.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    a.add_argument("--force", action="store_true",
+                   help="apply a policy whose provenance names other checkpoints than the "
+                        "system's (warns loudly instead of refusing)")
     a.add_argument("--no-progress", action="store_true")
     _common(a)
 
     i = sub.add_parser("info", help="summarise a cache")
     i.add_argument("cache")
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--allow-incomplete", action="store_true",
+                   help="summarise a cache whose build did not finish (warns)")
     _common(i)
 
     v = sub.add_parser("validate", help="check a (merged) cache is complete and consistent")
@@ -167,14 +172,14 @@ def _apply(args) -> int:
                           device=args.device,
                           tag_batch_size=args.tag_batch_size, jobs=args.jobs, amp=args.amp,
                           overwrite=args.overwrite, threads=args.threads,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, force=args.force)
     print(report.summary())
     return 0
 
 
 def _info(args) -> int:
     from .build import cache_info
-    info = cache_info(args.cache)
+    info = cache_info(args.cache, allow_incomplete=args.allow_incomplete)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0

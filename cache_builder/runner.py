@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from casdri.errors import AudioFileError, FolderLayoutError
-from casdri.folders import parse_stem_name
+from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV, parse_stem_name, wav_names
 from casdri.metric import snr_db
 
 from .closure import query_closure
@@ -34,8 +34,8 @@ __all__ = ["SoundscapeFile", "Soundscape", "StemInfo", "FolderLayout", "resolve_
            "scan_soundscapes", "iter_soundscapes", "energy_db", "separate_items",
            "tag_soundscapes", "ChunkResult", "run_chunk"]
 
-#: generator / DCASE split-folder layout (`cache_builder.soundscapes`)
-SOUNDSCAPE_SUBDIR, ORACLE_SUBDIR = "soundscape", "oracle_target"
+#: generator / DCASE split-folder layout (`casdri.layout`)
+SOUNDSCAPE_SUBDIR, ORACLE_SUBDIR = SOUNDSCAPE_DIR, ORACLE_DIR
 METADATA_FILES = ("metadata.parquet", "metadata.csv")
 #: metadata columns read as the per-soundscape split tag, first found wins
 SPLIT_COLUMNS = ("split", "fold")
@@ -77,7 +77,7 @@ def resolve_folder(soundscapes: Union[str, Path], oracle: Union[str, Path, None,
     """
     root = Path(soundscapes)
     sdir, split_dir = root, None
-    if root.is_dir() and (root / SOUNDSCAPE_SUBDIR).is_dir() and not any(root.glob("*.wav")):
+    if root.is_dir() and (root / SOUNDSCAPE_SUBDIR).is_dir() and not any(root.glob(f"*{WAV}")):
         sdir, split_dir = root / SOUNDSCAPE_SUBDIR, root
         if oracle is None and (root / ORACLE_SUBDIR).is_dir():
             oracle = root / ORACLE_SUBDIR
@@ -146,7 +146,8 @@ def scan_soundscapes(soundscape_dir: Union[str, Path], oracle_dir: Union[str, Pa
     sdir = Path(soundscape_dir)
     if not sdir.is_dir():
         raise FolderLayoutError(f"soundscape folder {sdir} does not exist")
-    paths = sorted(sdir.glob("*.wav"))
+    all_names = {n[:-len(WAV)] for n in wav_names(sdir)}
+    paths = [sdir / f"{n}{WAV}" for n in sorted(all_names)]
     if names is not None:
         wanted = set(names)
         paths = [p for p in paths if p.stem in wanted]
@@ -162,15 +163,17 @@ def scan_soundscapes(soundscape_dir: Union[str, Path], oracle_dir: Union[str, Pa
         if info.channels != n_ch:
             raise AudioFileError(f"{p}: {info.channels} channels, the system expects {n_ch}; "
                                  "pass the multichannel soundscapes (not oracle targets)")
+        if info.frames == 0:
+            raise AudioFileError(f"{p}: the soundscape holds 0 samples (an empty or truncated "
+                                 "file); rewrite it or remove it")
         lengths[p.stem] = info.frames
     oracle: dict[str, dict[int, tuple[str, Path]]] = {}
     if oracle_dir is not None:
         odir = Path(oracle_dir)
         if not odir.is_dir():
             raise FolderLayoutError(f"oracle folder {odir} does not exist")
-        all_names = {p.stem for p in sdir.glob("*.wav")}
         found: dict[str, list] = {}
-        for p in sorted(odir.glob("*.wav")):
+        for p in (odir / n for n in wav_names(odir)):
             sc, index, label = parse_stem_name(p.name, all_names, system_spec.label_set)
             if sc not in lengths:
                 continue

@@ -57,8 +57,8 @@ import soundfile as sf
 
 from .errors import AudioFileError, FolderLayoutError, LabelError
 from .labels import LabelSet, get_label_set
-from .layout import (_AMBIGUOUS_FIX, _UNMATCHED_FIX, _ambiguous, _check_label, _parse,
-                     parse_stem_name)
+from .layout import (_AMBIGUOUS_FIX, _UNMATCHED_FIX, _ambiguous, _check_label, _listed,
+                     _parse, parse_stem_name, wav_names)
 
 __all__ = [
     "SAMPLE_RATE_HZ",
@@ -76,7 +76,6 @@ __all__ = [
 
 SAMPLE_RATE_HZ = 32000
 SOUNDSCAPE_CHANNELS = 4
-_MAX_LISTED = 5
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -142,43 +141,11 @@ class SoundscapeAudio:
 # ----------------------------------------------------------------------------- names
 
 
-def _listed(items: Sequence[str]) -> str:
-    more = len(items) - _MAX_LISTED
-    return ", ".join(items[:_MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
-
-
 def _check_dir(path: PathLike, what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise FolderLayoutError(f"{what} folder {str(path)!r} does not exist or is not a folder")
     return path
-
-
-def _wav_names(folder: Path) -> list[str]:
-    """Names of the ``.wav`` files of ``folder``; anything that looks like a stem but would be
-    skipped (``.WAV``, a dangling link, a folder named ``*.wav``) is refused, not counted as a
-    miss."""
-    names, bad = [], []
-    for e in os.scandir(folder):
-        if not e.name.lower().endswith(".wav"):
-            continue
-        if not e.name.endswith(".wav"):
-            bad.append(f"{e.name!r} (rename it to end in lower-case '.wav': the official "
-                       "evaluator reads only '*.wav')")
-        elif e.is_file():
-            names.append(e.name)
-        elif e.is_symlink() and not os.path.exists(e.path):
-            bad.append(f"{e.name!r} (a symbolic link to {os.readlink(e.path)!r}, which does "
-                       "not exist: fix or remove the link)")
-        elif e.is_dir():
-            bad.append(f"{e.name!r} (a folder, not a file: rename or move it)")
-        else:
-            bad.append(f"{e.name!r} (not a regular file: remove it)")
-    if bad:
-        raise FolderLayoutError(f"folder {str(folder)!r}: {len(bad)} entr"
-                                f"{'y' if len(bad) == 1 else 'ies'} cannot be read as a stem: "
-                                f"{_listed(sorted(bad))}")
-    return sorted(names)
 
 
 def list_soundscapes(soundscape_dir: PathLike) -> dict[str, Path]:
@@ -191,7 +158,7 @@ def list_soundscapes(soundscape_dir: PathLike) -> dict[str, Path]:
         FolderLayoutError: the folder does not exist.
     """
     folder = _check_dir(soundscape_dir, "soundscape")
-    return {f[:-4]: folder / f for f in sorted(_wav_names(folder), key=lambda f: f[:-4])}
+    return {f[:-4]: folder / f for f in sorted(wav_names(folder), key=lambda f: f[:-4])}
 
 
 def _order(stem: StemFile) -> tuple:
@@ -203,7 +170,7 @@ def _match_folder(folder: Path, soundscapes: dict[str, Path], label_set: LabelSe
     where = f"{what} folder {str(folder)!r}"
     stems: dict[str, list[StemFile]] = {}
     unmatched, ambiguous = [], []
-    for file_name in _wav_names(folder):
+    for file_name in wav_names(folder):
         found = _parse(file_name, soundscapes, label_set)
         if len(found) != 1:
             (ambiguous if found else unmatched).append((file_name, found))

@@ -14,6 +14,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Collection, Iterable, Optional, Sequence, Union
@@ -22,13 +23,19 @@ from .errors import FolderLayoutError, LabelError
 from .labels import SILENCE, LabelSet, get_label_set
 
 __all__ = ["SOUNDSCAPE_DIR", "ORACLE_DIR", "ESTIMATE_DIR", "WAV", "stem_name",
-           "parse_stem_name", "split_folders"]
+           "parse_stem_name", "split_folders", "wav_names"]
 
 #: sub-folders of a split folder, and of the bundled example
 SOUNDSCAPE_DIR, ORACLE_DIR, ESTIMATE_DIR = "soundscape", "oracle_target", "estimate"
 #: the only audio suffix read (as officially)
 WAV = ".wav"
 _INDEX = re.compile(r"[0-9]+")
+_MAX_LISTED = 5
+
+
+def _listed(items: Sequence[str]) -> str:
+    more = len(items) - _MAX_LISTED
+    return ", ".join(items[:_MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
 def stem_name(soundscape: str, index: int, label: str) -> str:
@@ -41,6 +48,39 @@ def stem_name(soundscape: str, index: int, label: str) -> str:
     if int(index) < 0:
         raise ValueError(f"stem index must be >= 0, got {index}")
     return f"{soundscape}_{int(index)}_{label}{WAV}"
+
+
+def wav_names(folder: Path) -> list[str]:
+    """Sorted names of the ``.wav`` files of ``folder``, the one folder reader.
+
+    Anything that looks like audio but would be skipped (``.WAV``, a dangling link, a folder
+    named ``*.wav``) is refused rather than silently left out (and its sources counted as
+    missed).
+
+    Raises:
+        FolderLayoutError: naming each such entry and its fix.
+    """
+    names, bad = [], []
+    for e in os.scandir(folder):
+        if not e.name.lower().endswith(".wav"):
+            continue
+        if not e.name.endswith(".wav"):
+            bad.append(f"{e.name!r} (rename it to end in lower-case '.wav': the official "
+                       "evaluator reads only '*.wav')")
+        elif e.is_file():
+            names.append(e.name)
+        elif e.is_symlink() and not os.path.exists(e.path):
+            bad.append(f"{e.name!r} (a symbolic link to {os.readlink(e.path)!r}, which does "
+                       "not exist: fix or remove the link)")
+        elif e.is_dir():
+            bad.append(f"{e.name!r} (a folder, not a file: rename or move it)")
+        else:
+            bad.append(f"{e.name!r} (not a regular file: remove it)")
+    if bad:
+        raise FolderLayoutError(f"folder {str(folder)!r}: {len(bad)} entr"
+                                f"{'y' if len(bad) == 1 else 'ies'} cannot be read as a stem: "
+                                f"{_listed(sorted(bad))}")
+    return sorted(names)
 
 
 def split_folders(root: Union[str, Path]) -> tuple[Path, Path]:

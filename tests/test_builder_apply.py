@@ -188,3 +188,191 @@ def test_apply_on_a_split_folder_finds_the_oracle(env, tmp_path):
     rep = apply_policy(env["system"], policy, env["sdir"].parent, tmp_path / "o2", threads=1,
                        oracle=False)
     assert rep.capi_sdri is None
+
+
+# ----------------------------------------------------------------------------- issue 13: bad input
+
+
+def _policy(tmp_path, params=None, provenance=None, name="p.yaml"):
+    import yaml
+    doc = yaml.safe_load((params or RefineParams()).to_yaml(DCASE2026T4))
+    if provenance is not None:
+        doc["provenance"] = provenance
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+@pytest.mark.parametrize("zip_name, match", [
+    ("x.tar.gz", r"--zip 'x.tar.gz': a submission is a .zip file \(got '.tar.gz'\); name it "
+                 r"e.g. x.zip"),
+    ("sub.7z", r"a submission is a .zip file \(got '.7z'\)"),
+    ("", r"give a file name such as submission.zip"),
+    ("{ro}/sub.zip", r"cannot write into .*ro; choose a writable folder"),
+    ("{dir}", r"is a folder; give a file name"),
+    ("{file}/sub.zip", r"cannot write into .*a-file; choose a writable folder"),
+])
+def test_bad_zip_target_is_refused_before_any_work(tmp_path, zip_name, match):
+    """Checked first: the system below does not even exist."""
+    import os
+    ro, d, f = tmp_path / "ro", tmp_path / "d.zip", tmp_path / "a-file"
+    ro.mkdir()
+    d.mkdir()
+    f.write_text("")
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK) and "{ro}" in zip_name:
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(CacheError, match=match):
+            apply_policy(tmp_path / "no-system.yaml", tmp_path / "no-policy.yaml", tmp_path,
+                         tmp_path / "out", zip_name=zip_name.format(ro=ro, dir=d, file=f))
+    finally:
+        os.chmod(ro, 0o700)
+    assert not (tmp_path / "out").exists()
+
+
+# what the search refuses (casdri.policies strict PolicyParams): apply refuses the same,
+# before loading a model
+BAD_POLICIES = [
+    ("select_separator: 5", {"select_separator": 5}, r"select_separator"),
+    ("verify_mode: maybe", {"verify_mode": "maybe"}, r"verify_mode"),
+    ("stage: 0.5", {"stage": 0.5}, r"stage"),
+    ("energy_gate_db: .nan", {"energy_gate_db": float("nan")}, r"energy_gate_db"),
+    ("prob_gate: 5", {"prob_gate": 5}, r"prob_gate"),
+    ("silence_thr: -1", {"silence_thr": -1}, r"silence_thr"),
+    ("unknown key", {"w_typo": 0.3}, r"unknown parameters \['w_typo'\]"),
+]
+
+
+def _bad_policy(tmp_path, change):
+    import yaml
+    doc = yaml.safe_load(RefineParams().to_yaml(DCASE2026T4))
+    doc["params"].update(change)
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def _search_refuses(path) -> bool:
+    from casdri.policies import load_policy_yaml
+    try:
+        load_policy_yaml(path, DCASE2026T4)
+    except PolicyError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("case, change, match", BAD_POLICIES, ids=[c for c, _, _ in BAD_POLICIES])
+def test_apply_validates_the_policy_exactly_as_the_search(env, tmp_path, case, change, match):
+    p = _bad_policy(tmp_path, change)
+    if not _search_refuses(p):
+        pytest.skip(f"{case}: casdri.policies does not refuse it yet (strict PolicyParams "
+                    "come with the 'policy' branch)")
+    with pytest.raises(PolicyError, match=rf"bad.yaml: .*{match}"):
+        # a system YAML, not a loaded System: the policy is refused before any model loads
+        apply_policy(env["yaml"], p, env["sdir"], tmp_path / "o", zip_name="s.zip")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s.zip").exists()
+
+
+def test_apply_and_search_agree_on_every_bad_policy(env, tmp_path, monkeypatch):
+    """Whatever casdri.policies refuses, apply refuses, and what it accepts apply runs:
+    apply has no validation of its own that could drift."""
+    import cache_builder.apply as ap
+    monkeypatch.setattr(ap, "load_system", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("models would load now")))
+    for case, change, _ in BAD_POLICIES:
+        p = _bad_policy(tmp_path, change)
+        want = _search_refuses(p)
+        with pytest.raises(PolicyError if want else RuntimeError):
+            apply_policy(env["yaml"], p, env["sdir"], tmp_path / "o", oracle=False)
+
+
+def _models(system):
+    return dict(system.sha256)
+
+
+def test_policy_tuned_on_other_checkpoints_is_refused(env, tmp_path):
+    models = _models(env["system"])
+    other = dict(models, **{"separator/small": "ab" * 32})
+    p = _policy(tmp_path, provenance={"models": other, "cache_id": "x"})
+    with pytest.raises(PolicyError, match=r"p.yaml: the policy was tuned with other models "
+                       r"than the system \(separator/small: tuned with checkpoint sha256 "
+                       r"abababababab\.\.\., the system has .*--force"):
+        apply_policy(env["system"], p, env["sdir"], tmp_path / "o", threads=1)
+    assert not (tmp_path / "o").exists()
+    with pytest.warns(UserWarning, match=r"APPLYING A POLICY TUNED ON OTHER MODELS \(--force\): "
+                      r"separator/small"):
+        rep = apply_policy(env["system"], p, env["sdir"], tmp_path / "o", threads=1,
+                           oracle=False, force=True)
+    assert rep.n_soundscapes == N_SC
+
+
+def test_policy_provenance_through_its_cache_metadata(env, tmp_path):
+    """An older policy names its cache only: the cache's model hashes are compared."""
+    import json
+    import shutil
+    import warnings
+    cache = tmp_path / "cache"
+    shutil.copytree(env["root"] / "cache", cache)
+    meta = json.loads((cache / "_casdri_cache.json").read_text())
+    prov = {"cache_path": str(cache), "cache_id": meta["cache_id"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the models match: not a word
+        apply_policy(env["system"], _policy(tmp_path, provenance=prov), env["sdir"],
+                     tmp_path / "o", threads=1, oracle=False)
+    meta["extra"]["models"]["taggers"]["4ch"]["sha256"] = "cd" * 32
+    (cache / "_casdri_cache.json").write_text(json.dumps(meta))
+    with pytest.raises(PolicyError, match=r"tagger/4ch: tuned with checkpoint sha256 cdcd"):
+        apply_policy(env["system"], _policy(tmp_path, provenance=prov), env["sdir"],
+                     tmp_path / "o2", threads=1, oracle=False)
+
+
+def test_policy_without_provenance_warns(env, tmp_path):
+    with pytest.warns(UserWarning, match=r"no model provenance"):
+        apply_policy(env["system"], _policy(tmp_path), env["sdir"], tmp_path / "o",
+                     threads=1, oracle=False)
+
+
+def test_overwrite_zips_only_what_this_run_wrote(env, tmp_path):
+    out = tmp_path / "stems"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    sf.write(out / "elsewhere_0_Speech.wav", np.zeros(10, np.float32), 32000)  # not ours
+    rep = apply_policy(env["system"], _policy(tmp_path, RefineParams(select_separator=2)),
+                       env["sdir"], out, zip_name="sub.zip", overwrite=True, threads=1,
+                       oracle=False)
+    mine = sorted(p.name for p in out.glob("soundscape_*.wav"))
+    with zipfile.ZipFile(rep.zip_path) as z:
+        assert sorted(z.namelist()) == mine and len(mine) == rep.n_stems
+    assert (out / "notes.txt").exists() and (out / "elsewhere_0_Speech.wav").exists()
+    assert not list(tmp_path.glob(".stems.tmp-*"))
+
+
+def test_killed_apply_leaves_nothing_that_looks_finished(env, tmp_path, monkeypatch):
+    import cache_builder.apply as ap
+    calls = []
+
+    def dying_write(*a, **k):
+        calls.append(a[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return sf.write(*a, **k)
+    monkeypatch.setattr(ap.sf, "write", dying_write)
+    stale = tmp_path / ".stems.tmp-999999-deadbeef"  # a SIGKILLed run's temp folder
+    stale.mkdir()
+    (stale / "soundscape_0000_0_Speech.wav").write_bytes(b"half")
+    with pytest.raises(KeyboardInterrupt):
+        apply_policy(env["system"], _policy(tmp_path, RefineParams(select_separator=2)),
+                     env["sdir"], tmp_path / "stems", zip_name="sub.zip", threads=1,
+                     oracle=False)
+    assert all(".stems.tmp-" in str(c) for c in calls)  # never written in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]  # stale one gone too
+
+
+def test_interrupted_move_is_marked_and_refused(env, tmp_path):
+    from cache_builder.apply import INCOMPLETE_MARKER
+    out = tmp_path / "stems"
+    out.mkdir()
+    (out / INCOMPLETE_MARKER).write_text("killed")
+    with pytest.raises(CacheError, match=r"an earlier apply was killed .*--overwrite"):
+        apply_policy(env["system"], _policy(tmp_path), env["sdir"], out, threads=1)
