@@ -169,10 +169,13 @@ def read_manifests(path: Path) -> tuple[list[dict], list[str]]:
     for f in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
             m = json.loads(f.read_text())
+            if not isinstance(m, dict):
+                raise ValueError(f"expected a JSON object, got {type(m).__name__}")
             m["_file"] = f
             out.append(m)
         except (OSError, ValueError) as e:
-            problems.append(f"{f}: unreadable build manifest ({e})")
+            problems.append(f"{f}: unreadable build manifest ({e}); delete it and rerun its "
+                            "build command (its chunks are rebuilt)")
     return out, problems
 
 
@@ -269,15 +272,16 @@ def validate(path: Path) -> list[str]:
     except CacheSchemaError as e:
         return [str(e)]
     problems = _part_problems(path, meta)
-    if problems:  # unreadable or foreign parts: loading would only repeat the first
-        return problems
     try:
         with warnings.catch_warnings():  # completeness is reported below, per shard
             warnings.simplefilter("ignore")
             cache = load_cache(path, allow_incomplete=True)
     except (CacheError, CacheSchemaError) as e:
-        return problems + [str(e)]
+        # unreadable or foreign parts are named above; loading would only repeat the first
+        return problems or [str(e)]
     problems += _manifest_problems(path, cache)
+    if any("has no " in p for p in problems):
+        return problems  # a part without its separations is not a closure problem
     extra = meta.extra or {}
     ids = [str(x) for x in cache.soundscape_ids]
     top_n = int(meta.closure.get("proposal_top_n", extra.get("top_n", 1)))

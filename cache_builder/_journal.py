@@ -2,8 +2,10 @@
 
 Conventions:
     * A chunk's separated batches are journaled in ``<cache>/_build/journal/<part>/`` as one
-      ``<separator index>-<batch index>.npz`` per finished batch (written to a temp name, then
-      ``os.replace``: a file is whole or absent). It holds what the part file will hold for
+      ``<separator index>-<batch index>.npz`` per finished batch (`casdri._io.atomic_path`: a
+      file is whole or absent). An entry that cannot be read anyway (a disk fault) is
+      deleted with a warning naming it and its batch is separated again: it never blocks a
+      rerun. It holds what the part file will hold for
       those stems (energies, re-tagging softmaxes, SNRs), never audio.
     * A resumed chunk re-tags its soundscapes (one pass per soundscape and tagger), rebuilds the
       same closure and batches, and takes every batch whose journal entry names the same
@@ -13,12 +15,15 @@ Conventions:
 """
 from __future__ import annotations
 
-import os
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from casdri._io import TEMP_PATTERN, atomic_path
 
 __all__ = ["BatchJournal"]
 
@@ -38,11 +43,23 @@ class BatchJournal:
 
     def load(self, sep_index: int, batch_index: int, names: Sequence[str],
              queries: Sequence[tuple[int, ...]]) -> Optional[list]:
-        """The batch's ``[item][stage]`` `StemInfo` lists, or None (absent or not matching)."""
-        from .runner import StemInfo
+        """The batch's ``[item][stage]`` `StemInfo` lists, or None (absent, not matching, or
+        unreadable: then deleted with a `RuntimeWarning` naming the file)."""
         path = self._file(sep_index, batch_index)
         if not path.is_file():
             return None
+        try:
+            return self._read(path, names, queries)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            warnings.warn(f"{path}: unreadable batch journal entry ({type(e).__name__}: {e}); "
+                          "deleted, its batch is separated again", RuntimeWarning,
+                          stacklevel=2)
+            path.unlink(missing_ok=True)
+            return None
+
+    @staticmethod
+    def _read(path: Path, names, queries) -> Optional[list]:
+        from .runner import StemInfo
         with np.load(path, allow_pickle=False) as z:
             q_len = [len(q) for q in queries]
             if (list(z["names"]) != list(names) or z["q_len"].tolist() != q_len
@@ -68,7 +85,7 @@ class BatchJournal:
 
     def save(self, sep_index: int, batch_index: int, names: Sequence[str],
              queries: Sequence[tuple[int, ...]], infos: Sequence[Sequence]) -> None:
-        """Journal one finished batch atomically (temp file, then ``os.replace``)."""
+        """Journal one finished batch atomically (`casdri._io.atomic_path`)."""
         n_stages = len(infos[0]) if infos else 0
         arrays = {"names": np.asarray(list(names), dtype=str),
                   "q_len": np.asarray([len(q) for q in queries], np.int64),
@@ -82,17 +99,15 @@ class BatchJournal:
                 [-1 if p.snr_db is None else p.snr_db.shape[1] for p in per], np.int64)
             arrays[f"snr_{st}"] = np.concatenate(
                 [np.zeros(0)] + [p.snr_db.ravel() for p in per if p.snr_db is not None])
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._file(sep_index, batch_index)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(self._file(sep_index, batch_index)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
 
     def remove_temps(self) -> None:
         """Temp files a kill left behind (never read)."""
-        for f in self.folder.glob(".*.tmp"):
-            f.unlink(missing_ok=True)
+        for f in self.folder.glob(".*"):
+            if TEMP_PATTERN.fullmatch(f.name) or f.name.endswith(".tmp"):
+                f.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Delete the journal (its chunk's part is on disk and in the manifest)."""

@@ -40,8 +40,8 @@ Conventions:
 """
 from __future__ import annotations
 
+import errno
 import json
-import os
 import re
 import sys
 import time
@@ -49,19 +49,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from casdri._io import atomic_write_text
 from casdri.errors import CacheError, FolderLayoutError
 
 from ._cachewrite import PROGRESS_DIR
 from .closure import CLOSURE_RULE, QUERY_ORDER_RULE
 from ._journal import BatchJournal
 from .runner import FolderLayout, iter_soundscapes, resolve_folder, run_chunk, scan_soundscapes
-from .system import System, load_system, set_threads
+from .system import System, default_batch_size, import_torch, load_system, set_threads
 
 __all__ = ["build_cache", "BuildReport", "validate_cache", "cache_info", "shard_names",
-           "split_tag", "PROGRESS_DIR", "TEST_EXIT_ENV"]
+           "split_tag", "PROGRESS_DIR", "RUN_SETTINGS"]
 
-#: tests only: ``os._exit(75)`` after this many chunks were written by this process
-TEST_EXIT_ENV = "CASDRI_CACHE_TEST_EXIT_AFTER_CHUNKS"
+#: settings that change the separator outputs (batch composition picks other kernels, up to
+#: 1.4e-3 dB, issue 13): recorded in the shard's manifest, a resume must use the same
+RUN_SETTINGS = ("device", "threads", "batch_size", "tag_batch_size")
 #: ``_build/journal/<part>/``: finished separator batches of the chunk in flight
 JOURNAL_DIR = "journal"
 _SPLIT = re.compile(r"^[A-Za-z0-9_.=]+$")
@@ -157,18 +159,43 @@ def _remove_stale_temps(out: Path, split: str, shard: tuple[int, int], manifest:
     for table in S.TABLES:
         for f in (out / table).glob(f".part-{_part_prefix(split, shard)}*.parquet.tmp-*"):
             f.unlink(missing_ok=True)
-    for f in manifest.parent.glob(f".{manifest.name}.*.tmp"):
+    for f in manifest.parent.glob(f".{manifest.name}.*tmp*"):
         f.unlink(missing_ok=True)
 
 
 def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old, dict):
+            raise ValueError(f"expected a JSON object, got {type(old).__name__}")
+        return old
+    except (OSError, ValueError) as e:
+        raise CacheError(
+            f"{path}: unreadable build manifest ({type(e).__name__}: {e}); delete it and rerun "
+            "the same command: the chunks of this shard are then rebuilt (the other shards "
+            "are kept)") from None
+
+
+def run_settings(system: System, batch_size: int, tag_batch_size: int) -> dict:
+    """The `RUN_SETTINGS` of a build: device, torch threads (CPU), batch sizes."""
+    torch = import_torch()
+    dev = system.device
+    return {"device": str(dev),
+            "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "batch_size": int(batch_size), "tag_batch_size": int(tag_batch_size)}
+
+
+_FLAG = {"device": "--device", "threads": "--threads", "batch_size": "--batch-size",
+         "tag_batch_size": "--tag-batch-size"}
 
 
 def _manifest(out: Path, split: str, shard: tuple[int, int], chunk_size: int, cache_id: str,
-              all_names: list[str], names: list[str], soundscapes) -> tuple[Path, dict]:
+              all_names: list[str], names: list[str], soundscapes,
+              settings: dict) -> tuple[Path, dict]:
     """This shard's manifest (resumed if present), after checking the other builds."""
     from ._cachewrite import names_sha256, read_manifests
 
@@ -191,13 +218,23 @@ def _manifest(out: Path, split: str, shard: tuple[int, int], chunk_size: int, ca
     path = out / PROGRESS_DIR / f"{split}.shard-{shard[0]:03d}of{shard[1]:03d}.json"
     state = {"split": split, "shard": list(shard), "chunk_size": chunk_size,
              "cache_id": cache_id, "n_total": len(all_names), "names_sha256": sha,
-             "names": names, "soundscapes": str(soundscapes), "done": {}, "passes": {}}
+             "names": names, "soundscapes": str(soundscapes), "done": {}, "passes": {},
+             "settings": settings}
     if path.exists():
-        old = json.loads(path.read_text())
+        old = _read_manifest(path)
         if old.get("chunk_size") != chunk_size:
             raise CacheError(
                 f"{path}: this shard was started with chunk_size {old.get('chunk_size')}; "
                 f"resume with --chunk-size {old.get('chunk_size')} or use another --out")
+        was = old.get("settings") or {}
+        diff = [k for k in RUN_SETTINGS if k in was and was[k] != settings[k]]
+        if diff:
+            raise CacheError(
+                f"{path}: this shard was started with " + ", ".join(
+                    f"{_FLAG[k]} {was[k]}" for k in diff) + " and is resumed with " + ", ".join(
+                    f"{_FLAG[k]} {settings[k]}" for k in diff) + "; these change the "
+                "separator outputs (up to ~1e-3 dB): resume with the same settings, or build "
+                "into another --out")
         state["done"] = old.get("done", {})
         state["passes"] = {k: v for k, v in old.get("passes", {}).items()
                            if k in state["done"]}
@@ -207,7 +244,7 @@ def _manifest(out: Path, split: str, shard: tuple[int, int], chunk_size: int, ca
 def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
                 out: Union[str, Path], *, oracle: Union[str, Path, None, bool] = None,
                 shard: tuple[int, int] = (0, 1), device: Optional[str] = None,
-                batch_size: int = 8, tag_batch_size: int = 1,
+                batch_size: Optional[int] = None, tag_batch_size: int = 1,
                 chunk_size: int = 32, split: Optional[str] = None, top_n: int = 1,
                 jobs: int = 0,
                 amp: bool = False, threads: Optional[int] = None,
@@ -223,7 +260,11 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
             folder's ``oracle_target/`` if any; ``False``: no oracle.
         shard: ``(i, n)``, see module conventions.
         device: torch device (default CUDA when present).
-        batch_size: (soundscape, query) items per separator forward.
+        batch_size: (soundscape, query) items per separator forward; ``None``:
+            `cache_builder.system.default_batch_size` of the device (48 on CPU, 8 per GiB of
+            GPU memory up to 256). Recorded with the device and the CPU threads in the
+            shard's manifest (`RUN_SETTINGS`): a resume with other values is refused, since
+            they change the separator outputs in the last bits.
         tag_batch_size: soundscapes per tagger forward. The default 1 makes tagger outputs
             independent of batching (a CPU/GPU kernel may round differently for another batch
             size), so a cache's proposals are bit-identical across shard layouts and to the
@@ -242,8 +283,10 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
         `BuildReport`.
 
     Raises:
-        CacheError: ``out`` holds a different cache, or cannot be written.
-        SystemConfigError, CheckpointError, ModelOutputError: see `cache_builder.system`.
+        CacheError: ``out`` holds a different cache, or cannot be written (disk full: named,
+            with the fix); a resume with other `RUN_SETTINGS`; an unreadable manifest.
+        SystemConfigError, CheckpointError, ModelOutputError: see `cache_builder.system`
+            (an unknown or absent ``device`` too).
         AudioFileError, FolderLayoutError: unreadable or mismatching audio.
     """
     from . import _cachewrite as cw
@@ -268,9 +311,12 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
                              closure_rule=CLOSURE_RULE, query_order=QUERY_ORDER_RULE)
     cmeta = cw.prepare_folder(out, meta)
     (out / PROGRESS_DIR).mkdir(exist_ok=True)
+    if batch_size is None:
+        batch_size = default_batch_size(sysm.device)
     prog_path, progress_state = _manifest(out, split, tuple(shard), chunk_size,
                                           meta["cache_id"], [f.name for f in all_files],
-                                          names, layout.soundscapes)
+                                          names, layout.soundscapes,
+                                          run_settings(sysm, batch_size, tag_batch_size))
     progress_state["split_source"] = str(layout.metadata) if layout.split_tags else None
     chunks = [files[s:s + chunk_size] for s in range(0, len(files), chunk_size)]
     todo = [(j, c) for j, c in enumerate(chunks) if _part_name(split, shard, j)
@@ -285,32 +331,28 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
                          oracle=layout.oracle)
     sysm.passes.reset()
     bars = _Bars(progress, sum(len(c) for _, c in todo), len(todo))
-    exit_after = int(os.environ.get(TEST_EXIT_ENV, "0") or 0)
     stream = iter_soundscapes([f for _, c in todo for f in c], jobs=jobs)
     try:
-        for n_done, (j, chunk) in enumerate(todo, start=1):
+        for j, chunk in todo:
             scs = [next(stream) for _ in chunk]
             before = dict(sysm.passes.items)
             part = _part_name(split, shard, j)
             journal = BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part)
             journal.remove_temps()
-            res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
-                            bar=bars.sep, sep_total=bars.sep_total, journal=journal)
-            cw.write_chunk(out, part, res, sysm, split, cmeta)
-            progress_state["done"][part] = [s.name for s in scs]
-            progress_state["passes"][part] = {k: v - before.get(k, 0)
-                                              for k, v in sysm.passes.items.items()
-                                              if v - before.get(k, 0)}
-            _atomic_json(prog_path, progress_state)
+            with _disk_full_named(out, part):
+                res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
+                                bar=bars.sep, sep_total=bars.sep_total, journal=journal)
+                cw.write_chunk(out, part, res, sysm, split, cmeta)
+                progress_state["done"][part] = [s.name for s in scs]
+                progress_state["passes"][part] = {k: v - before.get(k, 0)
+                                                  for k, v in sysm.passes.items.items()
+                                                  if v - before.get(k, 0)}
+                _atomic_json(prog_path, progress_state)
             journal.clear()
             report.parts_written.append(part)
             report.n_built += len(scs)
             report.n_queries += sum(len(k) for k in res.keys)
             bars.parts.update(1)
-            if exit_after and n_done >= exit_after:  # tests: a kill after this chunk
-                stream.close()
-                sys.stderr.flush()
-                os._exit(75)
     finally:
         bars.close()
         stream.close()
@@ -318,6 +360,26 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
     report.calls = dict(sysm.passes.calls)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+class _disk_full_named:
+    """Turn "no space left on device" (errno or pyarrow's text) into a `CacheError` naming
+    the cache, the part and the fix."""
+
+    def __init__(self, out: Path, part: str):
+        self.out, self.part = out, part
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if isinstance(e, OSError) and (getattr(e, "errno", None) == errno.ENOSPC
+                                       or "No space left" in str(e)):
+            raise CacheError(f"{self.out}: no space left on the device while writing part "
+                             f"{self.part!r}; free space (or build into another --out) and "
+                             "rerun the same command: it resumes after the last finished "
+                             "chunk") from None
+        return False
 
 
 class _Bars:

@@ -15,8 +15,9 @@ used (``--no-oracle``: not) and ``build`` records the metadata's split column as
     casdri-cache validate CACHE
     casdri-cache generate ...        (when cache_builder.gen_cli is installed)
 
-Usage errors print one line and the command's help and exit 1; library errors print one
-line and exit 1; ``--debug`` shows tracebacks instead.
+Exit codes and messages follow `casdri._cli`: 0 ok; 1 a library error (one line); 2 a usage
+error (one line); 3 an internal error; ``--debug`` shows tracebacks instead. torch is imported
+only by the commands that run models.
 """
 from __future__ import annotations
 
@@ -25,22 +26,11 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from casdri._argtypes import int_at_least
+from casdri._cli import Parser, int_at_least, run
 
 __all__ = ["main", "build_parser"]
 
 _positive, _nonneg = int_at_least(1), int_at_least(0)
-
-
-class _UsageError(Exception):
-    def __init__(self, message: str, parser: argparse.ArgumentParser):
-        super().__init__(message)
-        self.parser = parser
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D401 - argparse hook
-        raise _UsageError(message, self)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -58,10 +48,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="casdri-cache", description=__doc__.split("\n\n")[0],
+    parser = Parser(prog="casdri-cache", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(parser)
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     b = sub.add_parser("build", help="build (or resume) a decision cache")
     b.add_argument("--system", required=True, help="system YAML")
@@ -77,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shard", type=_shard, default=(0, 1), metavar="i/n",
                    help="build shard i of n (soundscapes sorted by name, round robin)")
     b.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-    b.add_argument("--batch-size", type=_positive, default=8,
-                   help="separator items per forward (default 8)")
+    b.add_argument("--batch-size", type=_positive, default=None,
+                   help="separator items per forward (default: from the device, 48 on CPU, "
+                        "8 per GiB of GPU memory up to 256; recorded, a resume must match)")
     b.add_argument("--tag-batch-size", type=_positive, default=1,
                    help="soundscapes per tagger forward (default 1: tagger outputs do not "
                         "depend on batching, bit-identical across shards and live apply)")
@@ -219,43 +210,18 @@ _HANDLERS = {"build": _build, "apply": _apply, "info": _info, "validate": _valid
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``casdri-cache``; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``casdri-cache``; returns the exit code (`casdri._cli` policy)."""
     parser = build_parser()
-    debug = "--debug" in argv
-    try:
-        args = parser.parse_args(argv)
-    except _UsageError as e:
-        print(f"{e.parser.prog}: error: {e}", file=sys.stderr)
-        print(e.parser.format_help(), file=sys.stderr)
-        return 1
-    if args.command is None:
-        print("casdri-cache: error: a command is required", file=sys.stderr)
-        print(parser.format_help(), file=sys.stderr)
-        return 1
-    handler = _HANDLERS.get(args.command)
-    if handler is None:  # generate
-        gen = _gen_cli()
-        handler = gen.run_generate
-    try:
-        return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print("casdri-cache: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `casdri-cache info CACHE | head`: the reader left, not an error
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as e:  # noqa: BLE001 - one line unless --debug
-        from casdri.errors import CasdriError
-        if debug or not isinstance(e, (CasdriError, OSError)):
-            if debug:
-                raise
-            print(f"casdri-cache {args.command}: error: {type(e).__name__}: {e} "
-                  "(rerun with --debug for the traceback)", file=sys.stderr)
-            return 1
-        print(f"casdri-cache {args.command}: error: {e}", file=sys.stderr)
-        return 1
+
+    def handler(args) -> int:
+        if args.command is None:
+            parser.error("a command is required (build, apply, info, validate)")
+        return _HANDLERS.get(args.command, _generate)(args)
+    return run(parser, handler, argv)
+
+
+def _generate(args) -> int:
+    return _gen_cli().run_generate(args)
 
 
 if __name__ == "__main__":

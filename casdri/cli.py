@@ -11,9 +11,11 @@ Conventions:
     * ``--out results.json`` writes the whole result (summary, per-soundscape and per-class
       records, inputs; ``null`` for missing values); ``.csv`` and ``.parquet`` write the
       per-soundscape table (CSV label lists joined with ``;``).
-    * Exit codes: 0 success; 1 a usage error (one line, then the subcommand's help) or a
-      `casdri.CasdriError` (one line ``casdri: error: ...``; the traceback only with
-      ``--debug``); 130 interrupted.
+    * Exit codes and messages follow `casdri._cli`: 0 success; 1 a `casdri.CasdriError` (one
+      line ``casdri score: error: ...``); 2 a usage error (one line); 3 an internal error;
+      130 interrupted; ``--debug`` shows the traceback.
+    * Only argparse and the standard library are imported to parse: ``casdri --help`` does not
+      import numpy, pandas or numba (`benchmarks/bench_cli.py`).
 """
 from __future__ import annotations
 
@@ -25,21 +27,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import CasdriError, FolderLayoutError
+from ._cli import Parser, int_at_least, run
+from ._io import atomic_write_bytes, atomic_write_text
+from .errors import FolderLayoutError
 
 __all__ = ["main", "example_dirs"]
 
 _OUT_SUFFIXES = (".json", ".csv", ".parquet")
 _DIRS = (("soundscapes", "soundscape"), ("oracle", "oracle_target"), ("estimate", "estimate"))
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors: one line, then this (sub)command's help, exit 1."""
-
-    def error(self, message: str):  # noqa: D102 - argparse hook
-        sys.stderr.write(f"{self.prog}: error: {message}\n\n")
-        self.print_help(sys.stderr)
-        raise SystemExit(1)
 
 
 def example_dirs() -> tuple[Path, Path, Path]:
@@ -59,15 +54,15 @@ def example_dirs() -> tuple[Path, Path, Path]:
     return dirs  # type: ignore[return-value]
 
 
-def _build_parser() -> _Parser:
-    parser = _Parser(prog="casdri",
+def _build_parser() -> Parser:
+    parser = Parser(prog="casdri",
                      description="Exact CAPI-SDRi scoring for DCASE 2026 Task 4 (S5).")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
-    common = _Parser(add_help=False)  # the same flag after the command name
+    common = Parser(add_help=False)  # the same flag after the command name
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     score = sub.add_parser(
         "score", parents=[common], help="score a DCASE evaluation folder set",
         description="Score estimate stems against oracle targets like the official evaluator "
@@ -88,7 +83,7 @@ def _build_parser() -> _Parser:
     score.add_argument("--out", metavar="FILE",
                        help="write results: .json (everything), .csv or .parquet "
                        "(per-soundscape table)")
-    score.add_argument("--jobs", type=int, metavar="N",
+    score.add_argument("--jobs", type=int_at_least(1), metavar="N",
                        help="parallel readers (default: CPUs, at most 8)")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     score.set_defaults(handler=_cmd_score, parser=score)
@@ -148,14 +143,16 @@ def _write_out(path: Path, result, inputs: dict, lines: list[str]) -> None:
         if path.suffix == ".json":
             doc = {**result.to_dict(), "label_set": inputs.pop("label_set"), "inputs": inputs,
                    "printed": lines, "casdri_version": __version__}
-            path.write_text(json.dumps(_json_ready(doc), indent=2, allow_nan=False) + "\n")
+            atomic_write_text(path, json.dumps(_json_ready(doc), indent=2,
+                                               allow_nan=False) + "\n")
         elif path.suffix == ".csv":
             table = result.per_soundscape.copy()
             for col in ("est_labels", "ref_labels"):
                 table[col] = table[col].map(";".join)
-            table.to_csv(path, index=False)
+            atomic_write_bytes(path, lambda tmp: table.to_csv(tmp, index=False))
         else:
-            result.per_soundscape.to_parquet(path, index=False)
+            atomic_write_bytes(path, lambda tmp: result.per_soundscape.to_parquet(
+                tmp, index=False))
     except OSError as err:
         raise FolderLayoutError(f"cannot write --out {path}: {err}") from None
 
@@ -172,8 +169,6 @@ def _cmd_score(args) -> int:
     if args.out and Path(args.out).suffix not in _OUT_SUFFIXES:
         args.parser.error(f"--out {args.out}: expected a file ending in "
                           f"{', '.join(_OUT_SUFFIXES)}")
-    if args.jobs is not None and args.jobs < 1:
-        args.parser.error(f"--jobs must be >= 1, got {args.jobs}")
     if all(given):
         dirs = tuple(Path(g) for g in given)
     else:
@@ -198,25 +193,18 @@ def _cmd_score(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``casdri`` command; return the exit code.
+    """Run the ``casdri`` command; return the exit code (`casdri._cli` policy).
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
     """
     parser = _build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.error("a command is required (casdri score, explain or compare)")
-    try:
+
+    def handler(args) -> int:
+        if args.command is None:
+            parser.error("a command is required (casdri score, explain or compare)")
         return args.handler(args)
-    except CasdriError as err:
-        if args.debug:
-            raise
-        print(f"casdri: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("casdri: interrupted", file=sys.stderr)
-        return 130
+    return run(parser, handler, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ __all__ = [
     "CacheSchemaError",
     "CacheKeyError",
     "PolicyError",
+    "MissingDependencyError",
 ]
 
 
@@ -56,3 +57,8 @@ class CacheKeyError(CasdriError, KeyError):
 
 class PolicyError(CasdriError, ValueError):
     """Policy parameters out of range or of the wrong shape."""
+
+
+class MissingDependencyError(CasdriError, ImportError):
+    """An optional package (an extra such as ``[builder]``) that is not installed; the
+    message gives the ``pip install`` line."""

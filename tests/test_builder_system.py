@@ -160,6 +160,7 @@ def test_device_is_cuda_when_present_else_cpu(monkeypatch, system_yaml):
     assert pick_device(None) == torch.device("cpu") == pick_device("auto")
     assert load_system(system_yaml).device == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device(None) == torch.device("cuda") and pick_device("") == torch.device("cuda")
     assert pick_device("cpu") == torch.device("cpu")  # an explicit --device wins
     assert pick_device("cuda:1") == torch.device("cuda", 1)
