@@ -1,0 +1,86 @@
+"""`casdri._cli`: one exit-code policy and one message shape for every command line."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from casdri._cli import EXIT_INTERNAL, EXIT_USAGE, EXIT_USER, Parser, lazy_import, run
+from casdri.errors import CacheError, MissingDependencyError
+
+
+def _toy(exc):
+    p = Parser(prog="toy")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--n", type=int)
+
+    def handler(args):
+        if exc is not None:
+            raise exc
+        return 0
+    return p, handler
+
+
+@pytest.mark.parametrize("exc, argv, code, line", [
+    (None, ["--n", "x"], EXIT_USAGE,
+     "toy: error: argument --n: invalid int value: 'x' (see 'toy --help')"),
+    (CacheError("cache: broken; rebuild it"), [], EXIT_USER, "toy: error: cache: broken; "
+                                                             "rebuild it"),
+    (OSError(errno.ENOSPC, "No space left on device", "/data/x"), [], EXIT_USER,
+     "toy: error: no space left on the device (/data/x); free some space and rerun the same "
+     "command (builds resume where they stopped)"),
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "out"), [], EXIT_USER,
+     "toy: error: Is a directory (out)"),
+    (ModuleNotFoundError("No module named 'pyroomacoustics'", name="pyroomacoustics"), [],
+     EXIT_USER, 'toy: error: pyroomacoustics is not installed; install it with pip install '
+                '".[builder]" (from the casdri checkout)'),
+    (ZeroDivisionError("division by zero"), [], EXIT_INTERNAL,
+     "toy: internal error: ZeroDivisionError: division by zero (rerun with --debug for the "
+     "traceback and report it)"),
+])
+def test_exit_codes_and_one_line(capsys, exc, argv, code, line):
+    parser, handler = _toy(exc)
+    assert run(parser, handler, argv) == code
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_debug_shows_the_traceback():
+    parser, handler = _toy(ZeroDivisionError("x"))
+    with pytest.raises(ZeroDivisionError):
+        run(parser, handler, ["--debug"])
+
+
+def test_lazy_import_hint():
+    with pytest.raises(MissingDependencyError, match=r'casdri_no_such_module is not installed; '
+                       r'install it with pip install casdri_no_such_module'):
+        lazy_import("casdri_no_such_module")
+    with pytest.raises(MissingDependencyError, match=r'pip install "\.\[builder\]"'):
+        lazy_import("casdri_no_such_module", extra="builder")
+    assert lazy_import("json").dumps(1) == "1"
+
+
+def test_missing_torch_gives_the_builder_extra_hint(monkeypatch):
+    import builtins
+    import sys
+
+    from cache_builder.system import pick_device
+    real = builtins.__import__
+
+    def no_torch(name, *a, **k):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real(name, *a, **k)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(MissingDependencyError, match=r'torch is not installed; install it with '
+                       r'pip install "\.\[builder\]"'):
+        pick_device("cpu")
+
+
+def test_score_out_that_is_a_folder_is_a_user_error(capsys, tmp_path):
+    from casdri import cli
+    (tmp_path / "r.json").mkdir()
+    assert cli.main(["score", "--example", "--no-progress", "--out",
+                     str(tmp_path / "r.json")]) == EXIT_USER
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("casdri score: error: cannot write --out")
