@@ -30,11 +30,12 @@ from typing import Optional, Sequence
 from ._cli import Parser, int_at_least, run
 from ._io import atomic_write_bytes, atomic_write_text
 from .errors import FolderLayoutError
+from .layout import ESTIMATE_DIR, ORACLE_DIR, SOUNDSCAPE_DIR
 
 __all__ = ["main", "example_dirs"]
 
 _OUT_SUFFIXES = (".json", ".csv", ".parquet")
-_DIRS = (("soundscapes", "soundscape"), ("oracle", "oracle_target"), ("estimate", "estimate"))
+_DIRS = (("soundscapes", SOUNDSCAPE_DIR), ("oracle", ORACLE_DIR), ("estimate", ESTIMATE_DIR))
 
 
 def example_dirs() -> tuple[Path, Path, Path]:

@@ -62,9 +62,9 @@ def wav_names(folder: Path) -> list[str]:
     """
     names, bad = [], []
     for e in os.scandir(folder):
-        if not e.name.lower().endswith(".wav"):
+        if not e.name.lower().endswith(WAV):
             continue
-        if not e.name.endswith(".wav"):
+        if not e.name.endswith(WAV):
             bad.append(f"{e.name!r} (rename it to end in lower-case '.wav': the official "
                        "evaluator reads only '*.wav')")
         elif e.is_file():
@@ -151,7 +151,7 @@ def parse_stem_name(file_name: str, soundscapes: Collection[str],
         ('s_10', None, 'Speech')
     """
     label_set = get_label_set(label_set)
-    if not file_name.endswith(".wav"):
+    if not file_name.endswith(WAV):
         raise FolderLayoutError(f"{file_name!r}: expected a .wav file")
     found = _parse(file_name, soundscapes, label_set)
     if len(found) > 1:
