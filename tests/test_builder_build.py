@@ -442,11 +442,13 @@ def test_non_empty_folder_without_cache_is_refused(env, tmp_path):
 @pytest.mark.parametrize("channels, rate, match", [
     (2, 32000, r"bad\.wav: 2 channels, the system expects 4"),
     (4, 16000, r"bad\.wav: sample rate 16000 Hz, the system expects 32000 Hz"),
+    (4, 0, r"bad\.wav: the soundscape holds 0 samples"),
 ])
 def test_bad_soundscape_audio(env, tmp_path, channels, rate, match):
     sdir = tmp_path / "sc"
     shutil.copytree(env["sdir"], sdir)
-    sf.write(sdir / "bad.wav", np.zeros((rate, channels), np.float32), rate, subtype="FLOAT")
+    sf.write(sdir / "bad.wav", np.zeros((rate, channels), np.float32), rate or 32000,
+             subtype="FLOAT")
     with pytest.raises(AudioFileError, match=match):
         build_cache(env["system"], sdir, tmp_path / "out", **KW)
     assert not (tmp_path / "out").exists()  # checked before anything is written
@@ -632,6 +634,21 @@ def test_missing_separations_part_is_an_interrupted_write_not_a_closure_problem(
     problems = validate_cache(out)
     assert problems == ["part part-dev-000of001-00001.parquet has no separations file (an "
                         "interrupted write): delete its files and rerun the build"]
+
+
+@pytest.mark.parametrize("side, name, match", [
+    ("soundscapes", "soundscape_0009.WAV", r"'soundscape_0009.WAV' \(rename it to end in "
+                                            r"lower-case '.wav'"),
+    ("oracle", "soundscape_0000_9_Speech.WAV", r"'soundscape_0000_9_Speech.WAV' \(rename"),
+])
+def test_build_refuses_what_it_would_skip(env, tmp_path, side, name, match):
+    folders = {"soundscapes": tmp_path / "sc", "oracle": tmp_path / "orc"}
+    shutil.copytree(env["sdir"], folders["soundscapes"])
+    shutil.copytree(env["odir"], folders["oracle"])
+    (folders[side] / name).write_bytes(b"")
+    with pytest.raises(FolderLayoutError, match=match):
+        build_cache(env["system"], folders["soundscapes"], tmp_path / "out",
+                    oracle=folders["oracle"], **KW)
 
 
 def test_no_test_hook_in_the_build_loop():
