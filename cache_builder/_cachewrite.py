@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 import casdri
 from casdri import schema as S
-from casdri._cache_load import BUILD_DIR
+from casdri._cache_checks import BUILD_DIR
 from casdri.cache import CacheWriter
 from casdri.errors import CacheError, CacheSchemaError
 

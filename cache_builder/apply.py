@@ -19,24 +19,16 @@ Conventions:
       ``cache_id`` matches) must equal this system's; a difference is refused (`PolicyError`)
       unless ``force``, which warns. A policy without provenance (hand-written) warns that
       nothing could be compared.
-    * **Nothing half-written looks finished.** Stems are written to a hidden temp folder
-      beside ``out`` (``.<out>.tmp-<pid>-<hex>``, `casdri._io.TEMP_PATTERN`), scored there,
-      then moved into ``out`` (a new ``out`` is one rename); while an existing ``out`` is
-      updated it holds ``.casdri-apply-incomplete``. A killed run leaves only the temp folder
-      (removed by the next run into the same ``out``). The zip is written last, atomically,
-      and holds exactly the stems this run wrote. ``zip_name`` is checked first: it must end
-      in ``.zip`` (or have no suffix) and its folder must be writable.
+    * **Nothing half-written looks finished**: stems go to a temp folder and are moved into
+      ``out`` at the end; the zip, checked first, holds exactly this run's stems
+      (`cache_builder._submission`).
 """
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import sys
 import time
-import uuid
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -45,19 +37,18 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from casdri._io import atomic_path, atomic_write_text, sha256_file
-from casdri.errors import CacheError, PolicyError
-from casdri.layout import parse_stem_name, stem_name, wav_names
+from casdri._io import sha256_file
+from casdri.errors import PolicyError
+from casdri.layout import stem_name
 
+from ._submission import (INCOMPLETE_MARKER, check_out, move_in, temp_folder, write_zip,
+                          zip_target)
 from .runner import (iter_soundscapes, resolve_folder, scan_soundscapes, separate_items,
                      tag_soundscapes)
 from .system import System, SystemSpec, load_system, set_threads
 
 __all__ = ["apply_policy", "ApplyReport", "load_policy", "LiveLookup", "check_provenance",
            "model_sha256", "zip_target", "INCOMPLETE_MARKER"]
-
-#: present in ``out`` while an apply moves its stems in
-INCOMPLETE_MARKER = ".casdri-apply-incomplete"
 
 
 @dataclass
@@ -206,36 +197,6 @@ def check_provenance(policy_path: Union[str, Path], prov: Optional[dict],
     return diffs
 
 
-def zip_target(out: Path, zip_name: Union[str, Path]) -> Path:
-    """The submission zip path for ``zip_name`` (a bare name goes beside ``out``), checked
-    before any work.
-
-    Raises:
-        CacheError: a suffix other than ``.zip``, a folder in the way, or a folder that cannot
-            be written.
-    """
-    path = Path(zip_name)
-    if not str(zip_name).strip() or path.name in ("", ".", ".."):
-        raise CacheError(f"--zip {str(zip_name)!r}: give a file name such as submission.zip")
-    if len(path.parts) == 1:
-        path = Path(out).parent / path
-    suffixes = "".join(path.suffixes)
-    if not path.suffix:
-        path = path.with_name(path.name + ".zip")
-    elif path.suffix != ".zip":
-        raise CacheError(f"--zip {str(zip_name)!r}: a submission is a .zip file (got "
-                         f"{suffixes!r}); name it e.g. {path.name.split('.')[0]}.zip")
-    if path.is_dir():
-        raise CacheError(f"--zip {path}: is a folder; give a file name")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise CacheError(f"--zip {path}: cannot write into {folder}; choose a writable "
-                         "folder")
-    return path
-
-
 class LiveLookup:
     """``lookup(query, separator, stage) -> [SlotStem]`` backed by the real models.
 
@@ -271,63 +232,6 @@ class LiveLookup:
     @property
     def n_separations(self) -> int:
         return len(self.memo)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise CacheError(f"{out} exists and is not a folder; choose another --out")
-    existing = wav_names(out) if out.is_dir() else []
-    if existing and not overwrite:
-        raise CacheError(f"{out} already holds {len(existing)} .wav files; choose an empty "
-                         "--out or pass --overwrite")
-    if out.is_dir() and (out / INCOMPLETE_MARKER).exists() and not overwrite:
-        raise CacheError(f"{out} holds {INCOMPLETE_MARKER}: an earlier apply was killed while "
-                         "moving its stems in; rerun it with --overwrite")
-
-
-def _temp_folder(out: Path) -> Path:
-    """A fresh hidden folder beside ``out``; temp folders of dead runs into ``out`` go."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prefix = re.compile(rf"\.{re.escape(out.name)}\.tmp-(\d+)-[0-9a-f]{{8}}")
-    for p in out.parent.iterdir():
-        m = prefix.fullmatch(p.name)
-        if m and p.is_dir() and not _alive(int(m.group(1))):
-            shutil.rmtree(p, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _move_in(tmp: Path, out: Path, names: list[str], label_set) -> None:
-    """Move the stems of ``tmp`` into ``out``; stale stems of these soundscapes go first."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    marker = out / INCOMPLETE_MARKER
-    atomic_write_text(marker, f"apply pid {os.getpid()} is moving stems in from {tmp}\n")
-    wanted = set(names)
-    for name in wav_names(out):
-        try:
-            sc, _, _ = parse_stem_name(name, wanted, label_set)
-        except Exception:  # noqa: BLE001 - a file of another soundscape: keep it
-            continue
-        (out / name).unlink()
-    for name in wav_names(tmp):
-        os.replace(tmp / name, out / name)
-    marker.unlink()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
@@ -373,7 +277,7 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     t0 = time.perf_counter()
     out = Path(out)
     zip_path = None if zip_name is None else zip_target(out, zip_name)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     spec = system.spec if isinstance(system, System) else SystemSpec.from_yaml(system)
     module, params = load_policy(policy, spec.label_set)
     have = dict(system.sha256) if isinstance(system, System) else model_sha256(spec)
@@ -386,7 +290,7 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     sysm.passes.reset()
     from casdri.policies._base import SoundscapeInputs
     report = ApplyReport(out, None, 0, 0)
-    tmp = _temp_folder(out)
+    tmp = temp_folder(out)
     written_files: list[str] = []
     stream = iter_soundscapes(files, jobs=jobs)
     bar = tqdm(total=len(files), desc="apply", unit="sc", disable=not progress,
@@ -427,22 +331,13 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
             report.score = score_folders(layout.soundscapes, oracle, tmp,
                                          label_set=spec.label_set, jobs=1)
             report.capi_sdri = report.score.capi_sdri
-        _move_in(tmp, out, [f.name for f in files], spec.label_set)
+        move_in(tmp, out, [f.name for f in files], spec.label_set)
     finally:
         bar.close()
         stream.close()
         shutil.rmtree(tmp, ignore_errors=True)
     report.passes = dict(sysm.passes.items)
     if zip_path is not None:
-        report.zip_path = _write_zip(out, written_files, zip_path)
+        report.zip_path = write_zip(out, written_files, zip_path)
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _write_zip(out: Path, names: list[str], path: Path) -> Path:
-    """Zip exactly ``names`` (this run's stems) from ``out`` into ``path``, atomically."""
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for name in sorted(names):
-                z.write(out / name, arcname=name)
-    return path

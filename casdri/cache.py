@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema as sc
-from . import _cache_load as _load
+from . import _cache_checks as _load
 from ._cache_load import read_tables, build_arrays
 from ._decide_io import SlotStem, SoundscapeInputs
 from .errors import CacheError, CacheKeyError, CacheSchemaError
@@ -337,7 +337,7 @@ def load_cache(path: Union[str, Path], label_set=None, *,
                allow_incomplete: bool = False) -> DecisionCache:
     """Load and validate a cache directory.
 
-    Values are range-checked (`casdri._cache_load.check_values`: finite SNRs within ±1000 dB,
+    Values are range-checked (`casdri._cache_checks.check_values`: finite SNRs within ±1000 dB,
     finite energies, probabilities in [0, 1] summing to 1), the class list must equal the
     named label set's, and a cache whose build manifests list soundscapes the parts lack is
     refused.
