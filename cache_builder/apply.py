@@ -48,7 +48,7 @@ from .runner import (iter_soundscapes, resolve_folder, scan_soundscapes, separat
 from .system import System, SystemSpec, load_system, set_threads
 
 __all__ = ["apply_policy", "ApplyReport", "load_policy", "LiveLookup", "check_provenance",
-           "model_sha256", "zip_target", "INCOMPLETE_MARKER"]
+           "model_sha256", "system_meta", "zip_target", "INCOMPLETE_MARKER"]
 
 
 @dataclass
@@ -90,7 +90,10 @@ class ApplyReport:
 def load_policy(path: Union[str, Path], label_set):
     """``(policy module, params)`` from a policy YAML ``{policy, label_set, params}``
     (`casdri.policies.load_policy_yaml`, with the file named in errors): the same validation
-    as the search (unknown keys, NaN, out-of-range values and unknown choices refused).
+    as the search (unknown keys, NaN, out-of-range values and unknown choices refused). With
+    a `SystemSpec` for ``label_set``, the parameters are also encoded against the system
+    (`system_meta`), as the replay encodes them against a cache: a separator or stage
+    choice the system cannot serve is refused.
 
     Raises:
         PolicyError: unreadable file, no ``policy`` key, an unknown policy, bad parameters.
@@ -99,12 +102,30 @@ def load_policy(path: Union[str, Path], label_set):
     path = Path(path)
     if not path.is_file():
         raise PolicyError(f"policy YAML {path} does not exist")
+    space = label_set if isinstance(label_set, SystemSpec) else None
+    if space is not None:
+        label_set = space.label_set
     try:
-        return load_policy_yaml(path, label_set)
+        module, params = load_policy_yaml(path, label_set)
+        if space is not None:  # the choices the system serves, as the replay encodes them
+            params.encode(system_meta(space))
+        return module, params
     except PolicyError as e:
         raise PolicyError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise PolicyError(f"{path}: not valid YAML ({e})") from None
+
+
+def system_meta(spec: SystemSpec):
+    """The `casdri.schema.CacheMeta` a cache of this system would have (no hashes): what a
+    policy's choices (separators, stages) are checked against."""
+    from casdri import schema as S
+    return S.CacheMeta(
+        label_set=spec.label_set.name, classes=spec.label_set.classes,
+        sample_rate_hz=spec.sample_rate_hz, n_tracks=spec.n_tracks,
+        taggers=tuple(spec.taggers), separators=tuple(spec.separators),
+        separator_sha256=("",) * len(spec.separators), retagger=spec.retagger,
+        n_stages=1 + len(spec.stages))
 
 
 def _provenance(path: Path) -> Optional[dict]:
@@ -279,7 +300,7 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     zip_path = None if zip_name is None else zip_target(out, zip_name)
     check_out(out, overwrite)
     spec = system.spec if isinstance(system, System) else SystemSpec.from_yaml(system)
-    module, params = load_policy(policy, spec.label_set)
+    module, params = load_policy(policy, spec)
     have = dict(system.sha256) if isinstance(system, System) else model_sha256(spec)
     check_provenance(policy, _provenance(policy), have, force)
     set_threads(threads)

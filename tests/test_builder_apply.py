@@ -237,7 +237,8 @@ BAD_POLICIES = [
     ("select_separator: 5", {"select_separator": 5}, r"select_separator"),
     ("verify_mode: maybe", {"verify_mode": "maybe"}, r"verify_mode"),
     ("stage: 0.5", {"stage": 0.5}, r"stage"),
-    ("energy_gate_db: .nan", {"energy_gate_db": float("nan")}, r"energy_gate_db"),
+    ("stage: 2 of a 2-stage system", {"stage": 2}, r"stage"),
+    ("energy_gate_db: .nan", {"energy_gate_db": float("nan")}, r"energy_gate_db|NaN"),
     ("prob_gate: 5", {"prob_gate": 5}, r"prob_gate"),
     ("silence_thr: -1", {"silence_thr": -1}, r"silence_thr"),
     ("unknown key", {"w_typo": 0.3}, r"unknown parameters \['w_typo'\]"),
@@ -253,10 +254,13 @@ def _bad_policy(tmp_path, change):
     return p
 
 
-def _search_refuses(path) -> bool:
+def _search_refuses(path, meta) -> bool:
+    """What the search and the replay refuse: `load_policy_yaml`, then the encoding of the
+    parameters against the cache (here: the metadata a cache of the test system has)."""
     from casdri.policies import load_policy_yaml
     try:
-        load_policy_yaml(path, DCASE2026T4)
+        _, params = load_policy_yaml(path, DCASE2026T4)
+        params.encode(meta)
     except PolicyError:
         return True
     return False
@@ -265,7 +269,7 @@ def _search_refuses(path) -> bool:
 @pytest.mark.parametrize("case, change, match", BAD_POLICIES, ids=[c for c, _, _ in BAD_POLICIES])
 def test_apply_validates_the_policy_exactly_as_the_search(env, tmp_path, case, change, match):
     p = _bad_policy(tmp_path, change)
-    if not _search_refuses(p):
+    if not _search_refuses(p, env["cache"].meta):
         pytest.skip(f"{case}: casdri.policies does not refuse it yet (strict PolicyParams "
                     "come with the 'policy' branch)")
     with pytest.raises(PolicyError, match=rf"bad.yaml: .*{match}"):
@@ -282,7 +286,7 @@ def test_apply_and_search_agree_on_every_bad_policy(env, tmp_path, monkeypatch):
         RuntimeError("models would load now")))
     for case, change, _ in BAD_POLICIES:
         p = _bad_policy(tmp_path, change)
-        want = _search_refuses(p)
+        want = _search_refuses(p, env["cache"].meta)
         with pytest.raises(PolicyError if want else RuntimeError):
             apply_policy(env["yaml"], p, env["sdir"], tmp_path / "o", oracle=False)
 
