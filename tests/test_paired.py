@@ -115,7 +115,7 @@ def test_cli_explain_and_compare_on_the_demo_cache(tmp_path):
     r = run_cli("explain", "--split", "eval")
     assert r.returncode == 1 and "holds splits ['dev']" in r.stderr
     r = run_cli("compare", "nonsense.txt", "baseline")
-    assert r.returncode == 1 and "casdri: error:" in r.stderr
+    assert r.returncode == 1 and "casdri compare: error:" in r.stderr
 
 
 def test_cli_on_golden_folders(golden_dir, tmp_path):
@@ -136,4 +136,4 @@ def test_cli_on_golden_folders(golden_dir, tmp_path):
     gain = [x for x in r.stdout.splitlines() if "gain A - B" in x]
     assert gain and gain == [x for x in r2.stdout.splitlines() if "gain A - B" in x]
     r = run_cli("explain", d / "estimate", "--oracle-estimate", ora)
-    assert r.returncode == 1 and "needs --soundscapes and --oracle" in r.stderr
+    assert r.returncode == 2 and "needs --soundscapes and --oracle" in r.stderr  # usage
