@@ -59,9 +59,10 @@ __all__ = ["build_tables", "clip_capi", "find_key", "key_code", "label_counts", 
 #: dims vector layout (int64) passed to the drivers
 D_C, D_K, D_NST, D_MAXS, D_M, D_MAXI, D_NSEP = range(7)
 
-#: settings per block at most: the block's rows of X stay in L2 while one soundscape's tables
-#: sit in L1; a large block amortises filling L1 with each soundscape's tables
-BLOCK = 256
+#: settings per block at most: one soundscape's tables (~17 kB) are read into L1 once per
+#: block and reused by every setting of it; the block's rows of X stream from L2/L3. Measured
+#: (benchmarks/bench_replay.py): 1,024 beats 256 by ~15 %, smaller blocks lose more.
+BLOCK = 1024
 
 
 class Drivers(NamedTuple):

@@ -4,8 +4,9 @@
 Conventions:
     * A **query** is a multiset of class indices in **canonical order: sorted ascending by
       class index** (``(3, 15, 15)``); slot ``i`` of a separation holds the stem for
-      ``query[i]`` (`casdri.schema.QUERY_ORDER_RULE`). The live pipeline (`cache_builder.apply`) sorts the same way before it
-      calls a separator, so the cache and the live run address the same stems.
+      ``query[i]`` (`casdri.schema.QUERY_ORDER_RULE`). The live pipeline
+      (`cache_builder.apply`) sorts the same way before it calls a separator, so the cache and
+      the live run address the same stems.
     * The **proposal pool** of a soundscape: for each tagger and each track, the ``top_n``
       non-silence classes by softmax probability, whatever the silence probability; a class
       tied with the ``top_n``-th is included too, so no tie-breaking rule of a policy can

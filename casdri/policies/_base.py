@@ -26,6 +26,7 @@ import yaml
 from .._decide_io import Lookup, SlotStem, SoundscapeInputs
 from ..errors import PolicyError
 from ..labels import SILENCE, LabelSet, get_label_set
+from ._validate import allowed, allowed_text, check_field
 
 __all__ = ["PolicyParams", "ParamRange", "scalar", "threshold", "choice", "SoundscapeInputs",
            "SlotStem", "Decision", "Lookup", "resolve_space", "pick_slots"]
@@ -39,19 +40,24 @@ def scalar(default: float, low: float, high: float, doc: str = "") -> Any:
                                                             doc=doc))
 
 
-def threshold(default: float, low: float, high: float, doc: str = "") -> Any:
-    """A per-class threshold (C columns): one float or a ``{label: float}`` mapping."""
+def threshold(default: float, low: float, high: float, doc: str = "",
+              off: Optional[float] = None) -> Any:
+    """A per-class threshold (C columns): one float or a ``{label: float}`` mapping, each in
+    ``[low, high]`` or equal to ``off`` (an infinity that switches the comparison off)."""
     return dataclasses.field(default=default, metadata=dict(kind="threshold", low=low,
-                                                            high=high, doc=doc))
+                                                            high=high, doc=doc, off=off))
 
 
 def choice(default: Any, choices: Union[tuple, Callable], doc: str = "",
-           auto: Optional[Callable] = None) -> Any:
+           auto: Optional[Callable] = None, values: Optional[tuple] = None) -> Any:
     """A categorical parameter (one column); ``choices`` a tuple or ``f(meta) -> tuple``;
-    ``auto(meta)`` gives the value of a ``None`` default."""
+    ``auto(meta)`` gives the value of a ``None`` default; ``values``: every integer a
+    cache-dependent choice can ever take (checked before a cache is known)."""
     md = dict(kind="choice", choices=choices, doc=doc)
     if auto is not None:
         md["auto"] = auto
+    if values is not None:
+        md["values"] = tuple(values)
     return dataclasses.field(default=default, metadata=md)
 
 
@@ -63,7 +69,7 @@ class ParamRange:
         name: field name; columns: ``(k,) int64`` encoded columns (k = C for per-class).
         low, high: numeric range (None for a choice); choices: encoded choice codes.
         per_class: True for thresholds; integer: a choice of integers; default: encoded
-            default value(s).
+            default value(s); off: the threshold's "off" value allowed outside the range.
     """
 
     name: str
@@ -74,6 +80,7 @@ class ParamRange:
     per_class: bool = False
     integer: bool = False
     default: Optional[np.ndarray] = None
+    off: Optional[float] = None
 
 
 def resolve_space(space) -> tuple[LabelSet, Any]:
@@ -93,6 +100,20 @@ class PolicyParams:
     """Base of the parameter dataclasses (`BaselineParams`, `RefineParams`, `OracleParams`)."""
 
     policy: ClassVar[str] = ""
+
+    def __post_init__(self):
+        """Refuse values outside the rules of `casdri.policies._validate` (field named)."""
+        for f in self._fields():
+            check_field(type(self).__name__, f, getattr(self, f.name))
+
+    def check(self, space) -> "PolicyParams":
+        """Check the cache-dependent choices too (as the search does); returns ``self``.
+
+        Raises:
+            PolicyError: a choice the cache (or its metadata) cannot serve, named.
+        """
+        type(self).check_encoded(self.encode(space)[None, :], space)
+        return self
 
     @classmethod
     def _fields(cls):
@@ -220,7 +241,8 @@ class PolicyParams:
                 out.append(ParamRange(f.name, cols, choices=codes, integer=True, default=d))
             else:
                 out.append(ParamRange(f.name, cols, float(md["low"]), float(md["high"]),
-                                      per_class=md["kind"] == "threshold", default=d))
+                                      per_class=md["kind"] == "threshold", default=d,
+                                      off=md.get("off")))
         return out
 
     @classmethod
@@ -229,48 +251,54 @@ class PolicyParams:
 
     @classmethod
     def _check_spec(cls, space):
-        """``(P, column names, [(column, allowed codes, name)], finite columns)``, memoised on
-        a cache's ``memo``."""
+        """``(P, column names, [(column, allowed codes, name)], [(columns, metadata, name)])``,
+        memoised on a cache's ``memo``."""
         memo = getattr(space, "memo", None)
-        key = ("check_spec", cls.__name__)
+        key = ("check_spec", cls)
         if memo is not None and key in memo:
             return memo[key]
-        names, choices, finite = [], [], []
+        md = {f.name: f.metadata for f in cls._fields()}
+        names, choices, numeric = [], [], []
         for r in cls.search_space(space):
             names += [r.name] * len(r.columns)
             if r.choices:
                 choices.append((int(r.columns[0]), np.asarray(r.choices), r.name))
-            elif not r.per_class:
-                finite += [int(c) for c in r.columns]
-        spec = (len(names), names, choices, np.asarray(finite, np.int64))
+            else:
+                numeric.append((np.asarray(r.columns), md[r.name], r.name))
+        spec = (len(names), names, choices, numeric)
         if memo is not None:
             memo[key] = spec
         return spec
 
     @classmethod
     def check_encoded(cls, X: np.ndarray, space) -> np.ndarray:
-        """``(n, P)`` C-contiguous float64 copy of ``X``, checked against the space.
+        """``(n, P)`` C-contiguous float64 copy of ``X``, checked against the space (the rules
+        of `casdri.policies._validate`).
 
         Raises:
-            PolicyError: wrong width, NaN, or a choice code the cache cannot serve (named).
+            PolicyError: wrong width, NaN, a value out of its range, or a choice code the cache
+                cannot serve (named).
         """
         X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, np.float64)))
-        P, names, choices, finite = cls._check_spec(space)
+        P, names, choices, numeric = cls._check_spec(space)
         if X.ndim != 2 or X.shape[1] != P:
             raise PolicyError(f"{cls.policy}: settings must be (n, {P}), got {X.shape}")
         nan = np.isnan(X)
         if nan.any():
             row, col = (int(v[0]) for v in np.nonzero(nan))
             raise PolicyError(f"{cls.policy}.{names[col]}: NaN in setting {row}")
-        for col, allowed, name in choices:
-            bad = ~np.isin(X[:, col], allowed)
+        for col, allowed_codes, name in choices:
+            bad = ~np.isin(X[:, col], allowed_codes)
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
-                raise PolicyError(f"{cls.policy}.{name}={X[row, col]!r} in setting {row}: this "
-                                  f"cache allows {list(allowed)}")
-        if len(finite) and not np.isfinite(X[:, finite]).all():
-            col = int(finite[~np.isfinite(X[:, finite]).all(0)][0])
-            raise PolicyError(f"{cls.policy}.{names[col]} must be finite")
+                raise PolicyError(f"{cls.policy}.{name}={float(X[row, col])!r} in setting {row}: "
+                                  f"this cache allows {list(allowed_codes)}")
+        for cols, md, name in numeric:
+            bad = ~allowed(X[:, cols], md)
+            if bad.any():
+                row, k = (int(v[0]) for v in np.nonzero(bad))
+                raise PolicyError(f"{cls.policy}.{name}={float(X[row, cols[k]])!r} in setting "
+                                  f"{row}: expected {allowed_text(md)}")
         return X
 
     # ---- YAML
@@ -336,7 +364,7 @@ class PolicyParams:
                 vec = _threshold_vector(v, ls, f"{cls.__name__}.{f.name}")
                 v = {c: float(t) for c, t in zip(ls.classes, vec)}
             kw[f.name] = float(v) if f.metadata["kind"] != "choice" and \
-                isinstance(v, (int, float)) else v
+                isinstance(v, (int, float)) and not isinstance(v, bool) else v
         return cls(**kw)
 
 

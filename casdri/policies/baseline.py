@@ -43,7 +43,7 @@ class BaselineParams(PolicyParams):
                                                "tagger whose argmax labels the tracks",
                                                auto=default_tagger)
     separator: int = choice(0, lambda m: tuple(range(min(len(m.separators), 2))),
-                            "separator index (0 = the official system)")
+                            "separator index (0 = the official system)", values=(0, 1))
     stage: int = choice(0, lambda m: tuple(range(m.n_stages)), "refinement stage")
 
 

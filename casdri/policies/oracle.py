@@ -28,7 +28,8 @@ class OracleParams(PolicyParams):
     """Parameters of ``oracle`` (encoded ``[select_separator, stage]``)."""
 
     policy = NAME
-    select_separator: int = choice(0, separator_choices, "0 first, 1 second, 2 per-slot better")
+    select_separator: int = choice(0, separator_choices, "0 first, 1 second, 2 per-slot better",
+                                   values=(0, 1, 2))
     stage: int = choice(0, stage_choices, "refinement stage whose stems are used")
 
 

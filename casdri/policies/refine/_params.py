@@ -33,9 +33,12 @@ class RefineParams(PolicyParams):
     solo_keep_4ch: Thr = threshold(0.5, 0.0, 1.0, "min probability of an unpaired 4ch instance")
     verify_thr: Thr = threshold(0.5, 0.0, 1.0, "retag probability that confirms a stem")
     drop_thr: Thr = threshold(0.0, 0.0, 1.0, "unconfirmed queries below it are dropped")
-    energy_gate_db: Thr = threshold(float("-inf"), -80.0, 0.0, "stem energy (dB) below: silence")
+    energy_gate_db: Thr = threshold(float("-inf"), -80.0, 0.0, "stem energy (dB) below: silence",
+                                    off=float("-inf"))
     prob_gate: Thr = threshold(0.0, 0.0, 1.0, "confidence below: silence")
-    silence_thr: Thr = threshold(float("inf"), 0.0, 1.0, "retag silence prob at/above: silence")
+    silence_thr: Thr = threshold(float("inf"), 0.0, 1.0, "retag silence prob at/above: silence",
+                                 off=float("inf"))
     verify_mode: str = choice("threshold", ("threshold", "argmax"), "how a stem is confirmed")
-    select_separator: int = choice(0, separator_choices, "0 first, 1 second, 2 per-slot better")
+    select_separator: int = choice(0, separator_choices, "0 first, 1 second, 2 per-slot better",
+                                   values=(0, 1, 2))
     stage: int = choice(0, stage_choices, "refinement stage whose stems are used")

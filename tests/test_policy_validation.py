@@ -1,0 +1,122 @@
+"""One validation of policy values (construction, YAML, encoded settings) and of replay masks:
+a parametrised table of bad input and the message it must raise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from casdri.errors import PolicyError
+from casdri.policies import (BaselineParams, OracleParams, RefineParams, load_policy_yaml)
+from casdri.replay import replay, replay_matrix
+from casdri.synthetic import make_synthetic_cache
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return make_synthetic_cache(n_soundscapes=8, seed=2, n_stages=2)
+
+
+BAD_PARAMS = [
+    (dict(w=5.0), r"RefineParams\.w=5\.0: expected a number in \[0\.0, 1\.0\]"),
+    (dict(w=NAN), r"RefineParams\.w=nan"),
+    (dict(w=True), r"RefineParams\.w=True"),
+    (dict(w="0.5"), r"RefineParams\.w='0\.5'"),
+    (dict(energy_gate_db=NAN), r"energy_gate_db=nan: expected a number in \[-80\.0, 0\.0\] or "
+                               r"-inf \(off\)"),
+    (dict(energy_gate_db=INF), r"energy_gate_db=inf"),
+    (dict(energy_gate_db=-200.0), r"energy_gate_db=-200\.0"),
+    (dict(prob_gate=5), r"RefineParams\.prob_gate=5: expected a number in \[0\.0, 1\.0\]$"),
+    (dict(silence_thr=-1), r"silence_thr=-1: expected a number in \[0\.0, 1\.0\] or inf"),
+    (dict(silence_thr=-INF), r"silence_thr=-inf"),
+    (dict(verify_thr={"Speech": 2.0, "default": 0.5}), r"verify_thr\[Speech\]=2\.0"),
+    (dict(drop_thr=[0.1] * 17 + [NAN]), r"drop_thr\[17\]=nan"),
+    (dict(select_separator=5), r"select_separator=5: expected one of \[0, 1, 2\]"),
+    (dict(select_separator=True), r"select_separator=True"),
+    (dict(verify_mode="maybe"), r"verify_mode='maybe': expected one of \['threshold', 'argmax'\]"),
+    (dict(stage=0.5), r"RefineParams\.stage=0\.5"),
+    (dict(stage=-1), r"RefineParams\.stage=-1"),
+    (dict(stage=None), r"RefineParams\.stage=None"),
+]
+
+
+@pytest.mark.parametrize("kw,match", BAD_PARAMS)
+def test_bad_params_refused_at_construction(kw, match):
+    with pytest.raises(PolicyError, match=match):
+        RefineParams(**kw)
+
+
+def test_other_policies_and_legal_values():
+    with pytest.raises(PolicyError, match=r"BaselineParams\.separator=2"):
+        BaselineParams(separator=2)
+    with pytest.raises(PolicyError, match=r"OracleParams\.stage=1\.0"):
+        OracleParams(stage=1.0)
+    RefineParams(energy_gate_db=-INF, silence_thr=INF, prob_gate=0.0, w=1.0)  # the "off" values
+    RefineParams(verify_thr={"Speech": 1.0, "default": 0.0}, energy_gate_db=-80.0)
+    BaselineParams(tagger=None)
+    BaselineParams(tagger="1ch")
+
+
+BAD_YAML = [
+    ("select_separator: 5", r"select_separator=5"),
+    ("verify_mode: maybe", r"verify_mode='maybe'"),
+    ("stage: 0.5", r"stage=0\.5"),
+    ("energy_gate_db: .nan", r"energy_gate_db=nan"),
+    ("prob_gate: 5", r"prob_gate=5\.0"),
+    ("silence_thr: -1", r"silence_thr=-1\.0"),
+    ("w: true", r"w=True"),
+    ("verify_thr: {Speech: 1.5, default: 0.5}", r"verify_thr\[Speech\]=1\.5"),
+]
+
+
+@pytest.mark.parametrize("line,match", BAD_YAML)
+def test_bad_policy_yaml_refused(line, match):
+    with pytest.raises(PolicyError, match=match):
+        load_policy_yaml(f"policy: refine\nlabel_set: dcase2026t4\nparams:\n  {line}\n")
+
+
+def test_unknown_top_level_key_refused():
+    doc = "policy: refine\nlabel_set: dcase2026t4\nparms:\n  w: 0.3\n"
+    with pytest.raises(PolicyError, match=r"unknown top-level keys \['parms'\]"):
+        load_policy_yaml(doc)
+    mod, p = load_policy_yaml("policy: refine\nlabel_set: dcase2026t4\nparams:\n"
+                              "  energy_gate_db: -.inf\n  silence_thr: .inf\nprovenance: {a: 1}\n")
+    assert p.energy_gate_db == -INF and p.silence_thr == INF
+
+
+def test_cache_dependent_choices_and_encoded_settings(cache, tmp_path):
+    one = make_synthetic_cache(tmp_path / "one", n_soundscapes=3, separators=("only",))
+    with pytest.raises(PolicyError, match=r"select_separator=1: expected one of \[0, 2\]"):
+        RefineParams(select_separator=1).check(one)
+    with pytest.raises(PolicyError, match=r"stage=3"):
+        RefineParams(stage=3).check(cache)
+    assert RefineParams(stage=1).check(cache).stage == 1
+    lay = RefineParams.layout(cache)
+    x = RefineParams().encode(cache)
+    for field, value, match in (("w", 5.0, r"refine\.w=5\.0 in setting 0: expected a number in "
+                                           r"\[0\.0, 1\.0\]"),
+                                ("prob_gate", -0.5, r"refine\.prob_gate=-0\.5"),
+                                ("energy_gate_db", INF, r"refine\.energy_gate_db=inf"),
+                                ("silence_thr", -INF, r"refine\.silence_thr=-inf")):
+        bad = x.copy()
+        bad[lay[field][-1]] = value
+        with pytest.raises(PolicyError, match=match):
+            replay_matrix(cache, "refine", bad[None])
+
+
+def test_mask_kinds(cache):
+    S = cache.n_soundscapes
+    full = replay(cache, "refine", RefineParams()).capi_sdri[0]
+    assert replay(cache, "refine", RefineParams(), mask=np.ones(S, bool)).capi_sdri[0] == full
+    assert replay(cache, "refine", RefineParams(), mask=np.arange(S)).capi_sdri[0] == full
+    sub = replay(cache, "refine", RefineParams(), mask=[0, 3]).n_soundscapes
+    assert sub == 2
+    for mask, match in ((np.ones(S), r"float64 array is neither a bool mask nor integer "
+                                     r"indices.*mask\.astype\(bool\)"),
+                        (np.ones(S, int), r"holding only 0 and 1 is ambiguous"),
+                        ((np.arange(S) % 2), r"ambiguous"),
+                        (np.ones(S - 1, bool), r"bool mask must have shape"),
+                        ([0, S], r"outside 0\.\.")):
+        with pytest.raises(PolicyError, match=match):
+            replay(cache, "refine", RefineParams(), mask=mask)
