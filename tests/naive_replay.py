@@ -104,7 +104,8 @@ def oracle(raw, sid, p: dict):
 
 
 def refine(raw, sid, p: dict):
-    """p: thresholds as (C,) arrays, w, verify_mode, select_separator, stage."""
+    """p: thresholds as (C,) arrays, w, tagger_silence_margin, verify_mode, select_separator,
+    stage."""
     C = len(raw.classes)
     if "4ch" in raw.taggers and "1ch" in raw.taggers:
         four, one = "4ch", "1ch"
@@ -117,18 +118,25 @@ def refine(raw, sid, p: dict):
             continue
         for row in raw.tagger[(sid, name)]:
             c = int(np.argmax(row[:C]))
-            per.setdefault((role, c), []).append(float(row[c]))
+            per.setdefault((role, c), []).append((float(row[c]), float(row[C])))
     inst = []  # (class, rank, confidence or None)
+    sil = {}  # instance -> its tracks' silence probability, fused like the confidence
     for c in range(C):
-        a = sorted(per.get(("4ch", c), []), reverse=True)
-        b = sorted(per.get(("1ch", c), []), reverse=True)
+        a = sorted(per.get(("4ch", c), []), key=lambda t: -t[0])
+        b = sorted(per.get(("1ch", c), []), key=lambda t: -t[0])
         for r in range(max(len(a), len(b))):
             if r < len(a) and r < len(b):
-                conf = p["w"] * a[r] + (1.0 - p["w"]) * b[r]
+                conf = p["w"] * a[r][0] + (1.0 - p["w"]) * b[r][0]
+                s = p["w"] * a[r][1] + (1.0 - p["w"]) * b[r][1]
             elif r < len(a):
-                conf = a[r] if a[r] >= p["solo_keep_4ch"][c] else None
+                conf = a[r][0] if a[r][0] >= p["solo_keep_4ch"][c] else None
+                s = a[r][1]
             else:
-                conf = b[r] if b[r] >= p["solo_keep_1ch"][c] else None
+                conf = b[r][0] if b[r][0] >= p["solo_keep_1ch"][c] else None
+                s = b[r][1]
+            if conf is not None and s - conf > p["tagger_silence_margin"]:
+                conf = None  # silence more probable than the class by more than the margin
+            sil[len(inst)] = s
             inst.append((c, r, conf))
     K = next(v for k, v in raw.tagger.items() if k[0] == sid).shape[0]
     alive = [(i, x) for i, x in enumerate(inst) if x[2] is not None]
@@ -158,7 +166,7 @@ def refine(raw, sid, p: dict):
     est = []
     for (i, (c, _, conf)), st in zip(slots, stems):
         silent = (st["energy"] < p["energy_gate_db"][c] or conf < p["prob_gate"][c]
-                  or st["sil"] >= p["silence_thr"][c])
+                  or st["sil"] >= p["silence_thr"][c] or sil[i] >= p["tagger_silence_gate"][c])
         est.append((-1 if silent else c, st))
     return _score(raw, sid, est)
 

@@ -38,9 +38,11 @@ def test_encoded_layout_and_offsets():
     assert list(lay["w"]) == [0]
     for k, name in enumerate(names):  # the documented refine layout: thresholds at 1 + k*C
         assert list(lay[name]) == list(range(1 + k * C, 1 + (k + 1) * C))
-    assert [lay[n][0] for n in ("verify_mode", "select_separator", "stage")] == \
-        [1 + 7 * C, 2 + 7 * C, 3 + 7 * C]
-    assert RefineParams.n_params(DCASE2026T4) == 4 + 7 * C
+    assert [lay[n][0] for n in ("verify_mode", "select_separator", "stage",
+                                "tagger_silence_margin")] == \
+        [1 + 7 * C, 2 + 7 * C, 3 + 7 * C, 4 + 7 * C]
+    assert list(lay["tagger_silence_gate"]) == list(range(5 + 7 * C, 5 + 8 * C))
+    assert RefineParams.n_params(DCASE2026T4) == 5 + 8 * C
     assert [v[0] for v in BaselineParams.layout(DCASE2026T4).values()] == [0, 1, 2]
     assert [v[0] for v in OracleParams.layout(DCASE2026T4).values()] == [0, 1]
 
@@ -140,7 +142,9 @@ def test_search_space_and_checks(tmp_path, cache):
     assert {r.name: r for r in RefineParams.search_space(one)}["select_separator"].choices == \
         (0.0, 2.0)
     x = RefineParams().encode(cache)
-    for col, value, match in ((-1, 5.0, "stage"), (-2, 1.5, "select_separator"),
+    lay = RefineParams.layout(cache)
+    for col, value, match in ((lay["stage"][0], 5.0, "stage"),
+                              (lay["select_separator"][0], 1.5, "select_separator"),
                               (0, np.nan, "NaN")):
         bad = x.copy()
         bad[col] = value
@@ -148,7 +152,7 @@ def test_search_space_and_checks(tmp_path, cache):
             replay(cache, "refine", bad[None])
     with pytest.raises(PolicyError, match="select_separator"):
         replay(one, "refine", RefineParams(select_separator=1))
-    with pytest.raises(PolicyError, match=r"\(n, 130\)"):
+    with pytest.raises(PolicyError, match=r"\(n, 149\)"):
         replay(cache, "refine", x[None, :-1])
     with pytest.raises(PolicyError, match="unknown policy"):
         get_policy("nope")

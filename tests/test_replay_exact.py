@@ -30,15 +30,12 @@ C = DCASE2026T4.n_classes
 
 
 def naive_params(cache, policy, x):
+    """The naive replay's view of a setting: per-class thresholds as ``(C,)`` arrays."""
     p = params_class(policy).decode(x, cache)
     if policy != "refine":
         return dict(p.__dict__)
-    out = {f: p.per_class(f, cache.label_set) for f in (
-        "solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
-        "prob_gate", "silence_thr")}
-    out.update(w=p.w, verify_mode=p.verify_mode, select_separator=p.select_separator,
-               stage=p.stage)
-    return out
+    return {r.name: p.per_class(r.name, cache.label_set) if r.per_class else getattr(p, r.name)
+            for r in p.search_space(cache)}
 
 
 def _sources():

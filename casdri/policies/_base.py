@@ -34,10 +34,12 @@ __all__ = ["PolicyParams", "ParamRange", "scalar", "threshold", "choice", "Sound
 Threshold = Union[float, Mapping[str, float]]
 
 
-def scalar(default: float, low: float, high: float, doc: str = "") -> Any:
-    """A float parameter (one column) searched in ``[low, high]``."""
+def scalar(default: float, low: float, high: float, doc: str = "",
+           off: Optional[float] = None) -> Any:
+    """A float parameter (one column) searched in ``[low, high]`` (or equal to ``off``, an
+    infinity that switches its comparison off)."""
     return dataclasses.field(default=default, metadata=dict(kind="scalar", low=low, high=high,
-                                                            doc=doc))
+                                                            doc=doc, off=off))
 
 
 def threshold(default: float, low: float, high: float, doc: str = "",

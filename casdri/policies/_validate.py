@@ -3,7 +3,8 @@ Python, YAML or a decoded search setting: the live ``apply`` and the search shar
 encoded settings (`PolicyParams.check_encoded`).
 
 Rules (per field kind, from the field's metadata):
-    * scalar: a real number (not a bool, not NaN) in ``[low, high]``;
+    * scalar: a real number (not a bool, not NaN) in ``[low, high]`` or equal to its "off"
+      value when it declares one;
     * threshold: one such number, a ``{label: number}`` mapping or a sequence of numbers, each
       in ``[low, high]`` or equal to the field's declared "off" value (``-inf`` for
       ``energy_gate_db``, ``+inf`` for ``silence_thr``), never NaN;

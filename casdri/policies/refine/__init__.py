@@ -7,7 +7,8 @@ Conventions:
       role. ``w`` weights the 4ch probability.
     * Thresholds are per class (one float or ``{label: value}``); comparisons are in float64
       on float32 probabilities (as cached). "Off" values: ``verify_thr`` 0, ``drop_thr`` 0,
-      ``energy_gate_db`` -inf, ``prob_gate`` 0, ``silence_thr`` +inf, ``solo_keep_*`` 0.
+      ``energy_gate_db`` -inf, ``prob_gate`` 0, ``silence_thr`` +inf, ``solo_keep_*`` 0,
+      ``tagger_silence_margin`` +inf, ``tagger_silence_gate`` +inf.
 
 Decision, in this exact order (the jitted `kernel_decide` in ``_kernel.py`` and `decide` below
 implement it independently and are tested equal; the change points of each threshold, in
@@ -22,6 +23,12 @@ implement it independently and are tested equal; the change points of each thres
     (K = number of tracks) become the queries; ties go to the lower instance (lower class,
     then better rank). Slot order: class ascending, then confidence descending, then instance
     order; slot i of the query carries the confidence of its instance.
+    Silence as evidence: each instance also has a fused tagger silence probability (the
+    silence column of its tracks' softmax, fused with the same ``w`` for a paired instance).
+    An instance whose silence probability exceeds its confidence by more than
+    ``tagger_silence_margin`` is not proposed (dropped before the K most confident are
+    taken; +inf, the default, is off; 0 mirrors the official rule, where a track whose
+    silence probability beats its best class asks for nothing).
 (b) Separate: look up the canonical query (sorted ascending).
 (f)+(e) Stems of a lookup: stage ``stage`` of separator 0 (``select_separator=0``), of
     separator 1 (``1``), or per slot the one of the two whose re-tagging probability of the
@@ -33,7 +40,9 @@ implement it independently and are tested equal; the change points of each thres
     remaining queries are looked up again ((b), (f)+(e) once more, no second verification);
     none left → no stems.
 (d) Gates on the final stems: silence if ``energy_db < energy_gate_db[c]``, or confidence
-    ``< prob_gate[c]``, or retag silence probability (min over tracks) ``>= silence_thr[c]``.
+    ``< prob_gate[c]``, or retag silence probability (min over tracks) ``>= silence_thr[c]``,
+    or the instance's fused tagger silence probability ``>= tagger_silence_gate[c]`` (+inf:
+    off).
 """
 from __future__ import annotations
 
@@ -52,10 +61,10 @@ PARAMS = RefineParams
 
 #: stage name -> the fields that stage may move (`search`)
 SEARCH_PLAN = {
-    "fusion": ("w", "solo_keep_1ch", "solo_keep_4ch"),
+    "fusion": ("w", "solo_keep_1ch", "solo_keep_4ch", "tagger_silence_margin"),
     "verify": ("verify_thr", "verify_mode", "drop_thr"),
-    "gates": ("energy_gate_db", "prob_gate", "silence_thr"),
-    "per-class": ("verify_thr", "drop_thr", "prob_gate", "silence_thr"),
+    "gates": ("energy_gate_db", "prob_gate", "silence_thr", "tagger_silence_gate"),
+    "per-class": ("verify_thr", "drop_thr", "prob_gate", "silence_thr", "tagger_silence_gate"),
     "select": ("select_separator", "stage"),
     "refine": tuple(RefineParams.field_index()),  # coordinate descent: every field
 }
@@ -66,9 +75,9 @@ def change_points(cache, prep: dict, trace) -> RefineChangePoints:
     return RefineChangePoints(cache, prep, trace)
 
 
-def fused_instances(inputs: SoundscapeInputs) -> list[tuple[int, float, float]]:
-    """Step (a) without parameters: ``[(class, p_4ch or None, p_1ch or None)]`` in
-    (class, rank) order."""
+def fused_instances(inputs: SoundscapeInputs) -> list[tuple]:
+    """Step (a) without parameters: ``[(class, p_4ch, p_1ch, s_4ch, s_1ch)]`` in (class, rank)
+    order: class and silence probabilities of the instance's tracks (None: absent)."""
     names = list(inputs.tagger_probs)
     ia, ib = fusion_roles(names)
     C = inputs.label_set.n_classes
@@ -78,13 +87,15 @@ def fused_instances(inputs: SoundscapeInputs) -> list[tuple[int, float, float]]:
             continue
         for row in np.asarray(inputs.tagger_probs[names[ti]]):
             c = int(np.argmax(row[:C]))
-            lists[role].setdefault(c, []).append(float(row[c]))
+            lists[role].setdefault(c, []).append((float(row[c]), float(row[C])))
     out = []
     for c in sorted(set(lists[0]) | set(lists[1])):
-        a = sorted(lists[0].get(c, []), reverse=True)
-        b = sorted(lists[1].get(c, []), reverse=True)
+        a = sorted(lists[0].get(c, []), key=lambda t: t[0], reverse=True)  # stable: track order
+        b = sorted(lists[1].get(c, []), key=lambda t: t[0], reverse=True)
         for r in range(max(len(a), len(b))):
-            out.append((c, a[r] if r < len(a) else None, b[r] if r < len(b) else None))
+            pa, sa = a[r] if r < len(a) else (None, None)
+            pb, sb = b[r] if r < len(b) else (None, None)
+            out.append((c, pa, pb, sa, sb))
     return out
 
 
@@ -103,17 +114,20 @@ def decide(inputs: SoundscapeInputs, params: RefineParams, lookup: Lookup) -> De
     ls = inputs.label_set
     v = {name: params.per_class(name, ls) for name in
          ("solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
-          "prob_gate", "silence_thr")}
+          "prob_gate", "silence_thr", "tagger_silence_gate")}
     w = float(params.w)
+    margin = float(params.tagger_silence_margin)
     inst = fused_instances(inputs)
-    conf = []
-    for c, a, b in inst:
+    conf, sil = [], []
+    for c, a, b, sa, sb in inst:
         if a is not None and b is not None:
-            conf.append(w * a + (1.0 - w) * b)
+            x, si = w * a + (1.0 - w) * b, w * sa + (1.0 - w) * sb
         elif a is not None:
-            conf.append(a if a >= v["solo_keep_4ch"][c] else None)
+            x, si = (a if a >= v["solo_keep_4ch"][c] else None), sa
         else:
-            conf.append(b if b >= v["solo_keep_1ch"][c] else None)
+            x, si = (b if b >= v["solo_keep_1ch"][c] else None), sb
+        conf.append(None if x is None or si - x > margin else x)
+        sil.append(si)
     K = next(iter(inputs.tagger_probs.values())).shape[0]
     alive = [i for i in range(len(inst)) if conf[i] is not None]
     chosen = sorted(alive, key=lambda i: (-conf[i], i))[:K]
@@ -145,7 +159,8 @@ def decide(inputs: SoundscapeInputs, params: RefineParams, lookup: Lookup) -> De
     for k, i in enumerate(slots):
         c, st = inst[i][0], stems[k]
         keep.append(not (st.energy_db < v["energy_gate_db"][c] or conf[i] < v["prob_gate"][c]
-                         or st.retag_silence_min >= v["silence_thr"][c]))
+                         or st.retag_silence_min >= v["silence_thr"][c]
+                         or sil[i] >= v["tagger_silence_gate"][c]))
     return Decision(tuple(queries), tuple(stems), tuple(seps), tuple(keep))
 
 

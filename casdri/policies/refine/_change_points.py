@@ -14,8 +14,12 @@ Conventions:
       ``prob_gate[c]``
       ``energy_gate_db[c]``     stem energy of the class-c slots of the final query's stems
       ``silence_thr[c]``        retag silence probability of those slots
-      ``w``                     crossings of two instances' confidences (linear in w), and of
-                                one instance's confidence with its class's drop/prob gates
+      ``tagger_silence_gate``   fused tagger silence probabilities of the class-c instances
+      ``tagger_silence_margin`` silence minus confidence of every instance (margin off)
+      ``w``                     crossings of two instances' confidences (linear in w), of
+                                one instance's confidence with its class's drop/prob gates,
+                                of its silence-minus-confidence with the margin and of its
+                                fused silence with its class's tagger-silence gate
       ========================  ===============================================================
 
       The first query does not depend on verify/drop thresholds and the final one not on the
@@ -71,17 +75,23 @@ class RefineChangePoints:
         self.solo4 = ~np.isnan(self.a) & np.isnan(self.b)
         self.solo1 = np.isnan(self.a) & ~np.isnan(self.b)
         _, self.key_len, self.key_lab, self.slot_f = prep["tab"][:4]
+        self.sa = np.where(self.valid, pf[:, 2 * maxi:3 * maxi], np.nan)  # silence, 4ch track
+        self.sb = np.where(self.valid, pf[:, 3 * maxi:4 * maxi], np.nan)  # silence, 1ch track
         self.maxi = maxi
 
     def _val(self, x, name):
         return x[self.lay[name]]
 
-    def conf(self, x: np.ndarray) -> np.ndarray:
-        """``(S, maxi)`` instance confidences (NaN: absent or a dropped solo), by the kernel."""
+    def conf(self, x: np.ndarray, margin_off: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(S, maxi)`` instance confidences (NaN: absent or dropped) and fused tagger silence
+        probabilities, by the kernel (``margin_off``: with the silence margin switched off)."""
+        x = np.array(x, np.float64).reshape(1, -1)
+        if margin_off:
+            x[0, self.lay["tagger_silence_margin"]] = np.inf
         out = np.empty((self.S, self.maxi), np.float64)
-        confidences(np.ascontiguousarray(x, np.float64).reshape(1, -1), self.pi, self.pf,
-                    self.off, out)
-        return out
+        sil = np.empty((self.S, self.maxi), np.float64)
+        confidences(x, self.pi, self.pf, self.off, out, sil)
+        return out, sil
 
     def __call__(self, name: str, cls: Optional[int], x: np.ndarray,
                  idx: np.ndarray) -> Optional[tuple]:
@@ -97,8 +107,14 @@ class RefineChangePoints:
             v = self.b if name == "solo_keep_1ch" else self.a
             return self._select(m, v, self.icls, cls, where)
         if name in _CONF:
-            cf = self.conf(x)
+            cf, _ = self.conf(x)
             return self._select(~np.isnan(cf), cf, self.icls, cls, where)
+        if name == "tagger_silence_gate":
+            cf, sil = self.conf(x)
+            return self._select(~np.isnan(cf), sil, self.icls, cls, where)
+        if name == "tagger_silence_margin":
+            cf, sil = self.conf(x, margin_off=True)
+            return self._select(~np.isnan(cf), sil - cf, self.icls, None, where)
         if name in _SLOT_FEATURE:
             if name == "verify_thr" and float(x[self.lay["verify_mode"][0]]) > 0.5:
                 return np.zeros(0, np.int64), np.zeros(0)  # argmax mode: threshold not read
@@ -133,17 +149,25 @@ class RefineChangePoints:
 
     def _w_points(self, x: np.ndarray, where: np.ndarray) -> tuple:
         """Crossings in w of paired lines ``b + w (a - b)`` with each other, with the constant
-        confidences of kept solos and with the drop / probability gates of their class."""
-        cf = self.conf(x)
+        confidences of kept solos and with the drop / probability gates of their class; of
+        their silence-minus-confidence lines with the margin, and of their fused silence lines
+        ``sb + w (sa - sb)`` with their class's tagger-silence gate."""
+        cf, _ = self.conf(x)
         slope = np.where(self.paired, self.a - self.b, np.nan)             # (S, maxi)
         icpt = np.where(self.paired, self.b, np.nan)
         const = np.where(self.paired, np.nan, cf)                           # solos (kept)
         gates = np.stack([self._val(x, t)[self.icls] for t in _CONF], axis=-1)  # (S, maxi, 2)
+        s_slope = np.where(self.paired, self.sa - self.sb, np.nan)
+        margin = float(x[self.lay["tagger_silence_margin"][0]])
+        s_gate = self._val(x, "tagger_silence_gate")[self.icls]
         with np.errstate(divide="ignore", invalid="ignore"):
             pair = (icpt[:, None, :] - icpt[:, :, None]) / (slope[:, :, None] - slope[:, None, :])
             solo = (const[:, None, :] - icpt[:, :, None]) / slope[:, :, None]
             gate = (gates - icpt[:, :, None]) / slope[:, :, None]
-        parts = [pair.reshape(self.S, -1), solo.reshape(self.S, -1), gate.reshape(self.S, -1)]
+            marg = (margin - (self.sb - icpt)) / (s_slope - slope)
+            sgate = (s_gate - self.sb) / s_slope
+        parts = [pair.reshape(self.S, -1), solo.reshape(self.S, -1), gate.reshape(self.S, -1),
+                 marg, sgate]
         allp = np.concatenate(parts, axis=1)
         ok = np.isfinite(allp) & (allp > 0.0) & (allp < 1.0) & (where >= 0)[:, None]
         s, k = np.nonzero(ok)

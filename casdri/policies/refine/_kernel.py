@@ -3,8 +3,9 @@
 column offsets of `RefineParams` (never hard-coded ones).
 
 Kernel inputs: ``pi (S, 1 + 2K + 2^(2K)) int64`` = (n_inst, instance classes, subset of
-instances → key); ``pf (S, 4K) float64`` = (p_4ch, p_1ch) per instance (NaN: absent). MAXI =
-2K instances at most (each track of each tagger role proposes one class).
+instances → key); ``pf (S, 8K) float64`` = (p_4ch, p_1ch, s_4ch, s_1ch) per instance: class and
+silence probabilities of its tracks (NaN: absent). MAXI = 2K instances at most (each track of
+each tagger role proposes one class).
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ __all__ = ["prepare", "fusion_roles", "kernel_decide", "confidences", "fusion_in
 #: field positions (index into the offsets vector the kernel receives)
 _F = RefineParams.field_index()
 W, SOLO_1CH, SOLO_4CH, VERIFY_THR, DROP_THR, ENERGY_GATE, PROB_GATE, SILENCE_THR, VERIFY_MODE, \
-    SELECT, STAGE = (_F[n] for n in (
+    SELECT, STAGE, TAG_SIL_MARGIN, TAG_SIL_GATE = (_F[n] for n in (
         "w", "solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr", "energy_gate_db",
-        "prob_gate", "silence_thr", "verify_mode", "select_separator", "stage"))
+        "prob_gate", "silence_thr", "verify_mode", "select_separator", "stage",
+        "tagger_silence_margin", "tagger_silence_gate"))
 
 
 def fusion_roles(taggers) -> tuple[int, int]:
@@ -44,12 +46,12 @@ def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
     probs_b = np.ascontiguousarray(cache.tagger_probs[ib if ib >= 0 else ia])
     n = np.zeros(S, np.int64)
     cls = np.zeros((S, maxi), np.int64)
-    p = np.zeros((S, maxi, 2), np.float64)
+    p = np.zeros((S, maxi, 4), np.float64)
     fusion_instances(probs_a, probs_b, ib >= 0, n, cls, p)
     sub = np.zeros((S, 1 << maxi), np.int64)
     subset_keys(n, cls, cache.key_offsets, cache.key_codes, cache.n_classes, K, sub)
     pi = np.ascontiguousarray(np.concatenate([n[:, None], cls, sub], axis=1))
-    pf = np.ascontiguousarray(np.concatenate([p[:, :, 0], p[:, :, 1]], axis=1))
+    pf = np.ascontiguousarray(np.concatenate([p[:, :, k] for k in range(4)], axis=1))
     return pi, pf
 
 
@@ -60,14 +62,18 @@ def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma:
     Args:
         probs_a, probs_b: ``(S, K, C + 1) float32`` softmax of the 4ch and 1ch roles.
         use_b: False when the cache has one tagger (every instance is a 4ch solo).
-        out_n: ``(S,)``; out_cls ``(S, 2K)``; out_p ``(S, 2K, 2)`` (p_4ch, p_1ch; NaN absent).
+        out_n: ``(S,)``; out_cls ``(S, 2K)``; out_p ``(S, 2K, 4)`` (p_4ch, p_1ch, and the
+            silence probabilities of the same tracks, s_4ch, s_1ch; NaN absent).
     """
     S, K, C1 = probs_a.shape
     C = C1 - 1
     top = np.empty((2, K), np.int64)
     pt = np.empty((2, K), np.float64)
+    st = np.empty((2, K), np.float64)
     la = np.empty(K, np.float64)
     lb = np.empty(K, np.float64)
+    sa = np.empty(K, np.float64)
+    sb = np.empty(K, np.float64)
     for s in range(S):
         for t in range(K):
             for role in range(2):
@@ -78,6 +84,7 @@ def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma:
                         best = c
                 top[role, t] = best if (role == 0 or use_b) else -1
                 pt[role, t] = p[best]
+                st[role, t] = p[C]
         n = 0
         for c in range(C):
             na = 0
@@ -87,13 +94,16 @@ def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma:
                     if top[role, t] != c:
                         continue
                     lst = la if role == 0 else lb
+                    sil = sa if role == 0 else sb
                     m = na if role == 0 else nb
                     v = pt[role, t]
                     q = m
                     while q > 0 and lst[q - 1] < v:
                         lst[q] = lst[q - 1]
+                        sil[q] = sil[q - 1]
                         q -= 1
                     lst[q] = v
+                    sil[q] = st[role, t]
                     if role == 0:
                         na += 1
                     else:
@@ -102,12 +112,13 @@ def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma:
                 out_cls[s, n] = c
                 out_p[s, n, 0] = la[r] if r < na else np.nan
                 out_p[s, n, 1] = lb[r] if r < nb else np.nan
+                out_p[s, n, 2] = sa[r] if r < na else np.nan
+                out_p[s, n, 3] = sb[r] if r < nb else np.nan
                 n += 1
         out_n[s] = n
         for i in range(n, out_cls.shape[1]):
             out_cls[s, i] = -1
-            out_p[s, i, 0] = np.nan
-            out_p[s, i, 1] = np.nan
+            out_p[s, i, :] = np.nan
 
 
 @numba.njit(**_JIT)
@@ -139,14 +150,25 @@ def subset_keys(n_inst, inst_cls, key_off, key_codes, C, K, out):  # pragma: no 
 
 
 @numba.njit(**DECIDE_JIT)
-def _confidence(w, a, b, keep_4ch, keep_1ch):  # pragma: no cover - jitted
-    """Step (a) for one instance: fused confidence, NaN for a dropped solo (scalars only, so
-    that inlining it costs no reference counting)."""
+def _fused(w, a, b):  # pragma: no cover - jitted
+    """``w·a + (1 − w)·b`` of a paired instance, else the one present value."""
     if a == a and b == b:
         return w * a + (1.0 - w) * b
-    if a == a:
-        return a if a >= keep_4ch else np.nan
-    return b if b >= keep_1ch else np.nan
+    return a if a == a else b
+
+
+@numba.njit(**DECIDE_JIT)
+def _confidence(w, a, b, keep_4ch, keep_1ch, sil, margin):  # pragma: no cover - jitted
+    """Step (a) for one instance: fused confidence, NaN for a dropped solo or when its fused
+    tagger silence ``sil`` exceeds it by more than ``margin`` (scalars only, so that inlining
+    it costs no reference counting)."""
+    if a == a and b == b:
+        conf = w * a + (1.0 - w) * b
+    elif a == a:
+        conf = a if a >= keep_4ch else np.nan
+    else:
+        conf = b if b >= keep_1ch else np.nan
+    return np.nan if sil - conf > margin else conf
 
 
 @numba.njit(**DECIDE_JIT)
@@ -160,9 +182,11 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     maxi = dims[D_MAXI]
     n_st = dims[D_NST]
     n_inst = pi[s, 0]
-    conf = wf
+    conf = wf[:maxi]
+    sil = wf[maxi:2 * maxi]
     sel = wi
     o_w, o_s1, o_s4 = off[W], off[SOLO_1CH], off[SOLO_4CH]
+    o_tm, o_tg = off[TAG_SIL_MARGIN], off[TAG_SIL_GATE]
     o_ver, o_drop, o_mode = off[VERIFY_THR], off[DROP_THR], off[VERIFY_MODE]
     o_en, o_pg, o_sil = off[ENERGY_GATE], off[PROB_GATE], off[SILENCE_THR]
     o_sel, o_st = off[SELECT], off[STAGE]
@@ -172,10 +196,13 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
         m = 0
         code = 0
         while True:  # one pass; `break` = decision made
+            w = X[n, o_w]
             for i in range(n_inst):  # (a) fusion
                 c = pi[s, 1 + i]
-                conf[i] = _confidence(X[n, o_w], pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
-                                      X[n, o_s1 + c])
+                si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i])
+                sil[i] = si
+                conf[i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
+                                      X[n, o_s1 + c], si, X[n, o_tm])
             bits = 0
             k = 0
             for _ in range(K):  # K most confident, ties to the lower instance
@@ -249,7 +276,8 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
             for i in range(k):  # (d) gates (no NaN here: >= is "not <")
                 c = key_lab[j, i]
                 keep = (slot_f[j, g, i, F_ENERGY] >= X[n, o_en + c]) & \
-                    (conf[sel[i]] >= X[n, o_pg + c]) & (slot_f[j, g, i, F_SIL] < X[n, o_sil + c])
+                    (conf[sel[i]] >= X[n, o_pg + c]) & \
+                    (slot_f[j, g, i, F_SIL] < X[n, o_sil + c]) & (sil[sel[i]] < X[n, o_tg + c])
                 m |= np.int64(keep) << i
             break
         r = n - n0
@@ -260,14 +288,19 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
 
 
 @numba.njit(**_JIT)
-def confidences(X, pi, pf, off, out):  # pragma: no cover - jitted
+def confidences(X, pi, pf, off, out, sil):  # pragma: no cover - jitted
     """``out (S, MAXI)``: step (a) confidences of setting ``X[0]`` per soundscape and
-    instance (NaN: absent or a dropped solo), the very expression of `kernel_decide`."""
+    instance (NaN: absent or dropped), and ``sil (S, MAXI)`` their fused tagger silence
+    probabilities, by the very expressions of `kernel_decide`."""
     maxi = out.shape[1]
+    w = X[0, off[W]]
     for s in range(out.shape[0]):
         for i in range(maxi):
             out[s, i] = np.nan
+            sil[s, i] = np.nan
         for i in range(pi[s, 0]):
             c = pi[s, 1 + i]
-            out[s, i] = _confidence(X[0, off[W]], pf[s, i], pf[s, maxi + i],
-                                    X[0, off[SOLO_4CH] + c], X[0, off[SOLO_1CH] + c])
+            si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i])
+            sil[s, i] = si
+            out[s, i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[0, off[SOLO_4CH] + c],
+                                    X[0, off[SOLO_1CH] + c], si, X[0, off[TAG_SIL_MARGIN]])

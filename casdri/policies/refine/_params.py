@@ -42,3 +42,9 @@ class RefineParams(PolicyParams):
     select_separator: int = choice(0, separator_choices, "0 first, 1 second, 2 per-slot better",
                                    values=(0, 1, 2))
     stage: int = choice(0, stage_choices, "refinement stage whose stems are used")
+    tagger_silence_margin: float = scalar(
+        float("inf"), -1.0, 1.0, "an instance whose fused tagger silence probability exceeds "
+        "its confidence by more than this is not proposed", off=float("inf"))
+    tagger_silence_gate: Thr = threshold(
+        float("inf"), 0.0, 1.0, "fused tagger silence prob of its instance at/above: silence",
+        off=float("inf"))
