@@ -140,9 +140,10 @@ class CasdriProblem:
         return v[int(np.argmax(means))]
 
     def start_vector(self, policy_in=None):
-        """Encoded start: ``policy_in`` (a policy YAML of this policy) or its defaults."""
+        """Encoded start: ``policy_in`` (a policy YAML of this policy) or the policy's
+        ``START`` (its defaults when it has none)."""
         if policy_in is None:
-            return self.Params().encode(self.cache)
+            return getattr(self.module, "START", self.Params()).encode(self.cache)
         p = Path(policy_in)
         if not p.is_file():
             raise InputError(f"--policy-in {policy_in}: no such file")

@@ -2,6 +2,8 @@
 against the jitted kernel, missing query keys, required keys, and the planted optimum."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import casdri
 from casdri import schema as sc
 from casdri.cache import load_cache
 from casdri.errors import CacheKeyError, PolicyError
@@ -62,7 +65,8 @@ def test_plugin_contract(name, cache):
     problem = CasdriProblem(cache, name)
     assert problem.policy == name and set(problem.plan) == set(mod.SEARCH_PLAN)
     x = problem.start_vector()
-    assert np.array_equal(x, P().encode(cache))
+    start = getattr(mod, "START", P())
+    assert isinstance(start, P) and np.array_equal(x, start.encode(cache))
     v = problem.values(x[None, :])
     assert v.shape == (1, cache.n_soundscapes)
     for p in problem.params.values():
@@ -248,6 +252,16 @@ def test_required_keys_cover_every_decision(cache):
         assert set(base[sid]) <= set(req[sid])
         refs = tuple(sorted(cache.inputs(s).ref_labels))
         assert orc[sid] == ([refs] if refs else [])
+
+
+def test_refine_start_makes_no_more_false_positives_than_the_official_rule():
+    """Issue 12: on the demo cache the search's untuned refine start makes no more false
+    positives than the official argmax rule (the plain defaults make many more)."""
+    demo = load_cache(Path(casdri.__file__).parent / "data" / "demo_cache")
+    fp = {name: int(replay_matrix(demo, name, p).fp[0]) for name, p in (
+        ("baseline", BaselineParams()), ("refine", POLICIES["refine"].START))}
+    assert fp["refine"] <= fp["baseline"], fp
+    assert int(replay_matrix(demo, "refine", RefineParams()).fp[0]) > fp["baseline"]
 
 
 # ----------------------------------------------------------------------------- planted optimum

@@ -14,7 +14,9 @@ Conventions:
         - ``required_keys(inputs, search_space=None)``: the queries it can ask for;
         - ``SEARCH_PLAN``: ``{stage name: field names the stage may move}``;
         - ``change_points``: ``None``, or ``change_points(cache, prep, trace)`` → a callable
-          ``(name, cls, x, idx) -> (pos, values) or None`` (see `search.objective.Problem`).
+          ``(name, cls, x, idx) -> (pos, values) or None`` (see `search.objective.Problem`);
+        - optional ``START``: the search's untuned start (a ``PARAMS`` instance; default
+          ``PARAMS()``).
     * `register_policy` adds one to `POLICIES` (checked); the drivers around its decision are
       built on first use (`drivers`) and cached on disk by Numba.
     * Built in: ``baseline`` (official rule), ``refine`` (tagging-driven refinement),
