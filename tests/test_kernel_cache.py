@@ -1,0 +1,60 @@
+"""The per-policy drivers on Numba's disk cache: policies compiled in other processes and
+loaded together with one compiled here still run their own decisions (the drivers are
+closures of one function: their cached symbol names must not collide, see
+`casdri._kernels._jit`), and `kernels_cached` tells a cold cache from a warm one."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = """
+import json, sys
+import numpy as np
+from casdri.policies import register_policy
+from casdri.replay import kernels_cached, replay_matrix, warm_up
+from casdri.synthetic import make_synthetic_cache, random_settings
+from tests.test_toy_policy import Top1
+register_policy(Top1)
+cache = make_synthetic_cache(n_soundscapes=12, seed=3)
+out = {}
+for name in sys.argv[1].split(","):
+    before = kernels_cached(name)
+    warm_up(cache, name)
+    X = random_settings(cache, name, 5, np.random.default_rng(0))
+    v = replay_matrix(cache, name, X, parallel=False).values
+    out[name] = {"cached_before": before, "cached_after": kernels_cached(name),
+                 "values": [[None if x != x else x for x in row] for row in v.tolist()]}
+print(json.dumps(out))
+"""
+
+
+def _run(policies: str, cache_dir: Path) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", SCRIPT, policies], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_drivers_of_two_processes_loaded_together(tmp_path):
+    a = _run("top1", tmp_path / "a")  # the toy alone, cold
+    b = _run("oracle,baseline", tmp_path / "b")  # compiles two built-ins (cold) ...
+    both = _run("oracle,baseline,top1", tmp_path / "b")  # ... loads them, compiles the toy
+    again = _run("top1,oracle,baseline", tmp_path / "b")  # loads all three
+    assert not a["top1"]["cached_before"] and a["top1"]["cached_after"]
+    assert both["oracle"]["cached_before"] and not both["top1"]["cached_before"]
+    assert all(again[k]["cached_before"] for k in again)
+    for run in (both, again):
+        for name, ref in (("top1", a), ("oracle", b), ("baseline", b)):
+            got = np.array(run[name]["values"], dtype=float)
+            want = np.array(ref[name]["values"], dtype=float)
+            assert np.array_equal(got, want, equal_nan=True), name
