@@ -7,7 +7,23 @@ that take scalars only cost nothing.
 """
 from __future__ import annotations
 
-__all__ = ["DECIDE_JIT"]
+import numba
+
+__all__ = ["DECIDE_JIT", "one_key"]
 
 #: flags of a policy's jitted decision (inlined into the drivers, which set the other flags)
 DECIDE_JIT = dict(inline="always")
+
+
+@numba.njit(**DECIDE_JIT)
+def one_key(j, g, n_slots, cnt0):  # pragma: no cover - jitted
+    """``(g, m, code)`` of a one-lookup decision, every slot kept, from scalars: key ``j``
+    (-1 empty, < -1 not cached), combo ``g``, the key's ``n_slots`` and ``tab_cnt[j, g, 0]``
+    (negative: the combo is missing)."""
+    if j < -1:
+        return 0, 0, 1
+    if j < 0:
+        return 0, 0, 0
+    if cnt0 < 0:
+        return g, 0, 2
+    return g, (1 << n_slots) - 1, 0

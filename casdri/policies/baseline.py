@@ -21,7 +21,7 @@ import numpy as np
 
 from ._base import Decision, Lookup, PolicyParams, SoundscapeInputs, choice, pick_slots
 from .._kernels import D_NST
-from ._jit import DECIDE_JIT
+from ._jit import DECIDE_JIT, one_key
 
 __all__ = ["BaselineParams", "NAME", "PARAMS", "SEARCH_PLAN", "prepare", "kernel_decide",
            "decide", "required_keys", "change_points", "default_tagger"]
@@ -81,17 +81,9 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     o_tag, o_sep, o_st = off[TAGGER], off[SEPARATOR], off[STAGE]
     for n in range(n0, n1):
         j = pi[s, int(X[n, o_tag])]
-        g = 0
-        m = 0
-        code = 0
-        if j < -1:
-            code = 1
-        elif j >= 0:
-            g = int(X[n, o_sep]) * n_st + int(X[n, o_st])
-            if tab_cnt[j, g, 0] < 0:
-                code = 2
-            else:
-                m = (1 << key_len[j]) - 1
+        g = int(X[n, o_sep]) * n_st + int(X[n, o_st]) if j >= 0 else 0
+        g, m, code = one_key(j, g, key_len[j] if j >= 0 else 0,
+                             tab_cnt[j, g, 0] if j >= 0 else 0)
         dec[n - n0, 0] = j
         dec[n - n0, 1] = g
         dec[n - n0, 2] = m

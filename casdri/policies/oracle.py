@@ -14,7 +14,7 @@ import numpy as np
 
 from ._base import Decision, Lookup, PolicyParams, SoundscapeInputs, choice, pick_slots
 from .._kernels import D_NST
-from ._jit import DECIDE_JIT
+from ._jit import DECIDE_JIT, one_key
 from .refine._params import separator_choices, stage_choices
 
 __all__ = ["OracleParams", "NAME", "PARAMS", "SEARCH_PLAN", "prepare", "kernel_decide",
@@ -47,7 +47,8 @@ def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
     S = cache.n_soundscapes
     pi = np.zeros((S, 1), np.int64)
     for s in range(S):
-        pi[s, 0] = cache.find_key(s, cache.ref_labels[cache.ref_offsets[s]:cache.ref_offsets[s + 1]])
+        r0, r1 = cache.ref_offsets[s], cache.ref_offsets[s + 1]
+        pi[s, 0] = cache.find_key(s, cache.ref_labels[r0:r1])
     return pi, np.zeros((S, 1))
 
 
@@ -59,17 +60,9 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     j = pi[s, 0]
     o_sel, o_st = off[SELECT], off[STAGE]
     for n in range(n0, n1):
-        g = 0
-        m = 0
-        code = 0
-        if j < -1:
-            code = 1
-        elif j >= 0:
-            g = int(X[n, o_sel]) * n_st + int(X[n, o_st])
-            if tab_cnt[j, g, 0] < 0:
-                code = 2
-            else:
-                m = (1 << key_len[j]) - 1
+        g = int(X[n, o_sel]) * n_st + int(X[n, o_st]) if j >= 0 else 0
+        g, m, code = one_key(j, g, key_len[j] if j >= 0 else 0,
+                             tab_cnt[j, g, 0] if j >= 0 else 0)
         dec[n - n0, 0] = j
         dec[n - n0, 1] = g
         dec[n - n0, 2] = m
