@@ -125,10 +125,10 @@ def test_build_with_official_classes_and_random_weights(tmp_path, monkeypatch):
     monkeypatch.chdir(checkout)                       # weight_file is relative to it
     out = tmp_path / "cache"
     build_cache(checkout / "casdri_system.yaml", sdir, out, device="cpu", threads=2,
-                batch_size=4)
+                batch_size=8)
     assert validate_cache(out) == []
     cache = load_cache(out)
     assert [str(x) for x in cache.soundscape_ids] == [name]
-    assert cache.tagger_probs.shape[1:] == (2, 3, DCASE2026T4.n_classes + 1)
+    assert cache.tagger_probs.shape == (2, 1, 3, DCASE2026T4.n_classes + 1)  # taggers first
     assert np.allclose(cache.tagger_probs.sum(-1), 1.0)
     assert len(cache.stem_key) > 0 and np.isfinite(cache.stem_energy_db).all()
