@@ -4,7 +4,12 @@
 Conventions:
     * A per-class threshold tuned here is **global**: one value written into all its columns.
     * The start setting is one of the trials, so a stage never ends below its start; a trial
-      replaces it only when it scores strictly higher.
+      replaces it only when it scores strictly higher **and** the chain's acceptance rule keeps
+      the stage's result (`search.acceptance`; `judge_candidates`): under the evidence rule
+      the best of the evaluated trials (or combinations) is chosen on each half of the tune
+      set and confirmed on the other. Caveat: Optuna's sampler proposed the trials from the
+      scores on all tune soundscapes, so only the final choice among them is cross-fitted, not
+      the proposals. Under the margin rule a joint stage keeps any strict gain (as before).
 """
 from __future__ import annotations
 
@@ -12,12 +17,14 @@ import itertools
 
 import numpy as np
 
+from .acceptance import Evidence, choose_on_parts, honest_values, part_scores
 from .engines import Knob, optimize_joint
 from .objective import Param
 from .stages import StageContext, StageRecord
 
 __all__ = ["FUSION_PARAMS", "VERIFY_PARAMS", "GATE_PARAMS", "SELECT_PARAMS",
-           "run_fusion", "run_verify", "run_gates", "run_select", "stage_params"]
+           "run_fusion", "run_verify", "run_gates", "run_select", "stage_params",
+           "judge_candidates"]
 
 FUSION_PARAMS = ("w", "solo_keep_1ch", "solo_keep_4ch")
 VERIFY_PARAMS = ("verify_thr", "verify_mode", "drop_thr")
@@ -28,6 +35,29 @@ SELECT_PARAMS = ("select_separator", "stage")
 def stage_params(problem, names) -> list:
     """The `Param` objects of ``names`` that the problem's policy has, in the given order."""
     return [problem.params[n] for n in names if n in problem.params]
+
+
+def judge_candidates(ctx: StageContext, x: np.ndarray, X: np.ndarray, gain_db: float
+                     ) -> Evidence:
+    """Keep or drop a joint stage's result: the best of the candidate settings ``X``
+    ``(n, P)`` (the evaluated trials or combinations), ``gain_db`` its tune gain over ``x``.
+
+    Margin rule: any strict gain is kept (the joint stages' old rule). Evidence rule: the best
+    candidate on each half of the tune set is confirmed on the other (`search.acceptance`).
+    """
+    acc = ctx.acceptance()
+    if not acc.cross_fitted or gain_db == np.inf:
+        ok = bool(gain_db > 0)
+        return Evidence(ok, acc.rule, float(gain_db), reason="kept" if ok else "no tune gain")
+    if not gain_db > 0:
+        return acc.judge(gain_db)
+    V = ctx.objective.values(np.vstack([x[None, :], X]))
+    v0, V = V[0], V[1:]
+    cur = part_scores(v0[None, :], acc.parts)[:, 0]
+    j = choose_on_parts(part_scores(V, acc.parts), cur)
+    honest = None if (j < 0).all() else honest_values(
+        v0, [None if jg < 0 else V[jg] for jg in j], acc.parts)
+    return acc.judge(gain_db, v0, honest)
 
 
 def _knob(p: Param) -> Knob:
@@ -77,13 +107,18 @@ def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContex
         seed=ctx.stage_seed(stage), storage=ctx.storage,
         study_name=f"{ctx.study_name}.{ctx.fold}.{stage}", progress=ctx.progress,
         desc=f"{ctx.fold} {stage}", study_attrs={"tune_set": _digest(obj.idx)})
-    better = res.best_score_db > start  # against the true start (not its clipped copy)
+    gain = res.best_score_db - start if np.isfinite(start) else np.inf
+    X = np.stack([_apply(x, params, prm) for _, prm, v, st in res.trials
+                  if st == "COMPLETE" and np.isfinite(v)] or [x])
+    ev = judge_candidates(ctx, x, X, gain)  # against the true start (not its clipped copy)
+    better = bool(res.best_score_db > start or not np.isfinite(start)) and ev.accepted
     x_end = _apply(x, params, res.best) if better else x.copy()
     end = res.best_score_db if better else start
     trials = [{"fold": ctx.fold, "stage": stage, "engine": ctx.sampler, "number": n,
                "state": st, "score_db": v, **{f"param_{k}": pv for k, pv in prm.items()}}
               for n, prm, v, st in res.trials]
-    return StageRecord(stage, ctx.fold, ctx.sampler, start, end, x.copy(), x_end, trials=trials)
+    return StageRecord(stage, ctx.fold, ctx.sampler, start, end, x.copy(), x_end, trials=trials,
+                       note="" if better else _why(ev), evidence=ev)
 
 
 def run_fusion(x, start, ctx):
@@ -113,11 +148,21 @@ def run_select(x, start, ctx):
     scores = obj.scores(X)
     s = np.where(np.isnan(scores), -np.inf, scores)
     j = int(np.argmax(s))
-    better = bool(s[j] > start) or not np.isfinite(start)
+    gain = (s[j] - start) if np.isfinite(start) else np.inf
+    ev = judge_candidates(ctx, x, X[np.isfinite(s)], gain) if np.isfinite(s[j]) else None
+    better = (bool(s[j] > start) or not np.isfinite(start)) and ev is not None and ev.accepted
     x_end = X[j].copy() if better else x.copy()
     trials = [{"fold": ctx.fold, "stage": "select", "engine": "choices", "number": i,
                "state": "COMPLETE", "score_db": float(scores[i]),
                **{f"param_{p.name}": float(c[k]) for k, p in enumerate(params)}}
               for i, c in enumerate(combos)]
     return StageRecord("select", ctx.fold, "choices", start, float(s[j]) if better else start,
-                       x.copy(), x_end, trials=trials)
+                       x.copy(), x_end, trials=trials, note="" if better or ev is None
+                       else _why(ev), evidence=ev)
+
+
+def _why(ev: Evidence) -> str:
+    """The note of a stage whose result was dropped."""
+    if ev.reason == "no tune gain":
+        return ""
+    return f"result dropped: {ev.reason}"
