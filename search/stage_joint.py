@@ -5,11 +5,12 @@ Conventions:
     * A per-class threshold tuned here is **global**: one value written into all its columns.
     * The start setting is one of the trials, so a stage never ends below its start; a trial
       replaces it only when it scores strictly higher **and** the chain's acceptance rule keeps
-      the stage's result (`search.acceptance`; `judge_candidates`): under the evidence rule
-      the best of the evaluated trials (or combinations) is chosen on each half of the tune
-      set and confirmed on the other. Caveat: Optuna's sampler proposed the trials from the
-      scores on all tune soundscapes, so only the final choice among them is cross-fitted, not
-      the proposals. Under the margin rule a joint stage keeps any strict gain (as before).
+      the stage's result (`search.acceptance`). Under the evidence rule an Optuna stage is
+      cross-fitted whole: one more study runs on each half of the tune set (same trials, its
+      own seed, in memory), each half is scored at the other half's best, and the rule judges
+      those honest values; ``select`` (no adaptive proposals) cross-fits its choice among all
+      combinations (`judge_candidates`). The written result is the best on all tune
+      soundscapes. Under the margin rule a joint stage keeps any strict gain (as before).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from .acceptance import Evidence, choose_on_parts, honest_values, part_scores
 from .engines import Knob, optimize_joint
-from .objective import Param
+from .objective import Objective, Param
 from .stages import StageContext, StageRecord
 
 __all__ = ["FUSION_PARAMS", "VERIFY_PARAMS", "GATE_PARAMS", "SELECT_PARAMS",
@@ -99,18 +100,35 @@ def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContex
             v = min(k.choices, key=lambda c: abs(c - v))
         start_values[p.name] = v
 
-    def score_batch(batch):
-        return obj.scores(np.stack([_apply(x, params, b) for b in batch]))
+    def run(o: Objective, seed: int, storage, name: str):
+        def score_batch(batch):
+            return o.scores(np.stack([_apply(x, params, b) for b in batch]))
 
-    res = optimize_joint(
-        score_batch, knobs, start_values, ctx.n_trials, sampler=ctx.sampler,
-        seed=ctx.stage_seed(stage), storage=ctx.storage,
-        study_name=f"{ctx.study_name}.{ctx.fold}.{stage}", progress=ctx.progress,
-        desc=f"{ctx.fold} {stage}", study_attrs={"tune_set": _digest(obj.idx)})
+        return optimize_joint(
+            score_batch, knobs, start_values, ctx.n_trials, sampler=ctx.sampler, seed=seed,
+            storage=storage, study_name=name, progress=ctx.progress, desc=f"{ctx.fold} {stage}",
+            study_attrs={"tune_set": _digest(o.idx)})
+
+    name = f"{ctx.study_name}.{ctx.fold}.{stage}"
+    res = run(obj, ctx.stage_seed(stage), ctx.storage, name)
     gain = res.best_score_db - start if np.isfinite(start) else np.inf
-    X = np.stack([_apply(x, params, prm) for _, prm, v, st in res.trials
-                  if st == "COMPLETE" and np.isfinite(v)] or [x])
-    ev = judge_candidates(ctx, x, X, gain)  # against the true start (not its clipped copy)
+    acc = ctx.acceptance()
+    if acc.cross_fitted and 0 < gain < np.inf:  # the whole stage, once per half
+        v0 = obj.values(x[None, :])[0]
+        chosen = []
+        for g in (0, 1):
+            half = np.zeros(obj.mask.shape[0], bool)
+            half[obj.idx[acc.parts == g]] = True
+            o = Objective(obj.problem, half)
+            r = run(o, (ctx.stage_seed(stage) + 1 + g) % 2**32, None, f"{name}.half-{g}")
+            obj.n_settings += o.n_settings
+            obj.n_clip_evals += o.n_clip_evals
+            better = r.best_score_db > o.score(x) + 1e-9
+            chosen.append(obj.values(_apply(x, params, r.best)[None, :])[0] if better else None)
+        honest = None if chosen == [None, None] else honest_values(v0, chosen, acc.parts)
+        ev = acc.judge(gain, v0, honest)
+    else:
+        ev = judge_candidates(ctx, x, np.zeros((0, x.shape[0])), gain)
     better = bool(res.best_score_db > start or not np.isfinite(start)) and ev.accepted
     x_end = _apply(x, params, res.best) if better else x.copy()
     end = res.best_score_db if better else start
