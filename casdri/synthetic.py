@@ -27,8 +27,9 @@ energy]``, a slightly wider interval), and lower once the gate passes the quiete
 
 Pure noise (``noise=True``, for testing acceptance rules): no feature a threshold reads tells
 a target from a false positive, or one class from another. Every tagger sees an empty track as
-the source of a random class (drawn once per track, named like a source, as confidently and
-with the same error rate), so instances are alike for true and false detections; every stem's ``energy_db`` is uniform in ``[-40, 0]`` dB and its
+the source of a random class (drawn once per track, named like a source and as confidently),
+and the taggers never err, so they always agree (no unpaired instance betrays an error) and
+instances are alike for true and false detections; every stem's ``energy_db`` is uniform in ``[-40, 0]`` dB and its
 re-tag probabilities come from one distribution, target or not; every (separator, class) has
 the same SDRi mean (7 dB). A threshold then removes stems at random with respect to the truth,
 which on average does not help (removing a true detection costs its SDRi and leaves a miss;
@@ -154,6 +155,7 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
         fake = rng.integers(C, size=K) if noise else None
         for ti, name in enumerate(taggers):
             strength, err = quality[name]
+            err = 0.0 if noise else err  # taggers agree: no solo instance tells an error
             logits = rng.normal(0.0, 1.0, (K, C + 1))
             for i in range(K):
                 t = tracks[i]

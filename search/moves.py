@@ -83,6 +83,12 @@ def _current(x: np.ndarray, param: Param, cls: Optional[int]) -> float:
     return float(x[param.columns[0] if cls is None else param.columns[cls]])
 
 
+def _unchanged(x: np.ndarray, param: Param, cls: Optional[int], value: float) -> bool:
+    """True when writing ``value`` leaves ``x`` as it is (every column of a global move)."""
+    cols = param.columns if cls is None else param.columns[[cls]]
+    return bool(np.all(x[cols] == value))
+
+
 def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], score_db: float,
               margin: float = 0.05, exact: bool = True,
               accept: Optional[Acceptance] = None) -> Move:
@@ -127,7 +133,8 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
                 new, predicted = float(ends[k]), float(se[k])
         halves = None
         if parts is not None:
-            halves = _pick_sweep(res, old, np.asarray(ends), Ve, parts, v0)
+            halves = _pick_sweep(res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends),
+                                 Ve, parts, v0)
         return _finish(obj, x, param, cls, old, new, predicted, score_db, acc,
                        "sweep", res.points, res.scores_db, res.edges, v0, halves)
     pts = np.linspace(param.low, param.high, GRID_POINTS)
@@ -164,7 +171,7 @@ def _pick_rows(V, pts, parts, v0) -> list:
     return [None if jg < 0 else (float(pts[jg]), V[jg]) for jg in j]
 
 
-def _pick_sweep(res: SweepResult, old, ends, Ve, parts, v0) -> list:
+def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0) -> list:
     """Per half: the sweep's widest best run on that half (or a better end), or None."""
     cur = part_scores(v0[None, :], parts)[:, 0]
     se = part_scores(Ve, parts) if ends.size else np.zeros((2, 0))
@@ -182,7 +189,7 @@ def _pick_sweep(res: SweepResult, old, ends, Ve, parts, v0) -> list:
             out.append(None)
             continue
         k = int(choose_on_parts(np.array([cand_s]), np.array([cur[g]]))[0])
-        out.append(None if k < 0 or cand_v[k] == old else (float(cand_v[k]), None))
+        out.append(None if k < 0 or unchanged(cand_v[k]) else (float(cand_v[k]), None))
     return out
 
 
@@ -209,14 +216,16 @@ def _sparse(obj: Objective, x, param: Param, cls, cps, parts=None, v0=None) -> S
 
 def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
             v0=None, halves=None):
-    replayed = obj.score(with_values(x, param, [new], cls)[0]) if new != old else score_db
+    same = _unchanged(x, param, cls, new)
+    replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
     if engine == "sweep" and np.isfinite(predicted) and abs(replayed - predicted) > CHECK_TOL_DB:
         # the midpoint of a tied run sat on a change point: take the widest single interval
         j = int(np.searchsorted(edges[1:-1], new, side="right"))
         good = np.flatnonzero(np.isclose(scores, predicted, rtol=0, atol=1e-9))
         j = int(good[np.argmax(np.diff(edges)[good])]) if good.size else j
         new = float(pts[j])
-        replayed = obj.score(with_values(x, param, [new], cls)[0]) if new != old else score_db
+        same = _unchanged(x, param, cls, new)
+        replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
         if abs(replayed - predicted) > CHECK_TOL_DB:  # the replay is the truth; keep going
             warnings.warn(
                 f"exact sweep of {param.name}[{cls}] predicted {predicted!r} dB at {new!r} but "

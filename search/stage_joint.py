@@ -125,7 +125,8 @@ def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContex
             obj.n_clip_evals += o.n_clip_evals
             better = r.best_score_db > o.score(x) + 1e-9
             chosen.append(obj.values(_apply(x, params, r.best)[None, :])[0] if better else None)
-        honest = None if chosen == [None, None] else honest_values(v0, chosen, acc.parts)
+        honest = (None if all(c is None for c in chosen)
+                  else honest_values(v0, chosen, acc.parts))
         ev = acc.judge(gain, v0, honest)
     else:
         ev = judge_candidates(ctx, x, np.zeros((0, x.shape[0])), gain)

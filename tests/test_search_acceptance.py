@@ -199,3 +199,19 @@ def test_joint_stage_records_its_evidence(noise_cache):
     assert rec.evidence is not None and rec.end_score_db >= rec.start_score_db
     if not rec.evidence.accepted:
         assert np.array_equal(rec.x_end, x) and rec.gain_db == 0.0
+
+
+def test_global_move_from_unequal_columns_is_replayed(recwarn):
+    """A global move whose shared value equals only the first class's current value is still
+    a change: it is replayed (no false "no change", no change-point warning)."""
+    toy = ToyProblem(n_soundscapes=90, seed=4)
+    obj = Objective(toy, np.ones(90, bool))
+    p = toy.params["prob_gate"]
+    m1 = best_move(obj, toy.start, p, None, obj.score(toy.start), margin=0.0)
+    x = toy.start.copy()
+    x[p.columns] = m1.best_value
+    x[p.columns[2]] = 0.99  # other classes differ
+    m2 = best_move(obj, x, p, None, obj.score(x), margin=0.0)
+    assert m2.best_value == m1.best_value == x[p.columns[0]]
+    assert m2.best_score_db == pytest.approx(m1.best_score_db, abs=1e-12)
+    assert not [w for w in recwarn if "change points" in str(w.message)]
