@@ -30,9 +30,12 @@ The ``"evidence"`` rule (default). A change is kept when all of these hold:
        (Dror et al. 2018, "The Hitchhiker's Guide to Testing Statistical Significance in NLP",
        ACL, on paired tests over test items).
 
-    When it is kept, the value written is the one the selector picks on **all** tune soundscapes
-    (cross-fitting decides *whether* to move, the full tune set *where*); the evidence is
-    recorded (`Evidence`).
+    When it is kept, the value written comes from **all** tune soundscapes (cross-fitting decides
+    *whether* to move, the full tune set *where*), by the **one-standard-error rule toward the
+    simpler setting** (`simplest_within_se`): among the candidates within one standard error of
+    the best tune score (`gain_standard_error`), the one closest to the current setting (the
+    nearest threshold of a sweep or grid; the Optuna trial or combination that changes the
+    fewest soundscapes). The evidence is recorded (`Evidence`).
 
 Why this rule. The absolute margin (``--margin``, kept as ``rule="margin"``) is miscalibrated
 both ways: removing one false positive from a zero-target clip moves the mean by ~M/S dB (M the
@@ -42,9 +45,8 @@ small S. The t statistic of k equal, same-signed changes is about ``sqrt(k)`` wh
 the rule asks for roughly ``z_alpha**2`` consistent soundscapes (about 6 at ``alpha = 0.01``) at
 every scale, and the cross-fitting makes the test honest after the search over candidates.
 Shrinkage of per-class values toward the shared value is the order of the moves (global first,
-each class then starts from the shared value and must earn its own, tested against it); a
-separate one-standard-error rule is not needed because the current (simpler) setting wins
-unless the test rejects it.
+each class then starts from the shared value and must earn its own, tested against it), and
+the one-standard-error rule keeps a kept change as small as the tune set supports.
 
 The linearisation: with current values ``v0``, changed values ``v1``, ``ok = ~isnan``,
 ``M0 = dataset_mean(v0)`` and ``N1`` scored clips after the change,
@@ -65,7 +67,7 @@ from casdri.errors import InputError
 from .stats import dataset_mean
 
 __all__ = ["RULES", "Acceptance", "Evidence", "halves", "linearised_gains", "part_scores",
-           "choose_on_parts", "honest_values"]
+           "choose_on_parts", "honest_values", "gain_standard_error", "simplest_within_se"]
 
 RULES = ("evidence", "margin")
 #: Scores closer than this (dB) are tied (the current setting wins a tie).
@@ -124,6 +126,35 @@ def linearised_gains(v0: np.ndarray, v1: np.ndarray) -> np.ndarray:
         m0 = 0.0
     ok0, ok1 = ~np.isnan(v0), ~np.isnan(v1)
     return np.where(ok1, v1 - m0, 0.0) - np.where(ok0, v0 - m0, 0.0)
+
+
+def gain_standard_error(v0: np.ndarray, v1: np.ndarray) -> float:
+    """Standard error (dB) of the dataset-mean gain of ``v1`` over ``v0`` (paired over
+    soundscapes, from the linearised gains: ``sqrt(n) * sd(psi) / N1``); 0 when nothing moves."""
+    psi = linearised_gains(v0, v1)
+    n1 = int((~np.isnan(np.asarray(v1, np.float64))).sum())
+    if psi.shape[0] < 2 or n1 == 0:
+        return 0.0
+    return float(np.sqrt(psi.shape[0]) * np.std(psi, ddof=1) / n1)
+
+
+def simplest_within_se(scores: np.ndarray, best_db: float, se_db: float, start_db: float,
+                       cost: np.ndarray) -> int:
+    """The one-standard-error rule: among candidates scoring at least ``best_db - se_db`` and
+    strictly above ``start_db``, the index of the least ``cost`` (how far from the current
+    setting), the higher score on ties; -1 when none qualifies.
+
+    References: Breiman, Friedman, Olshen & Stone 1984, *Classification and Regression Trees*,
+    sec. 3.4.3; Hastie, Tibshirani & Friedman 2009, *The Elements of Statistical Learning*,
+    sec. 7.10.
+    """
+    s = np.asarray(scores, np.float64)
+    ok = np.isfinite(s) & (s >= best_db - se_db) & (s > start_db + TIE_DB)
+    if not ok.any():
+        return -1
+    cand = np.flatnonzero(ok)
+    order = np.lexsort((-s[cand], np.asarray(cost, np.float64)[cand]))
+    return int(cand[order[0]])
 
 
 def part_scores(V: np.ndarray, parts: np.ndarray, n_parts: int = 2) -> np.ndarray:

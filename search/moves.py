@@ -22,7 +22,8 @@ from typing import Optional
 
 import numpy as np
 
-from .acceptance import Acceptance, Evidence, choose_on_parts, honest_values, part_scores
+from .acceptance import (Acceptance, Evidence, choose_on_parts, gain_standard_error,
+                         honest_values, part_scores, simplest_within_se)
 from .objective import Objective, Param, with_values
 from .sweep import TIE_TOL_DB, SweepResult, pick_best, sweep_sparse
 
@@ -214,6 +215,22 @@ def _sparse(obj: Objective, x, param: Param, cls, cps, parts=None, v0=None) -> S
                         groups=parts)
 
 
+def _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores, v0, engine):
+    """The one-standard-error rule (`search.acceptance.simplest_within_se`): the scored point
+    nearest the current value among those within one standard error of the best."""
+    v_best = obj.values(with_values(x, param, [new], cls))[0]
+    se = gain_standard_error(v0, v_best)
+    cost = np.abs(pts - old) if np.isfinite(old) else (pts if old < 0 else -pts)
+    j = simplest_within_se(scores, replayed, se, score_db, cost)
+    if j < 0 or pts[j] == new:
+        return new, replayed
+    r = obj.score(with_values(x, param, [pts[j]], cls)[0])
+    if not (np.isfinite(r) and r > score_db) or (
+            engine == "sweep" and abs(r - scores[j]) > CHECK_TOL_DB):
+        return new, replayed  # the replay is the truth: keep the best
+    return float(pts[j]), r
+
+
 def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
             v0=None, halves=None):
     same = _unchanged(x, param, cls, new)
@@ -242,5 +259,9 @@ def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
                                acc.parts)
     ev = acc.judge(float(gain), v0, honest)
     kept = bool(np.isfinite(replayed) and ev.accepted)
+    if kept and acc.cross_fitted and engine in ("sweep", "grid") and np.isfinite(new) \
+            and np.isfinite(score_db):
+        new, replayed = _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores,
+                                v0, engine)
     return Move(param.name, cls, old, new, score_db, replayed, kept, engine, pts, scores, edges,
                 ev)

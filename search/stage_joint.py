@@ -18,7 +18,8 @@ import itertools
 
 import numpy as np
 
-from .acceptance import Evidence, choose_on_parts, honest_values, part_scores
+from .acceptance import (Evidence, choose_on_parts, gain_standard_error, honest_values,
+                         part_scores, simplest_within_se)
 from .engines import Knob, optimize_joint
 from .objective import Objective, Param
 from .stages import StageContext, StageRecord
@@ -59,6 +60,28 @@ def judge_candidates(ctx: StageContext, x: np.ndarray, X: np.ndarray, gain_db: f
     honest = None if (j < 0).all() else honest_values(
         v0, [None if jg < 0 else V[jg] for jg in j], acc.parts)
     return acc.judge(gain_db, v0, honest)
+
+
+def simplest_trial(obj: Objective, x: np.ndarray, X: np.ndarray, x_best: np.ndarray,
+                   best_db: float, start_db: float) -> tuple:
+    """The one-standard-error rule over evaluated settings ``X`` ``(n, P)``: among those within
+    one standard error of the best (``x_best``, ``best_db``) and above the start, the one that
+    changes the fewest tune soundscapes' values (`search.acceptance.simplest_within_se`).
+
+    Returns:
+        ``(setting, its tune score)``.
+    """
+    V = obj.values(np.vstack([x[None, :], x_best[None, :], X]))
+    v0, v_best, V = V[0], V[1], V[2:]
+    ok = ~np.isnan(V)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(ok.any(1), np.where(ok, V, 0.0).sum(1) / np.maximum(ok.sum(1), 1),
+                          np.nan)
+    changed = (~((V == v0) | (np.isnan(V) & np.isnan(v0)))).sum(1)
+    j = simplest_within_se(scores, best_db, gain_standard_error(v0, v_best), start_db, changed)
+    if j < 0:
+        return x_best, best_db
+    return X[j].copy(), float(scores[j])
 
 
 def _knob(p: Param) -> Knob:
@@ -133,6 +156,10 @@ def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContex
     better = bool(res.best_score_db > start or not np.isfinite(start)) and ev.accepted
     x_end = _apply(x, params, res.best) if better else x.copy()
     end = res.best_score_db if better else start
+    if better and acc.cross_fitted and np.isfinite(start):
+        X = np.stack([_apply(x, params, prm) for _, prm, v, st in res.trials
+                      if st == "COMPLETE" and np.isfinite(v)])
+        x_end, end = simplest_trial(obj, x, X, x_end, end, start)
     trials = [{"fold": ctx.fold, "stage": stage, "engine": ctx.sampler, "number": n,
                "state": st, "score_db": v, **{f"param_{k}": pv for k, pv in prm.items()}}
               for n, prm, v, st in res.trials]
@@ -171,12 +198,15 @@ def run_select(x, start, ctx):
     ev = judge_candidates(ctx, x, X[np.isfinite(s)], gain) if np.isfinite(s[j]) else None
     better = (bool(s[j] > start) or not np.isfinite(start)) and ev is not None and ev.accepted
     x_end = X[j].copy() if better else x.copy()
+    end = float(s[j]) if better else start
+    if better and ctx.acceptance().cross_fitted and np.isfinite(start):
+        fin = np.isfinite(s)
+        x_end, end = simplest_trial(obj, x, X[fin], x_end, end, start)
     trials = [{"fold": ctx.fold, "stage": "select", "engine": "choices", "number": i,
                "state": "COMPLETE", "score_db": float(scores[i]),
                **{f"param_{p.name}": float(c[k]) for k, p in enumerate(params)}}
               for i, c in enumerate(combos)]
-    return StageRecord("select", ctx.fold, "choices", start, float(s[j]) if better else start,
-                       x.copy(), x_end, trials=trials, note="" if better or ev is None
+    return StageRecord("select", ctx.fold, "choices", start, end, x.copy(), x_end, trials=trials, note="" if better or ev is None
                        else _why(ev), evidence=ev)
 
 

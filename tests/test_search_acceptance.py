@@ -140,15 +140,6 @@ def test_noise_accepts_no_per_class_change(noise_cache, seed):
         assert rec.end_score_db >= rec.start_score_db
 
 
-def test_margin_rule_accepts_noise_at_300(noise_cache):
-    """The reason for the new rule: on the same noise the old 0.05 dB margin keeps changes."""
-    problem = CasdriProblem(noise_cache)
-    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
-    rec = run_stage("refine", problem.start_vector(),
-                    StageContext(obj, accept="margin", margin=0.05))
-    assert any(m.kept and m.cls is not None for m in rec.moves)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_planted_per_class_gate_is_accepted(tmp_path, seed):
     cache = make_synthetic_cache(tmp_path / "p", n_soundscapes=600, seed=seed, noise=True,
@@ -164,13 +155,15 @@ def test_planted_per_class_gate_is_accepted(tmp_path, seed):
     ctx = StageContext(obj, seed=seed)
     m = best_move(obj, x, problem.params["energy_gate_db"], c, obj.score(x),
                   accept=ctx.acceptance())
-    assert m.kept and -50.0 < m.value <= -40.0, m.evidence
+    # kept; the one-SE rule may stop short of the best run, but only quiet false positives
+    # (energy < -50 dB) of the class lie below -40 dB
+    assert m.kept and -70.0 < m.value <= -40.0, m.evidence
     g = best_move(obj, x, problem.params["energy_gate_db"], None, obj.score(x),
                   accept=ctx.acceptance())
     assert not g.kept  # one shared gate would silence the other classes' quiet targets
     rec = run_stage("refine", x, ctx)
-    assert -50.0 < rec.x_end[col[c]] <= -40.0
-    assert (np.delete(rec.x_end[col], c) < -50.0).all()
+    assert -70.0 < rec.x_end[col[c]] <= -40.0
+    assert (np.delete(rec.x_end[col], c) < -70.0).all()
 
 
 def test_global_move_switches_a_gate_off(noise_cache):
@@ -183,10 +176,11 @@ def test_global_move_switches_a_gate_off(noise_cache):
     x[p.columns] = 0.9
     ctx = StageContext(obj)
     m = best_move(obj, x, p, None, obj.score(x), accept=ctx.acceptance())
-    assert m.kept and m.evidence.accepted
+    assert m.kept and m.evidence.accepted and m.best_score_db > obj.score(x)
+    best = best_move(obj, x, p, None, obj.score(x), margin=0.0)  # the plain best, no 1-SE
     off = x.copy()
     off[p.columns] = THRESHOLD_ENDS[0]
-    assert m.best_score_db >= obj.score(off) - 1e-12 > obj.score(x)
+    assert best.best_score_db >= obj.score(off) - 1e-12 > obj.score(x)
     x[p.columns] = m.value
     assert obj.score(x) == pytest.approx(m.best_score_db, abs=1e-9)
 
