@@ -130,7 +130,8 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         if ends:
             se = _means(Ve)
             k = _first_best(se)
-            if np.isfinite(se[k]) and (not np.isfinite(predicted) or se[k] > predicted + TIE_TOL_DB):
+            if np.isfinite(se[k]) and (not np.isfinite(predicted)
+                                       or se[k] > predicted + TIE_TOL_DB):
                 new, predicted = float(ends[k]), float(se[k])
         halves = None
         if parts is not None:

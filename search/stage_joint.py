@@ -206,8 +206,8 @@ def run_select(x, start, ctx):
                "state": "COMPLETE", "score_db": float(scores[i]),
                **{f"param_{p.name}": float(c[k]) for k, p in enumerate(params)}}
               for i, c in enumerate(combos)]
-    return StageRecord("select", ctx.fold, "choices", start, end, x.copy(), x_end, trials=trials, note="" if better or ev is None
-                       else _why(ev), evidence=ev)
+    return StageRecord("select", ctx.fold, "choices", start, end, x.copy(), x_end,
+                       trials=trials, note="" if better or ev is None else _why(ev), evidence=ev)
 
 
 def _why(ev: Evidence) -> str:
