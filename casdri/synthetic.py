@@ -33,8 +33,9 @@ detections (only the rare disagreement of the two taggers, an unpaired instance,
 at an error: a global effect of ``solo_keep_*``, the same for every class); every stem's
 ``energy_db`` is uniform in ``[-40, 0]`` dB and its re-tag probabilities come from one
 distribution, target or not; every (separator, class) has the same SDRi mean (7 dB). A
-threshold then removes stems at random with respect to the truth, which on average does not help (removing a true detection costs its SDRi and leaves a miss;
-a false one only shortens the mean), so no threshold has an expected gain and an accepted
+threshold then removes stems at random with respect to the truth, which on average does not
+help (removing a true detection costs its SDRi and leaves a miss; a false one only shortens
+the mean), so no per-class threshold has an expected gain over a shared one and an accepted
 per-class threshold change is a false acceptance.
 
 Planted per-class effect (``planted={"quiet_false_positives": {label: share}}``): each stem of
