@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--min-changed", type=int, default=5)
     ap.add_argument("--margin", type=float, default=0.05)
-    ap.add_argument("--share", type=float, default=0.42)
+    ap.add_argument("--share", type=float, default=0.4)
     ap.add_argument("--sizes", default="300,1512")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",")]
