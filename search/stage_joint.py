@@ -52,14 +52,14 @@ def judge_candidates(ctx: StageContext, x: np.ndarray, X: np.ndarray, gain_db: f
         ok = bool(gain_db > 0)
         return Evidence(ok, acc.rule, float(gain_db), reason="kept" if ok else "no tune gain")
     if not gain_db > 0:
-        return acc.judge(gain_db)
+        return acc.judge(gain_db, stage=True)
     V = ctx.objective.values(np.vstack([x[None, :], X]))
     v0, V = V[0], V[1:]
     cur = part_scores(v0[None, :], acc.parts)[:, 0]
     j = choose_on_parts(part_scores(V, acc.parts), cur)
     honest = None if (j < 0).all() else honest_values(
         v0, [None if jg < 0 else V[jg] for jg in j], acc.parts)
-    return acc.judge(gain_db, v0, honest)
+    return acc.judge(gain_db, v0, honest, stage=True)
 
 
 def simplest_trial(obj: Objective, x: np.ndarray, X: np.ndarray, x_best: np.ndarray,
@@ -150,7 +150,7 @@ def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContex
             chosen.append(obj.values(_apply(x, params, r.best)[None, :])[0] if better else None)
         honest = (None if all(c is None for c in chosen)
                   else honest_values(v0, chosen, acc.parts))
-        ev = acc.judge(gain, v0, honest)
+        ev = acc.judge(gain, v0, honest, stage=True)
     else:
         ev = judge_candidates(ctx, x, np.zeros((0, x.shape[0])), gain)
     better = bool(res.best_score_db > start or not np.isfinite(start)) and ev.accepted

@@ -38,9 +38,10 @@ class StageContext:
         fold: label of the chain (``"fold-0"``, ..., ``"final"``), used in study names.
         progress: tqdm bars on stderr.
         max_passes: coordinate-descent passes of ``refine`` at most.
-        accept, alpha, min_changed: the acceptance rule of every move and joint stage
-            (`search.acceptance`: ``"evidence"``, the default, or ``"margin"``), its test
-            level and the soundscapes that must change.
+        accept, alpha, stage_alpha, min_changed: the acceptance rule of every move and joint
+            stage (`search.acceptance`: ``"evidence"``, the default, or ``"margin"``), its
+            test levels (a coordinate move, a joint stage's result) and the soundscapes that
+            must change.
     """
 
     objective: Objective
@@ -56,6 +57,7 @@ class StageContext:
     # ---- acceptance (search.acceptance); one rule for every stage of the chain
     accept: str = "evidence"
     alpha: float = 0.01
+    stage_alpha: float = 0.05
     min_changed: int = 5
 
     def acceptance(self):
@@ -63,13 +65,13 @@ class StageContext:
         split per chain, seeded by ``seed`` and ``fold``; built once)."""
         from .acceptance import Acceptance, halves
 
-        key = (self.accept, self.alpha, self.min_changed, self.margin, self.seed, self.fold,
-               self.objective.idx.shape[0])
+        key = (self.accept, self.alpha, self.stage_alpha, self.min_changed, self.margin,
+               self.seed, self.fold, self.objective.idx.shape[0])
         cached = self.__dict__.get("_acceptance")
         if cached is None or cached[0] != key:
             parts = halves(self.objective.idx.shape[0], self.seed, self.fold)
             cached = (key, Acceptance(self.accept, self.alpha, self.min_changed, self.margin,
-                                      parts))
+                                      parts, self.stage_alpha))
             self.__dict__["_acceptance"] = cached
         return cached[1]
 
