@@ -135,8 +135,9 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
                 new, predicted = float(ends[k]), float(se[k])
         halves = None
         if parts is not None:
-            halves = _pick_sweep(res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends),
-                                 Ve, parts, v0)
+            halves = _pick_sweep(
+                res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends), Ve, parts, v0,
+                lambda v: obj.values(with_values(x, param, [v], cls))[0], old)
         return _finish(obj, x, param, cls, old, new, predicted, score_db, acc,
                        "sweep", res.points, res.scores_db, res.edges, v0, halves)
     pts = np.linspace(param.low, param.high, GRID_POINTS)
@@ -173,8 +174,11 @@ def _pick_rows(V, pts, parts, v0) -> list:
     return [None if jg < 0 else (float(pts[jg]), V[jg]) for jg in j]
 
 
-def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0) -> list:
-    """Per half: the sweep's widest best run on that half (or a better end), or None."""
+def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0, values_at, old) -> list:
+    """Per half, the value the full selection would write if that half were the tune set: the
+    sweep's widest best run on the half (or a better end), then the one-standard-error rule
+    on the half (the interval nearest the current value within one standard error); None when
+    nothing beats the current value there."""
     cur = part_scores(v0[None, :], parts)[:, 0]
     se = part_scores(Ve, parts) if ends.size else np.zeros((2, 0))
     out = []
@@ -191,7 +195,20 @@ def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0) -> list:
             out.append(None)
             continue
         k = int(choose_on_parts(np.array([cand_s]), np.array([cur[g]]))[0])
-        out.append(None if k < 0 or unchanged(cand_v[k]) else (float(cand_v[k]), None))
+        if k < 0 or unchanged(cand_v[k]):
+            out.append(None)
+            continue
+        value = float(cand_v[k])
+        if k == 0 and np.isfinite(value) and not np.isnan(gs).all():  # the sweep's best: 1-SE
+            on = parts == g
+            v_best = values_at(value)
+            se_g = gain_standard_error(v0[on], v_best[on])
+            pts = res.points
+            cost = np.abs(pts - old) if np.isfinite(old) else (pts if old < 0 else -pts)
+            j = simplest_within_se(gs, cand_s[0], se_g, cur[g], cost)
+            if j >= 0 and pts[j] != value and not unchanged(pts[j]):
+                value = float(pts[j])
+        out.append((value, None))
     return out
 
 
