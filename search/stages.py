@@ -66,7 +66,7 @@ class StageContext:
         from .acceptance import Acceptance, halves
 
         key = (self.accept, self.alpha, self.stage_alpha, self.min_changed, self.margin,
-               self.seed, self.fold, self.objective.idx.shape[0])
+               self.seed, self.fold, id(self.objective), self.objective.idx.shape[0])
         cached = self.__dict__.get("_acceptance")
         if cached is None or cached[0] != key:
             parts = halves(self.objective.idx.shape[0], self.seed, self.fold)
