@@ -11,8 +11,10 @@ Conventions:
       the gate switched off for every class, e.g. ``energy_gate_db = -inf``,
       ``silence_thr = +inf``, ``prob_gate = -inf`` which gates nothing as ``0`` does).
     * Whether a move is *kept* is decided by `search.acceptance.Acceptance` (the evidence rule:
-      cross-fitted over the halves of the tune set, the selector runs on each half; or the old
-      absolute ``margin``). The value written is the best one on all tune soundscapes.
+      cross-fitted over the halves of the tune set, the whole selection runs on each half; or
+      the old absolute ``margin``). Under the evidence rule the value written is chosen on all
+      tune soundscapes by the one-standard-error rule (the candidate nearest the current value
+      among those within one standard error of the best); under the margin rule, the best.
 """
 from __future__ import annotations
 
@@ -118,7 +120,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         V = obj.values(with_values(x, param, pts, cls))
         scores = _means(V)
         j = _first_best(scores)
-        halves = _pick_rows(V, pts, parts, v0) if parts is not None else None
+        halves = _pick_rows(V, pts, parts, v0, old) if parts is not None else None
         return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, acc,
                        "choices", pts, scores, None, v0, halves)
     cps = obj.problem.change_points(param.name, cls, x, obj.idx) if exact else None
@@ -151,7 +153,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         j = _first_best(scores)
     else:
         value, j = pick_best(edges, scores)
-    halves = _pick_rows(V, pts, parts, v0) if parts is not None else None
+    halves = _pick_rows(V, pts, parts, v0, old) if parts is not None else None
     return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, acc,
                    "grid", pts, scores, None, v0, halves)
 
@@ -167,11 +169,25 @@ def _first_best(scores: np.ndarray) -> int:
     return int(np.argmax(s))
 
 
-def _pick_rows(V, pts, parts, v0) -> list:
-    """Per half: ``(value, its values on the tune set)`` of the best row, or None (no gain)."""
+def _pick_rows(V, pts, parts, v0, old) -> list:
+    """Per half: ``(value, its values on the tune set)`` of the row the full selection would
+    write were that half the tune set (best, then the one-standard-error rule toward ``old``),
+    or None when no row beats the current setting there."""
     cur = part_scores(v0[None, :], parts)[:, 0]
-    j = choose_on_parts(part_scores(V, parts), cur)
-    return [None if jg < 0 else (float(pts[jg]), V[jg]) for jg in j]
+    S = part_scores(V, parts)
+    j = choose_on_parts(S, cur)
+    cost = np.abs(pts - old) if np.isfinite(old) else np.zeros_like(pts)
+    out = []
+    for g, jg in enumerate(j):
+        if jg < 0:
+            out.append(None)
+            continue
+        on = parts == g
+        k = simplest_within_se(S[g], S[g, jg], gain_standard_error(v0[on], V[jg][on]), cur[g],
+                               cost)
+        k = jg if k < 0 else k
+        out.append((float(pts[k]), V[k]))
+    return out
 
 
 def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0, values_at, old) -> list:
