@@ -5,7 +5,16 @@ Conventions:
       tune soundscapes whose decision it can change are replayed, each at its own change points.
     * A numeric parameter with no change points (a fusion weight) is scored on a uniform grid of
       `GRID_POINTS` values plus its current value; a categorical one on all its choices.
-    * A move is *kept* only when it beats the current score by more than ``margin`` dB.
+    * A *global* move (``cls=None``) of a per-class threshold writes one shared value into every
+      class column; besides its exact sweep over ``[low, high]`` it offers the two infinite
+      thresholds `THRESHOLD_ENDS` (the comparison always passes or always fails: one of them is
+      the gate switched off for every class, e.g. ``energy_gate_db = -inf``,
+      ``silence_thr = +inf``, ``prob_gate = -inf`` which gates nothing as ``0`` does).
+    * Whether a move is *kept* is decided by `search.acceptance.Acceptance` (the evidence rule:
+      cross-fitted over the halves of the tune set, the whole selection runs on each half; or
+      the old absolute ``margin``). Under the evidence rule the value written is chosen on all
+      tune soundscapes by the one-standard-error rule (the candidate nearest the current value
+      among those within one standard error of the best); under the margin rule, the best.
 """
 from __future__ import annotations
 
@@ -15,13 +24,17 @@ from typing import Optional
 
 import numpy as np
 
+from .acceptance import (Acceptance, Evidence, choose_on_parts, gain_standard_error,
+                         honest_values, part_scores, simplest_within_se)
 from .objective import Objective, Param, with_values
-from .sweep import SweepResult, pick_best, sweep_sparse
+from .sweep import TIE_TOL_DB, SweepResult, pick_best, sweep_sparse
 
-__all__ = ["GRID_POINTS", "Move", "best_move"]
+__all__ = ["GRID_POINTS", "THRESHOLD_ENDS", "Move", "best_move"]
 
 #: Grid size for numeric parameters that are not thresholds on cached values.
 GRID_POINTS = 33
+#: Extra candidates of a global threshold move: always pass / always fail (one is "off").
+THRESHOLD_ENDS = (float("-inf"), float("inf"))
 #: A sweep's predicted score and the replayed score of its choice must agree to this (dB).
 CHECK_TOL_DB = 1e-7
 
@@ -34,10 +47,11 @@ class Move:
         param, cls: the coordinate (``cls`` None: every column of ``param`` together).
         old_value, best_value: its value before and the best value found.
         old_score_db, best_score_db: tune scores before and at ``best_value`` (replayed).
-        kept: ``best_score_db > old_score_db + margin``.
+        kept: the acceptance rule keeps the move (`evidence` says why).
         engine: ``"sweep"`` (exact), ``"grid"`` or ``"choices"``.
         points, scores_db: what was scored (for the report's score-against-threshold plots);
         edges: interval edges of a sweep.
+        evidence: the `search.acceptance.Evidence` of the decision.
     """
 
     param: str
@@ -51,6 +65,7 @@ class Move:
     points: np.ndarray
     scores_db: np.ndarray
     edges: Optional[np.ndarray] = None
+    evidence: Optional[Evidence] = None
 
     @property
     def value(self) -> float:
@@ -71,42 +86,82 @@ def _current(x: np.ndarray, param: Param, cls: Optional[int]) -> float:
     return float(x[param.columns[0] if cls is None else param.columns[cls]])
 
 
+def _unchanged(x: np.ndarray, param: Param, cls: Optional[int], value: float) -> bool:
+    """True when writing ``value`` leaves ``x`` as it is (every column of a global move)."""
+    cols = param.columns if cls is None else param.columns[[cls]]
+    return bool(np.all(x[cols] == value))
+
+
 def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], score_db: float,
-              margin: float, exact: bool = True) -> Move:
+              margin: float = 0.05, exact: bool = True,
+              accept: Optional[Acceptance] = None) -> Move:
     """Best value of ``param`` (class ``cls``) from setting ``x`` whose tune score is ``score_db``.
 
     Args:
         obj: tune objective.
         x: ``(P,)`` current setting (not modified).
-        param: the parameter; cls: its class column, or None for all columns together.
+        param: the parameter; cls: its class column, or None for all columns together (a
+            global move; thresholds also try `THRESHOLD_ENDS`).
         score_db: ``obj.score(x)`` (passed in to save a replay).
-        margin: dB a move must gain to be kept.
+        margin: dB a move must gain to be kept when ``accept`` is None (the margin rule).
         exact: use change points when the problem has them (``False``: the grid, for tests).
+        accept: the acceptance rule (`search.acceptance.Acceptance`, its ``parts`` the halves of
+            ``obj``'s tune soundscapes); None: ``Acceptance("margin", margin_db=margin)``.
+
+    Returns:
+        `Move` (``kept`` and ``evidence`` from the rule).
     """
+    acc = accept if accept is not None else Acceptance("margin", margin_db=margin)
+    parts = np.asarray(acc.parts) if acc.cross_fitted else None
+    v0 = obj.values(x[None, :])[0] if parts is not None else None
     old = _current(x, param, cls)
     if param.categorical:
         pts = np.asarray(param.choices, dtype=np.float64)
-        scores = obj.scores(with_values(x, param, pts, cls))
+        V = obj.values(with_values(x, param, pts, cls))
+        scores = _means(V)
         j = _first_best(scores)
-        return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, margin,
-                       "choices", pts, scores, None)
+        halves = _pick_rows(V, pts, parts, v0, old) if parts is not None else None
+        return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, acc,
+                       "choices", pts, scores, None, v0, halves)
     cps = obj.problem.change_points(param.name, cls, x, obj.idx) if exact else None
     if cps is not None and not param.integer:
-        res = _sparse(obj, x, param, cls, cps)
-        return _finish(obj, x, param, cls, old, res.value, res.score_db, score_db, margin,
-                       "sweep", res.points, res.scores_db, res.edges)
+        res = _sparse(obj, x, param, cls, cps, parts, v0)
+        new, predicted = res.value, res.score_db
+        ends = THRESHOLD_ENDS if (cls is None and param.per_class) else ()
+        Ve = obj.values(with_values(x, param, ends, cls)) if ends else np.zeros((0, 0))
+        if ends:
+            se = _means(Ve)
+            k = _first_best(se)
+            if np.isfinite(se[k]) and (not np.isfinite(predicted)
+                                       or se[k] > predicted + TIE_TOL_DB):
+                new, predicted = float(ends[k]), float(se[k])
+        halves = None
+        if parts is not None:
+            halves = _pick_sweep(
+                res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends), Ve, parts, v0,
+                lambda v: obj.values(with_values(x, param, [v], cls))[0], old)
+        return _finish(obj, x, param, cls, old, new, predicted, score_db, acc,
+                       "sweep", res.points, res.scores_db, res.edges, v0, halves)
     pts = np.linspace(param.low, param.high, GRID_POINTS)
     if param.integer:
         pts = np.unique(np.round(pts))
     pts = np.unique(np.concatenate([pts, [old]]))
-    scores = obj.scores(with_values(x, param, pts, cls))
+    V = obj.values(with_values(x, param, pts, cls))
+    scores = _means(V)
     edges = np.concatenate([[pts[0]], 0.5 * (pts[:-1] + pts[1:]), [pts[-1]]])
     if param.integer or np.isnan(scores).all():
         j = _first_best(scores)
     else:
         value, j = pick_best(edges, scores)
-    return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, margin,
-                   "grid", pts, scores, None)
+    halves = _pick_rows(V, pts, parts, v0, old) if parts is not None else None
+    return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, acc,
+                   "grid", pts, scores, None, v0, halves)
+
+
+def _means(V: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(V)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok.any(1), np.where(ok, V, 0.0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
 
 
 def _first_best(scores: np.ndarray) -> int:
@@ -114,11 +169,75 @@ def _first_best(scores: np.ndarray) -> int:
     return int(np.argmax(s))
 
 
-def _sparse(obj: Objective, x, param: Param, cls, cps) -> SweepResult:
+def _pick_rows(V, pts, parts, v0, old) -> list:
+    """Per half: ``(value, its values on the tune set)`` of the row the full selection would
+    write were that half the tune set (best, then the one-standard-error rule toward ``old``),
+    or None when no row beats the current setting there."""
+    cur = part_scores(v0[None, :], parts)[:, 0]
+    S = part_scores(V, parts)
+    j = choose_on_parts(S, cur)
+    cost = np.abs(pts - old) if np.isfinite(old) else np.zeros_like(pts)
+    out = []
+    for g, jg in enumerate(j):
+        if jg < 0:
+            out.append(None)
+            continue
+        on = parts == g
+        k = simplest_within_se(S[g], S[g, jg], gain_standard_error(v0[on], V[jg][on]), cur[g],
+                               cost)
+        k = jg if k < 0 else k
+        out.append((float(pts[k]), V[k]))
+    return out
+
+
+def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0, values_at, old) -> list:
+    """Per half, the value the full selection would write if that half were the tune set: the
+    sweep's widest best run on the half (or a better end), then the one-standard-error rule
+    on the half (the interval nearest the current value within one standard error); None when
+    nothing beats the current value there."""
+    cur = part_scores(v0[None, :], parts)[:, 0]
+    se = part_scores(Ve, parts) if ends.size else np.zeros((2, 0))
+    out = []
+    for g in (0, 1):
+        gs = res.group_scores_db[g]
+        cand_v, cand_s = [], []
+        if not np.isnan(gs).all():
+            value, j = pick_best(res.edges, gs)
+            cand_v.append(value)
+            cand_s.append(gs[j])
+        cand_v.extend(ends.tolist())
+        cand_s.extend(se[g].tolist())
+        if not cand_v:
+            out.append(None)
+            continue
+        k = int(choose_on_parts(np.array([cand_s]), np.array([cur[g]]))[0])
+        if k < 0 or unchanged(cand_v[k]):
+            out.append(None)
+            continue
+        value = float(cand_v[k])
+        if k == 0 and np.isfinite(value) and not np.isnan(gs).all():  # the sweep's best: 1-SE
+            on = parts == g
+            v_best = values_at(value)
+            se_g = gain_standard_error(v0[on], v_best[on])
+            pts = res.points
+            cost = np.abs(pts - old) if np.isfinite(old) else (pts if old < 0 else -pts)
+            j = simplest_within_se(gs, cand_s[0], se_g, cur[g], cost)
+            if j >= 0 and pts[j] != value and not unchanged(pts[j]):
+                value = float(pts[j])
+        out.append((value, None))
+    return out
+
+
+def _sparse(obj: Objective, x, param: Param, cls, cps, parts=None, v0=None) -> SweepResult:
     pos, values = cps
     moved = np.zeros(obj.idx.shape[0], dtype=bool)
     moved[pos] = True
-    base_sum, base_count = obj.sums(x, ~moved)
+    if parts is None:
+        base_sum, base_count = obj.sums(x, ~moved)
+    else:  # per half, from the current values already replayed
+        ok = ~moved & ~np.isnan(v0)
+        base_sum = np.array([v0[ok & (parts == g)].sum() for g in (0, 1)])
+        base_count = np.array([(ok & (parts == g)).sum() for g in (0, 1)], np.float64)
     col = param.columns if cls is None else param.columns[[cls]]
 
     def clip_fn(thresholds: np.ndarray, local: np.ndarray) -> np.ndarray:
@@ -126,23 +245,57 @@ def _sparse(obj: Objective, x, param: Param, cls, cps) -> SweepResult:
         X[:, col] = thresholds[:, None]
         return obj.pair_values(X, obj.idx[local])
 
-    return sweep_sparse(clip_fn, pos, values, param.low, param.high, base_sum, base_count)
+    return sweep_sparse(clip_fn, pos, values, param.low, param.high, base_sum, base_count,
+                        groups=parts)
 
 
-def _finish(obj, x, param, cls, old, new, predicted, score_db, margin, engine, pts, scores, edges):
-    replayed = obj.score(with_values(x, param, [new], cls)[0]) if new != old else score_db
+def _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores, v0, engine):
+    """The one-standard-error rule (`search.acceptance.simplest_within_se`): the scored point
+    nearest the current value among those within one standard error of the best."""
+    v_best = obj.values(with_values(x, param, [new], cls))[0]
+    se = gain_standard_error(v0, v_best)
+    cost = np.abs(pts - old) if np.isfinite(old) else (pts if old < 0 else -pts)
+    j = simplest_within_se(scores, replayed, se, score_db, cost)
+    if j < 0 or pts[j] == new:
+        return new, replayed
+    r = obj.score(with_values(x, param, [pts[j]], cls)[0])
+    if not (np.isfinite(r) and r > score_db) or (
+            engine == "sweep" and abs(r - scores[j]) > CHECK_TOL_DB):
+        return new, replayed  # the replay is the truth: keep the best
+    return float(pts[j]), r
+
+
+def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
+            v0=None, halves=None):
+    same = _unchanged(x, param, cls, new)
+    replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
     if engine == "sweep" and np.isfinite(predicted) and abs(replayed - predicted) > CHECK_TOL_DB:
         # the midpoint of a tied run sat on a change point: take the widest single interval
         j = int(np.searchsorted(edges[1:-1], new, side="right"))
         good = np.flatnonzero(np.isclose(scores, predicted, rtol=0, atol=1e-9))
         j = int(good[np.argmax(np.diff(edges)[good])]) if good.size else j
         new = float(pts[j])
-        replayed = obj.score(with_values(x, param, [new], cls)[0]) if new != old else score_db
+        same = _unchanged(x, param, cls, new)
+        replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
         if abs(replayed - predicted) > CHECK_TOL_DB:  # the replay is the truth; keep going
             warnings.warn(
                 f"exact sweep of {param.name}[{cls}] predicted {predicted!r} dB at {new!r} but "
                 f"the replay gives {replayed!r} dB: the change points miss a decision boundary "
                 "(please report); the replayed score is used", RuntimeWarning, stacklevel=3)
-    kept = bool(np.isfinite(replayed)
-                and (not np.isfinite(score_db) or replayed > score_db + margin))
-    return Move(param.name, cls, old, new, score_db, replayed, kept, engine, pts, scores, edges)
+    gain = (replayed - score_db) if np.isfinite(score_db) else (
+        np.inf if np.isfinite(replayed) else np.nan)
+    honest = None
+    if halves is not None and np.isfinite(replayed) and gain > 0:
+        need = [h[0] for h in halves if h is not None and h[1] is None]
+        got = dict(zip(need, obj.values(with_values(x, param, need, cls)))) if need else {}
+        honest = honest_values(v0, [None if h is None else (h[1] if h[1] is not None
+                                                             else got[h[0]]) for h in halves],
+                               acc.parts)
+    ev = acc.judge(float(gain), v0, honest)
+    kept = bool(np.isfinite(replayed) and ev.accepted)
+    if kept and acc.cross_fitted and engine in ("sweep", "grid") and np.isfinite(new) \
+            and np.isfinite(score_db):
+        new, replayed = _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores,
+                                v0, engine)
+    return Move(param.name, cls, old, new, score_db, replayed, kept, engine, pts, scores, edges,
+                ev)

@@ -1,12 +1,15 @@
-"""``refine`` stage: coordinate descent over every parameter until no move gains > margin.
+"""``refine`` stage: coordinate descent over every parameter until no move is kept.
 
 Conventions:
-    * A pass visits every coordinate: each scalar parameter, each class column of each
-      per-class parameter (exact sweeps where the parameter is a threshold on cached values,
-      a grid or the choices otherwise), in policy field order.
-    * A move is kept when it gains more than ``margin`` dB; the descent stops after a pass that
-      keeps nothing (or after ``max_passes`` passes). Each kept move raises the score by more
-      than the margin, so the descent terminates.
+    * A pass visits every coordinate in policy field order: each scalar parameter; for each
+      per-class parameter first its **global** move (one shared value for every class, or the
+      threshold switched fully off/on, `search.moves.THRESHOLD_ENDS`), then each class column
+      (exact sweeps where the parameter is a threshold on cached values, a grid or the choices
+      otherwise).
+    * A move is kept when the chain's acceptance rule keeps it (`search.acceptance`,
+      ``ctx.acceptance()``); the descent stops after a pass that keeps nothing (or after
+      ``max_passes`` passes). Each kept move strictly raises the tune score, so the descent
+      terminates.
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ __all__ = ["coordinates", "run_refine"]
 
 
 def coordinates(problem) -> list:
-    """``[(Param, cls or None)]``: every coordinate the descent visits, in order."""
+    """``[(Param, cls or None)]``: every coordinate the descent visits, in order (a per-class
+    parameter: its global move ``(p, None)``, then each class)."""
     out = []
     for p in problem.params.values():
         if p.per_class:
+            out.append((p, None))
             out.extend((p, c) for c in range(len(p.columns)))
         else:
             out.append((p, None))
@@ -34,6 +39,7 @@ def run_refine(x, start: float, ctx: StageContext) -> StageRecord:
     """Coordinate descent from ``x`` (tune score ``start``)."""
     obj = ctx.objective
     coords = coordinates(obj.problem)
+    acc = ctx.acceptance()
     x, score = x.copy(), start
     x0 = x.copy()
     moves = []
@@ -42,7 +48,7 @@ def run_refine(x, start: float, ctx: StageContext) -> StageRecord:
         bar = tqdm(total=len(coords), desc=f"{ctx.fold} refine pass {n_pass + 1}",
                    disable=not ctx.progress, leave=False)
         for p, c in coords:
-            m = best_move(obj, x, p, c, score, ctx.margin)
+            m = best_move(obj, x, p, c, score, accept=acc)
             moves.append(m)
             if m.kept:
                 cols = p.columns if c is None else p.columns[[c]]

@@ -38,6 +38,10 @@ class StageContext:
         fold: label of the chain (``"fold-0"``, ..., ``"final"``), used in study names.
         progress: tqdm bars on stderr.
         max_passes: coordinate-descent passes of ``refine`` at most.
+        accept, alpha, stage_alpha, min_changed: the acceptance rule of every move and joint
+            stage (`search.acceptance`: ``"evidence"``, the default, or ``"margin"``), its
+            test levels (a coordinate move, a joint stage's result) and the soundscapes that
+            must change.
     """
 
     objective: Objective
@@ -50,6 +54,26 @@ class StageContext:
     fold: str = "final"
     progress: bool = False
     max_passes: int = 8
+    # ---- acceptance (search.acceptance); one rule for every stage of the chain
+    accept: str = "evidence"
+    alpha: float = 0.01
+    stage_alpha: float = 0.05
+    min_changed: int = 5
+
+    def acceptance(self):
+        """The chain's `search.acceptance.Acceptance`, bound to halves of its tune set (one
+        split per chain, seeded by ``seed`` and ``fold``; built once)."""
+        from .acceptance import Acceptance, halves
+
+        key = (self.accept, self.alpha, self.stage_alpha, self.min_changed, self.margin,
+               self.seed, self.fold, id(self.objective), self.objective.idx.shape[0])
+        cached = self.__dict__.get("_acceptance")
+        if cached is None or cached[0] != key:
+            parts = halves(self.objective.idx.shape[0], self.seed, self.fold)
+            cached = (key, Acceptance(self.accept, self.alpha, self.min_changed, self.margin,
+                                      parts, self.stage_alpha))
+            self.__dict__["_acceptance"] = cached
+        return cached[1]
 
     def stage_seed(self, stage: str) -> int:
         """A seed per (seed, fold, stage), so folds and stages draw independent trials; on a
@@ -80,6 +104,7 @@ class StageRecord:
         trials: rows for the trials table (dicts).
         moves: `search.moves.Move` objects of sweep stages (for the report's plots).
         note: why a stage did nothing, if it did nothing.
+        evidence: the `search.acceptance.Evidence` that kept or dropped a joint stage's result.
     """
 
     stage: str
@@ -95,6 +120,7 @@ class StageRecord:
     trials: list = field(default_factory=list)
     moves: list = field(default_factory=list)
     note: str = ""
+    evidence: object = None
 
     @property
     def gain_db(self) -> float:

@@ -14,11 +14,14 @@ Conventions:
     * Two faces, one result (sed_scores_eval's trick): `sweep_dense` scores every interval point
       over all soundscapes in one batch; `sweep_sparse` scores each soundscape only at its own
       change points and assembles the dataset score with a cumulative sum of per-clip deltas.
+    * `sweep_sparse` can also score every interval on each *part* of the soundscapes (the
+      halves of `search.acceptance`) from the same replays: the part scores sum exactly to the
+      same numerators and counts as the dataset score.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -44,6 +47,8 @@ class SweepResult:
         points: ``(m + 1,) float64`` interval midpoints that were scored.
         scores_db: ``(m + 1,) float64`` dataset score of each interval (NaN: no scored clip).
         n_evaluations: soundscape-settings replayed.
+        group_scores_db: ``(G, m + 1) float64`` score of each interval on each part (when
+            `sweep_sparse` was given ``groups``), else None.
     """
 
     value: float
@@ -52,6 +57,7 @@ class SweepResult:
     points: np.ndarray
     scores_db: np.ndarray
     n_evaluations: int
+    group_scores_db: Optional[np.ndarray] = None
 
     def score_at(self, t: float) -> float:
         """Score of the interval holding ``t`` (right-continuous at change points)."""
@@ -153,8 +159,9 @@ def sweep_sparse(
     clip_values: np.ndarray,
     lo: float,
     hi: float,
-    base_sum_db: float = 0.0,
-    base_count: int = 0,
+    base_sum_db=0.0,
+    base_count=0,
+    groups: Optional[np.ndarray] = None,
 ) -> SweepResult:
     """Exact sweep that replays each affected soundscape only at its own change points.
 
@@ -171,7 +178,10 @@ def sweep_sparse(
         clip_values: ``(m,) float`` the change points.
         lo, hi: the threshold's range.
         base_sum_db, base_count: sum and number of non-None values of the soundscapes the
-            threshold does not affect (scored once, at the current setting).
+            threshold does not affect (scored once, at the current setting); ``(G,)`` arrays
+            (one per part) when ``groups`` is given.
+        groups: ``(n,) int`` part (0..G-1) of every soundscape position ``clip_pos`` can name;
+            when given, the result also holds the score of every interval on each part.
     """
     pos = np.asarray(clip_pos, dtype=np.int64).ravel()
     val = np.asarray(clip_values, dtype=np.float64).ravel()
@@ -207,11 +217,24 @@ def sweep_sparse(
     vs, vc = np.where(okv, values, 0.0), okv.astype(np.float64)
     prev_vs = np.where(k == 0, 0.0, np.roll(vs, 1))
     prev_vc = np.where(k == 0, 0.0, np.roll(vc, 1))
-    d_sum = np.bincount(start, weights=vs - prev_vs, minlength=n_int)[:n_int]
-    d_cnt = np.bincount(start, weights=vc - prev_vc, minlength=n_int)[:n_int]
-    total = base_sum_db + np.cumsum(d_sum)
-    count = base_count + np.rint(np.cumsum(d_cnt))
+    if groups is None:
+        g_of, n_g = np.zeros(start.shape[0], np.int64), 1
+        base_s, base_c = np.array([base_sum_db], np.float64), np.array([base_count], np.float64)
+    else:
+        groups = np.asarray(groups, np.int64)
+        n_g = int(groups.max()) + 1 if groups.size else 1
+        g_of = groups[ids[group]]
+        base_s = np.broadcast_to(np.asarray(base_sum_db, np.float64), (n_g,))
+        base_c = np.broadcast_to(np.asarray(base_count, np.float64), (n_g,))
+    key = g_of * n_int + start
+    d_sum = np.bincount(key, weights=vs - prev_vs, minlength=n_g * n_int).reshape(n_g, n_int)
+    d_cnt = np.bincount(key, weights=vc - prev_vc, minlength=n_g * n_int).reshape(n_g, n_int)
+    g_total = base_s[:, None] + np.cumsum(d_sum, axis=1)
+    g_count = base_c[:, None] + np.rint(np.cumsum(d_cnt, axis=1))
+    total, count = g_total.sum(0), g_count.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        g_scores = np.where(g_count > 0, g_total / np.maximum(g_count, 1), np.nan)
     value, j = pick_best(edges, scores)
-    return SweepResult(value, float(scores[j]), edges, points, scores, int(values.shape[0]))
+    return SweepResult(value, float(scores[j]), edges, points, scores, int(values.shape[0]),
+                       None if groups is None else g_scores)

@@ -96,7 +96,7 @@ def test_planted_energy_gates_recovered(planted_cache):
         assert m.score_at(t) == pytest.approx(m.best_score_db, abs=1e-9), label
         assert same_best_run(m, m.best_value, t), (label, m.best_value)
     # and the whole refine stage (coordinate descent) keeps a gate of that run
-    rec = run_stage("refine", x, StageContext(obj, margin=0.0, max_passes=3))
+    rec = run_stage("refine", x, StageContext(obj, margin=0.0, accept="margin", max_passes=3))
     for label, t in PLANTED.items():
         v = rec.x_end[p.columns[names.index(label)]]
         y = rec.x_end.copy()

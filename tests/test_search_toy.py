@@ -96,7 +96,7 @@ def test_sparse_sweep_equals_fine_grid(toy):
 
 def test_stages_never_worse_and_recover_planted(toy):
     obj = Objective(toy, np.ones(toy.n_soundscapes, bool))
-    ctx = StageContext(obj, margin=0.0, n_trials=8, seed=1)
+    ctx = StageContext(obj, margin=0.0, accept="margin", n_trials=8, seed=1)
     recs = run_chain(["per-class", "refine"], toy.start, ctx)
     for r in recs:
         assert r.end_score_db >= r.start_score_db

@@ -1,0 +1,211 @@
+"""The evidence rule (`search.acceptance`): its pieces, the grouped exact sweep it reads, global
+moves, and the rule on synthetic caches with a planted per-class effect (kept) and with pure
+noise (nothing per-class kept). The 20-seed version is `benchmarks/bench_acceptance.py`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from casdri.errors import InputError
+from casdri.synthetic import QUIET_GATE_DB, make_synthetic_cache
+from search.acceptance import Acceptance, halves, linearised_gains, part_scores
+from search.casdri_problem import CasdriProblem
+from search.moves import THRESHOLD_ENDS, best_move
+from search.objective import Objective
+from search.stages import StageContext, run_stage
+from search.stats import dataset_mean
+from tests.test_search_toy import ToyProblem
+
+PLANTED = "Cough"
+
+
+# ----------------------------------------------------------------------------- pieces
+def test_halves_balanced_seeded_and_per_chain():
+    h = halves(101, 3, "fold-0")
+    assert h.dtype == np.int8 and set(np.unique(h)) == {0, 1} and h.sum() == 50
+    assert np.array_equal(h, halves(101, 3, "fold-0"))
+    assert not np.array_equal(h, halves(101, 3, "fold-1"))
+    assert not np.array_equal(h, halves(101, 4, "fold-0"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_linearised_gains_sum_to_the_change_of_the_mean(seed):
+    rng = np.random.default_rng(seed)
+    v0 = rng.normal(3, 4, 50)
+    v1 = v0 + np.where(rng.random(50) < 0.2, rng.normal(0, 3, 50), 0.0)
+    v0[rng.random(50) < 0.2] = np.nan   # None clips on either side, some only on one
+    v1[rng.random(50) < 0.2] = np.nan
+    psi = linearised_gains(v0, v1)
+    n1 = int((~np.isnan(v1)).sum())
+    assert psi.sum() / n1 == pytest.approx(dataset_mean(v1) - dataset_mean(v0), abs=1e-12)
+
+
+def test_part_scores_are_dataset_means_per_part():
+    V = np.array([[1.0, np.nan, 3.0, 5.0], [np.nan, np.nan, 2.0, 2.0]])
+    parts = np.array([0, 0, 1, 1])
+    got = part_scores(V, parts)
+    assert np.allclose(got, [[1.0, np.nan], [4.0, 2.0]], equal_nan=True)
+
+
+def _acc(n, **kw):
+    return Acceptance(parts=halves(n, 0, "t"), **kw)
+
+
+def test_judge_keeps_consistent_gain_and_drops_noise():
+    n = 1000
+    rng = np.random.default_rng(0)
+    v0 = rng.normal(4, 3, n)
+    acc = _acc(n)
+    good = v0.copy()
+    hit = rng.choice(n, 30, replace=False)
+    good[hit] += 3.0                       # 30 soundscapes gain, on both halves
+    ev = acc.judge(dataset_mean(good) - dataset_mean(v0), v0, good)
+    assert ev.accepted and ev.n_changed == 30 and ev.p_value < 1e-6, ev
+    bad = v0.copy()
+    bad[hit] += rng.choice([-3.0, 3.0], 30)  # same size, random signs
+    ev = acc.judge(0.01, v0, bad)
+    assert not ev.accepted, ev
+
+
+def test_judge_needs_both_halves_and_enough_soundscapes():
+    n = 400
+    v0 = np.zeros(n)
+    acc = _acc(n)
+    one_half = v0.copy()
+    one_half[np.flatnonzero(acc.parts == 0)[:40]] = 5.0  # all the gain sits on half 0
+    ev = acc.judge(0.5, v0, one_half)
+    assert not ev.accepted and "halves disagree" in ev.reason
+    few = v0.copy()
+    few[[np.flatnonzero(acc.parts == g)[0] for g in (0, 1)]] = 5.0
+    ev = _acc(n, min_changed=3).judge(0.02, v0, few)
+    assert not ev.accepted and "fewer than 3" in ev.reason
+    assert not acc.judge(0.3, v0, None).accepted  # neither half found a gain
+
+
+def test_margin_rule_is_the_old_rule():
+    acc = Acceptance("margin", margin_db=0.05)
+    assert acc.judge(0.051).accepted and not acc.judge(0.05).accepted
+    assert acc.judge(np.inf).accepted  # the current score is undefined
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(rule="vote"), "expected one of evidence, margin"),
+    (dict(alpha=0.0), "alpha must be in"),
+    (dict(min_changed=-1), "min_changed"),
+    (dict(margin_db=-0.1), "margin must be"),
+])
+def test_bad_rule_settings(kw, match):
+    with pytest.raises(InputError, match=match):
+        Acceptance(**kw)
+
+
+# ----------------------------------------------------------------------------- grouped sweep
+def test_sweep_part_scores_equal_direct_replay():
+    """The exact sweep's score of every interval on each half equals a direct replay there."""
+    toy = ToyProblem(n_soundscapes=90, seed=4)
+    obj = Objective(toy, np.arange(90) % 5 != 0)
+    acc = Acceptance(parts=halves(obj.idx.shape[0], 1, "x"))
+    x = toy.start
+    p = toy.params["prob_gate"]
+    for cls in (None, 0, 2):
+        m = best_move(obj, x, p, cls, obj.score(x), accept=acc)
+        from search.moves import _sparse  # the grouped sweep the move read
+        v0 = obj.values(x[None])[0]
+        res = _sparse(obj, x, p, cls, toy.change_points("prob_gate", cls, x, obj.idx),
+                      acc.parts, v0)
+        cols = p.columns if cls is None else p.columns[[cls]]
+        X = np.repeat(x[None], res.points.size, 0)
+        X[:, cols] = res.points[:, None]
+        direct = part_scores(obj.values(X), acc.parts)
+        assert np.allclose(direct, res.group_scores_db, atol=1e-9, equal_nan=True), cls
+        assert np.allclose(res.scores_db, m.scores_db, atol=1e-12, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- synthetic caches
+@pytest.fixture(scope="module")
+def noise_cache(tmp_path_factory):
+    return make_synthetic_cache(tmp_path_factory.mktemp("noise") / "c", n_soundscapes=300,
+                                seed=7, noise=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_noise_accepts_no_per_class_change(noise_cache, seed):
+    problem = CasdriProblem(noise_cache)
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    for stage in ("per-class", "refine"):
+        rec = run_stage(stage, problem.start_vector(), StageContext(obj, seed=seed))
+        kept = [(m.param, m.cls, m.evidence.reason) for m in rec.moves
+                if m.kept and m.cls is not None]
+        assert kept == [], (stage, kept)
+        assert rec.end_score_db >= rec.start_score_db
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_per_class_gate_is_accepted(tmp_path, seed):
+    cache = make_synthetic_cache(tmp_path / "p", n_soundscapes=600, seed=seed, noise=True,
+                                 planted={"quiet_false_positives": {PLANTED: 1.0}})
+    problem = CasdriProblem(cache)
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    x = problem.start_vector()
+    col = problem.params["energy_gate_db"].columns
+    c = problem.class_names.index(PLANTED)
+    y = x.copy()
+    y[col[c]] = QUIET_GATE_DB
+    assert obj.score(y) > obj.score(x)  # the planted effect exists
+    ctx = StageContext(obj, seed=seed)
+    m = best_move(obj, x, problem.params["energy_gate_db"], c, obj.score(x),
+                  accept=ctx.acceptance())
+    # kept; the one-SE rule may stop short of the best run, but only quiet false positives
+    # (energy < -50 dB) of the class lie below -40 dB
+    assert m.kept and -70.0 < m.value <= -40.0, m.evidence
+    g = best_move(obj, x, problem.params["energy_gate_db"], None, obj.score(x),
+                  accept=ctx.acceptance())
+    assert not g.kept  # one shared gate would silence the other classes' quiet targets
+    rec = run_stage("refine", x, ctx)
+    assert -70.0 < rec.x_end[col[c]] <= -40.0
+    assert (np.delete(rec.x_end[col], c) < -70.0).all()
+
+
+def test_global_move_switches_a_gate_off(noise_cache):
+    """A global move offers the infinite thresholds (gate off / gate all) beside its sweep:
+    from a harmful probability gate on every class it is kept, scoring at least "off"."""
+    problem = CasdriProblem(noise_cache)
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    p = problem.params["prob_gate"]
+    x = problem.start_vector()
+    x[p.columns] = 0.9
+    ctx = StageContext(obj)
+    m = best_move(obj, x, p, None, obj.score(x), accept=ctx.acceptance())
+    assert m.kept and m.evidence.accepted and m.best_score_db > obj.score(x)
+    best = best_move(obj, x, p, None, obj.score(x), margin=0.0)  # the plain best, no 1-SE
+    off = x.copy()
+    off[p.columns] = THRESHOLD_ENDS[0]
+    assert best.best_score_db >= obj.score(off) - 1e-12 > obj.score(x)
+    x[p.columns] = m.value
+    assert obj.score(x) == pytest.approx(m.best_score_db, abs=1e-9)
+
+
+def test_joint_stage_records_its_evidence(noise_cache):
+    problem = CasdriProblem(noise_cache)
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    x = problem.start_vector()
+    rec = run_stage("gates", x, StageContext(obj, n_trials=12, seed=2))
+    assert rec.evidence is not None and rec.end_score_db >= rec.start_score_db
+    if not rec.evidence.accepted:
+        assert np.array_equal(rec.x_end, x) and rec.gain_db == 0.0
+
+
+def test_global_move_from_unequal_columns_is_replayed(recwarn):
+    """A global move whose shared value equals only the first class's current value is still
+    a change: it is replayed (no false "no change", no change-point warning)."""
+    toy = ToyProblem(n_soundscapes=90, seed=4)
+    obj = Objective(toy, np.ones(90, bool))
+    p = toy.params["prob_gate"]
+    m1 = best_move(obj, toy.start, p, None, obj.score(toy.start), margin=0.0)
+    x = toy.start.copy()
+    x[p.columns] = m1.best_value
+    x[p.columns[2]] = 0.99  # other classes differ
+    m2 = best_move(obj, x, p, None, obj.score(x), margin=0.0)
+    assert m2.best_value == m1.best_value == x[p.columns[0]]
+    assert m2.best_score_db == pytest.approx(m1.best_score_db, abs=1e-12)
+    assert not [w for w in recwarn if "change points" in str(w.message)]
