@@ -102,7 +102,7 @@ class CasdriProblem:
         for r in self.Params.search_space(cache):
             self.params[r.name] = Param(
                 r.name, np.asarray(r.columns, np.int64), r.low, r.high, tuple(r.choices),
-                bool(r.per_class), bool(r.integer) and not r.choices)
+                bool(r.per_class), bool(r.integer) and not r.choices, r.off)
         self.layout = {k: p.columns for k, p in self.params.items()}
         self.plan = {stage: tuple(n for n in names if n in self.params)
                      for stage, names in self.module.SEARCH_PLAN.items()}

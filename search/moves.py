@@ -6,10 +6,11 @@ Conventions:
     * A numeric parameter with no change points (a fusion weight) is scored on a uniform grid of
       `GRID_POINTS` values plus its current value; a categorical one on all its choices.
     * A *global* move (``cls=None``) of a per-class threshold writes one shared value into every
-      class column; besides its exact sweep over ``[low, high]`` it offers the two infinite
-      thresholds `THRESHOLD_ENDS` (the comparison always passes or always fails: one of them is
-      the gate switched off for every class, e.g. ``energy_gate_db = -inf``,
-      ``silence_thr = +inf``, ``prob_gate = -inf`` which gates nothing as ``0`` does).
+      class column; besides its exact sweep it offers the threshold's ends (`threshold_ends`:
+      ``low``, ``high`` and the policy's declared "off" value, e.g. ``energy_gate_db = -inf``,
+      ``silence_thr = +inf``; ``prob_gate = 0`` gates nothing): the gate switched fully off or
+      on for every class. Only values the policy's validation allows are offered, so a tuned
+      policy always loads in ``casdri-cache apply``.
     * Whether a move is *kept* is decided by `search.acceptance.Acceptance` (the evidence rule:
       cross-fitted over the halves of the tune set, the whole selection runs on each half; or
       the old absolute ``margin``). Under the evidence rule the value written is chosen on all
@@ -29,14 +30,22 @@ from .acceptance import (Acceptance, Evidence, choose_on_parts, gain_standard_er
 from .objective import Objective, Param, with_values
 from .sweep import TIE_TOL_DB, SweepResult, pick_best, sweep_sparse
 
-__all__ = ["GRID_POINTS", "THRESHOLD_ENDS", "Move", "best_move"]
+__all__ = ["GRID_POINTS", "threshold_ends", "Move", "best_move"]
 
 #: Grid size for numeric parameters that are not thresholds on cached values.
 GRID_POINTS = 33
-#: Extra candidates of a global threshold move: always pass / always fail (one is "off").
-THRESHOLD_ENDS = (float("-inf"), float("inf"))
 #: A sweep's predicted score and the replayed score of its choice must agree to this (dB).
 CHECK_TOL_DB = 1e-7
+
+
+def threshold_ends(param: Param) -> tuple:
+    """Extra candidates of a global threshold move: the range ends and the declared "off"
+    value (``param.off``, e.g. ``-inf`` for an energy gate), sorted, each a value the
+    policy's validation allows."""
+    vals = {float(param.low), float(param.high)}
+    if getattr(param, "off", None) is not None:
+        vals.add(float(param.off))
+    return tuple(sorted(vals))
 
 
 @dataclass
@@ -101,7 +110,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         obj: tune objective.
         x: ``(P,)`` current setting (not modified).
         param: the parameter; cls: its class column, or None for all columns together (a
-            global move; thresholds also try `THRESHOLD_ENDS`).
+            global move; thresholds also try `threshold_ends`).
         score_db: ``obj.score(x)`` (passed in to save a replay).
         margin: dB a move must gain to be kept when ``accept`` is None (the margin rule).
         exact: use change points when the problem has them (``False``: the grid, for tests).
@@ -127,7 +136,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
     if cps is not None and not param.integer:
         res = _sparse(obj, x, param, cls, cps, parts, v0)
         new, predicted = res.value, res.score_db
-        ends = THRESHOLD_ENDS if (cls is None and param.per_class) else ()
+        ends = threshold_ends(param) if (cls is None and param.per_class) else ()
         Ve = obj.values(with_values(x, param, ends, cls)) if ends else np.zeros((0, 0))
         if ends:
             se = _means(Ve)

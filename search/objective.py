@@ -33,6 +33,7 @@ class Param:
         choices: the values of a categorical parameter (encoded as floats).
         per_class: one value per class.
         integer: a numeric parameter restricted to integers.
+        off: a threshold's "off" value allowed outside ``[low, high]`` (e.g. ``-inf``), or None.
     """
 
     name: str
@@ -42,6 +43,7 @@ class Param:
     choices: tuple = ()
     per_class: bool = False
     integer: bool = False
+    off: Optional[float] = None
 
     @property
     def categorical(self) -> bool:
@@ -52,6 +54,7 @@ class Problem(Protocol):
     """What a stage needs from a policy on a cache."""
 
     params: dict  # {name: Param}, in policy field order
+    plan: dict  # {stage name: (param names)}: what each stage may move (the policy's SEARCH_PLAN)
     n_soundscapes: int
     n_classes: int
     class_names: tuple

@@ -24,18 +24,15 @@ from .engines import Knob, optimize_joint
 from .objective import Objective, Param
 from .stages import StageContext, StageRecord
 
-__all__ = ["FUSION_PARAMS", "VERIFY_PARAMS", "GATE_PARAMS", "SELECT_PARAMS",
-           "run_fusion", "run_verify", "run_gates", "run_select", "stage_params",
+__all__ = ["run_fusion", "run_verify", "run_gates", "run_select", "stage_params",
            "judge_candidates"]
 
-FUSION_PARAMS = ("w", "solo_keep_1ch", "solo_keep_4ch")
-VERIFY_PARAMS = ("verify_thr", "verify_mode", "drop_thr")
-GATE_PARAMS = ("energy_gate_db", "prob_gate", "silence_thr")
-SELECT_PARAMS = ("select_separator", "stage")
 
-
-def stage_params(problem, names) -> list:
-    """The `Param` objects of ``names`` that the problem's policy has, in the given order."""
+def stage_params(problem, stage: str) -> list:
+    """The `Param` objects a stage may move: ``problem.plan[stage]`` (the policy's
+    ``SEARCH_PLAN``, the one truth of which stage moves what), in plan order; a problem
+    without a plan, or a stage the plan does not name, moves nothing."""
+    names = getattr(problem, "plan", {}).get(stage, ())
     return [problem.params[n] for n in names if n in problem.params]
 
 
@@ -110,11 +107,11 @@ def _noop(stage, x, start, ctx, note) -> StageRecord:
     return StageRecord(stage, ctx.fold, "none", start, start, x.copy(), x.copy(), note=note)
 
 
-def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContext) -> StageRecord:
+def _run_optuna(stage: str, x: np.ndarray, start: float, ctx: StageContext) -> StageRecord:
     obj = ctx.objective
-    params = stage_params(obj.problem, names)
+    params = stage_params(obj.problem, stage)
     if not params:
-        return _noop(stage, x, start, ctx, f"the policy has none of {names}")
+        return _noop(stage, x, start, ctx, "the policy's search plan moves nothing here")
     knobs = [_knob(p) for p in params]
     start_values = {}
     for p, k in zip(params, knobs):
@@ -169,25 +166,25 @@ def _run_optuna(stage: str, names, x: np.ndarray, start: float, ctx: StageContex
 
 def run_fusion(x, start, ctx):
     """Tagger fusion: weight ``w`` and the solo-keep thresholds (Optuna)."""
-    return _run_optuna("fusion", FUSION_PARAMS, x, start, ctx)
+    return _run_optuna("fusion", x, start, ctx)
 
 
 def run_verify(x, start, ctx):
     """Global verify and drop thresholds (and the verify mode) (Optuna)."""
-    return _run_optuna("verify", VERIFY_PARAMS, x, start, ctx)
+    return _run_optuna("verify", x, start, ctx)
 
 
 def run_gates(x, start, ctx):
     """Global energy gate, probability gate and silence threshold (Optuna)."""
-    return _run_optuna("gates", GATE_PARAMS, x, start, ctx)
+    return _run_optuna("gates", x, start, ctx)
 
 
 def run_select(x, start, ctx):
     """Dual-separator selection and separator stage: every combination, one batch replay."""
     obj = ctx.objective
-    params = stage_params(obj.problem, SELECT_PARAMS)
+    params = stage_params(obj.problem, "select")
     if not params:
-        return _noop("select", x, start, ctx, f"the policy has none of {SELECT_PARAMS}")
+        return _noop("select", x, start, ctx, "the policy's search plan moves nothing here")
     choices = [_knob(p).choices for p in params]
     combos = list(itertools.product(*choices))
     X = np.stack([_apply(x, params, dict(zip([p.name for p in params], c))) for c in combos])

@@ -1,10 +1,11 @@
 """``per-class`` stage: per-class verify, drop, probability-gate and silence thresholds.
 
 Conventions:
-    * First one **global** move per threshold (`PER_CLASS_PARAMS` order): one shared value for
+    * The thresholds moved are the policy's search plan for ``per-class`` (``problem.plan``).
+    * First one **global** move per threshold (plan order): one shared value for
       every class, swept exactly, or the threshold switched fully off/on
-      (`search.moves.THRESHOLD_ENDS`). Then one class at a time (label-set order), its
-      thresholds in `PER_CLASS_PARAMS` order, each starting from the shared value and swept
+      (`search.moves.threshold_ends`). Then one class at a time (label-set order), its
+      thresholds in plan order, each starting from the shared value and swept
       exactly over its change points on the tune soundscapes (`search.moves.best_move`).
     * Every move is kept only when the chain's acceptance rule keeps it
       (`search.acceptance`; ``ctx.acceptance()``): a class moves away from the shared value only
@@ -18,14 +19,12 @@ from .moves import best_move
 from .stage_joint import stage_params
 from .stages import StageContext, StageRecord
 
-__all__ = ["PER_CLASS_PARAMS", "run_per_class", "per_class_params"]
-
-PER_CLASS_PARAMS = ("verify_thr", "drop_thr", "prob_gate", "silence_thr")
+__all__ = ["run_per_class", "per_class_params"]
 
 
 def per_class_params(problem) -> list:
     """The per-class numeric `Param` objects this stage moves (one place to read the plan)."""
-    return [p for p in stage_params(problem, PER_CLASS_PARAMS)
+    return [p for p in stage_params(problem, "per-class")
             if p.per_class and not p.categorical]
 
 
@@ -49,7 +48,7 @@ def run_per_class(x, start: float, ctx: StageContext) -> StageRecord:
             score = m.score_db
         bar.update(1)
     bar.close()
-    note = "" if params else f"the policy has no per-class {PER_CLASS_PARAMS}"
+    note = "" if params else "the policy's search plan has no per-class threshold"
     return StageRecord("per-class", ctx.fold, "sweep" if params else "none", start, score, x0, x,
                        moves=moves, trials=_rows(moves, ctx, "per-class", obj.problem), note=note)
 

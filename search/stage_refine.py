@@ -3,7 +3,7 @@
 Conventions:
     * A pass visits every coordinate in policy field order: each scalar parameter; for each
       per-class parameter first its **global** move (one shared value for every class, or the
-      threshold switched fully off/on, `search.moves.THRESHOLD_ENDS`), then each class column
+      threshold switched fully off/on, `search.moves.threshold_ends`), then each class column
       (exact sweeps where the parameter is a threshold on cached values, a grid or the choices
       otherwise).
     * A move is kept when the chain's acceptance rule keeps it (`search.acceptance`,

@@ -10,7 +10,7 @@ from casdri.errors import InputError
 from casdri.synthetic import QUIET_GATE_DB, make_synthetic_cache
 from search.acceptance import Acceptance, halves, linearised_gains, part_scores
 from search.casdri_problem import CasdriProblem
-from search.moves import THRESHOLD_ENDS, best_move
+from search.moves import best_move, threshold_ends
 from search.objective import Objective
 from search.stages import StageContext, run_stage
 from search.stats import dataset_mean
@@ -167,8 +167,9 @@ def test_planted_per_class_gate_is_accepted(tmp_path, seed):
 
 
 def test_global_move_switches_a_gate_off(noise_cache):
-    """A global move offers the infinite thresholds (gate off / gate all) beside its sweep:
-    from a harmful probability gate on every class it is kept, scoring at least "off"."""
+    """A global move offers the threshold's ends (gate off / gate all) beside its sweep:
+    from a harmful probability gate on every class it is kept, scoring at least "off", and the
+    value it writes is one the policy's validation accepts (the tuned policy loads)."""
     problem = CasdriProblem(noise_cache)
     obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
     p = problem.params["prob_gate"]
@@ -179,10 +180,21 @@ def test_global_move_switches_a_gate_off(noise_cache):
     assert m.kept and m.evidence.accepted and m.best_score_db > obj.score(x)
     best = best_move(obj, x, p, None, obj.score(x), margin=0.0)  # the plain best, no 1-SE
     off = x.copy()
-    off[p.columns] = THRESHOLD_ENDS[0]
+    off[p.columns] = threshold_ends(p)[0]  # prob_gate = 0 gates nothing
     assert best.best_score_db >= obj.score(off) - 1e-12 > obj.score(x)
     x[p.columns] = m.value
     assert obj.score(x) == pytest.approx(m.best_score_db, abs=1e-9)
+    problem.Params.decode(x, noise_cache)  # raises PolicyError for a value apply would refuse
+
+
+def test_global_move_ends_are_values_the_policy_allows(noise_cache):
+    problem = CasdriProblem(noise_cache)
+    for name in ("energy_gate_db", "silence_thr", "prob_gate", "verify_thr"):
+        p = problem.params[name]
+        ends = threshold_ends(p)
+        assert all(p.low <= e <= p.high or e == p.off for e in ends)
+    assert -np.inf in threshold_ends(problem.params["energy_gate_db"])
+    assert np.inf in threshold_ends(problem.params["silence_thr"])
 
 
 def test_joint_stage_records_its_evidence(noise_cache):

@@ -27,6 +27,8 @@ class ToyProblem:
             "w": Param("w", np.array([0]), 0.0, 1.0),
             "prob_gate": Param("prob_gate", np.arange(1, 1 + n_classes), 0.0, 1.0, per_class=True),
         }
+        # the search plan (stage -> parameters it may move), as a policy's SEARCH_PLAN gives it
+        self.plan = {"fusion": ("w",), "gates": ("prob_gate",), "per-class": ("prob_gate",)}
         rows = []  # (soundscape, class, p1, p2, true, sdri)
         self.n_ref = np.zeros(n_soundscapes, np.int64)
         for s in range(n_soundscapes):
@@ -109,7 +111,7 @@ def test_stages_never_worse_and_recover_planted(toy):
 def test_noop_stage_is_recorded(toy):
     obj = Objective(toy, np.ones(toy.n_soundscapes, bool))
     rec = run_stage("select", toy.start, StageContext(obj))
-    assert rec.engine == "none" and rec.gain_db == 0.0 and "none of" in rec.note
+    assert rec.engine == "none" and rec.gain_db == 0.0 and "moves nothing" in rec.note
 
 
 def test_fusion_stage_is_seeded(toy):
