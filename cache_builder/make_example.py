@@ -36,9 +36,9 @@ import soundfile as sf
 
 from casdri.labels import DCASE2026T4
 
-from ._pool import load_pool
-from ._scene import sample_soundscape
-from .soundscapes import generate_soundscapes, soundscape_seeds, write_wav
+from .soundscapes.pool import load_pool
+from .soundscapes.scene import sample_soundscape
+from .soundscapes.generate import generate_soundscapes, soundscape_seeds, write_wav
 
 __all__ = ["make_example", "find_example_seed"]
 

@@ -21,10 +21,10 @@ import pyroomacoustics  # noqa: E402,F401  (the builder extra; a missing install
 
 from casdri.errors import AudioFileError, InputError  # noqa: E402
 from casdri.labels import DCASE2026T4  # noqa: E402
-from cache_builder import _pool, _rooms  # noqa: E402
-from cache_builder._scene import SoundscapeConfig, sample_soundscape  # noqa: E402
+from cache_builder.soundscapes import pool as _pool, rooms as _rooms  # noqa: E402
 from cache_builder.soundscapes import (  # noqa: E402
-    METADATA_COLUMNS, generate_soundscapes, soundscape_seeds)
+    METADATA_COLUMNS, SoundscapeConfig, generate_soundscapes, sample_soundscape,
+    soundscape_seeds)
 
 POOL = Path(__file__).parent / "data" / "bed_subset"
 REPO = Path(__file__).resolve().parent.parent

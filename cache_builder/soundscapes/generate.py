@@ -11,9 +11,9 @@ Conventions:
 
       Names are ``soundscape_00000`` (at least 5 digits, one width per split). A zero-target
       soundscape has no oracle file. Each soundscape is 10 s (``duration_s``) of a simulated
-      shoebox room recorded by a tetrahedral array converted to FOA (`cache_builder._rooms`);
-      recipes in `cache_builder._scene`, rendering and oracle targets in
-      `cache_builder._render`, pool layout and split partition in `cache_builder._pool`.
+      shoebox room recorded by a tetrahedral array converted to FOA (`cache_builder.soundscapes.rooms`);
+      recipes in `cache_builder.soundscapes.scene`, rendering and oracle targets in
+      `cache_builder.soundscapes.render`, pool layout and split partition in `cache_builder.soundscapes.pool`.
     * **Reproducible**: ``SeedSequence(seed).spawn(3)`` gives one sequence per split (in the
       order train, dev, test, whichever are asked for), whose ``spawn(n)`` gives one seed per
       soundscape (recorded in the metadata column ``seed``); soundscape ``i`` does not depend
@@ -40,9 +40,9 @@ from tqdm import tqdm
 from casdri.errors import InputError
 from casdri.labels import LabelSet, get_label_set
 
-from ._pool import SPLITS, PoolSplit, SourcePool, load_pool
-from ._render import RenderedSoundscape, render_soundscape
-from ._scene import EventSpec, SoundscapeConfig, SoundscapeSpec, sample_soundscape
+from .pool import SPLITS, PoolSplit, SourcePool, load_pool
+from .render import RenderedSoundscape, render_soundscape
+from .scene import EventSpec, SoundscapeConfig, SoundscapeSpec, sample_soundscape
 
 __all__ = ["SPLITS", "METADATA_COLUMNS", "SoundscapeConfig", "SoundscapeSpec", "EventSpec",
            "RenderedSoundscape", "SourcePool", "load_pool", "sample_soundscape",
@@ -217,7 +217,7 @@ def generate_soundscapes(
     """Generate DCASE 2026 Task 4-format soundscapes (module conventions).
 
     Args:
-        sources_dir: pool of real recordings (`cache_builder._pool` layout, e.g.
+        sources_dir: pool of real recordings (`cache_builder.soundscapes.pool` layout, e.g.
             ``bed_sources``).
         out_dir: output root; ``<out_dir>/<split>/`` is written per split.
         n_soundscapes: ``{'train': n, 'dev': n, 'test': n}`` (any subset), or an int split

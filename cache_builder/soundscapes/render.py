@@ -25,9 +25,9 @@ from scipy import signal
 
 from casdri.errors import AudioFileError
 
-from ._pool import read_clip
-from ._rooms import diffuse_foa_noise, position_from_direction, simulate_foa_rirs
-from ._scene import SoundscapeSpec
+from .pool import read_clip
+from .rooms import diffuse_foa_noise, position_from_direction, simulate_foa_rirs
+from .scene import SoundscapeSpec
 
 __all__ = ["RenderedSoundscape", "render_soundscape"]
 
@@ -79,7 +79,7 @@ def render_soundscape(spec: SoundscapeSpec, pool_root: Path) -> RenderedSoundsca
     """Render ``spec`` with clips read from ``pool_root`` (deterministic).
 
     Args:
-        spec: the recipe (`cache_builder._scene.sample_soundscape`).
+        spec: the recipe (`cache_builder.soundscapes.scene.sample_soundscape`).
         pool_root: the pool folder the recipe's clip paths are relative to.
 
     Returns:

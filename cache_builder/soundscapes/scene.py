@@ -31,8 +31,8 @@ import numpy as np
 
 from casdri.errors import InputError
 
-from ._pool import Clip, PoolSplit
-from ._rooms import RoomSpec, position_from_direction
+from .pool import Clip, PoolSplit
+from .rooms import RoomSpec, position_from_direction
 
 __all__ = ["SoundscapeConfig", "EventSpec", "SoundscapeSpec", "sample_soundscape"]
 
