@@ -4,7 +4,8 @@ Usage::
 
     casdri-cache generate --sources POOL --out DIR [--train N] [--dev N] [--test N]
                           [--seed S] [--duration-s 10] [--jobs N] [--stems] [--overwrite]
-                          [--oracle-window-ms 6 50] [--min-confidence high]
+                          [--rules official|v1] [--oracle-window-ms 6 50]
+                          [--min-confidence high]
                           [--no-progress] [--debug]
 
 Plugs into the ``casdri-cache`` parser with `add_generate_parser` and `run_generate`; `main`
@@ -23,7 +24,7 @@ from casdri.errors import CasdriError, InputError
 from .generate import generate_soundscapes
 from .scene import SoundscapeConfig
 
-__all__ = ["add_generate_parser", "run_generate", "main"]
+__all__ = ["add_generate_parser", "config_from_args", "run_generate", "main"]
 
 _count = int_at_least(0)
 
@@ -38,14 +39,26 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0 (official: 6 50), got "
+                                         f"{text!r}")
+    return value
+
+
 def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``generate`` subcommand to an argparse ``subparsers`` object; return it."""
     p = subparsers.add_parser(
         "generate", help="generate DCASE-format soundscapes from a pool of real recordings",
         description="Simulate 4-channel FOA soundscapes (shoebox rooms, tetrahedral array "
-        "converted A-to-B) with 0-3 targets, 0-2 interferers and a background, and write "
-        "<out>/<split>/soundscape/, oracle_target/ (direct path, channel 0) and "
-        "metadata.parquet. Splits never share a recording.")
+        "converted A-to-B) under the official DCASE 2026 Task 4 rules (0-3 targets, 1/4 "
+        "zero-target, duplicates, 0-2 interferers, official SNR rule and oracle window) "
+        "and write <out>/<split>/soundscape/, oracle_target/ and metadata.parquet. Splits "
+        "never share a recording or a room.")
     p.add_argument("--sources", required=True, metavar="DIR",
                    help="pool with sound_event/<Class>/, interference/, noise/ "
                         "(and optionally manifest.csv), mono clips at the sample rate")
@@ -64,14 +77,25 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
                    help="also write every event image and the background to stems/")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the generated folders of splits that already have them")
-    p.add_argument("--oracle-window-ms", type=float, nargs=2, metavar=("BEFORE", "AFTER"),
+    p.add_argument("--rules", choices=("official", "v1"), default="official",
+                   help="official DCASE 2026 rules (default) or casdri's first generator (v1: "
+                        "direct-path oracle, W active-span SNR, 20%% zero-target)")
+    p.add_argument("--oracle-window-ms", type=_milliseconds, nargs=2, metavar=("BEFORE", "AFTER"),
                    default=None, help="oracle = W RIR cut to [peak-BEFORE, peak+AFTER] ms "
-                                      "(official 2025 generator: 6 50); default: direct path")
+                                      "(default: 6 50, official; v1: direct path)")
     p.add_argument("--min-confidence", choices=("low", "medium", "high"), default=None,
                    help="keep manifest rows at least this confident")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def config_from_args(args: argparse.Namespace) -> SoundscapeConfig:
+    """The `SoundscapeConfig` of ``--rules`` with ``--oracle-window-ms`` applied."""
+    cfg = SoundscapeConfig() if args.rules == "official" else SoundscapeConfig.casdri_v1()
+    if args.oracle_window_ms is not None:
+        cfg = cfg.replace(oracle_window_ms=tuple(args.oracle_window_ms))
+    return cfg
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -87,8 +111,7 @@ def run_generate(args: argparse.Namespace) -> int:
     table = generate_soundscapes(
         args.sources, args.out, counts, seed=args.seed, duration_s=args.duration_s,
         sample_rate_hz=args.sample_rate_hz, n_jobs=args.jobs, write_stems=args.stems,
-        config=SoundscapeConfig(oracle_window_ms=None if args.oracle_window_ms is None
-                                else tuple(args.oracle_window_ms)),
+        config=config_from_args(args),
         overwrite=args.overwrite, progress=not args.no_progress,
         min_confidence=args.min_confidence)
     for split, rows in table.groupby("split", sort=False):
