@@ -537,3 +537,13 @@ def test_pinned_mixture_snr_and_silent_floor(tmp_path, rules, n_targets, median_
     assert (got.n_soundscapes, got.n_targets) == (12, n_targets)
     assert got.median_snr_mix_db == pytest.approx(median_snr_db, abs=0.01)
     assert got.silent_floor_db == pytest.approx(floor_db, abs=0.01)
+
+
+def test_read_provenance_optional(tmp_path):
+    pd.DataFrame({"soundscape": ["s"], "split": ["dev"]}).to_csv(tmp_path / "m.csv",
+                                                                 index=False)
+    assert read_provenance(None, required=False) is None
+    assert read_provenance(tmp_path / "m.csv", required=False) is None
+    with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'room', "
+                                         r"'soundscape'\]"):
+        read_provenance(tmp_path / "m.csv")

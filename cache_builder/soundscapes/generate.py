@@ -95,24 +95,35 @@ def _write_table(table: pd.DataFrame, split_dir: Path) -> None:
         table.to_csv(tmp, index=False)
 
 
-def read_provenance(metadata: PathLike) -> dict[str, tuple[str, list[str]]]:
+def read_provenance(metadata: Optional[PathLike], required: bool = True
+                    ) -> Optional[dict[str, tuple[str, list[str]]]]:
     """Room id and sorted recording ids of every soundscape of a generated split.
 
     Args:
-        metadata: a ``metadata.parquet`` or ``metadata.csv`` written by `generate_soundscapes`.
+        metadata: a ``metadata.parquet`` or ``metadata.csv`` written by `generate_soundscapes`
+            (``None``: no metadata).
+        required: raise when ``metadata`` is ``None`` or lacks the columns; ``False``
+            returns ``None`` then (a build of folders from other generators).
 
     Returns:
-        soundscape name → ``(room, recordings)``.
+        soundscape name → ``(room, recordings)``, or ``None`` (``required=False``).
 
     Raises:
         InputError: the file lacks the ``soundscape``, ``room`` or ``recording`` column
-            (metadata of casdri < 0.2's generator: generate again).
+            (metadata of casdri's first generator: generate again), or names two rooms for
+            one soundscape.
     """
+    if metadata is None:
+        if required:
+            raise InputError("read_provenance: no metadata file given")
+        return None
     path = Path(metadata)
     table = pd.read_parquet(path) if path.suffix == ".parquet" else \
         pd.read_csv(path, dtype=str, keep_default_na=False)
     need = {"soundscape", "room", "recording"}
     if not need <= set(table.columns):
+        if not required:
+            return None
         raise InputError(f"{path}: needs columns {sorted(need)} for the room and recording "
                          "ids; generate the soundscapes again with this casdri")
     out = {}
