@@ -547,3 +547,28 @@ def test_read_provenance_optional(tmp_path):
     with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'room', "
                                          r"'soundscape'\]"):
         read_provenance(tmp_path / "m.csv")
+
+
+def test_make_pool_prepares_clips_like_the_pool():
+    from cache_builder.soundscapes.make_pool import prepare_clip
+    fs = 44100
+    t = np.arange(int(0.5 * fs)) / fs
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    stereo = np.stack([np.r_[np.zeros(fs), tone, np.zeros(fs)]] * 2, axis=1)
+    clip = prepare_clip(stereo, fs)
+    assert clip.ndim == 1 and abs(clip.shape[0] - (0.5 + 0.02) * FS) < 0.01 * FS  # trimmed
+    assert np.max(np.abs(clip)) == pytest.approx(10 ** (-1 / 20))
+    assert clip[0] == 0.0 and clip[-1] == 0.0  # faded ends
+    assert prepare_clip(np.zeros(fs), fs) is None  # silent
+    assert prepare_clip(tone[: fs // 20], fs) is None  # 50 ms: too short
+    assert prepare_clip(np.tile(tone, 30), fs).shape[0] == 10 * FS  # cut to 10 s
+
+
+def test_make_pool_rules_name_real_classes():
+    from cache_builder.soundscapes.make_pool import RULES
+    for rule in RULES:
+        assert rule.category in ("sound_event", "interference", "noise"), rule
+        assert rule.label in DCASE2026T4.classes if rule.category == "sound_event" else \
+            rule.label == rule.category, rule
+        assert rule.confidence in ("high", "medium", "low") and rule.license, rule
+        re.compile(rule.pattern)
