@@ -11,9 +11,9 @@ Conventions:
 
       Names are ``soundscape_00000`` (at least 5 digits, one width per split). A zero-target
       soundscape has no oracle file. Each soundscape is 10 s (``duration_s``) of a simulated
-      shoebox room recorded by a tetrahedral array converted to FOA (`cache_builder.soundscapes.rooms`);
-      recipes in `cache_builder.soundscapes.scene`, rendering and oracle targets in
-      `cache_builder.soundscapes.render`, pool layout and split partition in `cache_builder.soundscapes.pool`.
+      shoebox room recorded by a tetrahedral array converted to FOA (`.rooms`); recipes in
+      `.scene`, rendering and oracle targets in `.render`, pool layout and split partition
+      in `.pool` (modules of `cache_builder.soundscapes`).
     * **Reproducible**: ``SeedSequence(seed).spawn(3)`` gives one sequence per split (in the
       order train, dev, test, whichever are asked for), whose ``spawn(n)`` gives one seed per
       soundscape (recorded in the metadata column ``seed``); soundscape ``i`` does not depend
@@ -280,7 +280,8 @@ def generate_soundscapes(
         and one ``role == 'noise'`` row per soundscape; times in s, angles in degrees.
 
     Raises:
-        InputError: bad arguments (``seed``, ``duration_s``, ``n_jobs``, counts), a pool with the wrong layout or an empty class folder, a
+        InputError: bad arguments (``seed``, ``duration_s``, ``n_jobs``, counts), a pool
+            with the wrong layout or an empty class folder, a
             split without noise/interference/target clips, an existing output.
         AudioFileError: a clip that is not mono or not at ``sample_rate_hz``.
     """
