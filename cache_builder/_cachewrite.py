@@ -9,7 +9,7 @@ import json
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -106,23 +106,33 @@ def remove_part(out: Path, part: str) -> None:
 
 
 def write_chunk(out: Path, part: str, res: ChunkResult, system: System, split: str,
-                meta: "S.CacheMeta") -> None:
-    """Write one chunk as part ``part`` of every table (atomic files, soundscapes last)."""
-    t = chunk_tables(res, system, split)
+                meta: "S.CacheMeta", provenance: Optional[Mapping] = None) -> None:
+    """Write one chunk as part ``part`` of every table (atomic files, soundscapes last);
+    ``provenance`` as in `chunk_tables`."""
+    t = chunk_tables(res, system, split, provenance)
     CacheWriter(out, meta).write_part(part, t["soundscapes"], t["tagger"], t["separations"],
                                       overwrite=True)
 
 
-def chunk_tables(res: ChunkResult, system: System, split: str) -> dict:
-    """Arrow tables (``soundscapes``, ``tagger``, ``separations``) of one chunk."""
+def chunk_tables(res: ChunkResult, system: System, split: str,
+                 provenance: Optional[Mapping] = None) -> dict:
+    """Arrow tables (``soundscapes``, ``tagger``, ``separations``) of one chunk.
+
+    ``provenance``: soundscape name → ``(room id, recording ids)`` of every soundscape of the
+    chunk (`cache_builder.soundscapes.read_provenance` of the split's metadata), written to
+    the soundscapes table's ``room`` and ``recordings`` columns; ``None``: not written.
+    """
     spec = system.spec
     labels = spec.label_set
     rate = spec.sample_rate_hz
+    extra = {} if provenance is None else dict(
+        room=[provenance[n][0] for n in res.names],
+        recordings=[list(provenance[n][1]) for n in res.names])
     sc = S.soundscapes_table(
         res.names, [split] * len(res.names),
         [[labels.index(x) for x in (o or [])] for o in res.oracle_labels],
         [np.zeros(0) if s is None else s for s in res.snr_mix_db],
-        [n / rate for n in res.n_samples])
+        [n / rate for n in res.n_samples], **extra)
     t_sc, t_name, t_track, t_probs = [], [], [], []
     for name, probs in zip(res.names, res.tagger_probs):
         for tagger in spec.taggers:

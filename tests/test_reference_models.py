@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 
 from cache_builder.reference import models as M  # noqa: E402
 from cache_builder.reference.data import CropSampler, envelope, list_clips, track_targets  # noqa: E402,E501
-from cache_builder.reference.train import (MODEL_SPECS, build_model, separation_loss,  # noqa: E402
+from cache_builder.reference.train import (MODEL_SPECS, build_model, class_aware_snr_loss,
+                                           separation_loss,  # noqa: E402
                                            system_yaml, train_reference_system)
 from casdri.labels import DCASE2026T4  # noqa: E402
 
@@ -135,6 +136,35 @@ def test_separation_loss_swaps_only_same_class_slots():
     assert float(separation_loss(swapped, ref, mix, allowed)) == pytest.approx(perfect)
     assert float(separation_loss(swapped, ref, mix, only_id)) > perfect + 10.0
     assert perfect == pytest.approx(-20.0, abs=1e-3)  # two stems at the 30 dB ceiling, one 0
+
+
+def test_class_aware_snr_loss_is_the_official_rule():
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(2, 3, 800, generator=g)
+    est = ref + 0.1 * torch.randn(2, 3, 800, generator=g)
+    silent = torch.tensor([[False, False, True], [False, False, False]])
+    ref[0, 2] = 0.0
+    est[0, 2] = torch.randn(800, generator=g)  # an empty slot costs 0 whatever its stem
+    allowed = torch.tensor([[True, False, True, False, False, False],  # slots 0, 1 one class
+                            [True] + [False] * 5])
+    eps = torch.finfo(torch.float32).eps
+
+    def neg_snr(e, r):
+        return float(-10 * torch.log10((r.pow(2).sum() + eps) / ((r - e).pow(2).sum() + eps)))
+
+    straight = [(neg_snr(est[0, 0], ref[0, 0]) + neg_snr(est[0, 1], ref[0, 1])) / 3,
+                sum(neg_snr(est[1, k], ref[1, k]) for k in range(3)) / 3]
+    swapped = (neg_snr(est[0, 1], ref[0, 0]) + neg_snr(est[0, 0], ref[0, 1])) / 3
+    want = (min(straight[0], swapped) + straight[1]) / 2
+    got = float(class_aware_snr_loss(est, ref, allowed, silent))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert got == pytest.approx(sum(straight) / 2, rel=1e-5)  # noisy copies: identity wins
+    crossed = est[:, [1, 0, 2]]  # swapped stems: free when the swap is allowed, else not
+    only_id = torch.tensor([[True] + [False] * 5] * 2)
+    both = allowed[:1].expand(2, -1)
+    free = float(class_aware_snr_loss(crossed, ref, both, silent))
+    assert free == pytest.approx(float(class_aware_snr_loss(est, ref, both, silent)))
+    assert float(class_aware_snr_loss(crossed, ref, only_id, silent)) > free + 10.0
 
 
 def test_track_targets_and_envelope():

@@ -21,10 +21,12 @@ import pyroomacoustics  # noqa: E402,F401  (the builder extra; a missing install
 
 from casdri.errors import AudioFileError, InputError  # noqa: E402
 from casdri.labels import DCASE2026T4  # noqa: E402
-from cache_builder import _pool, _rooms  # noqa: E402
-from cache_builder._scene import SoundscapeConfig, sample_soundscape  # noqa: E402
+from cache_builder.soundscapes import pool as _pool, rooms as _rooms  # noqa: E402
 from cache_builder.soundscapes import (  # noqa: E402
-    METADATA_COLUMNS, generate_soundscapes, soundscape_seeds)
+    METADATA_COLUMNS, SoundscapeConfig, generate_soundscapes, read_provenance,
+    render_soundscape, sample_soundscape, soundscape_seeds)
+from cache_builder.soundscapes.render import oracle_rir  # noqa: E402
+from cache_builder.soundscapes.scene import room_bank  # noqa: E402
 
 POOL = Path(__file__).parent / "data" / "bed_subset"
 REPO = Path(__file__).resolve().parent.parent
@@ -102,13 +104,14 @@ def test_mixture_is_sum_of_components_and_holds_oracles(generated):
             assert -45.0 < snr < 30.0
 
 
-def test_oracle_is_direct_path_with_propagation_delay(generated, pool):
+def test_v1_oracle_is_direct_path_with_propagation_delay(tmp_path, pool):
     from scipy import signal
-    out, table = generated
+    table = generate_soundscapes(POOL, tmp_path, {"dev": 4}, seed=7, duration_s=DURATION_S,
+                                 config=SoundscapeConfig.casdri_v1(), progress=False)
     targets = table[table["role"] == "target"].head(6)
     assert len(targets) >= 3
     for r in targets.itertuples():
-        oracle = _read(out / r.split / "oracle_target" / r.oracle_file)[0]
+        oracle = _read(tmp_path / r.split / "oracle_target" / r.oracle_file)[0]
         clip = _pool.read_clip(POOL, next(c for cs in pool.splits[r.split].targets.values()
                                           for c in cs if c.path == r.source_file))
         start, n_ev = round(r.source_offset_s * FS), round(r.duration_s * FS)
@@ -120,6 +123,53 @@ def test_oracle_is_direct_path_with_propagation_delay(generated, pool):
         expected = 40 + r.distance_m / _rooms.SPEED_OF_SOUND_M_S * FS  # fractional-delay offset
         assert abs(lag - expected) <= 2.0, (r.oracle_file, lag, expected)
         assert np.all(oracle[:onset] == 0.0)
+
+
+def test_oracle_rir_cuts_around_the_absolute_peak():
+    h = np.linspace(0.1, 0.2, 5000)
+    h[1000] = -3.0  # the largest absolute sample is negative
+    cut = oracle_rir(h, (6.0, 50.0), FS)
+    kept = np.flatnonzero(cut)
+    assert (kept[0], kept[-1]) == (1000 - 192, 1000 + 1600)  # int(ms * 32) samples, inclusive
+    np.testing.assert_array_equal(cut[kept], h[kept])
+    assert oracle_rir(h, (6.0, 50.0), FS)[:100].sum() == 0 and \
+        np.flatnonzero(oracle_rir(h[900:], (6.0, 50.0), FS))[0] == 0  # clipped at the start
+
+
+def test_official_oracle_window_and_snr_rule(pool):
+    """Rebuild each target from the recipe: its oracle is the clip convolved with the W RIR
+    cut to [peak - 6 ms, peak + 50 ms], with the image's gain, and that gain puts the mean
+    4-channel power of the whole convolved event snr_db above the 4-channel background."""
+    from scipy import signal
+    cfg = SoundscapeConfig()
+    n = int(1.5 * FS)
+    rooms = room_bank(0, "dev", cfg)
+    checked = 0
+    for seed in soundscape_seeds(3, "dev", 6):
+        spec = sample_soundscape("s", pool.splits["dev"], seed, n, FS, cfg, rooms)
+        if not spec.targets:
+            continue
+        audio = render_soundscape(spec, POOL)
+        pos = np.array([_rooms.position_from_direction(spec.room.mic_m, e.azimuth_deg,
+                                                       e.elevation_deg, e.distance_m)
+                        for e in spec.events])
+        rirs = _rooms.simulate_foa_rirs(spec.room, pos, FS,
+                                        np.random.default_rng(spec.render_seed),
+                                        spec.ism_order, max_taps=n)
+        noise_power = np.mean(audio.noise ** 2)
+        for e, rir, oracle in zip(spec.targets, rirs, audio.oracles):
+            x = _pool.read_clip(POOL, e.clip)[e.source_offset:e.source_offset + e.n_samples]
+            unit = np.zeros(n)
+            conv = signal.oaconvolve(x, oracle_rir(rir.full[0], (6.0, 50.0), FS))
+            m = min(n - e.onset, conv.shape[0])
+            unit[e.onset:e.onset + m] = conv[:m]
+            c = float(np.dot(oracle, unit) / np.dot(unit, unit))  # event gain x peak limit
+            np.testing.assert_allclose(oracle, c * unit, atol=1e-12)
+            wet = signal.oaconvolve(x[None, :], rir.full, axes=1)
+            snr = 10 * math.log10(np.mean((c * wet) ** 2) / noise_power)
+            assert abs(snr - e.snr_db) < 1e-9
+            checked += 1
+    assert checked >= 3
 
 
 def test_official_style_oracle_window(tmp_path):
@@ -148,6 +198,41 @@ def test_direct_path_foa_directivity(az, el):
     a, e = math.radians(az), math.radians(el)
     want = [1.0, math.sin(a) * math.cos(e), math.sin(e), math.cos(a) * math.cos(e)]
     np.testing.assert_allclose(gains, want, atol=0.06)
+
+
+_BANDS_HZ = [(100, 200), (200, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000),
+             (8000, 12000)]
+
+
+def _band_ratios(az: float, el: float, radius_m: float) -> np.ndarray:
+    """Y, Z, X energy over W energy of the direct path, per band: ``(n_bands, 3)``."""
+    room = _rooms.RoomSpec((5.0, 4.0, 2.8), 0.4, (2.5, 2.0, 1.5))
+    pos = _rooms.position_from_direction(room.mic_m, az, el, 1.5)
+    rir = _rooms.simulate_foa_rirs(room, pos[None], FS, np.random.default_rng(0),
+                                   capsule_radius_m=radius_m)[0]
+    power = np.abs(np.fft.rfft(rir.direct, n=8192, axis=1)) ** 2
+    f = np.fft.rfftfreq(8192, 1 / FS)
+    return np.array([power[1:, (f >= lo) & (f < hi)].sum(axis=1) /
+                     power[0, (f >= lo) & (f < hi)].sum() for lo, hi in _BANDS_HZ])
+
+
+@pytest.mark.parametrize("az, el", [(0, 0), (90, 0), (-90, 20), (180, -10), (45, 30),
+                                    (120, 60)])
+def test_plane_wave_foa_energy_relations_0p1_to_12_khz(az, el):
+    """SN3D/ACN: a plane wave from (az, el) gives Y²/W² = sin²az cos²el, Z²/W² = sin²el,
+    X²/W² = cos²az cos²el in every band from 0.1 to 12 kHz (default coincident array)."""
+    a, e = math.radians(az), math.radians(el)
+    want = np.array([math.sin(a) * math.cos(e), math.sin(e), math.cos(a) * math.cos(e)]) ** 2
+    np.testing.assert_allclose(_band_ratios(az, el, 0.0), np.tile(want, (len(_BANDS_HZ), 1)),
+                               atol=0.02)
+
+
+def test_spaced_v1_array_breaks_foa_energy_above_4_khz():
+    """Why the default array is coincident: v1's spaced tetrahedron (14.7 mm) puts several
+    times the right energy into X above 4 kHz for a frontal source (X²/W² should be 1)."""
+    ratios = _band_ratios(0.0, 0.0, _rooms.TETRA_RADIUS_M)
+    assert abs(ratios[0, 2] - 1.0) < 0.05  # near right at low frequencies
+    assert ratios[-1, 2] > 2.0 and ratios[-2, 2] > 2.0
 
 
 @pytest.mark.parametrize("rt60", [0.2, 0.8])
@@ -206,8 +291,41 @@ def test_clips_of_one_original_recording_stay_together(tmp_path):
     assert len({where[f"sound_event/Cough/c{i}.flac"] for i in range(3)}) == 1
 
 
-def test_zero_target_fraction_and_duplicate_separation(pool):
+def _angle(a, b) -> float:
+    u, v = _rooms.direction_unit(a.azimuth_deg, a.elevation_deg), \
+        _rooms.direction_unit(b.azimuth_deg, b.elevation_deg)
+    return math.degrees(math.acos(min(1.0, float(np.dot(u, v)))))
+
+
+def test_official_counts_duplicates_and_distances(pool):
     cfg = SoundscapeConfig()
+    rooms = room_bank(11, "train", cfg)
+    specs = [sample_soundscape("s", pool.splits["train"], s, 3 * FS, FS, cfg, rooms)
+             for s in soundscape_seeds(11, "train", 400)]
+    counts = np.array([len(sp.targets) for sp in specs])
+    for k in range(4):  # 0..3 uniform: 25 % each, ± 3.5 binomial standard deviations
+        assert 0.174 < np.mean(counts == k) < 0.326, k
+    with_dup = 0
+    for sp in specs:
+        labels = [e.label for e in sp.targets]
+        n_dup = len(labels) - len(set(labels))
+        assert n_dup <= min(2, max(len(labels) - 1, 0))
+        with_dup += n_dup > 0
+        for i, a in enumerate(sp.targets):
+            for b in sp.targets[i + 1:]:
+                if a.label == b.label:
+                    assert _angle(a, b) >= 60.0
+                    if len(pool.splits["train"].targets[a.label]) > 1:  # else reused
+                        assert a.clip.path != b.clip.path
+        assert {e.distance_m for e in sp.events} <= {0.75, 1.5}
+        assert sp.room_id in {r for r, _ in rooms}
+    n_multi = int(np.sum(counts >= 2))
+    assert abs(with_dup / n_multi - 0.5) < 3.5 * math.sqrt(0.25 / n_multi)
+    assert len({sp.room_id for sp in specs}) == cfg.rooms_per_split
+
+
+def test_v1_zero_target_fraction_and_azimuth_separation(pool):
+    cfg = SoundscapeConfig.casdri_v1()
     specs = [sample_soundscape("s", pool.splits["train"], s, 3 * FS, FS, cfg)
              for s in soundscape_seeds(11, "train", 400)]
     zero = np.mean([not sp.targets for sp in specs])
@@ -224,6 +342,47 @@ def test_zero_target_fraction_and_duplicate_separation(pool):
     assert n_pairs >= 10  # the constraint was exercised
 
 
+@pytest.mark.parametrize("changes, match", [
+    (dict(oracle_window_ms=(-5.0, -10.0)), r"oracle_window_ms must be None or \(before, "
+                                           r"after\) in ms, both >= 0"),
+    (dict(oracle_window_ms=(6.0,)), r"oracle_window_ms"),
+    (dict(snr_rule="peak"), r"snr_rule must be one of \('official', 'w_active'\)"),
+    (dict(distance_m=(0.0, 1.5)), r"distance_m must be distances > 0 m"),
+    (dict(distance_m=(2.0, 1.0), distance_mode="uniform"), r"a \(low, high\) range"),
+    (dict(duplicate_rate=1.5), r"duplicate_rate must be in \[0, 1\] or None"),
+    (dict(target_snr_db=(20.0, 5.0)), r"target_snr_db must be a finite \(low, high\)"),
+    (dict(rooms_per_split=0), r"rooms_per_split must be an int >= 1 or None"),
+    (dict(capsule_radius_m=-0.01), r"capsule_radius_m must be a distance >= 0 m"),
+])
+def test_bad_config_raises(changes, match):
+    with pytest.raises(InputError, match=match):
+        SoundscapeConfig(**changes)
+
+
+def test_cli_refuses_negative_oracle_window(tmp_path):
+    cmd = [sys.executable, "-m", "cache_builder.gen_cli", "--sources", str(POOL), "--out",
+           str(tmp_path / "o"), "--dev", "1", "--oracle-window-ms", "-5", "-10"]
+    bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "--oracle-window-ms: expected milliseconds >= 0 (official: 6 50), got '-5'" in \
+        bad.stderr
+
+
+def test_metadata_names_room_and_recordings(generated, pool):
+    out, table = generated
+    for split in COUNTS:
+        prov = read_provenance(out / split / "metadata.parquet")
+        assert prov == read_provenance(out / split / "metadata.csv")
+        rows = table[table["split"] == split]
+        assert sorted(prov) == sorted(rows["soundscape"].unique())
+        for name, (room, recordings) in prov.items():
+            assert room.startswith(f"{split}-room")
+            assert set(recordings) == set(rows.loc[rows["soundscape"] == name, "recording"])
+    rooms = {s: {r for r, _ in read_provenance(out / s / "metadata.parquet").values()}
+             for s in COUNTS}
+    assert not (rooms["train"] & rooms["dev"] or rooms["dev"] & rooms["test"])
+
+
 def test_events_fit_and_ranges(generated):
     _, table = generated
     ev = table[table["role"] != "noise"]
@@ -232,7 +391,7 @@ def test_events_fit_and_ranges(generated):
     tg, it = ev[ev["role"] == "target"], ev[ev["role"] == "interference"]
     assert tg["snr_db"].between(5, 20).all() and it["snr_db"].between(0, 15).all()
     assert table["rt60_s"].between(0.2, 0.8).all()
-    assert ev["distance_m"].between(0.75, 2.5).all()
+    assert set(ev["distance_m"]) <= {0.75, 1.5}
     assert (table.groupby(["split", "soundscape"])["role"].apply(
         lambda r: (r == "interference").sum()) <= 2).all()
     assert (table.groupby(["split", "soundscape"])["role"].apply(
@@ -358,3 +517,58 @@ def test_bundled_example_matches_its_script(tmp_path):
                                                                 dtype="int16")[0]
             assert np.max(np.abs(a.astype(int) - b)) <= 1, rel  # 1 LSB: FFT rounding
             assert sf.info(OUT / rel).subtype == "PCM_16"
+
+
+@pytest.mark.parametrize("rules, n_targets, median_snr_db, floor_db", [
+    # official rules: the DCASE 2026 regime (official synthesizer: -3 to -5 dB, floor 2-4 dB)
+    ("official", 21, -3.0141, 2.6404),
+    # casdri v1: direct-path oracle, W active-span SNR (a floor far above the challenge's)
+    ("v1", 20, -9.5491, 8.6421),
+])
+def test_pinned_mixture_snr_and_silent_floor(tmp_path, rules, n_targets, median_snr_db,
+                                             floor_db):
+    """Median SNR(mixture W, oracle target) and the all-silent oracle-label CAPI-SDRi floor of
+    a seeded set (12 dev soundscapes of 4 s from tests/data/bed_subset), by casdri's metric."""
+    from cache_builder.soundscapes.stats import split_difficulty
+    cfg = SoundscapeConfig() if rules == "official" else SoundscapeConfig.casdri_v1()
+    generate_soundscapes(POOL, tmp_path, {"dev": 12}, seed=0, duration_s=4.0, config=cfg,
+                         progress=False)
+    got = split_difficulty(tmp_path / "dev")
+    assert (got.n_soundscapes, got.n_targets) == (12, n_targets)
+    assert got.median_snr_mix_db == pytest.approx(median_snr_db, abs=0.01)
+    assert got.silent_floor_db == pytest.approx(floor_db, abs=0.01)
+
+
+def test_read_provenance_optional(tmp_path):
+    pd.DataFrame({"soundscape": ["s"], "split": ["dev"]}).to_csv(tmp_path / "m.csv",
+                                                                 index=False)
+    assert read_provenance(None, required=False) is None
+    assert read_provenance(tmp_path / "m.csv", required=False) is None
+    with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'room', "
+                                         r"'soundscape'\]"):
+        read_provenance(tmp_path / "m.csv")
+
+
+def test_make_pool_prepares_clips_like_the_pool():
+    from cache_builder.soundscapes.make_pool import prepare_clip
+    fs = 44100
+    t = np.arange(int(0.5 * fs)) / fs
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    stereo = np.stack([np.r_[np.zeros(fs), tone, np.zeros(fs)]] * 2, axis=1)
+    clip = prepare_clip(stereo, fs)
+    assert clip.ndim == 1 and abs(clip.shape[0] - (0.5 + 0.02) * FS) < 0.01 * FS  # trimmed
+    assert np.max(np.abs(clip)) == pytest.approx(10 ** (-1 / 20))
+    assert clip[0] == 0.0 and clip[-1] == 0.0  # faded ends
+    assert prepare_clip(np.zeros(fs), fs) is None  # silent
+    assert prepare_clip(tone[: fs // 20], fs) is None  # 50 ms: too short
+    assert prepare_clip(np.tile(tone, 30), fs).shape[0] == 10 * FS  # cut to 10 s
+
+
+def test_make_pool_rules_name_real_classes():
+    from cache_builder.soundscapes.make_pool import RULES
+    for rule in RULES:
+        assert rule.category in ("sound_event", "interference", "noise"), rule
+        assert rule.label in DCASE2026T4.classes if rule.category == "sound_event" else \
+            rule.label == rule.category, rule
+        assert rule.confidence in ("high", "medium", "low") and rule.license, rule
+        re.compile(rule.pattern)

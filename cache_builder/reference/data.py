@@ -185,11 +185,12 @@ class CropSampler:
         group = np.array([k if k >= 0 else -1 - s for s, k in enumerate(slots)])
         return mix, label_vector(slots, self.label_set.n_classes, self.n_slots), targets, group
 
-    def batch(self, batch_size: int):
+    def batch(self, batch_size: int, with_silent: bool = False):
         """Stacked items plus ``valid (B, n_slots!)``: the slot permutations that only swap
-        slots of the same class (the assignments the loss may choose from)."""
+        slots of the same class (the assignments the loss may choose from); with
+        ``with_silent`` also ``silent (B, n_slots)`` bool, the empty slots."""
         idx = self.rng.integers(len(self.clips), size=batch_size)
         items = [self.item(int(i)) for i in idx]
         mix, lv, tgt, group = (np.stack(x) for x in zip(*items))
         valid = (group[:, self.perms] == group[:, None, :]).all(-1)
-        return mix, lv, tgt, valid
+        return (mix, lv, tgt, valid, group < 0) if with_silent else (mix, lv, tgt, valid)

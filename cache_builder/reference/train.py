@@ -19,28 +19,33 @@ Conventions:
     * Taggers train on precomputed features (log-mel of W, plus intensity vectors for the
       4-channel tagger) with permutation-invariant cross-entropy; the mono tagger also sees
       single oracle targets (it re-tags separated stems). Separators train on 3 s crops with
-      a thresholded negative SNR plus a compressed-magnitude spectral term, permutation-
-      invariant among slots of the same class; a quiet target (absent class, source silent in
-      the crop) costs the stem energy against the mixture's, weighted down (`separation_loss`).
+      the official class-aware −SNR loss (`class_aware_snr_loss`, the default, ``--loss
+      official``: −SNR per same-class pair, empty slots 0, best permutation) or v1's
+      thresholded −SNR plus a compressed-magnitude spectral term (`separation_loss`,
+      ``--loss v1``), which the direct-path oracle targets of the v1 generator needed.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import torch
 
 from casdri.labels import LabelSet, get_label_set
 
 from .data import Clip, CropSampler, envelope, list_clips, read_clip, track_targets
 
-__all__ = ["train_reference_system", "evaluate_reference_system", "MODEL_SPECS",
-           "BUDGET_SHARES", "main"]
+__all__ = ["train_reference_system", "evaluate_reference_system", "class_aware_snr_loss",
+           "separation_loss", "MODEL_SPECS", "BUDGET_SHARES", "SEPARATION_LOSSES", "main"]
 
 #: name → (class, constructor args, checkpoint file); the shipped system.yaml says the same
 MODEL_SPECS = {
@@ -54,6 +59,8 @@ MODEL_SPECS = {
 #: share of the time left after the feature pass
 BUDGET_SHARES = {"tagger_1ch": 0.12, "tagger_4ch": 0.16, "sep_small": 0.30, "sep_large": 0.42}
 _MODULE = "cache_builder.reference.models"
+#: ``--loss`` choices of the separators
+SEPARATION_LOSSES = ("official", "v1")
 
 
 def _log(msg: str) -> None:
@@ -96,7 +103,6 @@ class _Clock:
 def _step(model, opt, loss, lr: float, clock: "_Clock", losses: list, unit: str) -> None:
     """One optimiser step on the schedule of `_lr`, gradient norm clipped at 5, logged
     every 50 steps."""
-    import torch
     for g in opt.param_groups:
         g["lr"] = _lr(lr, clock.frac)
     opt.zero_grad()
@@ -117,7 +123,6 @@ def tagger_bank(clips: list[Clip], label_set: LabelSet, n_tracks: int, t1, t4,
         ``{"feat4": (N, F4, frames), "feat1": (N, F1, frames), "y": (N, K),
         "single1": (M, F1, frames), "single_y": (M, K), "envelopes": [N × (n_t, frames)]}``.
     """
-    import torch
     feat4, feat1, single, single_y, envs, ys = [], [], [], [], [], []
     shared = (t1.features.n_fft, t1.features.hop) == (t4.features.n_fft, t4.features.hop) \
         and torch.equal(t1.features.mel, t4.features.mel)
@@ -158,7 +163,6 @@ def tagger_bank(clips: list[Clip], label_set: LabelSet, n_tracks: int, t1, t4,
 
 def _augment(x, n_log_rows: int, gen):
     """Random gain (±6 dB on the log-mel rows), circular time shift, one frequency mask."""
-    import torch
     b, f, n = x.shape
     gain = (torch.rand(b, 1, 1, generator=gen) * 12 - 6) * (math.log(10) / 10)
     x = x.clone()
@@ -180,7 +184,6 @@ def train_tagger(model, feats, y, seconds: float, extra=None, p_extra: float = 0
         feats, y: ``(N, F, frames)`` float16 features and ``(N, K)`` track targets.
         extra: optional ``(features, targets)`` mixed in with probability ``p_extra``.
     """
-    import torch
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     clock, losses = _Clock(seconds, max_steps), []
@@ -198,6 +201,37 @@ def train_tagger(model, feats, y, seconds: float, extra=None, p_extra: float = 0
     model.eval()
     return {"steps": clock.step, "seconds": time.time() - clock.t0,
             "final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
+def class_aware_snr_loss(est, ref, valid, silent):
+    """The official class-aware permutation-invariant −SNR loss of DCASE 2026 Task 4.
+
+    A pair (stem e, reference r) of the same class costs ``−10·log10((‖r‖² + ε) /
+    (‖r − e‖² + ε))`` with ``ε = torch.finfo(dtype).eps`` (torchmetrics
+    ``signal_noise_ratio``, no zero-mean); an empty slot costs 0 whatever its stem and is
+    not permuted; the cost of an assignment is the mean over the slots, the loss the
+    minimum over the allowed assignments, averaged over the batch. Facts from
+    nttcslab/dcase2026_task4_baseline ``src/training/loss/class_aware_pit.py``; own code.
+
+    Args:
+        est, ref: ``(B, S, L)`` stems and references (float).
+        valid: ``(B, S!)`` bool, the slot permutations allowed (same-class swaps; itertools
+            order).
+        silent: ``(B, S)`` bool, the empty slots.
+
+    Returns:
+        Scalar tensor, dB.
+    """
+    b, s, _ = est.shape
+    eps = torch.finfo(est.dtype).eps
+    r2 = ref.pow(2).sum(-1).unsqueeze(1)                                  # (B, 1, S_ref)
+    err = (est.unsqueeze(2) - ref.unsqueeze(1)).pow(2).sum(-1)           # (B, S_est, S_ref)
+    pair = -10 * torch.log10((r2 + eps) / (err + eps))
+    pair = pair.masked_fill(silent.unsqueeze(1), 0.0)
+    perms = torch.tensor(list(itertools.permutations(range(s))))
+    cost = pair[:, perms, torch.arange(s).expand_as(perms)].mean(-1)     # (B, S!)
+    cost = cost.masked_fill(~valid, float("inf"))
+    return cost.min(dim=1).values.mean()
 
 
 def separation_loss(est, ref, mix0, valid, tau: float = 1e-3, active_db: float = -30.0,
@@ -233,8 +267,6 @@ def separation_loss(est, ref, mix0, valid, tau: float = 1e-3, active_db: float =
     Returns:
         Scalar, per slot averaged over slots and the batch.
     """
-    import itertools
-    import torch
     b, s, n = est.shape
     eps = 10 ** (active_db / 10) * mix0.pow(2).sum(-1)[:, None, None] + 1e-10
     r2 = ref.pow(2).sum(-1).unsqueeze(1)                                  # (B, 1, S_ref)
@@ -264,14 +296,11 @@ class _Prefetch:
     audio releases the GIL)."""
 
     def __init__(self, make):
-        import queue
-        import threading
         self.make, self.queue, self.stop = make, queue.Queue(maxsize=2), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
-        import queue
         while not self.stop.is_set():
             try:
                 item = self.make()
@@ -298,17 +327,20 @@ class _Prefetch:
 
 
 def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int = 8,
-                    lr: float = 1e-3, max_steps: Optional[int] = None) -> dict:
-    """Train a separator on sampler crops until ``seconds`` pass (or ``max_steps``)."""
-    import torch
+                    lr: float = 1e-3, max_steps: Optional[int] = None,
+                    loss: str = "official") -> dict:
+    """Train a separator on sampler crops until ``seconds`` pass (or ``max_steps``) with the
+    ``loss`` of `SEPARATION_LOSSES` (module conventions)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     clock, losses = _Clock(seconds, max_steps), []
     model.train()
-    batches = _Prefetch(lambda: sampler.batch(batch_size))
+    batches = _Prefetch(lambda: sampler.batch(batch_size, with_silent=True))
     while clock.running():
-        mix, lv, tgt, valid = (torch.from_numpy(a) for a in batches.next())
+        mix, lv, tgt, valid, silent = (torch.from_numpy(a) for a in batches.next())
         est = model.separate(mix, lv)
-        _step(model, opt, separation_loss(est, tgt, mix[:, 0], valid), lr, clock, losses, " dB")
+        value = class_aware_snr_loss(est, tgt, valid, silent) if loss == "official" else \
+            separation_loss(est, tgt, mix[:, 0], valid)
+        _step(model, opt, value, lr, clock, losses, " dB")
     batches.close()
     model.eval()
     return {"steps": clock.step, "seconds": time.time() - clock.t0,
@@ -338,7 +370,7 @@ def system_yaml(label_set: LabelSet, n_tracks: int = 3) -> str:
 def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path],
                            minutes: float = 30.0, seed: int = 0, label_set="dcase2026t4",
                            max_steps: Optional[int] = None, threads: int = 2,
-                           crop_seconds: float = 3.0) -> dict:
+                           crop_seconds: float = 3.0, loss: str = "official") -> dict:
     """Train the four reference models on ``data_dir/train`` and save them in ``out_dir``.
 
     Args:
@@ -349,12 +381,14 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
         max_steps: optional step cap per model (tests).
         threads: ``torch.set_num_threads``.
         crop_seconds: separator training crop length.
+        loss: separator loss, one of `SEPARATION_LOSSES`.
 
     Returns:
         The training log: per model steps, seconds, parameters and final loss.
     """
-    import torch
     from .models import n_parameters
+    if loss not in SEPARATION_LOSSES:
+        raise ValueError(f"loss must be one of {SEPARATION_LOSSES}, got {loss!r}")
     t_start = time.time()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
@@ -366,7 +400,7 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
     _log(f"{len(clips)} training soundscapes; budget {minutes:.1f} min")
     models = {name: build_model(name) for name in MODEL_SPECS}
     bank = tagger_bank(clips, label_set, 3, models["tagger_1ch"], models["tagger_4ch"])
-    log = {"n_train": len(clips), "seed": seed, "minutes": minutes,
+    log = {"n_train": len(clips), "seed": seed, "minutes": minutes, "loss": loss,
            "feature_seconds": time.time() - t_start, "models": {}}
     _log(f"features done in {log['feature_seconds']:.0f} s")
     left = minutes * 60 - (time.time() - t_start) - 10.0
@@ -384,7 +418,7 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
         else:
             sampler = CropSampler(clips, bank["envelopes"], label_set, 3,
                                   int(crop_seconds * 32000), rng)
-            info = train_separator(model, sampler, seconds, max_steps=max_steps)
+            info = train_separator(model, sampler, seconds, max_steps=max_steps, loss=loss)
         info["parameters"] = n_parameters(model)
         torch.save(model.state_dict(), out_dir / "weights" / f"{name}.pt")
         log["models"][name] = info
@@ -412,7 +446,6 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
     against it is negative (about -10 dB on the generated sets) and a silent stem (SNR 0 dB)
     already scores an SDRi of ``-snr_mix``; a separator is useful only above this floor.
     """
-    import torch
     from casdri.metric import capi_sdri, label_accuracies, label_counts
     from cache_builder.system import load_system
     system = load_system(system_yaml_path, device="cpu")
@@ -464,13 +497,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--minutes", type=float, default=30.0, help="total wall-clock budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--loss", choices=SEPARATION_LOSSES, default="official",
+                   help="separator loss: official class-aware -SNR (default) or v1")
     p.add_argument("--evaluate", action="store_true", help="score DATA/dev afterwards")
     p.add_argument("--evaluate-only", action="store_true", help="skip training")
     a = p.parse_args(argv)
     if not a.evaluate_only:
-        train_reference_system(a.data, a.out, a.minutes, a.seed, threads=a.threads)
+        train_reference_system(a.data, a.out, a.minutes, a.seed, threads=a.threads,
+                               loss=a.loss)
     if a.evaluate or a.evaluate_only:
-        import torch
         torch.set_num_threads(a.threads)
         t0 = time.time()
         metrics = evaluate_reference_system(Path(a.out) / "system.yaml", Path(a.data) / "dev")

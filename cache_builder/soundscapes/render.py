@@ -3,13 +3,20 @@
 Conventions:
     * Every array is float64 at the recipe's sample rate; multichannel arrays are
       ``(4, n_samples)`` in the order W, Y, Z, X (ACN, SN3D).
-    * **Oracle target** (the reference of DCASE 2026 Task 4): the event convolved with the
-      direct-path RIR (image order 0) at channel 0 (W), with the event's gain, zero outside
-      the soundscape. The event's image in channel 0 is that oracle plus the reverberant rest.
-      With ``oracle_window_ms = (a, b)`` the oracle RIR is instead the full W RIR cut to
-      ``[peak − a, peak + b]`` (the official generator's ``spatialize`` in
-      nttcslab/dcase2025_task4_baseline ``src/modules/spatialscaper2/semseg_spatialscaper.py``,
-      which uses ``[6, 50]`` ms on measured RIRs).
+    * **Oracle target** (the reference of DCASE 2026 Task 4): the event convolved with
+      channel 0 (W) of its RIR cut to ``[peak − a, peak + b]`` around the largest absolute
+      sample, both ends included, ``a``/``b`` = ``oracle_window_ms`` converted with
+      ``int(ms · fs / 1000)`` (official: 6 and 50 ms → 192 and 1600 samples at 32 kHz:
+      direct path plus early reflections), with the same gain as the event's image, zero
+      outside the soundscape (facts from nttcslab/SpAudSyn ``src/room.py`` and
+      nttcslab/dcase2026_task4_baseline ``direct_range_ms: [6, 50]``, ``dry_channel: 0``).
+      With ``oracle_window_ms = None`` (v1) the RIR is the direct path only (image order 0).
+    * **Levels**: ``snr_rule = 'official'`` scales each event so that the mean power over the
+      4 channels of its whole convolved image (clip length + RIR length − 1 samples, before
+      it is placed and cut at the soundscape's end) is ``snr_db`` above the mean power over
+      the 4 channels of the background (nttcslab/SpAudSyn ``spatial_audio_synthesizer.py``:
+      event and background both set against ``ref_db``); ``'w_active'`` (v1) uses W power
+      over the event's active span against the background's W power.
     * The mixture is the sum, in a fixed order, of the background and the event images, all
       after one common gain (the peak limit), so ``mixture == noise + Σ images`` exactly in
       float64, and ``mixture[0] − Σ oracles`` is reverberation, interference and background.
@@ -25,11 +32,11 @@ from scipy import signal
 
 from casdri.errors import AudioFileError
 
-from ._pool import read_clip
-from ._rooms import diffuse_foa_noise, position_from_direction, simulate_foa_rirs
-from ._scene import SoundscapeSpec
+from .pool import read_clip
+from .rooms import diffuse_foa_noise, position_from_direction, simulate_foa_rirs
+from .scene import SoundscapeSpec
 
-__all__ = ["RenderedSoundscape", "render_soundscape"]
+__all__ = ["RenderedSoundscape", "oracle_rir", "render_soundscape"]
 
 _SILENT_POWER = 1e-12  # -120 dBFS: an event this quiet has no level to scale
 
@@ -42,7 +49,7 @@ class RenderedSoundscape:
         mixture: ``(4, n_samples) float64``, W Y Z X.
         images: one ``(4, n_samples)`` reverberant image per event, in recipe order.
         noise: ``(4, n_samples)`` diffuse background.
-        oracles: one ``(n_samples,)`` direct-path W target per target event, in oracle order.
+        oracles: one ``(n_samples,)`` W oracle target per target event, in oracle order.
         gain: the common peak-limit gain applied to everything (≤ 1).
         levels_dbfs: W-channel RMS (dBFS) of each event over its active span, then of the
             background over the whole soundscape, after the gain.
@@ -64,11 +71,15 @@ def _place(y: np.ndarray, onset: int, n_samples: int) -> np.ndarray:
     return out
 
 
-def _windowed(h: np.ndarray, window_ms: tuple[float, float], fs: int) -> np.ndarray:
-    """``h`` zeroed outside ``[peak − before, peak + after]`` (peak = largest sample)."""
-    peak = int(np.argmax(h))
+def oracle_rir(h: np.ndarray, window_ms: tuple[float, float], fs: int) -> np.ndarray:
+    """``h`` ``(n_taps,)`` zeroed outside ``[peak − before, peak + after]`` samples (module
+    conventions; peak = first largest absolute sample, both ends included)."""
+    peak = int(np.argmax(np.abs(h)))
     lo = max(0, peak - int(window_ms[0] * fs / 1000))
-    return np.concatenate([np.zeros(lo), h[lo:peak + int(window_ms[1] * fs / 1000)]])
+    hi = min(h.shape[0], peak + int(window_ms[1] * fs / 1000) + 1)
+    out = np.zeros_like(h)
+    out[lo:hi] = h[lo:hi]
+    return out
 
 
 def _dbfs(power: float) -> float:
@@ -79,7 +90,7 @@ def render_soundscape(spec: SoundscapeSpec, pool_root: Path) -> RenderedSoundsca
     """Render ``spec`` with clips read from ``pool_root`` (deterministic).
 
     Args:
-        spec: the recipe (`cache_builder._scene.sample_soundscape`).
+        spec: the recipe (`cache_builder.soundscapes.scene.sample_soundscape`).
         pool_root: the pool folder the recipe's clip paths are relative to.
 
     Returns:
@@ -93,20 +104,23 @@ def render_soundscape(spec: SoundscapeSpec, pool_root: Path) -> RenderedSoundsca
     positions = np.array([position_from_direction(spec.room.mic_m, e.azimuth_deg,
                                                   e.elevation_deg, e.distance_m)
                           for e in spec.events]).reshape(-1, 3)
-    rirs = simulate_foa_rirs(spec.room, positions, fs, rng, spec.ism_order, max_taps=n) \
-        if spec.events else []
+    rirs = simulate_foa_rirs(spec.room, positions, fs, rng, spec.ism_order, max_taps=n,
+                             capsule_radius_m=spec.capsule_radius_m) if spec.events else []
+    official = spec.snr_rule == "official"
     loop = read_clip(pool_root, spec.noise)
     mono = loop[(spec.noise_offset + np.arange(n)) % loop.shape[0]]
     noise = diffuse_foa_noise(mono, rng)
-    noise *= 10.0 ** (spec.noise_level_dbfs / 20.0) / math.sqrt(np.mean(noise[0] ** 2))
-    noise_power = float(np.mean(noise[0] ** 2))
+    noise *= 10.0 ** (spec.noise_level_dbfs / 20.0) / math.sqrt(
+        np.mean(noise ** 2) if official else np.mean(noise[0] ** 2))
+    noise_power = float(np.mean(noise ** 2) if official else np.mean(noise[0] ** 2))
     images, directs = [], []
     for event, rir in zip(spec.events, rirs):
         x = read_clip(pool_root, event.clip)[event.source_offset:
                                              event.source_offset + event.n_samples]
-        image = _place(signal.oaconvolve(x[None, :], rir.full, axes=1), event.onset, n)
-        span = image[0, event.onset:event.onset + event.n_samples]
-        power = float(np.mean(span ** 2))
+        wet = signal.oaconvolve(x[None, :], rir.full, axes=1)
+        image = _place(wet, event.onset, n)
+        power = float(np.mean(wet ** 2)) if official else \
+            float(np.mean(image[0, event.onset:event.onset + event.n_samples] ** 2))
         if power < _SILENT_POWER:
             raise AudioFileError(
                 f"{pool_root / event.clip.path}: samples {event.source_offset}.."
@@ -115,7 +129,7 @@ def render_soundscape(spec: SoundscapeSpec, pool_root: Path) -> RenderedSoundsca
         images.append(g * image)
         if event.role == "target":
             h = rir.direct[0] if spec.oracle_window_ms is None else \
-                _windowed(rir.full[0], spec.oracle_window_ms, fs)
+                oracle_rir(rir.full[0], spec.oracle_window_ms, fs)
             directs.append(g * _place(signal.oaconvolve(x, h), event.onset, n))
     total = noise + sum(images) if images else noise
     peak = float(np.max(np.abs(total)))

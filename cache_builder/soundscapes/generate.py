@@ -11,15 +11,19 @@ Conventions:
 
       Names are ``soundscape_00000`` (at least 5 digits, one width per split). A zero-target
       soundscape has no oracle file. Each soundscape is 10 s (``duration_s``) of a simulated
-      shoebox room recorded by a tetrahedral array converted to FOA (`cache_builder._rooms`);
-      recipes in `cache_builder._scene`, rendering and oracle targets in
-      `cache_builder._render`, pool layout and split partition in `cache_builder._pool`.
+      shoebox room recorded by a tetrahedral array converted to FOA (`.rooms`); recipes in
+      `.scene`, rendering and oracle targets in `.render`, pool layout and split partition
+      in `.pool` (modules of `cache_builder.soundscapes`).
     * **Reproducible**: ``SeedSequence(seed).spawn(3)`` gives one sequence per split (in the
       order train, dev, test, whichever are asked for), whose ``spawn(n)`` gives one seed per
       soundscape (recorded in the metadata column ``seed``); soundscape ``i`` does not depend
       on ``n``, ``n_jobs`` or the other splits. Same arguments and library versions →
       bit-identical files (WAV written without timestamps; pyroomacoustics single-threaded).
-    * Files are written to a temporary name in the same folder, then ``os.replace``\\ d.
+    * Provenance: every row names the soundscape's ``room`` (an id of the split's room bank,
+      `cache_builder.soundscapes.scene.room_bank`) and the ``recording`` (pool group id,
+      `cache_builder.soundscapes.pool`) its clip comes from; `read_provenance` gives them per
+      soundscape, for the cache's soundscapes table.
+    * Files are written atomically (`casdri._io.atomic_path`).
 """
 from __future__ import annotations
 
@@ -37,30 +41,30 @@ from joblib import Parallel, delayed
 from scipy.io import wavfile
 from tqdm import tqdm
 
+from casdri._io import atomic_path
 from casdri.errors import InputError
 from casdri.labels import LabelSet, get_label_set
 
-from ._pool import SPLITS, PoolSplit, SourcePool, load_pool
-from ._render import RenderedSoundscape, render_soundscape
-from ._scene import EventSpec, SoundscapeConfig, SoundscapeSpec, sample_soundscape
+from .pool import SPLITS, PoolSplit, SourcePool, load_pool
+from .render import RenderedSoundscape, render_soundscape
+from .scene import SoundscapeConfig, SoundscapeSpec, room_bank, sample_soundscape
 
-__all__ = ["SPLITS", "METADATA_COLUMNS", "SoundscapeConfig", "SoundscapeSpec", "EventSpec",
-           "RenderedSoundscape", "SourcePool", "load_pool", "sample_soundscape",
-           "render_soundscape", "soundscape_seeds", "write_wav", "generate_soundscapes"]
+__all__ = ["METADATA_COLUMNS", "soundscape_seeds", "write_wav", "generate_soundscapes",
+           "read_provenance"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 METADATA_COLUMNS = (
     "split", "soundscape", "event", "role", "label", "source_file", "source_offset_s",
     "onset_s", "duration_s", "azimuth_deg", "elevation_deg", "distance_m", "snr_db",
     "level_dbfs", "rt60_s", "room_x_m", "room_y_m", "room_z_m", "mic_x_m", "mic_y_m",
-    "mic_z_m", "oracle_file", "seed")
+    "mic_z_m", "oracle_file", "seed", "room", "recording")
 _OUR_DIRS = ("soundscape", "oracle_target", "stems")
 _OUR_FILES = ("metadata.parquet", "metadata.csv")
 
 
 def write_wav(path: PathLike, data: np.ndarray, sample_rate_hz: int,
               subtype: str = "FLOAT") -> None:
-    """Write a WAV atomically (temporary name in the same folder, then ``os.replace``).
+    """Write a WAV atomically (`casdri._io.atomic_path`).
 
     Args:
         path: target ``.wav`` path.
@@ -80,21 +84,55 @@ def write_wav(path: PathLike, data: np.ndarray, sample_rate_hz: int,
         frames = np.clip(np.round(frames * 32767.0), -32768, 32767).astype(np.int16)
     else:
         raise InputError(f"subtype must be 'FLOAT' or 'PCM_16', got {subtype!r}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path, mkdir=False) as tmp:
         wavfile.write(tmp, sample_rate_hz, np.ascontiguousarray(frames))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_table(table: pd.DataFrame, split_dir: Path) -> None:
-    for name, write in (("metadata.parquet", lambda p: table.to_parquet(p, index=False)),
-                        ("metadata.csv", lambda p: table.to_csv(p, index=False))):
-        tmp = split_dir / f".{name}.{os.getpid()}.tmp"
-        write(tmp)
-        os.replace(tmp, split_dir / name)
+    with atomic_path(split_dir / "metadata.parquet", mkdir=False) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(split_dir / "metadata.csv", mkdir=False) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def read_provenance(metadata: Optional[PathLike], required: bool = True
+                    ) -> Optional[dict[str, tuple[str, list[str]]]]:
+    """Room id and sorted recording ids of every soundscape of a generated split.
+
+    Args:
+        metadata: a ``metadata.parquet`` or ``metadata.csv`` written by `generate_soundscapes`
+            (``None``: no metadata).
+        required: raise when ``metadata`` is ``None`` or lacks the columns; ``False``
+            returns ``None`` then (a build of folders from other generators).
+
+    Returns:
+        soundscape name → ``(room, recordings)``, or ``None`` (``required=False``).
+
+    Raises:
+        InputError: the file lacks the ``soundscape``, ``room`` or ``recording`` column
+            (metadata of casdri's first generator: generate again), or names two rooms for
+            one soundscape.
+    """
+    if metadata is None:
+        if required:
+            raise InputError("read_provenance: no metadata file given")
+        return None
+    path = Path(metadata)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else \
+        pd.read_csv(path, dtype=str, keep_default_na=False)
+    need = {"soundscape", "room", "recording"}
+    if not need <= set(table.columns):
+        if not required:
+            return None
+        raise InputError(f"{path}: needs columns {sorted(need)} for the room and recording "
+                         "ids; generate the soundscapes again with this casdri")
+    out = {}
+    for name, rows in table.groupby("soundscape", sort=True):
+        rooms = sorted(set(rows["room"].astype(str)))
+        if len(rooms) != 1:
+            raise InputError(f"{path}: soundscape {name!r} names rooms {rooms}; one expected")
+        out[str(name)] = (rooms[0], sorted(set(rows["recording"].astype(str))))
+    return out
 
 
 def soundscape_seeds(seed: int, split: str, n: int) -> list[int]:
@@ -117,7 +155,7 @@ def _rows(spec: SoundscapeSpec, audio: RenderedSoundscape) -> list[dict]:
     common = dict(split=spec.split, soundscape=spec.name, rt60_s=room.rt60_s,
                   room_x_m=room.dims_m[0], room_y_m=room.dims_m[1], room_z_m=room.dims_m[2],
                   mic_x_m=room.mic_m[0], mic_y_m=room.mic_m[1], mic_z_m=room.mic_m[2],
-                  seed=spec.seed)
+                  seed=spec.seed, room=spec.room_id)
     rows = []
     for k, e in enumerate(spec.events):
         oracle = f"{spec.name}_{k}_{e.label}.wav" if e.role == "target" else ""
@@ -125,12 +163,14 @@ def _rows(spec: SoundscapeSpec, audio: RenderedSoundscape) -> list[dict]:
                          source_offset_s=e.source_offset / fs, onset_s=e.onset / fs,
                          duration_s=e.n_samples / fs, azimuth_deg=e.azimuth_deg,
                          elevation_deg=e.elevation_deg, distance_m=e.distance_m,
-                         snr_db=e.snr_db, level_dbfs=audio.levels_dbfs[k], oracle_file=oracle))
+                         snr_db=e.snr_db, level_dbfs=audio.levels_dbfs[k], oracle_file=oracle,
+                         recording=e.clip.group))
     rows.append(dict(common, event=len(spec.events), role="noise", label="noise",
                      source_file=spec.noise.path, source_offset_s=spec.noise_offset / fs,
                      onset_s=0.0, duration_s=spec.n_samples / fs, azimuth_deg=math.nan,
                      elevation_deg=math.nan, distance_m=math.nan, snr_db=math.nan,
-                     level_dbfs=audio.levels_dbfs[-1], oracle_file=""))
+                     level_dbfs=audio.levels_dbfs[-1], oracle_file="",
+                     recording=spec.noise.group))
     return rows
 
 
@@ -217,7 +257,7 @@ def generate_soundscapes(
     """Generate DCASE 2026 Task 4-format soundscapes (module conventions).
 
     Args:
-        sources_dir: pool of real recordings (`cache_builder._pool` layout, e.g.
+        sources_dir: pool of real recordings (`cache_builder.soundscapes.pool` layout, e.g.
             ``bed_sources``).
         out_dir: output root; ``<out_dir>/<split>/`` is written per split.
         n_soundscapes: ``{'train': n, 'dev': n, 'test': n}`` (any subset), or an int split
@@ -225,7 +265,8 @@ def generate_soundscapes(
         seed: root seed (int >= 0).
         duration_s: soundscape length in seconds.
         sample_rate_hz: sample rate (Hz); the pool must already be at this rate.
-        config: distributions (`SoundscapeConfig`; default: the DCASE-like defaults).
+        config: distributions and rules (`SoundscapeConfig`; default: the official DCASE
+            2026 Task 4 rules; `SoundscapeConfig.casdri_v1` for casdri's first generator).
         n_jobs: joblib processes (``-1``: all cores); results do not depend on it.
         write_stems: also write every event image and the background (4 ch) to ``stems/``.
         overwrite: replace ``soundscape/``, ``oracle_target/``, ``stems/`` and the metadata
@@ -239,7 +280,8 @@ def generate_soundscapes(
         and one ``role == 'noise'`` row per soundscape; times in s, angles in degrees.
 
     Raises:
-        InputError: bad arguments (``seed``, ``duration_s``, ``n_jobs``, counts), a pool with the wrong layout or an empty class folder, a
+        InputError: bad arguments (``seed``, ``duration_s``, ``n_jobs``, counts), a pool
+            with the wrong layout or an empty class folder, a
             split without noise/interference/target clips, an existing output.
         AudioFileError: a clip that is not mono or not at ``sample_rate_hz``.
     """
@@ -266,9 +308,10 @@ def generate_soundscapes(
         split_dir = Path(out_dir) / split
         _prepare_dir(split_dir, write_stems)
         width = max(5, len(str(n - 1)))
+        rooms = room_bank(seed, split, cfg)
         for i, s in enumerate(soundscape_seeds(seed, split, n)):
             specs.append(sample_soundscape(f"soundscape_{i:0{width}d}", pool.splits[split], s,
-                                           n_samples, sample_rate_hz, cfg))
+                                           n_samples, sample_rate_hz, cfg, rooms))
             dirs.append(str(split_dir))
     work = [(spec, str(pool.root), d, write_stems) for spec, d in zip(specs, dirs)]
     if n_jobs == 1 or len(work) <= 1:
