@@ -76,14 +76,28 @@ def _index(names: list, values: pa.ChunkedArray, f: Path, what: str) -> np.ndarr
     return idx
 
 
+def _optional(values: list, order: np.ndarray):
+    """``(S,) object`` array of an optional column in id order, or None when every row is
+    null (a cache written without it)."""
+    if all(v is None for v in values):
+        return None
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr[order]
+
+
 def build_arrays(meta: sc.CacheMeta, tables: dict) -> dict:
     C, K = meta.n_classes, meta.n_tracks
     out = {}
     # ---- soundscapes
     ids, splits, dur, rl_len, rl_val, sm_val, src = [], [], [], [], [], [], []
+    rooms, recordings = [], []
     for f, t in tables["soundscapes"]:
         ids += t.column(sc.SOUNDSCAPE).to_pylist()
         splits += t.column(sc.SPLIT).to_pylist()
+        rooms += t.column(sc.ROOM).to_pylist()
+        recordings += [None if r is None else tuple(r)
+                       for r in t.column(sc.RECORDINGS).to_pylist()]
         dur.append(t.column(sc.DURATION_S).to_numpy())
         a, b = _lists(t.column(sc.REF_LABELS), np.int64)
         c, d = _lists(t.column(sc.SNR_MIX_DB), np.float64)
@@ -114,7 +128,8 @@ def build_arrays(meta: sc.CacheMeta, tables: dict) -> dict:
     names = sorted_ids.tolist()
     out.update(soundscape_ids=sorted_ids, splits=np.array(splits, dtype=object)[order],
                duration_s=np.concatenate(dur)[order].astype(np.float64), ref_offsets=ref_off,
-               ref_labels=ref_labels, snr_mix_db=snr_mix)
+               ref_labels=ref_labels, snr_mix_db=snr_mix,
+               rooms=_optional(rooms, order), recordings=_optional(recordings, order))
     n_ref = np.diff(ref_off)
     # ---- tagger
     probs = np.full((len(meta.taggers), S, K, C + 1), np.nan, np.float32)

@@ -188,6 +188,10 @@ class DecisionCache:
         stem_retag_max: ``(N, C) float32`` max over retagger tracks of each class probability.
         stem_retag_silence_min: ``(N,) float32`` min over tracks of the silence probability.
         sed: optional `SedData`.
+        rooms: ``(S,) object`` room id (str, None = unknown) of each soundscape, or None when
+            the cache has no room column (optional ``room`` column).
+        recordings: ``(S,) object`` tuple of source recording ids (None = unknown) of each
+            soundscape, or None when the cache has none (optional ``recordings`` column).
         memo: derived arrays memoised by `casdri.replay` (not part of the data).
     """
 
@@ -217,6 +221,8 @@ class DecisionCache:
     stem_retag_max: np.ndarray
     stem_retag_silence_min: np.ndarray
     sed: Optional["SedData"] = None
+    rooms: Optional[np.ndarray] = None
+    recordings: Optional[np.ndarray] = None
     memo: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,7 @@ from .errors import CacheSchemaError
 __all__ = [
     "SCHEMA_VERSION", "SUPPORTED_VERSIONS", "META_FILE", "PART_META_KEY", "QUERY_ORDER_RULE",
     "SOUNDSCAPES", "TAGGER", "SEPARATIONS", "SED", "TABLES", "REQUIRED_TABLES",
+    "OPTIONAL_COLUMNS",
     "CacheMeta", "validate_table", "soundscapes_table", "tagger_table", "separations_table",
     "sed_table",
 ]
@@ -53,6 +54,8 @@ SPLIT = "split"              # fold / split tag
 REF_LABELS = "ref_labels"    # oracle class indices, oracle file order
 SNR_MIX_DB = "snr_mix_db"    # SNR of mixture channel 0 against each oracle target
 DURATION_S = "duration_s"
+ROOM = "room"                # optional: room (RIR set) id of the soundscape
+RECORDINGS = "recordings"    # optional: ids of the source recordings its events use
 TAGGER_NAME = "tagger"
 TRACK = "track"
 PROBS = "probs"
@@ -84,7 +87,13 @@ SOUNDSCAPES = pa.schema([
     _f(SNR_MIX_DB, pa.list_(pa.float64()), "dB",
        "SNR of mixture channel 0 against each oracle target (same order)"),
     _f(DURATION_S, pa.float64(), "s"),
+    _f(ROOM, pa.string(), doc="optional: room (RIR set) id; null = unknown", nullable=True),
+    _f(RECORDINGS, pa.list_(pa.string()), nullable=True,
+       doc="optional: ids of the source recordings the soundscape's events use; null = unknown"),
 ])
+#: columns a reader fills with nulls when a part lacks them (caches written before they
+#: existed stay readable without a schema version bump)
+OPTIONAL_COLUMNS = {"soundscapes": (ROOM, RECORDINGS)}
 TAGGER = pa.schema([
     _f(SOUNDSCAPE, pa.string()),
     _f(TAGGER_NAME, pa.string(), doc="tagger name from the cache metadata"),
@@ -246,10 +255,11 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
     """Check a table against `TABLES[name]`; return it with the schema's exact types.
 
     Extra columns are dropped; safe casts (``large_string`` → ``string``, ``int64`` → ``int8``
-    when in range) are applied.
+    when in range) are applied; a missing `OPTIONAL_COLUMNS` column comes back all null.
 
     Raises:
-        CacheSchemaError: unknown table, missing column, incompatible type, nulls, or a part
+        CacheSchemaError: unknown table, missing column, incompatible type, nulls in a
+            non-nullable column, or a part
             written by another schema version (``where`` names the file).
     """
     if name not in TABLES:
@@ -266,7 +276,11 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
             raise CacheSchemaError(f"{where}: part written with schema version {pv!r}; this "
                                    f"casdri reads {list(SUPPORTED_VERSIONS)}")
     cols = []
+    optional = OPTIONAL_COLUMNS.get(name, ())
     for f in schema:
+        if f.name not in table.column_names and f.name in optional:
+            cols.append(pa.chunked_array([pa.nulls(table.num_rows, f.type)]))
+            continue
         if f.name not in table.column_names:
             raise CacheSchemaError(
                 f"{where}: missing column {f.name!r} ({f.type}); table {name!r} needs "
@@ -278,7 +292,7 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise CacheSchemaError(f"{where}: column {f.name!r} is {col.type}, expected "
                                        f"{f.type} ({e})") from None
-        if col.null_count:
+        if col.null_count and not f.nullable:
             raise CacheSchemaError(f"{where}: column {f.name!r} holds {col.null_count} nulls")
         if pa.types.is_list(f.type) and col.num_chunks:
             inner = pa.concat_arrays([c.flatten() for c in col.chunks])
@@ -331,11 +345,24 @@ def _table(schema: pa.Schema, columns: dict) -> pa.Table:
 
 def soundscapes_table(soundscape: Sequence[str], split: Sequence[str],
                       ref_labels: Sequence[Sequence[int]], snr_mix_db: Sequence[Sequence[float]],
-                      duration_s: Sequence[float]) -> pa.Table:
-    """SOUNDSCAPES rows. ``ref_labels[i]`` class indices (oracle order), ``snr_mix_db[i]`` dB."""
+                      duration_s: Sequence[float], *, room: Optional[Sequence] = None,
+                      recordings: Optional[Sequence] = None) -> pa.Table:
+    """SOUNDSCAPES rows. ``ref_labels[i]`` class indices (oracle order), ``snr_mix_db[i]`` dB.
+
+    Args:
+        room: optional room id per soundscape (str or None = unknown); None: all unknown.
+        recordings: optional per soundscape, the ids (str) of the source recordings its events
+            use (or None = unknown); None: all unknown. Search folds group soundscapes that
+            share one (``casdri-search --group-by recording``).
+    """
+    n = len(soundscape)
+    rooms = [None] * n if room is None else [None if r is None else str(r) for r in room]
+    recs = ([None] * n if recordings is None else
+            [None if r is None else [str(x) for x in r] for r in recordings])
     return _table(SOUNDSCAPES, {SOUNDSCAPE: list(map(str, soundscape)),
                                 SPLIT: list(map(str, split)), REF_LABELS: ref_labels,
-                                SNR_MIX_DB: snr_mix_db, DURATION_S: duration_s})
+                                SNR_MIX_DB: snr_mix_db, DURATION_S: duration_s,
+                                ROOM: rooms, RECORDINGS: pa.array(recs, pa.list_(pa.string()))})
 
 
 def tagger_table(soundscape: Sequence[str], tagger: Sequence[str], track: Sequence[int],

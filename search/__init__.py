@@ -1,11 +1,12 @@
 """casdri-search: tune casdri decision policies on a decision cache.
 
 Optuna (TPE or CMA-ES) for the joint low-dimensional stages, exact 1-D threshold sweeps for
-per-class and coordinate-descent moves, stratified k-fold held-out validation with a paired
-bootstrap against the baseline policy. Never imports torch.
+per-class and coordinate-descent moves, stratified (and grouped, repeated) k-fold held-out
+validation with a paired bootstrap against the baseline policy; ``stage="auto"`` chooses the
+stages to keep by an inner cross-validation. Never imports torch.
 
     >>> from search import run_search, write_outputs          # doctest: +SKIP
-    >>> result = run_search("my_cache", stage="all", folds=5)  # doctest: +SKIP
+    >>> result = run_search("my_cache", stage="auto", folds=5)  # doctest: +SKIP
     >>> write_outputs(result, "out")                           # doctest: +SKIP
 
 Public names are loaded lazily (``import search`` stays light).
@@ -15,7 +16,8 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
-    "run_search", "SearchResult", "summarize", "write_outputs",
+    "run_search", "SearchResult", "SearchSettings", "summarize", "write_outputs",
+    "grouped_folds", "select_stages", "Selection",
     "stratified_folds", "Folds", "paired_bootstrap", "dataset_mean", "BootstrapGain",
     "sweep_dense", "sweep_sparse", "SweepResult", "make_storage", "make_sampler",
     "STAGE_ORDER", "run_stage", "run_chain", "StageContext", "StageRecord",
@@ -23,7 +25,9 @@ __all__ = [
 ]
 
 _WHERE = {
-    "run_search": "run", "SearchResult": "run", "summarize": "run",
+    "run_search": "run", "SearchResult": "result", "summarize": "result",
+    "SearchSettings": "settings", "grouped_folds": "folds", "select_stages": "nested",
+    "Selection": "nested",
     "write_outputs": "report",
     "stratified_folds": "folds", "Folds": "folds",
     "paired_bootstrap": "stats", "dataset_mean": "stats", "BootstrapGain": "stats",

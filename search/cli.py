@@ -11,13 +11,14 @@ from typing import Optional, Sequence
 
 from casdri._argtypes import int_at_least
 
-from .stages import STAGE_ORDER
+from .settings import AUTO_STAGES, STAGE_ORDER
 
 __all__ = ["main", "build_parser"]
 
 PROG = "casdri-search"
 
 _positive_int = int_at_least(1)
+_count = int_at_least(0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,23 +38,36 @@ def _margin(text: str) -> float:
     return v
 
 
+def _stage_list(text: str) -> tuple:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in STAGE_ORDER]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated stages of {', '.join(STAGE_ORDER)}, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Tune the refine decision policy on a casdri decision cache: Optuna for the "
-                    "joint stages, exact threshold sweeps per class, stratified k-fold held-out "
-                    "validation against the baseline policy.",
-        epilog="Shared studies: several workers on several machines pass the same --storage and "
-               "--study-name (e.g. postgresql://user@host/db, sqlite:///study.db, "
+                    "joint stages, exact threshold sweeps per class, stratified (and grouped, "
+                    "repeated) k-fold held-out validation against the baseline policy.",
+        epilog="Shared studies: several workers on several machines pass the same --storage, "
+               "--study-name and --resume (e.g. postgresql://user@host/db, sqlite:///study.db, "
                "journal:///shared/study.log); watch them with `optuna-dashboard URL` "
                "(for a journal file: `optuna-dashboard /shared/study.log`).",
     )
     p.add_argument("--cache", metavar="DIR", help="decision cache directory (default: the "
                    "bundled demo cache)")
-    p.add_argument("--stage", required=True, choices=[*STAGE_ORDER, "all"],
-                   help="stage to run, or all for the chain " + " → ".join(STAGE_ORDER))
-    p.add_argument("--policy-in", metavar="FILE", help="refine policy YAML to start from "
-                   "(default: the refine defaults)")
+    p.add_argument("--stage", default="auto", choices=["auto", *STAGE_ORDER, "all"],
+                   help="auto (default): keep the stages whose held-out gain is positive in an "
+                        "inner cross-validation; one stage; or all for the chain "
+                        + " → ".join(STAGE_ORDER))
+    p.add_argument("--policy", default="refine", metavar="NAME",
+                   help="registered policy to tune (default: %(default)s)")
+    p.add_argument("--policy-in", metavar="FILE", help="policy YAML to start from "
+                   "(default: the policy's defaults)")
     p.add_argument("--out", metavar="DIR", default="casdri-search-out",
                    help="output folder (default: %(default)s)")
     p.add_argument("--trials", type=_positive_int, default=64, metavar="N",
@@ -61,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_positive_int, default=5, metavar="K",
                    help="stratified folds for held-out validation, 1 for none (default: "
                         "%(default)s)")
+    p.add_argument("--repeats", type=_positive_int, default=1, metavar="R",
+                   help="repeat the k-fold split with R seeds; prints mean and spread of the "
+                        "held-out gain (default: %(default)s)")
+    p.add_argument("--auto-stages", type=_stage_list, default=None, metavar="S1,S2,...",
+                   help="the stages --stage auto may keep (default: "
+                        + ",".join(AUTO_STAGES) + ")")
+    p.add_argument("--inner-folds", type=int_at_least(2), default=3, metavar="K",
+                   help="folds of the inner cross-validation of --stage auto (default: "
+                        "%(default)s)")
+    p.add_argument("--group-by", default="auto", metavar="recording|room|COLUMN|none",
+                   help="folds never split a group of soundscapes (auto: by source recording "
+                        "when the cache records them, else by room; default: %(default)s)")
+    p.add_argument("--split", metavar="NAME", help="tune on this split of the cache only "
+                   "(default: all; with --test-split the split the cache has most of)")
+    p.add_argument("--test-split", metavar="NAME", help="score the final policy on this split "
+                   "(never tuned on), beside the k-fold estimate, e.g. eval")
     p.add_argument("--margin", type=_margin, default=0.05, metavar="dB",
                    help="gain a per-class or coordinate move must exceed (default: %(default)s)")
     p.add_argument("--storage", metavar="URL", help="Optuna storage shared by workers "
@@ -68,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "in memory)")
     p.add_argument("--study-name", default="casdri", metavar="NAME",
                    help="study name prefix (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed (default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="add trials to existing studies of --study-name in --storage (every "
+                        "worker of a shared search passes it); without it they are refused")
+    p.add_argument("--seed", type=_count, default=0, metavar="S",
+                   help="seed >= 0 (default: %(default)s)")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="chains (folds) tuned in parallel processes (default: %(default)s)")
     p.add_argument("--sampler", choices=["tpe", "cmaes"], default="tpe",
@@ -100,27 +134,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
+def settings_from_args(args):
+    """The `search.settings.SearchSettings` of parsed arguments (one place maps flags)."""
+    from .settings import SearchSettings
+
+    return SearchSettings(
+        policy=args.policy, stage=args.stage, folds=args.folds, repeats=args.repeats, inner_folds=args.inner_folds,
+        group_by=args.group_by, n_trials=args.trials, margin=args.margin, sampler=args.sampler,
+        seed=args.seed, storage=args.storage, study_name=args.study_name, resume=args.resume,
+        jobs=args.jobs, progress=sys.stderr.isatty(),
+        **({} if args.auto_stages is None else {"auto_stages": args.auto_stages}))
+
+
+def _status(line: str) -> None:
+    sys.stderr.write(f"{PROG}: {line}\n")
+    sys.stderr.flush()
+
+
+def _stage_line(rec) -> None:
+    _status(f"{rec.fold}: {rec.stage} {rec.gain_db:+.3f} dB on its tune set ({rec.seconds:.1f} s)")
+
+
 def _run(args) -> int:
+    talk = sys.stderr.isatty()
+    if talk:  # the first line before the heavy imports (numba, optuna, pyarrow)
+        _status("starting: loading numba, optuna and pyarrow")
     from .casdri_problem import DemoCacheMissing
-    from .report import write_outputs
+    from .report import check_out_dir, write_outputs
     from .run import run_search, summarize
 
-    progress = sys.stderr.isatty()
+    settings = settings_from_args(args)
+    check_out_dir(args.out)
     try:
         result = run_search(
-            cache=args.cache, stage=args.stage, policy_in=args.policy_in, folds=args.folds,
-            trials=args.trials, margin=args.margin, storage=args.storage,
-            study_name=args.study_name, seed=args.seed, jobs=args.jobs, sampler=args.sampler,
-            progress=progress)
+            cache=args.cache, settings=settings, policy_in=args.policy_in, split=args.split,
+            test_split=args.test_split, on_status=_status if talk else None,
+            on_stage=_stage_line if talk else None)
     except DemoCacheMissing as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         return 1
     written = write_outputs(result, args.out, figures=not args.no_figures)
     print("\n".join(summarize(result)))
-    n_fig = sum(1 for k in written if k not in ("policy", "trials", "report"))
+    n_fig = sum(1 for k in written if k not in ("policy", "trials", "report", "removed"))
     print(f"policy  -> {written['policy']}")
     print(f"trials  -> {written['trials']}")
     print(f"report  -> {written['report']} ({n_fig} figures)")
+    if written.get("removed"):
+        print(f"removed {len(written['removed'])} stale figure(s) of an earlier run: "
+              + ", ".join(p.name for p in written["removed"]))
     if args.storage:
         from .engines import dashboard_target
 

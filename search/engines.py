@@ -6,13 +6,17 @@ Conventions:
       SQLAlchemy URL Optuna's ``RDBStorage`` takes), ``journal:///abs/path.log`` or a plain
       path ending in ``.log`` (``JournalStorage(JournalFileBackend(path))``, safe on a shared
       file system). Workers on several machines share a study by passing the same storage and
-      study name; each worker adds its own ``n_trials``.
+      study name; each worker adds its own ``n_trials``. A sqlite file runs in WAL mode
+      (a local disk; on a shared file system use a journal file or PostgreSQL).
     * The stage's start setting is enqueued once per study (``skip_if_exists``) and counts as
       one of the requested trials, so a stage never ends below its start and the total number
       of trials of a shared study is the sum of what its workers requested.
-    * Reproducible in memory: the sampler is seeded and trials are asked in a fixed order (a
-      batch of ``batch_size`` asks, one batch replay, then the tells), so the same seed gives
-      the same trials. Shared studies interleave workers and are not reproducible.
+    * Reproducible: the sampler is seeded and trials are asked in a fixed order (a batch of
+      ``batch_size`` asks, one batch replay, then the tells), so the same seed gives the same
+      trials. A single worker runs its study in memory and copies it into the storage at the
+      end (``live=False``: same result on every storage, one write per trial); workers of a
+      shared study (``--resume``) ask and tell through the storage and interleave, so their
+      results are not reproducible.
 """
 from __future__ import annotations
 
@@ -136,8 +140,11 @@ def make_storage(url: Optional[str]):
                 kwargs = {"pool_pre_ping": True}
                 if text.startswith("sqlite"):  # concurrent workers: wait for the file lock
                     kwargs["connect_args"] = {"timeout": 120}
-                return optuna.storages.RDBStorage(rdb_url(text), engine_kwargs=kwargs,
-                                                  heartbeat_interval=None)
+                storage = optuna.storages.RDBStorage(rdb_url(text), engine_kwargs=kwargs,
+                                                     heartbeat_interval=None)
+                if text.startswith("sqlite"):
+                    _sqlite_wal(storage.engine)
+                return storage
             except Exception as exc:  # sqlalchemy / alembic errors of a racing worker
                 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -147,6 +154,31 @@ def make_storage(url: Optional[str]):
                                      f"{_STORAGE_FORMS}") from exc
                 time.sleep(0.2 * (attempt + 1))
     raise InputError(f"--storage {url!r}: expected {_STORAGE_FORMS}")
+
+
+def _sqlite_wal(engine) -> None:
+    """Write-ahead log for a sqlite storage (set once; it stays in the file) and
+    ``synchronous=NORMAL`` on every connection of a WAL file: a commit no longer waits for a
+    full sync (a crash of the process loses nothing committed; the file stays consistent),
+    about 3x faster bookkeeping. A file another worker holds keeps its mode (both correct)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    def on_connect(conn, _record):
+        cur = conn.cursor()
+        mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            try:
+                mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError:  # locked by another worker: keep its mode
+                pass
+        if str(mode).lower() == "wal":
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener get it on reconnect
 
 
 def make_sampler(name: str, seed: int, n_startup_trials: int = 10):
@@ -195,6 +227,7 @@ def optimize_joint(
     desc: str = "",
     study_attrs: Optional[dict] = None,
     n_recheck: int = 5,
+    live: bool = True,
 ) -> JointResult:
     """Maximise ``score_batch`` over ``knobs`` with Optuna, starting from ``start``.
 
@@ -212,6 +245,10 @@ def optimize_joint(
             digest of the tune soundscapes); the first worker stores them.
         n_recheck: the best trials of the study are re-scored here before one is taken (on a
             shared study, other workers' trials may come from another start setting).
+        live: ask and tell through ``storage`` trial by trial (workers sharing a study see
+            each other's trials). ``False`` (a single worker): the study runs in memory and its
+            trials are copied into ``storage`` at the end in one go, so the result equals the
+            in-memory run and the bookkeeping costs one write per trial, not ten.
 
     Returns:
         `JointResult`; ``best`` is the start unless a trial scores strictly higher here.
@@ -226,6 +263,8 @@ def optimize_joint(
     dists = {k.name: k.distribution() for k in knobs}
     start = {k.name: _clip(k, start[k.name]) for k in knobs}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    target = storage
+    storage = storage if live else None
     study = optuna.create_study(
         storage=storage, sampler=make_sampler(sampler, seed, min(10, max(1, n_trials // 4))),
         study_name=study_name, direction="maximize", load_if_exists=True)
@@ -267,10 +306,30 @@ def optimize_joint(
         for params, value in zip(top, local):
             if math.isfinite(value) and value > best_score:
                 best, best_score = params, float(value)
+    if target is not None and not live:
+        _copy_study(study, target, study_name, study_attrs or {})
     trials = [(t.number, dict(t.params), t.value, t.state.name)
               for t in study.get_trials(deepcopy=False)]
     return JointResult(best, best_score, start_score, done, n_eval, study_name, trials,
                        time.perf_counter() - t0)
+
+
+def _copy_study(study: optuna.Study, storage, study_name: str, attrs: dict) -> None:
+    """Copy an in-memory study's trials into a new study of ``storage`` (one batch).
+
+    Raises:
+        InputError: the storage already has a study of that name (a second run needs
+            ``--resume``; see `search.run`).
+    """
+    try:
+        saved = optuna.create_study(storage=storage, study_name=study_name,
+                                    direction="maximize", load_if_exists=False)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise InputError(f"study {study_name!r} already exists in the storage; pass --resume "
+                         "to add trials to it, or choose another --study-name") from None
+    for key, value in attrs.items():
+        saved.set_user_attr(key, value)
+    saved.add_trials(study.get_trials(deepcopy=False))
 
 
 def _clip(knob: Knob, value):

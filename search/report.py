@@ -13,8 +13,6 @@ Conventions:
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -22,38 +20,33 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .run import SearchResult, summarize
+from casdri._io import atomic_write_bytes
+from casdri.errors import InputError
 
-__all__ = ["write_outputs", "atomic_write_bytes", "Outputs"]
+from .result import SearchResult, summarize
+
+__all__ = ["write_outputs", "check_out_dir", "Outputs"]
 
 
 class Outputs(dict):
-    """``{kind: Path}`` of the files written (``policy``, ``trials``, ``report``, figures)."""
+    """``{kind: Path}`` of the files written (``policy``, ``trials``, ``report``, figures) and
+    ``removed``: the stale figures of an earlier run deleted from ``OUT/figures``."""
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def check_out_dir(out_dir) -> Path:
+    """The output folder, checked before any work.
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    Raises:
+        InputError: an empty name, or a path that exists and is not a folder.
+    """
+    if out_dir is None or str(out_dir).strip() == "":
+        raise InputError("--out is empty; name an output folder (e.g. --out casdri-search-out)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder; choose a folder name")
+    if (out / "figures").exists() and not (out / "figures").is_dir():
+        raise InputError(f"--out {out}: {out / 'figures'} is not a folder; remove it")
+    return out
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = "{:+.3f}") -> str:
@@ -95,7 +88,7 @@ def _fig_stage_gains(result: SearchResult) -> bytes:
     st = result.stage_table()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     xs = np.arange(len(st))
-    ax.bar(xs - 0.2, st["tune_gain_db"], 0.4, label="tune (final chain)")
+    ax.bar(xs - 0.2, st["tune_gain_db"].fillna(0.0), 0.4, label="tune (final chain)")
     if result.fold_results:
         ax.bar(xs + 0.2, st["heldout_gain_db"].fillna(0.0), 0.4, label="held-out (pooled folds)")
     ax.axhline(0, color="k", lw=0.6)
@@ -189,10 +182,17 @@ def policy_document(result: SearchResult) -> str:
 
 
 def _scores(result: SearchResult) -> dict:
-    h = result.heldout
+    h, t = result.heldout, result.test
+    sel = result.final.selection
     return {
-        "stages": list(result.stages),
+        "stage": result.settings.stage, "stages": list(result.stages),
+        "selection": None if sel is None else {
+            "kept": list(sel.stages),
+            "inner_gain_db": {k: _f(v) for k, v in sel.inner_gain_db.items()},
+            "alone_gain_db": {k: _f(v) for k, v in sel.alone_gain_db.items()},
+            "variant": dict(sel.variant)},
         "seed": result.settings.seed, "folds": result.folds.k,
+        "repeats": result.settings.repeats, "group_by": result.folds.group_by,
         "margin_db": result.settings.margin, "trials": result.settings.n_trials,
         "sampler": result.settings.sampler,
         "baseline_db": _f(result.baseline_db), "final_tune_db": _f(result.final_tune_db),
@@ -200,7 +200,12 @@ def _scores(result: SearchResult) -> dict:
         "heldout": None if h is None else {
             "capi_sdri_db": _f(h.tuned_db), "ci95_db": [_f(v) for v in h.tuned_ci_db],
             "gain_db": _f(h.gain_db), "gain_ci95_db": [_f(v) for v in h.gain_ci_db],
-            "n_boot": h.n_boot, "gap_closed": _f(result.gap_closed)},
+            "n_boot": h.n_boot, "gap_closed": _f(result.gap_closed),
+            "repeat_gains_db": [_f(g) for g in result.repeat_gains_db]},
+        "test": None if t is None else {
+            "split": t.split, "gain_db": _f(t.gain.gain_db),
+            "gain_ci95_db": [_f(v) for v in t.gain.gain_ci_db],
+            "capi_sdri_db": _f(t.gain.tuned_db), "n_soundscapes": t.gain.n_soundscapes},
     }
 
 
@@ -210,8 +215,15 @@ def _f(v) -> Optional[float]:
 
 
 def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Outputs:
-    """Write policy, trials and report into ``out_dir`` (created); returns the paths."""
-    out = Path(out_dir)
+    """Write policy, trials and report into ``out_dir`` (created); returns the paths.
+
+    PNG files in ``OUT/figures`` that this run did not write (an earlier run's) are deleted,
+    so the folder shows only figures the report lists; their paths are in ``["removed"]``.
+
+    Raises:
+        InputError: see `check_out_dir`.
+    """
+    out = check_out_dir(out_dir)
     written = Outputs()
     written["policy"] = atomic_write_bytes(out / "policy.yaml", policy_document(result).encode())
     trials = result.trials_table()
@@ -241,6 +253,11 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
             figs["label confusion"] = ("confusion.png", _fig_confusion(matrix, labels))
         for key, (name, data) in figs.items():
             written[key] = atomic_write_bytes(out / "figures" / name, data)
+    keep = {name for name, _ in figs.values()}
+    stale = sorted(p for p in (out / "figures").glob("*.png") if p.name not in keep)
+    for p in stale:
+        p.unlink()
+    written["removed"] = stale
     written["report"] = atomic_write_bytes(out / "report.md", _markdown(result, figs).encode())
     return written
 
@@ -252,15 +269,27 @@ def _markdown(result: SearchResult, figs: dict) -> str:
     if prov.get("cache_path") or prov.get("cache_id"):
         lines += [f"Cache `{prov.get('cache_path')}` (id `{prov.get('cache_id')}`, hash "
                   f"`{prov.get('cache_hash')}`), {result.folds.n_soundscapes} soundscapes.", ""]
-    lines += [f"Stages `{' → '.join(result.stages)}`, {result.folds.k} folds (stratified by "
-              f"number of sources), {s.n_trials} Optuna trials per joint stage ({s.sampler}), "
-              f"margin {s.margin} dB, seed {s.seed}, {result.seconds:.1f} s.", ""]
+    f = result.folds
+    grouping = (f"grouped by {f.group_by} ({f.n_groups} groups), " if f.groups is not None
+                else "")
+    chain = " → ".join(result.stages) or "none (the start policy)"
+    how = (f"`--stage auto` (kept `{chain}` by a {s.inner_folds}-fold inner cross-validation "
+           "inside every tune set)" if s.stage == "auto" else f"Stages `{chain}`")
+    lines += [f"{how}, {f.k} folds ({grouping}stratified by number of sources)"
+              f"{f' x {s.repeats} repeats' if s.repeats > 1 else ''}, {s.n_trials} Optuna "
+              f"trials per joint stage ({s.sampler}), margin {s.margin} dB, seed {s.seed}, "
+              f"{result.seconds:.1f} s.", ""]
     lines += ["## Result", "", "```", *summarize(result), "```", ""]
     for w in result.warnings:
         lines += [f"> **{w}**", ""]
-    lines += ["## Stages", "", _md_table(result.stage_table().drop(columns=["note"])), ""]
+    st = result.stage_table()
+    lines += ["## Stages", "", "Tune gain of the final chain beside the pooled held-out gain "
+              "(per stage, averaged over repeats); **negative held-out gains are flagged**.", "",
+              _md_table(st.drop(columns=["note"])), ""]
+    for _, r in st[st["heldout_gain_db"] < 0].iterrows():
+        lines += [f"> **Stage `{r.stage}` loses {r.heldout_gain_db:+.3f} dB held out.**", ""]
     lines += ["## Folds", "", "Soundscapes per fold and number of sources:", ""]
-    fs = pd.DataFrame(result.folds.summary()).fillna(0).astype(int).sort_index()
+    fs = pd.DataFrame(result.folds.summary()).fillna(0).astype(int).sort_index()  # repeat 0
     fs.columns = [f"fold {c}" for c in fs.columns]
     fs.index.name = "sources"
     lines += [_md_table(fs.reset_index(), "{}"), ""]

@@ -1,268 +1,309 @@
-"""`run_search`: the stage chain with k-fold held-out validation, on a decision cache.
+"""`run_search`: the stage chain with (repeated, grouped) k-fold held-out validation.
 
 Conventions:
     * Objective: the dataset CAPI-SDRi (official mean over non-None soundscapes) of the
-      ``refine`` policy on the tune soundscapes.
-    * Held-out: every soundscape is scored once by the policy tuned without its fold; the
-      pooled per-soundscape values are compared with the ``baseline`` policy on the same
-      soundscapes by a paired bootstrap (`search.stats.paired_bootstrap`). The tune-set gain
-      (mean over folds of tuned − baseline on the fold's tune set) stands beside it; their
-      difference is the optimism of tuning. The ``oracle`` policy (true labels) bounds what
-      label decisions can reach; ``gap_closed`` = held-out gain / (oracle − baseline).
-    * The policy written out is the ``final`` chain, tuned on every soundscape.
+      problem's policy on the tune soundscapes. How held-out, tune and per-stage figures are
+      formed: `search.result`.
+    * Folds: stratified by number of sources; grouped (`search.folds.grouped_folds`) when the
+      cache carries groups (``--group-by``; by default the source recordings when the cache
+      has them, else its rooms). Repeat ``r`` splits with seed ``seed + r``.
+    * ``--test-split NAME``: the search tunes on the other split (``--split``, default the one
+      the cache has most soundscapes of) and the final policy is scored once on ``NAME``.
+    * The policy written out is the ``final`` chain, tuned on every tune soundscape.
 """
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import pandas as pd
+import optuna
+import pyarrow.parquet as pq
 
+from casdri import schema as sc
 from casdri.errors import InputError
 
-from .cv import ChainResult, ChainSettings, cross_validate
-from .folds import Folds, stratified_folds
-from .stages import StageRecord, stage_names
-from .stats import BootstrapGain, dataset_mean, paired_bootstrap
+from .cv import run_chains
+from .engines import make_sampler, make_storage
+from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordings
+from .folds import stratified_folds
+from .result import MIN_FOLD_SIZE, SearchResult, TestFigure, pooled_heldout, summarize
+from .settings import SearchSettings
+from .stats import dataset_mean, paired_bootstrap
 
-__all__ = ["SearchResult", "run_search", "summarize"]
+__all__ = ["SearchResult", "run_search", "search_problem", "summarize", "make_split"]
 
 
-@dataclass
-class SearchResult:
-    """Everything one search produced (see module conventions; scores in dB).
+def make_split(n_sources: np.ndarray, groups: Optional[np.ndarray], group_by: Optional[str],
+               idx: Optional[np.ndarray], k: int, seed: int) -> Folds:
+    """The folds of soundscapes ``idx`` (all when None), as positions ``0 .. len(idx)-1``:
+    grouped when ``groups`` is given (k lowered to the number of groups), else stratified."""
+    idx = np.arange(len(n_sources)) if idx is None else np.asarray(idx, np.int64)
+    strata = np.asarray(n_sources, np.int64)[idx]
+    if groups is None:
+        return stratified_folds(strata, min(k, len(idx)), seed)
+    g = np.asarray(groups, np.int64)[idx]
+    return grouped_folds(strata, g, min(k, np.unique(g).size), seed, group_by)
 
-    Attributes:
-        stages: stage names run, in order.
-        settings: the `search.cv.ChainSettings`; folds: the `search.folds.Folds` split.
-        problem: the problem searched (gives names, decoding and replays to the report).
-        x_start, x_final: encoded start and final settings.
-        final: the final `search.cv.ChainResult`; fold_results: the fold chains.
-        baseline_values, oracle_values, start_values, final_values, heldout_values:
-            ``(S,)`` per-soundscape values (NaN = None); ``heldout_values`` pools the fold
-            policies (NaN everywhere when ``k == 1``).
-        heldout: paired bootstrap of held-out vs baseline (None when ``k == 1``).
-        tune_gain_db: mean over folds of the tune-set gain over baseline (the final chain's
-            gain on all soundscapes when ``k == 1``).
-        warnings: plain-language warnings (CI includes zero, ...).
-        provenance: cache id / hash, versions, seed, ...
+
+def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
+                   baseline_values: np.ndarray, oracle_values: np.ndarray,
+                   settings: SearchSettings = SearchSettings(), groups=None,
+                   group_by: Optional[str] = None, problem_factory: Optional[Callable] = None,
+                   on_chain: Optional[Callable] = None,
+                   on_stage: Optional[Callable] = None) -> SearchResult:
+    """`run_search` on any `search.objective.Problem` (the cache-free core; see `run_search`).
+
+    Args:
+        groups: ``(S,) int64`` groups the folds never split (None: stratified folds only).
     """
-
-    stages: tuple
-    settings: ChainSettings
-    folds: Folds
-    problem: object
-    x_start: np.ndarray
-    x_final: np.ndarray
-    final: ChainResult
-    fold_results: list
-    baseline_values: np.ndarray
-    oracle_values: np.ndarray
-    start_values: np.ndarray
-    final_values: np.ndarray
-    heldout_values: np.ndarray
-    heldout: Optional[BootstrapGain]
-    tune_gain_db: float
-    seconds: float = 0.0
-    warnings: list = field(default_factory=list)
-    provenance: dict = field(default_factory=dict)
-
-    @property
-    def baseline_db(self) -> float:
-        return dataset_mean(self.baseline_values)
-
-    @property
-    def oracle_db(self) -> float:
-        return dataset_mean(self.oracle_values)
-
-    @property
-    def start_db(self) -> float:
-        """The start policy (``--policy-in`` or the refine defaults) on every soundscape."""
-        return dataset_mean(self.start_values)
-
-    @property
-    def final_tune_db(self) -> float:
-        """The final policy on every soundscape (its own tune set)."""
-        return dataset_mean(self.final_values)
-
-    @property
-    def gap_closed(self) -> float:
-        """Share of the baseline-to-oracle gap closed by the held-out gain (NaN if no gap)."""
-        gap = self.oracle_db - self.baseline_db
-        gain = (self.heldout.gain_db if self.heldout is not None
-                else self.final_tune_db - self.baseline_db)
-        return float(gain / gap) if gap > 0 else float("nan")
-
-    def stage_table(self) -> pd.DataFrame:
-        """Per stage: tune gain of the final chain, pooled held-out gain, evaluations, time."""
-        rows = []
-        for i, rec in enumerate(self.final.records):
-            held = float("nan")
-            if self.fold_results:
-                before = _pool(self.fold_results, i, self.folds.n_soundscapes)
-                after = _pool(self.fold_results, i + 1, self.folds.n_soundscapes)
-                held = dataset_mean(after) - dataset_mean(before)
-            fold_evals = sum(f.records[i].n_settings for f in self.fold_results)
-            fold_clips = sum(f.records[i].n_clip_evals for f in self.fold_results)
-            fold_secs = sum(f.records[i].seconds for f in self.fold_results)
-            rows.append({
-                "stage": rec.stage, "engine": rec.engine,
-                "tune_start_db": rec.start_score_db, "tune_end_db": rec.end_score_db,
-                "tune_gain_db": rec.gain_db, "heldout_gain_db": held,
-                "settings": rec.n_settings + fold_evals,
-                "clip_evals": rec.n_clip_evals + fold_clips,
-                "seconds": rec.seconds + fold_secs, "note": rec.note,
-            })
-        return pd.DataFrame(rows)
-
-    def trials_table(self) -> pd.DataFrame:
-        """Every trial / sweep move of every chain, one row each."""
-        rows = []
-        for chain in [*self.fold_results, self.final]:
-            for rec in chain.records:
-                rows.extend(rec.trials)
-        df = pd.DataFrame(rows)
-        if "class" in df:
-            df["class"] = df["class"].astype("string")
-        return df
-
-
-def _pool(fold_results, step: int, S: int) -> np.ndarray:
-    out = np.full(S, np.nan)
-    for f in fold_results:
-        out[f.heldout_idx] = f.heldout_values[step]
-    return out
-
-
-def search_problem(problem, x_start: np.ndarray, stage: str, n_sources: np.ndarray,
-                   baseline_values: np.ndarray, oracle_values: np.ndarray, folds: int = 5,
-                   settings: ChainSettings = ChainSettings(), jobs: int = 1, n_boot: int = 10_000,
-                   problem_factory: Optional[Callable] = None,
-                   on_stage: Optional[Callable[[StageRecord], None]] = None) -> SearchResult:
-    """`run_search` on any `search.objective.Problem` (the cache-free core; see `run_search`)."""
     t0 = time.perf_counter()
-    stages = stage_names(stage)
-    split = stratified_folds(np.asarray(n_sources, dtype=np.int64), folds, settings.seed)
-    fold_results, final = cross_validate(problem, x_start, stages, split, settings, jobs,
-                                         problem_factory, on_stage)
-    S = split.n_soundscapes
+    settings.validate()
+    n_sources = np.asarray(n_sources, np.int64)
+    S = n_sources.shape[0]
+    split_fn = functools.partial(make_split, n_sources, groups, group_by)
+    splits = [split_fn(None, settings.folds, settings.seed + r) for r in range(settings.repeats)]
+    if splits[0].k < settings.folds:
+        raise InputError(f"--folds {settings.folds}: the cache has only {splits[0].n_groups} "
+                         f"groups by {group_by}; use --folds <= {splits[0].n_groups} or "
+                         "--group-by none")
+    tasks = []
+    if settings.folds > 1:
+        tasks = [(f"{f'r{r}.' if r else ''}fold-{i}", sp.tune(i))  # repeat 0: "fold-i"
+                 for r, sp in enumerate(splits) for i in range(sp.k)]
+    tasks.append(("final", np.ones(S, dtype=bool)))
+    results = run_chains(problem, x_start, tasks, settings, split_fn, problem_factory,
+                         on_chain, on_stage)
+    fold_results, final = results[:-1], results[-1]
     X = np.stack([np.asarray(x_start, np.float64), final.x_end])
     start_values, final_values = problem.values(X)
     base = np.asarray(baseline_values, np.float64)
     warnings = []
-    heldout, heldout_values = None, np.full(S, np.nan)
+    heldout, heldout_values, repeat_gains = None, np.full(S, np.nan), []
     if fold_results:
-        heldout_values = _pool(fold_results, len(stages), S)
-        heldout = paired_bootstrap(heldout_values, base, n_boot=n_boot, seed=settings.seed)
-        tune_gains = [f.tune_end_db - dataset_mean(base[f.tune_idx]) for f in fold_results]
-        tune_gain = float(np.mean(tune_gains))
-        if heldout.ci_includes_zero:
-            lo, hi = heldout.gain_ci_db
-            warnings.append(
-                f"WARNING: the held-out gain over baseline ({heldout.gain_db:+.3f} dB, 95% CI "
-                f"[{lo:+.3f}, {hi:+.3f}]) includes zero: the tuned policy is not shown to beat "
-                "the baseline on unseen soundscapes")
+        k = splits[0].k
+        per_repeat = [pooled_heldout(fold_results[i:i + k], S)
+                      for i in range(0, len(fold_results), k)]
+        repeat_gains = [dataset_mean(v) - dataset_mean(base) for v in per_repeat]
+        with np.errstate(invalid="ignore"):
+            stack = np.stack(per_repeat)
+            ok = ~np.isnan(stack)
+            heldout_values = np.where(ok.any(0), np.where(ok, stack, 0).sum(0)
+                                      / np.maximum(ok.sum(0), 1), np.nan)
+        heldout = paired_bootstrap(stack, base, n_boot=settings.n_boot, seed=settings.seed)
+        tune_gain = float(np.mean([f.tune_end_db - dataset_mean(base[f.tune_idx])
+                                   for f in fold_results]))
+        warnings += _warnings(heldout, splits[0])
     else:
         tune_gain = dataset_mean(final_values) - dataset_mean(base)
         warnings.append("WARNING: --folds 1: no held-out validation; the gain shown is the "
                         "tune-set gain and is optimistic")
-    return SearchResult(
-        stages=stages, settings=settings, folds=split, problem=problem,
+    result = SearchResult(
+        settings=settings, stages=final.stages, splits=splits, problem=problem,
         x_start=np.asarray(x_start, np.float64), x_final=final.x_end, final=final,
         fold_results=fold_results, baseline_values=base,
         oracle_values=np.asarray(oracle_values, np.float64), start_values=start_values,
         final_values=final_values, heldout_values=heldout_values, heldout=heldout,
-        tune_gain_db=tune_gain, seconds=time.perf_counter() - t0, warnings=warnings)
+        repeat_gains_db=repeat_gains, tune_gain_db=tune_gain,
+        seconds=time.perf_counter() - t0, warnings=warnings)
+    if fold_results:
+        for _, r in result.stage_table().iterrows():
+            if r.heldout_gain_db < 0:
+                result.warnings.append(
+                    f"WARNING: stage {r.stage} loses {r.heldout_gain_db:+.3f} dB held out "
+                    "(pooled over folds); drop it or let --stage auto decide")
+    return result
 
 
-def run_search(cache=None, stage: str = "all", policy_in=None, folds: int = 5, trials: int = 64,
-               margin: float = 0.05, storage: Optional[str] = None, study_name: str = "casdri",
-               seed: int = 0, jobs: int = 1, sampler: str = "tpe", progress: bool = False,
-               n_boot: int = 10_000, max_passes: int = 8,
-               on_stage: Optional[Callable[[StageRecord], None]] = None,
-               policy: str = "refine") -> SearchResult:
-    """Tune a registered policy (default ``refine``) on a decision cache with held-out
-    validation.
+def _warnings(heldout, folds: Folds) -> list:
+    out = []
+    if heldout.ci_includes_zero:
+        lo, hi = heldout.gain_ci_db
+        out.append(f"WARNING: the held-out gain over baseline ({heldout.gain_db:+.3f} dB, 95% CI "
+                   f"[{lo:+.3f}, {hi:+.3f}]) includes zero: the tuned policy is not shown to "
+                   "beat the baseline on unseen soundscapes")
+    sizes = np.bincount(folds.fold_of, minlength=folds.k)
+    if sizes.min() < MIN_FOLD_SIZE:
+        out.append(f"WARNING: small sample: held-out folds of {sizes.min()}-{sizes.max()} "
+                   f"soundscapes ({folds.n_soundscapes} in all); below {MIN_FOLD_SIZE} per "
+                   "fold the held-out figures and their CI are unreliable")
+    return out
+
+
+class SubProblem:
+    """The `search.objective.Problem` of ``problem`` restricted to soundscapes ``idx`` (the
+    tune split of ``--test-split``); other attributes are the full problem's."""
+
+    def __init__(self, problem, idx: np.ndarray):
+        self.full, self.idx = problem, np.asarray(idx, np.int64)
+        self.n_soundscapes = int(self.idx.shape[0])
+
+    def __getattr__(self, name):  # params, n_classes, class_names, decode, policy_yaml, ...
+        if name in ("full", "idx") or name.startswith("__"):
+            raise AttributeError(name)  # (unpickling, before __init__ state is back)
+        return getattr(self.full, name)
+
+    def values(self, X, idx=None):
+        return self.full.values(X, self.idx if idx is None else self.idx[np.asarray(idx)])
+
+    def pair_values(self, X, idx):
+        return self.full.pair_values(X, self.idx[np.asarray(idx)])
+
+    def change_points(self, name, cls, x, idx):
+        return self.full.change_points(name, cls, x, self.idx[np.asarray(idx)])
+
+
+class _SubFactory:
+    """Picklable: rebuilds ``SubProblem(factory(), idx)`` in a worker."""
+
+    def __init__(self, factory, idx):
+        self.factory, self.idx = factory, idx
+
+    def __call__(self):
+        return SubProblem(self.factory(), self.idx)
+
+
+def cache_groups(dc, path, group_by: Optional[str]):
+    """``((S,) int64 groups or None, name)`` of ``--group-by`` on a loaded cache.
+
+    ``"auto"``: the source recordings when the cache has them, else its rooms, else none;
+    ``"none"``: none;
+    ``"recording"`` / ``"room"``: the cache's optional columns; another name: that column of
+    the cache's soundscapes Parquet parts.
+
+    Raises:
+        InputError: the cache lacks what ``group_by`` names (with the fix).
+    """
+    if group_by in (None, "none"):
+        return None, None
+    if group_by == "auto":
+        if dc.recordings is None and dc.rooms is None:
+            return None, None
+        group_by = "recording" if dc.recordings is not None else "room"
+    if group_by == "recording":
+        if dc.recordings is None:
+            raise InputError("--group-by recording: the cache's soundscapes table has no "
+                             f"'{sc.RECORDINGS}' column; rebuild it from generator metadata or "
+                             "use --group-by room|COLUMN|none")
+        return groups_from_recordings(list(dc.recordings)), group_by
+    if group_by == "room":
+        if dc.rooms is None:
+            raise InputError(f"--group-by room: the cache's soundscapes table has no "
+                             f"'{sc.ROOM}' column; use --group-by recording|COLUMN|none")
+        return groups_from_labels(list(dc.rooms)), group_by
+    if path is None:
+        raise InputError(f"--group-by {group_by}: a column needs a cache directory")
+    files = sorted(Path(path, "soundscapes").glob("part-*.parquet"))
+    values = {}
+    for f in files:
+        t = pq.read_table(f)
+        if group_by not in t.column_names:
+            raise InputError(f"--group-by {group_by}: {f} has no column {group_by!r} (it has "
+                             f"{t.column_names}); use recording, room, none or one of those")
+        values.update(zip(t.column(sc.SOUNDSCAPE).to_pylist(), t.column(group_by).to_pylist()))
+    return groups_from_labels([values.get(s) for s in dc.soundscape_ids]), group_by
+
+
+def _check_storage(settings: SearchSettings) -> None:
+    """Refuse studies of ``study_name`` already in the storage unless ``--resume``."""
+    if settings.storage is None:
+        return
+    storage = make_storage(settings.storage)
+    names = [n for n in optuna.get_all_study_names(storage)
+             if n.startswith(settings.study_name + ".")]
+    if names and not settings.resume:
+        raise InputError(
+            f"--storage {settings.storage}: it already holds {len(names)} studies named "
+            f"{settings.study_name}.* (e.g. {names[0]}); pass --resume to add trials to them "
+            "(other workers of the same search do), or choose another --study-name")
+
+
+def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=None,
+               split: Optional[str] = None, test_split: Optional[str] = None,
+               on_status: Optional[Callable[[str], None]] = None,
+               on_stage: Optional[Callable] = None, **kwargs) -> SearchResult:
+    """Tune a registered policy (``settings.policy``, default ``refine``) on a decision cache
+    with held-out validation.
 
     Args:
         cache: cache directory, a loaded ``DecisionCache``, or None for the bundled demo cache.
-        stage: one of ``fusion, verify, gates, per-class, select, refine`` or ``all``.
-        policy_in: YAML file of ``refine`` parameters to start from (default: its defaults).
-        folds: k of the stratified k-fold split (1: no held-out validation).
-        trials: Optuna trials per joint stage and chain (per worker on a shared storage).
-        margin: dB a per-class or coordinate move must gain to be kept (>= 0).
-        storage: Optuna storage URL (see `search.engines.make_storage`), None in memory.
-        study_name: prefix of the study names (``NAME.fold-0.fusion``, ``NAME.final.verify``).
-        seed: seed of folds, samplers and the bootstrap.
-        jobs: chains run in parallel processes.
-        sampler: ``"tpe"`` or ``"cmaes"``.
-        progress: tqdm bars on stderr.
-        n_boot: bootstrap resamples.
-        max_passes: refine passes at most.
-        policy: the registered policy to tune (`casdri.policies.POLICIES`).
+        settings: `search.settings.SearchSettings`; or its fields as keywords (``trials`` is
+            accepted for ``n_trials``), e.g. ``run_search(path, stage="gates", folds=5)``.
+        policy_in: YAML file of policy parameters to start from (default: its defaults).
+        split: tune on this split only (default: every soundscape, or with ``test_split`` the
+            split the cache has most soundscapes of).
+        test_split: score the final policy once on this split (never tuned on).
+        on_status: called with a status line ("compiling kernels", "r0.fold-1: ...").
+        on_stage: callback after each stage (serial runs).
 
     Returns:
         `SearchResult` (write it with `search.report.write_outputs`).
 
     Raises:
-        InputError: bad arguments (named); CacheError / CacheSchemaError from the cache.
+        InputError: bad settings (named), an unknown split, studies present without
+            ``resume``; CacheError / CacheSchemaError from the cache.
     """
     from . import casdri_problem as cp
 
-    if margin < 0 or not np.isfinite(margin):
-        raise InputError(f"--margin must be a finite number >= 0 dB, got {margin}")
-    if trials < 1:
-        raise InputError(f"--trials must be >= 1, got {trials}")
-    if jobs < 1:
-        raise InputError(f"--jobs must be >= 1, got {jobs}")
-    stage_names(stage)
+    settings = (settings or SearchSettings()).with_(**kwargs).validate()
+    make_sampler(settings.sampler, 0)  # fail early on a missing optional dependency
+    _check_storage(settings)
+    say = on_status or (lambda line: None)
+    say("loading the decision cache")
     path, dc = cp.open_cache(cache)
-    problem = cp.CasdriProblem(dc, policy)
-    if folds < 1 or folds > problem.n_soundscapes:
-        raise InputError(
-            f"--folds must be in 1..{problem.n_soundscapes} (soundscapes), got {folds}")
+    problem = cp.CasdriProblem(dc, settings.policy)
+    groups, group_by = cache_groups(dc, path, settings.group_by)
+    idx = _tune_idx(dc, split, test_split)
+    n_src = problem.n_sources()
+    say("scoring baseline and oracle (compiling kernels on the first run only)")
+    base, oracle = problem.policy_values("baseline"), problem.policy_values("oracle")
     x_start = problem.start_vector(policy_in)
-    settings = ChainSettings(margin=float(margin), n_trials=int(trials), sampler=sampler,
-                             seed=int(seed), storage=storage, study_name=study_name,
-                             progress=progress, max_passes=int(max_passes))
-    from .engines import make_sampler
-
-    make_sampler(sampler, 0)  # fail early on a missing optional dependency
-    factory = cp.ProblemFactory(path, policy) if (jobs > 1 and path is not None) else None
-    result = search_problem(
-        problem, x_start, stage, problem.n_sources(), problem.policy_values("baseline"),
-        problem.policy_values("oracle"), folds, settings, jobs, n_boot, factory, on_stage)
+    factory = (cp.ProblemFactory(path, settings.policy)
+               if (settings.jobs > 1 and path is not None) else None)
+    tuned = problem
+    if idx is not None:
+        tuned = SubProblem(problem, idx)
+        factory = None if factory is None else _SubFactory(factory, idx)
+        n_src, groups = n_src[idx], None if groups is None else groups[idx]
+        base_t, oracle_t = base[idx], oracle[idx]
+    else:
+        base_t, oracle_t = base, oracle
+    if settings.folds > tuned.n_soundscapes:
+        raise InputError(f"--folds must be in 1..{tuned.n_soundscapes} (tune soundscapes), "
+                         f"got {settings.folds}")
+    what = ("selecting stages (inner cross-validation), then tuning"
+            if settings.stage == "auto" else "tuning")
+    result = search_problem(tuned, x_start, n_src, base_t, oracle_t, settings, groups,
+                            group_by, factory, on_chain=lambda lab: say(f"{lab}: {what}"),
+                            on_stage=on_stage)
+    if test_split is not None:
+        test = np.flatnonzero(dc.split_mask(test_split))
+        v = problem.values(result.x_final[None, :], test)[0]
+        result.test = TestFigure(test_split, paired_bootstrap(
+            v, base[test], n_boot=settings.n_boot, seed=settings.seed))
     result.provenance = cp.provenance(problem, path, result, policy_in)
+    result.provenance.update(split=split, test_split=test_split, group_by=group_by)
     return result
 
 
-def summarize(result: SearchResult) -> list:
-    """The printed result, one line each (the CLI prints these)."""
-    lines = []
-    h = result.heldout
-    lines.append(f"baseline policy          : {result.baseline_db:8.3f} dB CAPI-SDRi "
-                 f"({result.folds.n_soundscapes} soundscapes)")
-    lines.append(f"start policy (untuned)   : {result.start_db:8.3f} dB (the stages start here)")
-    if result.fold_results:
-        tune = np.mean([f.tune_end_db for f in result.fold_results])
-        lines.append(f"tuned, tune folds        : {tune:8.3f} dB (mean over {result.folds.k} "
-                     f"folds; gain {result.tune_gain_db:+.3f} dB)")
-        lines.append(f"tuned, held-out          : {h.tuned_db:8.3f} dB, 95% CI "
-                     f"[{h.tuned_ci_db[0]:.3f}, {h.tuned_ci_db[1]:.3f}]")
-        lines.append(f"held-out gain vs baseline: {h.gain_db:+8.3f} dB, 95% CI "
-                     f"[{h.gain_ci_db[0]:+.3f}, {h.gain_ci_db[1]:+.3f}] (paired bootstrap, "
-                     f"{h.n_boot} resamples)")
-        lines.append(f"optimism (tune - held-out): {result.tune_gain_db - h.gain_db:+7.3f} dB")
-    lines.append(f"final policy, all (tune) : {result.final_tune_db:8.3f} dB")
-    lines.append(f"oracle labelling bound   : {result.oracle_db:8.3f} dB")
-    lines.append(f"share of gap closed      : {100 * result.gap_closed:8.1f} %")
-    lines.append("per-stage gains (final chain tune / pooled held-out, dB):")
-    for _, r in result.stage_table().iterrows():
-        held = "" if np.isnan(r.heldout_gain_db) else f" / {r.heldout_gain_db:+.3f}"
-        note = f"  ({r.note})" if r.note else ""
-        lines.append(f"  {r.stage:<10} {r.engine:<7} {r.tune_gain_db:+.3f}{held}  "
-                     f"[{int(r.settings)} settings, {r.seconds:.1f} s]{note}")
-    lines.extend(result.warnings)
-    return lines
+def _tune_idx(dc, split, test_split):
+    """Soundscapes to tune on (None: all), checking the split names."""
+    names, counts = np.unique(dc.splits.astype(str), return_counts=True)
+    have = ", ".join(f"{n} ({c})" for n, c in zip(names, counts))
+    for flag, value in (("--split", split), ("--test-split", test_split)):
+        if value is not None and value not in names:
+            raise InputError(f"{flag} {value!r}: the cache has no such split; it has {have}")
+    if test_split is None:
+        return None if split is None else np.flatnonzero(dc.split_mask(split))
+    if split is None:
+        rest = [(c, n) for n, c in zip(names, counts) if n != test_split]
+        if not rest:
+            raise InputError(f"--test-split {test_split!r}: the cache has no other split to "
+                             f"tune on (it has {have})")
+        split = max(rest)[1]
+    if split == test_split:
+        raise InputError(f"--split and --test-split are both {split!r}; tune and test must "
+                         "differ")
+    return np.flatnonzero(dc.split_mask(split))

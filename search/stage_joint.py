@@ -22,7 +22,7 @@ from .acceptance import (Evidence, choose_on_parts, gain_standard_error, honest_
                          part_scores, simplest_within_se)
 from .engines import Knob, optimize_joint
 from .objective import Objective, Param
-from .stages import StageContext, StageRecord
+from .stage_base import StageContext, StageRecord
 
 __all__ = ["run_fusion", "run_verify", "run_gates", "run_select", "stage_params",
            "judge_candidates"]
@@ -127,7 +127,7 @@ def _run_optuna(stage: str, x: np.ndarray, start: float, ctx: StageContext) -> S
         return optimize_joint(
             score_batch, knobs, start_values, ctx.n_trials, sampler=ctx.sampler, seed=seed,
             storage=storage, study_name=name, progress=ctx.progress, desc=f"{ctx.fold} {stage}",
-            study_attrs={"tune_set": _digest(o.idx)})
+            study_attrs={"tune_set": _digest(o.idx)}, live=ctx.settings.resume)
 
     name = f"{ctx.study_name}.{ctx.fold}.{stage}"
     res = run(obj, ctx.stage_seed(stage), ctx.storage, name)

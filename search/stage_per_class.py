@@ -16,8 +16,8 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from .moves import best_move
+from .stage_base import StageContext, StageRecord
 from .stage_joint import stage_params
-from .stages import StageContext, StageRecord
 
 __all__ = ["run_per_class", "per_class_params"]
 

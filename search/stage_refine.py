@@ -16,8 +16,8 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from .moves import best_move
+from .stage_base import StageContext, StageRecord
 from .stage_per_class import _rows
-from .stages import StageContext, StageRecord
 
 __all__ = ["coordinates", "run_refine"]
 

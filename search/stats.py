@@ -79,10 +79,10 @@ class BootstrapGain:
 def _validate_pair(tuned, base) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(tuned, dtype=np.float64)
     b = np.asarray(base, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape:
+    if a.ndim not in (1, 2) or b.ndim != 1 or a.shape[-1] != b.shape[0]:
         raise InputError(
             f"paired values: expected two 1-D arrays of the same length (one value per "
-            f"soundscape), got shapes {a.shape} and {b.shape}"
+            f"soundscape; tuned may be (R, S): R repeats), got shapes {a.shape} and {b.shape}"
         )
     if np.isinf(a).any() or np.isinf(b).any():
         raise InputError("paired values hold +-Inf; per-soundscape CAPI-SDRi must be finite or NaN")
@@ -99,7 +99,9 @@ def paired_bootstrap(
     """Paired bootstrap CI of the dataset-CAPI-SDRi gain of ``tuned`` over ``base``.
 
     Args:
-        tuned: ``(S,) float64`` per-soundscape CAPI-SDRi of the tuned policy, dB, NaN = None.
+        tuned: ``(S,) float64`` per-soundscape CAPI-SDRi of the tuned policy, dB, NaN = None;
+            or ``(R, S)``: R repeats (e.g. repeated k-fold splits), whose dataset means are
+            averaged (on the sample and on every resample: one draw of soundscapes for all).
         base: ``(S,) float64`` the same soundscapes under the reference policy.
         n_boot: number of resamples.
         confidence: interval mass in (0, 1).
@@ -121,10 +123,11 @@ def paired_bootstrap(
         raise InputError(f"confidence must be in (0, 1), got {confidence}")
     if int(n_boot) < 1:
         raise InputError(f"n_boot must be >= 1, got {n_boot}")
-    S = a.shape[0]
-    mean_a, mean_b = dataset_mean(a), dataset_mean(b)
-    ok_a, ok_b = ~np.isnan(a), ~np.isnan(b)
-    fa, fb = np.where(ok_a, a, 0.0), np.where(ok_b, b, 0.0)
+    rows = a if a.ndim == 2 else a[None, :]
+    S = b.shape[0]
+    mean_a, mean_b = float(np.mean([dataset_mean(r) for r in rows])), dataset_mean(b)
+    ok_a, ok_b = ~np.isnan(rows), ~np.isnan(b)
+    fa, fb = np.where(ok_a, rows, 0.0), np.where(ok_b, b, 0.0)
     rng = np.random.default_rng(seed)
     boot_a, boot_b = [], []
     left = int(n_boot)
@@ -132,7 +135,8 @@ def paired_bootstrap(
         n = min(_BATCH, left)
         idx = rng.integers(0, S, size=(n, S))
         with np.errstate(invalid="ignore", divide="ignore"):
-            boot_a.append(fa[idx].sum(1) / ok_a[idx].sum(1))
+            boot_a.append(np.mean([fa[r][idx].sum(1) / ok_a[r][idx].sum(1)
+                                   for r in range(rows.shape[0])], axis=0))
             boot_b.append(fb[idx].sum(1) / ok_b[idx].sum(1))
         left -= n
     ba = np.concatenate(boot_a) if boot_a else np.zeros(0)

@@ -211,3 +211,39 @@ def test_meta_round_trip_and_units(small):
     schema = pq.read_schema(sorted((small / "separations").glob("*"))[0])
     assert schema.field(sc.SNR_DB).metadata[b"unit"] == b"dB"
     assert json.loads(schema.metadata[sc.PART_META_KEY])["schema_version"] == 1
+
+
+def test_optional_group_columns_round_trip_and_stay_optional():
+    t = sc.soundscapes_table(["b", "a", "c"], ["dev"] * 3, [[0], [], [1, 2]],
+                             [[1.0], [], [2.0, 3.0]], [10.0] * 3,
+                             room=["r1", None, "r2"], recordings=[["x", "y"], None, []])
+    assert t.schema == sc.SOUNDSCAPES
+    assert t.column(sc.ROOM).to_pylist() == ["r1", None, "r2"]
+    assert t.column(sc.RECORDINGS).to_pylist() == [["x", "y"], None, []]
+    plain = sc.soundscapes_table(["a"], ["dev"], [[0]], [[1.0]], [1.0])
+    assert plain.column(sc.ROOM).null_count == 1 and plain.column(sc.RECORDINGS).null_count == 1
+    old = plain.drop([sc.ROOM, sc.RECORDINGS])  # a part written before the columns existed
+    v = sc.validate_table(old, "soundscapes")
+    assert v.schema == sc.SOUNDSCAPES and v.column(sc.ROOM).null_count == 1
+    with pytest.raises(CacheSchemaError, match="null list elements"):
+        sc.validate_table(t.set_column(t.schema.get_field_index(sc.RECORDINGS), sc.RECORDINGS,
+                                       pa.array([["x", None], None, []],
+                                                pa.list_(pa.string()))), "soundscapes")
+    with pytest.raises(CacheSchemaError, match="column 'split' holds 1 nulls"):
+        sc.validate_table(plain.set_column(1, sc.SPLIT, pa.array([None], pa.string())),
+                          "soundscapes")
+
+
+def test_loaded_cache_exposes_rooms_and_recordings_in_id_order(small):
+    f = sorted((small / "soundscapes").glob("*.parquet"))
+    for part in f:
+        t = pq.read_table(part)
+        ids = t.column(sc.SOUNDSCAPE).to_pylist()
+        new = sc.soundscapes_table(
+            ids, t.column(sc.SPLIT).to_pylist(), t.column(sc.REF_LABELS).to_pylist(),
+            t.column(sc.SNR_MIX_DB).to_pylist(), t.column(sc.DURATION_S).to_pylist(),
+            room=[f"room-{s}" for s in ids], recordings=[[f"rec-{s}", "shared"] for s in ids])
+        pq.write_table(new.replace_schema_metadata(t.schema.metadata), part)
+    dc = load_cache(small)
+    assert [r for r in dc.rooms] == [f"room-{s}" for s in dc.soundscape_ids]
+    assert [r for r in dc.recordings] == [(f"rec-{s}", "shared") for s in dc.soundscape_ids]

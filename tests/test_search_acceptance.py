@@ -12,6 +12,7 @@ from search.acceptance import Acceptance, halves, linearised_gains, part_scores
 from search.casdri_problem import CasdriProblem
 from search.moves import best_move, threshold_ends
 from search.objective import Objective
+from search.settings import SearchSettings
 from search.stages import StageContext, run_stage
 from search.stats import dataset_mean
 from tests.test_search_toy import ToyProblem
@@ -133,7 +134,7 @@ def test_noise_accepts_no_per_class_change(noise_cache, seed):
     problem = CasdriProblem(noise_cache)
     obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
     for stage in ("per-class", "refine"):
-        rec = run_stage(stage, problem.start_vector(), StageContext(obj, seed=seed))
+        rec = run_stage(stage, problem.start_vector(), StageContext(obj, SearchSettings(seed=seed)))
         kept = [(m.param, m.cls, m.evidence.reason) for m in rec.moves
                 if m.kept and m.cls is not None]
         assert kept == [], (stage, kept)
@@ -152,7 +153,7 @@ def test_planted_per_class_gate_is_accepted(tmp_path, seed):
     y = x.copy()
     y[col[c]] = QUIET_GATE_DB
     assert obj.score(y) > obj.score(x)  # the planted effect exists
-    ctx = StageContext(obj, seed=seed)
+    ctx = StageContext(obj, SearchSettings(seed=seed))
     m = best_move(obj, x, problem.params["energy_gate_db"], c, obj.score(x),
                   accept=ctx.acceptance())
     # kept; the one-SE rule may stop short of the best run, but only quiet false positives
@@ -201,7 +202,7 @@ def test_joint_stage_records_its_evidence(noise_cache):
     problem = CasdriProblem(noise_cache)
     obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
     x = problem.start_vector()
-    rec = run_stage("gates", x, StageContext(obj, n_trials=12, seed=2))
+    rec = run_stage("gates", x, StageContext(obj, SearchSettings(n_trials=12, seed=2)))
     assert rec.evidence is not None and rec.end_score_db >= rec.start_score_db
     if not rec.evidence.accepted:
         assert np.array_equal(rec.x_end, x) and rec.gain_db == 0.0

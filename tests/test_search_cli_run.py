@@ -121,5 +121,6 @@ def test_cli_zero_gain_warns_plainly(tmp_path):
     lo, hi = map(float, m.groups())
     assert lo <= 0 <= hi
     warning = [line for line in p.stdout.splitlines() if line.startswith("WARNING:")]
-    assert len(warning) == 1 and "includes zero" in warning[0]
+    assert len(warning) == 2 and "includes zero" in warning[0]
+    assert "small sample: held-out folds of 8-8 soundscapes" in warning[1]  # 24 / 3 folds
     assert "not shown to beat the baseline on unseen soundscapes" in warning[0]

@@ -18,13 +18,15 @@ def run_cli(*args, cwd=None, timeout=300):
 
 
 @pytest.mark.parametrize("args, match", [
-    ([], "the following arguments are required: --stage"),
     (["--stage", "nope"], "argument --stage: invalid choice: 'nope'"),
     (["--stage", "all", "--folds", "0"], "argument --folds: expected an integer >= 1, got 0"),
     (["--stage", "all", "--trials", "x"], "argument --trials: expected an integer, got 'x'"),
     (["--stage", "all", "--margin", "-1"], "argument --margin: expected a finite margin >= 0"),
     (["--stage", "all", "--sampler", "grid"], "argument --sampler: invalid choice"),
     (["--stage", "all", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--stage", "gates", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["--repeats", "0"], "argument --repeats: expected an integer >= 1, got 0"),
+    (["--inner-folds", "1"], "argument --inner-folds: expected an integer >= 2, got 1"),
 ])
 def test_usage_error_one_line_and_help(args, match):
     p = run_cli(*args)
@@ -33,6 +35,19 @@ def test_usage_error_one_line_and_help(args, match):
     assert first.startswith("casdri-search: error: ") and match in first
     assert "usage: casdri-search" in rest and "--study-name" in rest  # the help follows
     assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+def test_out_empty_or_a_file_is_one_clear_line_before_any_work(tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for out, match in (("", "--out is empty; name an output folder"),
+                       (str(a_file), "exists and is not a folder")):
+        p = run_cli("--stage", "gates", "--cache", str(tmp_path / "nope"), "--out", out)
+        assert p.returncode == 1 and "Traceback" not in p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("casdri-search: error: ")
+        assert match in lines[0]
+    assert a_file.read_text() == "x" and not (ROOT / "casdri-search-out").exists()
 
 
 def test_help_exits_zero():

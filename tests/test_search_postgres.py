@@ -122,7 +122,7 @@ def _workers(cache_dir, storage, study, trials, out, extra=()):
     procs = [subprocess.Popen(
         [sys.executable, "-m", "search.cli", "--cache", str(cache_dir), "--storage", storage,
          "--study-name", study, "--trials", str(n), "--seed", "0", "--no-figures",
-         "--out", str(out / f"w{i}"), *extra],
+         "--resume", "--out", str(out / f"w{i}"), *extra],  # workers of one shared search
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i, n in enumerate(trials)]
     for p in procs:
@@ -176,6 +176,6 @@ def test_two_workers_share_a_journal_chain_with_folds(cache_dir, tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "search.cli", "--cache", str(cache_dir), "--storage", url,
          "--study-name", "chain", "--stage", "fusion", "--folds", "2", "--seed", "7",
-         "--trials", "2", "--out", str(tmp_path / "w9")],
+         "--trials", "2", "--resume", "--out", str(tmp_path / "w9")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 1 and "same cache, --seed and --folds" in p.stderr

@@ -10,6 +10,7 @@ from search.casdri_problem import CasdriProblem
 from search.moves import best_move
 from search.objective import Objective
 from search.run import run_search
+from search.settings import SearchSettings
 from search.stages import STAGE_ORDER, StageContext, run_stage
 from search.stats import dataset_mean
 
@@ -96,7 +97,8 @@ def test_planted_energy_gates_recovered(planted_cache):
         assert m.score_at(t) == pytest.approx(m.best_score_db, abs=1e-9), label
         assert same_best_run(m, m.best_value, t), (label, m.best_value)
     # and the whole refine stage (coordinate descent) keeps a gate of that run
-    rec = run_stage("refine", x, StageContext(obj, margin=0.0, accept="margin", max_passes=3))
+    rec = run_stage("refine", x, StageContext(obj, SearchSettings(margin=0.0, accept="margin",
+                                                                  max_passes=3)))
     for label, t in PLANTED.items():
         v = rec.x_end[p.columns[names.index(label)]]
         y = rec.x_end.copy()
@@ -107,7 +109,7 @@ def test_planted_energy_gates_recovered(planted_cache):
 def test_every_stage_never_below_start(problem):
     obj = Objective(problem, np.arange(problem.n_soundscapes) % 3 != 0)
     x = problem.start_vector()
-    ctx = StageContext(obj, margin=0.02, n_trials=10, seed=3, max_passes=2)
+    ctx = StageContext(obj, SearchSettings(margin=0.02, n_trials=10, seed=3, max_passes=2))
     for stage in STAGE_ORDER:
         rec = run_stage(stage, x, ctx)
         assert rec.end_score_db >= rec.start_score_db - 1e-12, stage

@@ -13,6 +13,7 @@ import pytest
 from search.folds import stratified_folds
 from search.moves import best_move
 from search.objective import Objective, Param
+from search.settings import SearchSettings
 from search.stages import StageContext, run_chain, run_stage
 
 
@@ -98,7 +99,7 @@ def test_sparse_sweep_equals_fine_grid(toy):
 
 def test_stages_never_worse_and_recover_planted(toy):
     obj = Objective(toy, np.ones(toy.n_soundscapes, bool))
-    ctx = StageContext(obj, margin=0.0, accept="margin", n_trials=8, seed=1)
+    ctx = StageContext(obj, SearchSettings(margin=0.0, accept="margin", n_trials=8, seed=1))
     recs = run_chain(["per-class", "refine"], toy.start, ctx)
     for r in recs:
         assert r.end_score_db >= r.start_score_db
@@ -116,11 +117,37 @@ def test_noop_stage_is_recorded(toy):
 
 def test_fusion_stage_is_seeded(toy):
     obj = Objective(toy, np.ones(toy.n_soundscapes, bool))
-    a = run_stage("fusion", toy.start, StageContext(obj, n_trials=6, seed=3))
-    b = run_stage("fusion", toy.start, StageContext(obj, n_trials=6, seed=3))
+    a = run_stage("fusion", toy.start, StageContext(obj, SearchSettings(n_trials=6, seed=3)))
+    b = run_stage("fusion", toy.start, StageContext(obj, SearchSettings(n_trials=6, seed=3)))
     assert [t["param_w"] for t in a.trials] == [t["param_w"] for t in b.trials]
     assert np.array_equal(a.x_end, b.x_end)
     assert a.end_score_db >= a.start_score_db
+
+
+def test_stages_are_seeded_by_name_not_by_position(toy, monkeypatch):
+    import search.settings as st
+
+    obj = Objective(toy, np.ones(toy.n_soundscapes, bool))
+    ctx = StageContext(obj, SearchSettings(seed=3), fold="fold-1")
+    before = {s: ctx.stage_seed(s) for s in st.STAGE_ORDER}
+    monkeypatch.setattr(st, "STAGE_ORDER", ("new-stage", *reversed(st.STAGE_ORDER)))
+    assert {s: ctx.stage_seed(s) for s in before} == before  # a new stage changes no other
+    assert len(set(before.values())) == len(before)
+    assert StageContext(obj, SearchSettings(seed=3), fold="fold-2").stage_seed("gates") \
+        != before["gates"]
+
+
+def test_auto_on_toy_keeps_what_helps_held_out(toy):
+    from search.run import search_problem
+
+    base = toy.values(np.concatenate([[0.5], np.zeros(toy.n_classes)])[None, :])[0]
+    s = SearchSettings(stage="auto", folds=3, inner_folds=3, n_trials=8, n_boot=200,
+                       auto_stages=("select", "per-class"), margin=0.0)
+    r = search_problem(toy, toy.start, toy.n_ref, base, base, s)
+    sel = r.final.selection
+    assert sel.stages == ("per-class",)  # the planted per-class gates help unseen clips
+    assert sel.alone_gain_db["per-class"] > 0 and sel.alone_gain_db["select"] == 0.0
+    assert r.heldout.gain_db > 0
 
 
 def test_folds_on_toy(toy):

@@ -1,0 +1,241 @@
+"""`SearchResult`: what one search produced, its stage table and its printed summary.
+
+Conventions (scores in dB CAPI-SDRi):
+    * Held-out: every soundscape is scored once per repeat by the policy tuned without its
+      fold; the held-out gain is the mean over repeats of each repeat's pooled gain over the
+      ``baseline`` policy, its CI a paired bootstrap over soundscapes of that mean
+      (`search.stats.paired_bootstrap` with one row per repeat). The repeats' own gains give
+      the spread; ``heldout_values`` (per soundscape, averaged over repeats) is for plots.
+    * Tune gain: mean over fold chains of tuned − baseline on the chain's tune set; the
+      difference tune − held-out is the optimism of tuning.
+    * Per stage: the tune gain of the final chain beside the pooled held-out gain (held-out
+      values after the stage minus before it, 0 in a fold chain that did not keep it), averaged
+      over repeats. A negative held-out gain is flagged.
+    * The ``oracle`` policy (true labels) bounds what label decisions can reach;
+      ``gap_closed`` = held-out gain / (oracle − baseline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .cv import ChainResult
+from .settings import STAGE_ORDER, SearchSettings
+from .stats import BootstrapGain, dataset_mean
+
+__all__ = ["SearchResult", "TestFigure", "summarize", "MIN_FOLD_SIZE"]
+
+#: held-out folds smaller than this many soundscapes get a sample-size warning
+MIN_FOLD_SIZE = 30
+
+
+@dataclass(frozen=True)
+class TestFigure:
+    """The final policy on a test split it never saw (``--test-split``).
+
+    Attributes:
+        split: the split name; gain: paired bootstrap of the final policy against the
+            baseline on that split's soundscapes (`BootstrapGain`).
+    """
+
+    split: str
+    gain: BootstrapGain
+
+
+@dataclass
+class SearchResult:
+    """Everything one search produced (see module conventions).
+
+    Attributes:
+        settings: the `search.settings.SearchSettings`.
+        stages: the stages of the final chain (``--stage auto``: the ones it kept).
+        splits: one `search.folds.Folds` per repeat (``folds`` is the first).
+        problem: the problem searched (names, decoding and replays for the report).
+        x_start, x_final: encoded start and final settings.
+        final: the final `search.cv.ChainResult`; fold_results: every fold chain, repeat by
+            repeat (``k`` per repeat).
+        baseline_values, oracle_values, start_values, final_values, heldout_values:
+            ``(S,)`` per-soundscape values (NaN = None); ``heldout_values`` averages the fold
+            policies over repeats (NaN everywhere when ``k == 1``).
+        heldout: paired bootstrap of held-out vs baseline (None when ``k == 1``).
+        repeat_gains_db: the held-out gain of each repeat.
+        tune_gain_db: mean over fold chains of the tune-set gain over baseline (the final
+            chain's gain on all soundscapes when ``k == 1``).
+        test: the final policy on ``--test-split`` (None without one).
+        warnings: plain-language warnings; provenance: cache id / hash, versions, seed, ...
+    """
+
+    settings: SearchSettings
+    stages: tuple
+    splits: list
+    problem: object
+    x_start: np.ndarray
+    x_final: np.ndarray
+    final: ChainResult
+    fold_results: list
+    baseline_values: np.ndarray
+    oracle_values: np.ndarray
+    start_values: np.ndarray
+    final_values: np.ndarray
+    heldout_values: np.ndarray
+    heldout: Optional[BootstrapGain]
+    repeat_gains_db: list
+    tune_gain_db: float
+    test: Optional[TestFigure] = None
+    seconds: float = 0.0
+    warnings: list = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def folds(self):
+        return self.splits[0]
+
+    @property
+    def baseline_db(self) -> float:
+        return dataset_mean(self.baseline_values)
+
+    @property
+    def oracle_db(self) -> float:
+        return dataset_mean(self.oracle_values)
+
+    @property
+    def start_db(self) -> float:
+        """The start policy (``--policy-in`` or the policy defaults) on every soundscape."""
+        return dataset_mean(self.start_values)
+
+    @property
+    def final_tune_db(self) -> float:
+        """The final policy on every soundscape (its own tune set)."""
+        return dataset_mean(self.final_values)
+
+    @property
+    def gap_closed(self) -> float:
+        """Share of the baseline-to-oracle gap closed by the held-out gain (NaN if no gap)."""
+        gap = self.oracle_db - self.baseline_db
+        gain = (self.heldout.gain_db if self.heldout is not None
+                else self.final_tune_db - self.baseline_db)
+        return float(gain / gap) if gap > 0 else float("nan")
+
+    def repeat_chains(self) -> list:
+        """The fold chains grouped by repeat: ``[[ChainResult] * k] * repeats``."""
+        k = self.folds.k
+        return [self.fold_results[i:i + k] for i in range(0, len(self.fold_results), k)]
+
+    def stage_table(self) -> pd.DataFrame:
+        """Per stage: tune gain of the final chain, pooled held-out gain, how many fold chains
+        kept it, evaluations and time (see module conventions)."""
+        seen = set(self.final.stages) | {s for f in self.fold_results for s in f.stages}
+        if self.final.selection is not None:
+            seen |= set(self.final.selection.alone_gain_db)
+        order = [s for s in STAGE_ORDER if s in seen] + sorted(seen - set(STAGE_ORDER))
+        S = self.folds.n_soundscapes
+        rows = []
+        for stage in order:
+            rec = next((r for r in self.final.records if r.stage == stage), None)
+            held = [_stage_heldout(chains, stage, S) for chains in self.repeat_chains()]
+            recs = [r for f in [*self.fold_results, self.final] for r in f.records
+                    if r.stage == stage]
+            sel = self.final.selection
+            rows.append({
+                "stage": stage, "engine": rec.engine if rec else "-",
+                "kept": (f"{sum(stage in f.stages for f in self.fold_results)}/"
+                         f"{len(self.fold_results)} folds" + (", final" if rec else "")),
+                "tune_gain_db": rec.gain_db if rec else float("nan"),
+                "heldout_gain_db": float(np.mean(held)) if held else float("nan"),
+                "inner_alone_db": (sel.alone_gain_db.get(stage, float("nan")) if sel
+                                   else float("nan")),
+                "settings": sum(r.n_settings for r in recs),
+                "clip_evals": sum(r.n_clip_evals for r in recs),
+                "seconds": sum(r.seconds for r in recs), "note": rec.note if rec else "",
+            })
+        return pd.DataFrame(rows)
+
+    def trials_table(self) -> pd.DataFrame:
+        """Every trial / sweep move of every chain, one row each."""
+        rows = []
+        for chain in [*self.fold_results, self.final]:
+            for rec in chain.records:
+                rows.extend(rec.trials)
+        df = pd.DataFrame(rows)
+        if "class" in df:
+            df["class"] = df["class"].astype("string")
+        return df
+
+
+def _stage_heldout(chains, stage: str, S: int) -> float:
+    """Pooled held-out gain of ``stage`` over one repeat's fold chains (0 where not run)."""
+    before, after = np.full(S, np.nan), np.full(S, np.nan)
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    for f in chains:
+        names = f.stages
+        if stage in names:
+            i = names.index(stage)
+            b, a = f.heldout_values[i], f.heldout_values[i + 1]
+        else:
+            j = sum(rank.get(s, 99) < rank.get(stage, 99) for s in names)
+            b = a = f.heldout_values[j]
+        before[f.heldout_idx], after[f.heldout_idx] = b, a
+    return dataset_mean(after) - dataset_mean(before)
+
+
+def pooled_heldout(chains, S: int) -> np.ndarray:
+    """``(S,)`` held-out values of one repeat's fold chains (the last step of each)."""
+    out = np.full(S, np.nan)
+    for f in chains:
+        out[f.heldout_idx] = f.heldout_values[-1]
+    return out
+
+
+def summarize(result: SearchResult) -> list:
+    """The printed result, one line each (the CLI prints these)."""
+    lines = []
+    h, s = result.heldout, result.settings
+    lines.append(f"baseline policy          : {result.baseline_db:8.3f} dB CAPI-SDRi "
+                 f"({result.folds.n_soundscapes} soundscapes)")
+    lines.append(f"start policy (untuned)   : {result.start_db:8.3f} dB (the stages start here)")
+    f = result.folds
+    if f.groups is not None:
+        lines.append(f"folds grouped by {f.group_by}: {f.n_groups} groups (soundscapes sharing "
+                     f"one are held out together)")
+    if result.fold_results:
+        tune = np.mean([f.tune_end_db for f in result.fold_results])
+        reps = f" x {s.repeats} repeats" if s.repeats > 1 else ""
+        lines.append(f"tuned, tune folds        : {tune:8.3f} dB (mean over {result.folds.k} "
+                     f"folds{reps}; gain {result.tune_gain_db:+.3f} dB)")
+        lines.append(f"tuned, held-out          : {h.tuned_db:8.3f} dB, 95% CI "
+                     f"[{h.tuned_ci_db[0]:.3f}, {h.tuned_ci_db[1]:.3f}]")
+        lines.append(f"held-out gain vs baseline: {h.gain_db:+8.3f} dB, 95% CI "
+                     f"[{h.gain_ci_db[0]:+.3f}, {h.gain_ci_db[1]:+.3f}] (paired bootstrap, "
+                     f"{h.n_boot} resamples)")
+        if s.repeats > 1:
+            g = np.asarray(result.repeat_gains_db)
+            lines.append(f"  over {s.repeats} repeated splits: mean {g.mean():+.3f} dB, sd "
+                         f"{g.std(ddof=1):.3f}, range [{g.min():+.3f}, {g.max():+.3f}]")
+        lines.append(f"optimism (tune - held-out): {result.tune_gain_db - h.gain_db:+7.3f} dB")
+    if result.test is not None:
+        t = result.test.gain
+        est = f"; k-fold estimate {h.gain_db:+.3f} dB" if h is not None else ""
+        lines.append(f"realised on {result.test.split!r:<13}: {t.gain_db:+8.3f} dB, 95% CI "
+                     f"[{t.gain_ci_db[0]:+.3f}, {t.gain_ci_db[1]:+.3f}] vs baseline "
+                     f"({t.n_soundscapes} soundscapes never tuned on{est})")
+    lines.append(f"final policy, all (tune) : {result.final_tune_db:8.3f} dB")
+    lines.append(f"oracle labelling bound   : {result.oracle_db:8.3f} dB")
+    lines.append(f"share of gap closed      : {100 * result.gap_closed:8.1f} %")
+    if result.final.selection is not None:
+        secs = sum(f.selection.seconds for f in [*result.fold_results, result.final])
+        lines.append(f"--stage auto: {result.final.selection.why()} [selection "
+                     f"{secs:.1f} s over {len(result.fold_results) + 1} chains]")
+    lines.append("per-stage gains (final chain tune / pooled held-out, dB):")
+    for _, r in result.stage_table().iterrows():
+        tune = "   -  " if np.isnan(r.tune_gain_db) else f"{r.tune_gain_db:+.3f}"
+        held = "" if np.isnan(r.heldout_gain_db) else f" / {r.heldout_gain_db:+.3f}"
+        flag = "  HELD-OUT LOSS" if r.heldout_gain_db < 0 else ""
+        note = f"  ({r.note})" if r.note else ""
+        kept = f"kept {r.kept}; " if s.stage == "auto" else ""
+        lines.append(f"  {r.stage:<10} {r.engine:<7} {tune}{held}  [{kept}{int(r.settings)} "
+                     f"settings, {r.seconds:.1f} s]{note}{flag}")
+    lines.extend(result.warnings)
+    return lines

@@ -1,0 +1,164 @@
+"""`SearchSettings`: the one settings object of a search, from the CLI flags to the stages.
+
+Conventions:
+    * Every run setting is spelled once, here: ``casdri-search`` builds a `SearchSettings` from
+      its flags, `search.run.run_search` takes one (or its fields as keywords), each chain
+      passes it to its `search.stage_base.StageContext`, and the stages read it there.
+    * ``stage`` is one stage name, ``"all"`` (the whole chain) or ``"auto"`` (the stages of
+      ``auto_stages`` to keep, and one of ``auto_variants``, chosen by an inner
+      cross-validation of each tune set, `search.nested`).
+    * `validate` raises `casdri.errors.InputError` naming the flag and the fix; it runs once,
+      at the boundary (`run_search`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Optional
+
+from casdri.errors import InputError
+
+__all__ = ["SearchSettings", "STAGE_ORDER", "AUTO_STAGES", "stage_names"]
+
+STAGE_ORDER = ("fusion", "verify", "gates", "per-class", "select", "refine")
+#: the stages ``--stage auto`` chooses from by default: the joint, low-dimensional ones.
+#: ``per-class`` and ``refine`` move one class at a time (many parameters, large optimism on
+#: dev-sized caches, and 10x the cost); add them with ``--auto-stages``.
+AUTO_STAGES = ("fusion", "verify", "gates", "select")
+
+
+def stage_names(stage: str) -> tuple:
+    """The stages ``--stage`` runs: one name, or the whole chain for ``"all"``.
+
+    Raises:
+        InputError: an unknown name (``"auto"`` is resolved by `search.nested`, not here).
+    """
+    if stage == "all":
+        return STAGE_ORDER
+    if stage not in STAGE_ORDER:
+        raise InputError(f"unknown stage {stage!r}; expected one of {', '.join(STAGE_ORDER)}, "
+                         "all, auto")
+    return (stage,)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Every setting of one search (units: dB, counts, seconds never).
+
+    Attributes:
+        policy: the registered policy to tune (`casdri.policies.POLICIES`).
+        stage: ``"auto"``, ``"all"`` or one of `STAGE_ORDER`.
+        folds: k of the outer k-fold split (1: no held-out validation).
+        repeats: the k-fold split is repeated with seeds ``seed .. seed + repeats - 1``; the
+            held-out gain is reported as the mean and spread over repeats.
+        inner_folds: k of the inner split `--stage auto` selects its stages with.
+        auto_stages: the stages `--stage auto` may keep, in chain order.
+        auto_variants: settings overrides `--stage auto` chooses among (dicts of fields of
+            this class, e.g. ``({}, {"margin": 0.1})``; ``{}``: as given), simplest first.
+        auto_min_se: a stage is kept by `--stage auto` when its inner held-out gain exceeds
+            this many standard errors (1: the one-standard-error rule; 0: any gain).
+        group_by: soundscape grouping of the folds: ``"recording"``, ``"room"``, a column
+            of the cache's soundscapes table, ``"none"``, or ``"auto"`` (the recordings when
+            the cache has them, else its rooms, else none; see `search.run.cache_groups`).
+        n_trials: Optuna trials per joint stage and chain.
+        margin: dB a per-class or coordinate move must gain to be kept (>= 0).
+        sampler: ``"tpe"`` or ``"cmaes"``.
+        seed: seed of folds, samplers and bootstrap (>= 0).
+        storage: Optuna storage URL or None (in memory); study_name: prefix of the studies.
+        resume: add trials to existing studies of ``study_name`` in ``storage`` (else refused).
+        jobs: chains run in parallel processes.
+        n_boot: bootstrap resamples; max_passes: refine passes at most.
+        progress: status lines and tqdm bars on stderr.
+        accept, alpha, stage_alpha, min_changed: the acceptance rule of every move and joint
+            stage (`search.acceptance`: ``"evidence"``, the default, or ``"margin"``), its
+            test levels (a coordinate move, a joint stage's result) and the soundscapes that
+            must change.
+    """
+
+    policy: str = "refine"
+    stage: str = "auto"
+    folds: int = 5
+    repeats: int = 1
+    inner_folds: int = 3
+    auto_stages: tuple = AUTO_STAGES
+    auto_variants: tuple = ({},)
+    auto_min_se: float = 1.0
+    group_by: Optional[str] = "auto"
+    n_trials: int = 64
+    margin: float = 0.05
+    sampler: str = "tpe"
+    seed: int = 0
+    storage: Optional[str] = None
+    study_name: str = "casdri"
+    resume: bool = False
+    jobs: int = 1
+    n_boot: int = 10_000
+    max_passes: int = 8
+    progress: bool = False
+    # ---- acceptance (search.acceptance); one rule for every stage of a chain
+    accept: str = "evidence"
+    alpha: float = 0.01
+    stage_alpha: float = 0.05
+    min_changed: int = 5
+
+    def with_(self, **changes) -> "SearchSettings":
+        """A copy with ``changes`` (``trials`` is accepted for ``n_trials``).
+
+        Raises:
+            InputError: an unknown setting (named).
+        """
+        if "trials" in changes:
+            changes["n_trials"] = changes.pop("trials")
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(changes) - known)
+        if bad:
+            raise InputError(f"unknown search setting(s) {bad}; expected {sorted(known)}")
+        return replace(self, **changes)
+
+    @property
+    def chains(self) -> tuple:
+        """The fixed chain of ``stage`` as a 1-tuple (``auto``: the pool it selects from)."""
+        if self.stage == "auto":
+            return (tuple(self.auto_stages),)
+        return (stage_names(self.stage),)
+
+    def validate(self) -> "SearchSettings":
+        """Check every field; returns self.
+
+        Raises:
+            InputError: the first bad setting, named with its flag.
+        """
+        def whole(name, v, low):
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, "
+                                 f"got {v!r}")
+
+        whole("folds", self.folds, 1)
+        whole("repeats", self.repeats, 1)
+        whole("inner_folds", self.inner_folds, 2)
+        whole("trials", self.n_trials, 1)
+        whole("jobs", self.jobs, 1)
+        whole("seed", self.seed, 0)
+        whole("n_boot", self.n_boot, 1)
+        whole("max_passes", self.max_passes, 1)
+        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)
+                and self.margin >= 0):
+            raise InputError(f"--margin must be a finite number >= 0 dB, got {self.margin}")
+        if self.sampler not in ("tpe", "cmaes"):
+            raise InputError(f"--sampler {self.sampler!r}: expected tpe or cmaes")
+        if self.stage != "auto":
+            stage_names(self.stage)
+        for s in self.auto_stages:
+            stage_names(s)
+        if not self.auto_variants:
+            raise InputError("--stage auto needs at least one variant (auto_variants=({},))")
+        known = {f.name for f in fields(self)}
+        for v in self.auto_variants:
+            bad = sorted(set(v) - known)
+            if bad:
+                raise InputError(f"auto_variants: unknown setting(s) {bad}")
+        if not (isinstance(self.auto_min_se, (int, float)) and self.auto_min_se >= 0):
+            raise InputError(f"auto_min_se must be a number >= 0, got {self.auto_min_se!r}")
+        if not self.study_name:
+            raise InputError("--study-name must not be empty")
+        return self

@@ -1,0 +1,260 @@
+"""Grouped folds, the optional group columns of the cache, `--stage auto` (nested selection),
+`--repeats`, `--test-split` and honest storages, on small synthetic caches."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from casdri import schema as sc
+from casdri.cache import load_cache
+from casdri.errors import InputError
+from casdri.synthetic import make_synthetic_cache
+from search.folds import grouped_folds, groups_from_labels, groups_from_recordings
+from search.run import run_search
+from search.settings import SearchSettings
+
+
+def _rewrite_soundscapes(cache_dir, split=None, room=None, recordings=None):
+    """Rewrite the soundscapes parts of a cache with ``{id: value}`` splits, rooms, recordings
+    (through `casdri.schema.soundscapes_table`, as a cache builder would)."""
+    for f in sorted((cache_dir / "soundscapes").glob("part-*.parquet")):
+        t = pq.read_table(f)
+        ids = t.column(sc.SOUNDSCAPE).to_pylist()
+        new = sc.soundscapes_table(
+            ids, [split[i] for i in ids] if split else t.column(sc.SPLIT).to_pylist(),
+            t.column(sc.REF_LABELS).to_pylist(), t.column(sc.SNR_MIX_DB).to_pylist(),
+            t.column(sc.DURATION_S).to_pylist(),
+            room=None if room is None else [room.get(i) for i in ids],
+            recordings=None if recordings is None else [recordings.get(i) for i in ids])
+        pq.write_table(new.replace_schema_metadata(t.schema.metadata), f)
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """90 soundscapes: recordings shared in chains of three (30 groups), rooms r0..r4, and a
+    split: 60 dev, 30 eval."""
+    path = make_synthetic_cache(tmp_path_factory.mktemp("g") / "cache", n_soundscapes=90,
+                                seed=5, load=False)
+    ids = list(load_cache(path).soundscape_ids)
+    rec = {s: [f"rec{i // 3}", f"solo{i}"] for i, s in enumerate(ids)}
+    room = {s: f"r{i % 5}" if i % 7 else None for i, s in enumerate(ids)}
+    split = {s: "eval" if i % 3 == 2 else "dev" for i, s in enumerate(ids)}
+    _rewrite_soundscapes(path, split=split, room=room, recordings=rec)
+    return path
+
+
+# ---------------------------------------------------------------- groups and folds
+
+def test_union_find_joins_shared_recordings_transitively():
+    g = groups_from_recordings([["a"], ["b"], ["a", "c"], ["c", "d"], None, [], ["d"]])
+    assert g[0] == g[2] == g[3] == g[6] and len({g[1], g[4], g[5], g[0]}) == 4
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_grouped_folds_never_split_a_group_and_stay_balanced(seed, k):
+    rng = np.random.default_rng(seed)
+    S = 300
+    groups = rng.integers(0, 70, S)
+    strata = rng.integers(0, 4, S)
+    f = grouped_folds(strata, groups, k, seed, "recording")
+    for g in np.unique(groups):
+        assert np.unique(f.fold_of[groups == g]).size == 1  # a group is never split
+    sizes = np.bincount(f.fold_of, minlength=k)
+    assert sizes.min() > 0 and sizes.max() - sizes.min() <= max(np.bincount(groups)) + 2
+    assert np.array_equal(grouped_folds(strata, groups, k, seed).fold_of, f.fold_of)
+
+
+def test_grouped_folds_of_singletons_balance_strata_like_stratified_folds():
+    strata = np.repeat([0, 1, 2, 3], [40, 30, 20, 10])
+    f = grouped_folds(strata, np.arange(100), 5, 0)
+    for counts in f.summary().values():  # every fold: 8, 6, 4, 2 of the four strata
+        assert counts == {0: 8, 1: 6, 2: 4, 3: 2}
+
+
+def test_more_folds_than_groups_is_a_clear_error():
+    with pytest.raises(InputError, match="1 <= k <= 3 .groups by room"):
+        grouped_folds(np.zeros(9, np.int64), np.arange(9) % 3, 4, 0, "room")
+
+
+def test_labels_group_equal_values_and_missing_ones_alone():
+    assert groups_from_labels(["x", None, "x", float("nan")]).tolist() == [0, 1, 0, 2]
+
+
+# ---------------------------------------------------------------- the cache's columns
+
+def test_cache_exposes_rooms_and_recordings(grouped):
+    dc = load_cache(grouped)
+    i = int(np.flatnonzero(dc.soundscape_ids == dc.soundscape_ids[0])[0])
+    assert dc.recordings[i] == ("rec0", "solo0") and dc.rooms[i] is None  # i % 7 == 0
+    assert set(dc.splits) == {"dev", "eval"}
+
+
+def test_old_caches_without_the_columns_load_with_none(tmp_path):
+    dc = make_synthetic_cache(tmp_path / "c", n_soundscapes=8, seed=1)
+    assert dc.rooms is None and dc.recordings is None
+
+
+def test_search_groups_by_recording_by_default_and_by_room_on_request(grouped):
+    r = run_search(grouped, stage="select", folds=3, n_boot=200)
+    f = r.folds
+    assert f.group_by == "recording" and f.n_groups == 30
+    dc = load_cache(grouped)
+    rec0 = np.array([x[0] for x in dc.recordings])
+    for rec in np.unique(rec0):
+        assert np.unique(f.fold_of[rec0 == rec]).size == 1
+    r = run_search(grouped, stage="select", folds=3, n_boot=200, group_by="room")
+    assert r.folds.group_by == "room"
+    assert run_search(grouped, stage="select", folds=3, n_boot=200,
+                      group_by="none").folds.groups is None
+    with pytest.raises(InputError, match="--group-by nope: .* has no column 'nope'"):
+        run_search(grouped, stage="select", folds=3, group_by="nope")
+
+
+# ---------------------------------------------------------------- --test-split
+
+def test_test_split_tunes_on_dev_and_scores_eval_once(grouped):
+    r = run_search(grouped, stage="gates", folds=3, trials=6, n_boot=300, test_split="eval")
+    assert r.folds.n_soundscapes == 60 and r.test.split == "eval"
+    assert r.test.gain.n_soundscapes == 30
+    dc = load_cache(grouped)
+    from search.casdri_problem import CasdriProblem
+
+    p = CasdriProblem(dc)
+    ev = np.flatnonzero(dc.split_mask("eval"))
+    v = p.values(r.x_final[None, :], ev)[0]
+    b = p.policy_values("baseline")[ev]
+    assert r.test.gain.gain_db == pytest.approx(np.nanmean(v) - np.nanmean(b), abs=1e-12)
+    with pytest.raises(InputError, match="no such split; it has dev .60., eval .30."):
+        run_search(grouped, stage="gates", test_split="test")
+
+
+# ---------------------------------------------------------------- --stage auto, --repeats
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return make_synthetic_cache(tmp_path_factory.mktemp("p") / "cache", n_soundscapes=150,
+                                seed=3, planted={"energy_gate_db": {"Cough": -20.0,
+                                                                    "Speech": -12.0}},
+                                load=False)
+
+
+def test_auto_selects_inside_every_outer_fold_and_reports_why(planted):
+    s = SearchSettings(stage="auto", folds=3, inner_folds=2, n_trials=8, n_boot=300,
+                       auto_stages=("gates", "select"))
+    r = run_search(planted, s)
+    assert all(f.selection is not None for f in [*r.fold_results, r.final])
+    for f in r.fold_results:  # the selection saw only the fold's tune set
+        assert set(f.stages) <= {"gates", "select"}
+    sel = r.final.selection
+    assert r.stages == sel.stages and set(sel.alone_gain_db) == {"gates", "select"}
+    assert all(g > 0 for g in sel.inner_gain_db.values())
+    from search.result import summarize
+
+    text = "\n".join(summarize(r))
+    assert "--stage auto: kept" in text and "alone from the start" in text
+
+
+def test_auto_keeps_nothing_when_no_stage_beats_noise(planted):
+    s = SearchSettings(stage="auto", folds=2, inner_folds=2, n_trials=4, n_boot=200,
+                       auto_stages=("select",), auto_min_se=1e9)
+    r = run_search(planted, s)
+    assert r.stages == () and np.array_equal(r.x_final, r.x_start)
+
+
+def test_repeats_split_with_other_seeds_and_report_their_spread(planted):
+    r = run_search(planted, stage="gates", folds=3, trials=6, repeats=3, n_boot=300)
+    assert len(r.fold_results) == 9 and len(r.repeat_gains_db) == 3
+    assert [f.fold for f in r.fold_results[3:6]] == ["r1.fold-0", "r1.fold-1", "r1.fold-2"]
+    assert not np.array_equal(r.splits[0].fold_of, r.splits[1].fold_of)
+    assert r.repeat_gains_db[0] != r.repeat_gains_db[1]  # other splits, other figures
+    assert r.heldout.gain_db == pytest.approx(np.mean(r.repeat_gains_db), abs=1e-12)
+    from search.result import summarize
+
+    assert any("over 3 repeated splits" in line for line in summarize(r))
+
+
+def test_bootstrap_of_repeats_averages_dataset_means():
+    from search.stats import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(2, 1, 50)
+    rows = base + rng.normal(0.3, 1, (3, 50))
+    rows[0, :5] = np.nan  # a None clip under one repeat only
+    one = paired_bootstrap(rows[1], base, 500, seed=2)
+    assert paired_bootstrap(rows[1:2], base, 500, seed=2) == one  # (1, S) is (S,)
+    r = paired_bootstrap(rows, base, 500, seed=2)
+    means = [np.nanmean(x) - base.mean() for x in rows]
+    assert r.gain_db == pytest.approx(np.mean(means), abs=1e-12)
+    assert r.gain_ci_db[0] < r.gain_db < r.gain_ci_db[1]
+
+
+# ---------------------------------------------------------------- storages
+
+def test_same_seed_same_policy_in_memory_sqlite_and_journal(planted, tmp_path):
+    kw = dict(stage="gates", folds=2, trials=8, n_boot=100, seed=4)
+    mem = run_search(planted, **kw)
+    sql = run_search(planted, storage=f"sqlite:///{tmp_path / 's.db'}", **kw)
+    jou = run_search(planted, storage=str(tmp_path / "j.log"), **kw)
+    assert np.array_equal(mem.x_final, sql.x_final) and np.array_equal(mem.x_final, jou.x_final)
+    assert mem.heldout.gain_db == sql.heldout.gain_db == jou.heldout.gain_db
+
+
+def test_a_second_run_on_the_same_storage_needs_resume(planted, tmp_path):
+    kw = dict(stage="gates", folds=2, trials=4, n_boot=100, storage=str(tmp_path / "j.log"))
+    run_search(planted, **kw)
+    with pytest.raises(InputError, match="pass --resume to add trials to them"):
+        run_search(planted, **kw)
+    run_search(planted, resume=True, **kw)  # a worker joining on purpose
+
+
+def test_settings_validate_names_the_flag():
+    with pytest.raises(InputError, match="--seed must be an integer >= 0, got -1"):
+        SearchSettings(seed=-1).validate()
+    with pytest.raises(InputError, match="unknown search setting"):
+        SearchSettings().with_(trails=3)
+
+
+def test_report_of_auto_flags_losses_and_removes_stale_figures(planted, tmp_path):
+    from search.report import write_outputs
+
+    r = run_search(planted, stage="auto", folds=2, inner_folds=2, trials=4, n_boot=100,
+                   auto_stages=("gates", "per-class"), auto_min_se=0.0)
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "threshold_old_param.png").write_bytes(b"old")
+    written = write_outputs(r, out)
+    assert [p.name for p in written["removed"]] == ["threshold_old_param.png"]
+    assert not (out / "figures" / "threshold_old_param.png").exists()
+    listed = (out / "report.md").read_text()
+    for p in (out / "figures").glob("*.png"):
+        assert f"figures/{p.name}" in listed  # every figure left is one the report shows
+    assert "`--stage auto` (kept" in listed and "| kept |" in listed
+    for _, row in r.stage_table().iterrows():
+        if row.heldout_gain_db < 0:
+            assert f"Stage `{row.stage}` loses" in listed
+    written = write_outputs(r, out, figures=False)
+    assert not list((out / "figures").glob("*.png"))  # --no-figures leaves no stale figure
+
+
+def test_status_lines_from_the_start_and_per_chain(planted):
+    lines, stages = [], []
+    run_search(planted, stage="gates", folds=2, trials=4, n_boot=100, on_status=lines.append,
+               on_stage=stages.append)
+    assert lines[0] == "loading the decision cache"
+    assert any("compiling kernels on the first run only" in line for line in lines)
+    assert [line for line in lines if line.endswith(": tuning")] == [
+        "fold-0: tuning", "fold-1: tuning", "final: tuning"]
+    assert [(r.fold, r.stage) for r in stages] == [("fold-0", "gates"), ("fold-1", "gates"),
+                                                   ("final", "gates")]
+
+
+def test_auto_with_a_test_split_in_parallel_equals_serial(grouped):
+    kw = dict(stage="auto", folds=2, inner_folds=2, trials=4, n_boot=100, test_split="eval",
+              auto_stages=("gates", "select"), auto_min_se=0.0)
+    a = run_search(grouped, jobs=1, **kw)
+    b = run_search(grouped, jobs=2, **kw)
+    assert np.array_equal(a.x_final, b.x_final) and a.stages == b.stages
+    assert [f.stages for f in a.fold_results] == [f.stages for f in b.fold_results]
+    assert a.heldout.gain_db == b.heldout.gain_db and a.test.gain == b.test.gain
