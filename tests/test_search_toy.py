@@ -142,7 +142,7 @@ def test_auto_on_toy_keeps_what_helps_held_out(toy):
 
     base = toy.values(np.concatenate([[0.5], np.zeros(toy.n_classes)])[None, :])[0]
     s = SearchSettings(stage="auto", folds=3, inner_folds=3, n_trials=8, n_boot=200,
-                       auto_stages=("select", "per-class"), margin=0.0)
+                       auto_stages=("select", "per-class"), margin=0.0, accept="margin")
     r = search_problem(toy, toy.start, toy.n_ref, base, base, s)
     sel = r.final.selection
     assert sel.stages == ("per-class",)  # the planted per-class gates help unseen clips
