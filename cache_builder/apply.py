@@ -37,6 +37,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
+from casdri import schema as S
 from casdri._io import sha256_file
 from casdri.errors import PolicyError
 from casdri.layout import stem_name
@@ -144,30 +145,17 @@ def model_sha256(spec: SystemSpec) -> dict[str, Optional[str]]:
 
 def _cache_models(prov: dict) -> Optional[dict]:
     """Model hashes of the cache a policy was tuned on, from its metadata (older policies)."""
-    import json
-
-    from casdri import schema as S
     path = prov.get("cache_path")
     meta_file = Path(path) / S.META_FILE if path else None
     if meta_file is None or not meta_file.is_file():
         return None
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = S.CacheMeta.from_json(meta_file.read_text(), where=str(meta_file))
     except (OSError, ValueError):
         return None
-    if prov.get("cache_id") and meta.get("cache_id") != prov.get("cache_id"):
+    if prov.get("cache_id") and meta.cache_id != prov.get("cache_id"):
         return None
-    models = (meta.get("extra") or {}).get("models") or {}
-    out = {}
-    for role in ("taggers", "separators"):
-        for name, d in (models.get(role) or {}).items():
-            out[f"{role[:-1]}/{name}"] = d.get("sha256")
-    for d in models.get("stages") or []:
-        out[f"stage/{d.get('name')}"] = d.get("sha256")
-    if not out:
-        out = {f"separator/{n}": h for n, h in zip(meta.get("separators", []),
-                                                    meta.get("separator_sha256", []))}
-    return out
+    return meta.model_sha256()
 
 
 def check_provenance(policy_path: Union[str, Path], prov: Optional[dict],

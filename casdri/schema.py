@@ -190,6 +190,25 @@ class CacheMeta:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def model_sha256(self) -> dict:
+        """``{"<role>/<name>": checkpoint sha256 or None}`` of the models the cache was built
+        with (the keys of ``cache_builder.system.System.sha256``: ``tagger/4ch``,
+        ``separator/small``, ``stage/<name>``), read from ``extra["models"]`` as the builder
+        writes it; caches without it give their separators' ``separator_sha256``. The policy
+        YAML of a search records it (``provenance.models``) and live apply compares it with
+        its system's checkpoints."""
+        models = (self.extra or {}).get("models") or {}
+        out = {}
+        for role in ("taggers", "separators"):
+            for name, d in (models.get(role) or {}).items():
+                out[f"{role[:-1]}/{name}"] = d.get("sha256")
+        for d in models.get("stages") or []:
+            out[f"stage/{d.get('name')}"] = d.get("sha256")
+        if not out:
+            out = {f"separator/{n}": h or None
+                   for n, h in zip(self.separators, self.separator_sha256)}
+        return out
+
     def identity(self) -> dict:
         """What must match for two writers to append to one cache (all but version/ids)."""
         d = self.to_dict()

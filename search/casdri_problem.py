@@ -53,8 +53,11 @@ def demo_cache_path():
     return None
 
 
-def open_cache(cache):
+def open_cache(cache, allow_incomplete: bool = False):
     """``(path or None, DecisionCache)`` for a directory, a loaded cache, or None (demo).
+
+    ``allow_incomplete`` is passed to `casdri.cache.load_cache` (search a cache whose build
+    has not finished every chunk).
 
     Raises:
         DemoCacheMissing: ``cache`` is None and no demo cache is bundled.
@@ -65,7 +68,7 @@ def open_cache(cache):
             raise DemoCacheMissing(DEMO_MISSING)
         cache = path
     if isinstance(cache, (str, Path)):
-        return Path(cache), load_cache(cache)
+        return Path(cache), load_cache(cache, allow_incomplete=allow_incomplete)
     return None, cache
 
 
@@ -204,12 +207,14 @@ class CasdriProblem:
 class ProblemFactory:
     """Picklable recipe of a `CasdriProblem` (loads the cache again in a worker process)."""
 
-    def __init__(self, path, policy: str = "refine"):
+    def __init__(self, path, policy: str = "refine", allow_incomplete: bool = False):
         self.path = str(path)
         self.policy = get_policy(policy).NAME
+        self.allow_incomplete = bool(allow_incomplete)
 
     def __call__(self):
-        return CasdriProblem(load_cache(self.path), self.policy)
+        return CasdriProblem(load_cache(self.path, allow_incomplete=self.allow_incomplete),
+                             self.policy)
 
 
 def cache_hash(path) -> str:
@@ -233,6 +238,7 @@ def provenance(problem: CasdriProblem, path, result, policy_in) -> dict:
         "cache_id": meta.cache_id,
         "cache_hash": None if path is None else f"sha256:{cache_hash(path)}",
         "label_set": meta.label_set,
+        "models": meta.model_sha256(),  # compared with the system's checkpoints by apply
         "n_soundscapes": problem.n_soundscapes,
         "policy_in": None if policy_in is None else str(policy_in),
         "storage": result.settings.storage,

@@ -1,7 +1,9 @@
-"""``casdri-search``: tune the ``refine`` policy on a decision cache (thin over `run_search`).
+"""``casdri-search``: tune a decision policy (``refine`` by default) on a decision cache (thin
+over `run_search`).
 
-Usage errors print one line and this help and exit 1; library errors print one line and exit
-1; ``--debug`` shows tracebacks. Progress bars go to stderr (on a terminal), results to stdout.
+Exit codes and error lines follow the one CLI shell (`casdri._cli`: 0 ok, 1 bad input,
+2 usage, 3 internal error, 130 interrupted; ``--debug`` shows tracebacks). Status lines and
+progress bars go to stderr (on a terminal), results to stdout.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from casdri._argtypes import int_at_least
+from casdri._cli import Parser, UsageError, int_at_least, run
 
 from .settings import AUTO_STAGES, STAGE_ORDER
 
@@ -21,13 +23,6 @@ _positive_int = int_at_least(1)
 _count = int_at_least(0)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, then the help; exit 1 (never a traceback)
-        sys.stderr.write(f"{self.prog}: error: {message}\n\n")
-        self.print_help(sys.stderr)
-        raise SystemExit(1)
-
-
 def _margin(text: str) -> float:
     try:
         v = float(text)
@@ -35,6 +30,16 @@ def _margin(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of dB, got {text!r}") from None
     if not v >= 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite margin >= 0 dB, got {text}")
+    return v
+
+
+def _alpha(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a level in (0, 1), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a level in (0, 1), got {text}")
     return v
 
 
@@ -48,7 +53,7 @@ def _stage_list(text: str) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description="Tune the refine decision policy on a casdri decision cache: Optuna for the "
                     "joint stages, exact threshold sweeps per class, stratified (and grouped, "
@@ -91,8 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all; with --test-split the split the cache has most of)")
     p.add_argument("--test-split", metavar="NAME", help="score the final policy on this split "
                    "(never tuned on), beside the k-fold estimate, e.g. eval")
-    p.add_argument("--margin", type=_margin, default=0.05, metavar="dB",
-                   help="gain a per-class or coordinate move must exceed (default: %(default)s)")
+    p.add_argument("--accept", choices=["evidence", "margin"], default="evidence",
+                   help="how a change is kept: evidence (default; cross-fitted over two halves "
+                        "of the tune set, a one-sided paired t-test over soundscapes, a minimum "
+                        "of soundscapes changed: search.acceptance) or margin (the tune gain "
+                        "exceeds --margin dB)")
+    p.add_argument("--alpha", type=_alpha, default=None, metavar="P",
+                   help="test level of a single move under --accept evidence (default: 0.01)")
+    p.add_argument("--stage-alpha", type=_alpha, default=None, metavar="P",
+                   help="test level of a whole joint stage under --accept evidence "
+                        "(default: 0.05)")
+    p.add_argument("--min-changed", type=int_at_least(1), default=None, metavar="N",
+                   help="soundscapes whose value must change for a change to be kept under "
+                        "--accept evidence (default: 5)")
+    p.add_argument("--margin", type=_margin, default=None, metavar="dB",
+                   help="with --accept margin: the gain a per-class or coordinate move must "
+                        "exceed (default: 0.05)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="search a cache whose build has not finished every chunk (refused "
+                        "by default)")
     p.add_argument("--storage", metavar="URL", help="Optuna storage shared by workers "
                    "(sqlite:///F.db, postgresql://..., journal:///F.log or F.log; default: "
                    "in memory)")
@@ -114,36 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``casdri-search``; returns the exit code."""
+    """Entry point of ``casdri-search``; returns the exit code (`casdri._cli` policy)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
-    except Exception as exc:  # one line unless --debug
-        if args.debug:
-            raise
-        from casdri.errors import CasdriError
-
-        kind = "error" if isinstance(exc, CasdriError) else f"internal error ({type(exc).__name__})"
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sys.stderr.write(f"{PROG}: {kind}: {msg}" + ("" if isinstance(exc, CasdriError)
-                                                     else " (rerun with --debug)") + "\n")
-        return 1
+    return run(parser, lambda args: _run(args, parser), argv)
 
 
 def settings_from_args(args):
     """The `search.settings.SearchSettings` of parsed arguments (one place maps flags)."""
     from .settings import SearchSettings
 
+    optional = {k: getattr(args, k) for k in ("auto_stages", "margin", "alpha", "stage_alpha",
+                                               "min_changed") if getattr(args, k) is not None}
     return SearchSettings(
-        policy=args.policy, stage=args.stage, folds=args.folds, repeats=args.repeats, inner_folds=args.inner_folds,
-        group_by=args.group_by, n_trials=args.trials, margin=args.margin, sampler=args.sampler,
-        seed=args.seed, storage=args.storage, study_name=args.study_name, resume=args.resume,
-        jobs=args.jobs, progress=sys.stderr.isatty(),
-        **({} if args.auto_stages is None else {"auto_stages": args.auto_stages}))
+        policy=args.policy, stage=args.stage, folds=args.folds, repeats=args.repeats,
+        inner_folds=args.inner_folds, group_by=args.group_by, n_trials=args.trials,
+        accept=args.accept, sampler=args.sampler, seed=args.seed, storage=args.storage,
+        study_name=args.study_name, resume=args.resume, jobs=args.jobs,
+        progress=sys.stderr.isatty(), **optional)
 
 
 def _status(line: str) -> None:
@@ -155,7 +164,14 @@ def _stage_line(rec) -> None:
     _status(f"{rec.fold}: {rec.stage} {rec.gain_db:+.3f} dB on its tune set ({rec.seconds:.1f} s)")
 
 
-def _run(args) -> int:
+def _run(args, parser) -> int:
+    if args.margin is not None and args.accept != "margin":
+        raise UsageError("--margin applies to --accept margin (the default rule is evidence)",
+                         parser)
+    if args.accept == "margin" and any(getattr(args, k) is not None
+                                       for k in ("alpha", "stage_alpha", "min_changed")):
+        raise UsageError("--alpha, --stage-alpha and --min-changed apply to --accept evidence",
+                         parser)
     talk = sys.stderr.isatty()
     if talk:  # the first line before the heavy imports (numba, optuna, pyarrow)
         _status("starting: loading numba, optuna and pyarrow")
@@ -168,10 +184,11 @@ def _run(args) -> int:
     try:
         result = run_search(
             cache=args.cache, settings=settings, policy_in=args.policy_in, split=args.split,
-            test_split=args.test_split, on_status=_status if talk else None,
+            test_split=args.test_split, allow_incomplete=args.allow_incomplete,
+            on_status=_status if talk else None,
             on_stage=_stage_line if talk else None)
     except DemoCacheMissing as exc:
-        sys.stderr.write(f"{PROG}: {exc}\n")
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
     written = write_outputs(result, args.out, figures=not args.no_figures)
     print("\n".join(summarize(result)))

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from casdri import schema as sc
 from casdri.errors import InputError
+from casdri.replay import kernels_cached
 
 from .cv import run_chains
 from .engines import make_sampler, make_storage
@@ -222,6 +223,7 @@ def _check_storage(settings: SearchSettings) -> None:
 
 def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=None,
                split: Optional[str] = None, test_split: Optional[str] = None,
+               allow_incomplete: bool = False,
                on_status: Optional[Callable[[str], None]] = None,
                on_stage: Optional[Callable] = None, **kwargs) -> SearchResult:
     """Tune a registered policy (``settings.policy``, default ``refine``) on a decision cache
@@ -235,6 +237,8 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
         split: tune on this split only (default: every soundscape, or with ``test_split`` the
             split the cache has most soundscapes of).
         test_split: score the final policy once on this split (never tuned on).
+        allow_incomplete: search a cache whose build has not finished every chunk (see
+            `casdri.cache.load_cache`); refused by default.
         on_status: called with a status line ("compiling kernels", "r0.fold-1: ...").
         on_stage: callback after each stage (serial runs).
 
@@ -252,15 +256,17 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     _check_storage(settings)
     say = on_status or (lambda line: None)
     say("loading the decision cache")
-    path, dc = cp.open_cache(cache)
+    path, dc = cp.open_cache(cache, allow_incomplete)
     problem = cp.CasdriProblem(dc, settings.policy)
     groups, group_by = cache_groups(dc, path, settings.group_by)
     idx = _tune_idx(dc, split, test_split)
     n_src = problem.n_sources()
-    say("scoring baseline and oracle (compiling kernels on the first run only)")
+    say("scoring baseline and oracle" + (
+        "" if all(kernels_cached(p) for p in {"baseline", "oracle", settings.policy})
+        else " (compiling kernels: first run only, about a minute)"))
     base, oracle = problem.policy_values("baseline"), problem.policy_values("oracle")
     x_start = problem.start_vector(policy_in)
-    factory = (cp.ProblemFactory(path, settings.policy)
+    factory = (cp.ProblemFactory(path, settings.policy, allow_incomplete)
                if (settings.jobs > 1 and path is not None) else None)
     tuned = problem
     if idx is not None:

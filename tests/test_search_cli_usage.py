@@ -1,4 +1,5 @@
-"""casdri-search usage errors: one line + help, exit 1, no traceback (through a subprocess)."""
+"""casdri-search usage errors: one line naming the help, exit 2 (the one CLI shell,
+`casdri._cli`), no traceback (through a subprocess)."""
 from __future__ import annotations
 
 import subprocess
@@ -27,13 +28,17 @@ def run_cli(*args, cwd=None, timeout=300):
     (["--stage", "gates", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
     (["--repeats", "0"], "argument --repeats: expected an integer >= 1, got 0"),
     (["--inner-folds", "1"], "argument --inner-folds: expected an integer >= 2, got 1"),
+    (["--alpha", "1.5"], "argument --alpha: expected a level in (0, 1), got 1.5"),
+    (["--accept", "vibes"], "argument --accept: invalid choice: 'vibes'"),
+    (["--margin", "0.1"], "--margin applies to --accept margin"),
+    (["--accept", "margin", "--min-changed", "3"], "apply to --accept evidence"),
 ])
-def test_usage_error_one_line_and_help(args, match):
+def test_usage_error_is_one_line_exit_2(args, match):
     p = run_cli(*args)
-    assert p.returncode == 1
-    first, rest = p.stderr.split("\n", 1)
-    assert first.startswith("casdri-search: error: ") and match in first
-    assert "usage: casdri-search" in rest and "--study-name" in rest  # the help follows
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("casdri-search: error: ")
+    assert match in lines[0] and lines[0].endswith("(see 'casdri-search --help')")
     assert "Traceback" not in p.stderr and p.stdout == ""
 
 
@@ -60,7 +65,7 @@ def test_without_cache_uses_the_demo_cache_or_says_none_is_bundled(tmp_path):
                 "--out", str(tmp_path / "out"))
     if demo_cache_path() is None:
         assert p.returncode == 1
-        assert p.stderr.strip() == f"casdri-search: {DEMO_MISSING}"
+        assert p.stderr.strip() == f"casdri-search: error: {DEMO_MISSING}"
         assert "no demo cache is bundled" in DEMO_MISSING and "--cache" in DEMO_MISSING
     else:  # the bundled demo cache is used
         assert p.returncode == 0, p.stderr
