@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from casdri._cli import Parser, UsageError, int_at_least, run
 
-from .settings import AUTO_STAGES, STAGE_ORDER
+from .settings import AUTO_STAGES, STAGE_ORDER, SearchSettings
 
 __all__ = ["main", "build_parser"]
 
@@ -65,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache", metavar="DIR", help="decision cache directory (default: the "
                    "bundled demo cache)")
-    p.add_argument("--stage", default="auto", choices=["auto", *STAGE_ORDER, "all"],
-                   help="auto (default): keep the stages whose held-out gain is positive in an "
-                        "inner cross-validation; one stage; or all for the chain "
-                        + " → ".join(STAGE_ORDER))
+    p.add_argument("--stage", default=SearchSettings.stage,
+                   choices=["auto", *STAGE_ORDER, "all"],
+                   help="all (default): the chain " + " → ".join(STAGE_ORDER) + ", every "
+                        "change kept only on evidence (--accept); one stage; or auto: choose "
+                        "the stages by an inner cross-validation inside each tune set")
     p.add_argument("--policy", default="refine", metavar="NAME",
                    help="registered policy to tune (default: %(default)s)")
     p.add_argument("--policy-in", metavar="FILE", help="policy YAML to start from "
@@ -143,8 +144,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def settings_from_args(args):
     """The `search.settings.SearchSettings` of parsed arguments (one place maps flags)."""
-    from .settings import SearchSettings
-
     optional = {k: getattr(args, k) for k in ("auto_stages", "margin", "alpha", "stage_alpha",
                                                "min_changed") if getattr(args, k) is not None}
     return SearchSettings(

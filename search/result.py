@@ -189,6 +189,21 @@ def pooled_heldout(chains, S: int) -> np.ndarray:
     return out
 
 
+def kept_line(records, rule: str) -> str:
+    """One line: which stages of the final chain changed the policy, which kept nothing, and
+    why (the acceptance rule's reason, `search.acceptance.Evidence`)."""
+    kept = [r.stage for r in records if r.gain_db > 0]
+    dropped = []
+    for r in records:
+        if r.gain_db > 0:
+            continue
+        why = r.evidence.reason if getattr(r, "evidence", None) is not None else \
+            (r.note or "no change passed the rule")
+        dropped.append(f"{r.stage} ({why})" if why else r.stage)
+    head = f"kept ({rule} rule): " + (", ".join(kept) if kept else "nothing (the start policy)")
+    return head + ("; unchanged: " + ", ".join(dropped) if dropped else "")
+
+
 def summarize(result: SearchResult) -> list:
     """The printed result, one line each (the CLI prints these)."""
     lines = []
@@ -228,6 +243,8 @@ def summarize(result: SearchResult) -> list:
         secs = sum(f.selection.seconds for f in [*result.fold_results, result.final])
         lines.append(f"--stage auto: {result.final.selection.why()} [selection "
                      f"{secs:.1f} s over {len(result.fold_results) + 1} chains]")
+    else:
+        lines.append(kept_line(result.final.records, s.accept))
     lines.append("per-stage gains (final chain tune / pooled held-out, dB):")
     for _, r in result.stage_table().iterrows():
         tune = "   -  " if np.isnan(r.tune_gain_db) else f"{r.tune_gain_db:+.3f}"

