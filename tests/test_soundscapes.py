@@ -19,6 +19,7 @@ import soundfile as sf
 
 import pyroomacoustics  # noqa: E402,F401  (the builder extra; a missing install must fail, not skip)
 
+from casdri._cli import EXIT_USAGE, EXIT_USER  # noqa: E402
 from casdri.errors import AudioFileError, InputError  # noqa: E402
 from casdri.labels import DCASE2026T4  # noqa: E402
 from cache_builder.soundscapes import pool as _pool, rooms as _rooms  # noqa: E402
@@ -363,9 +364,10 @@ def test_cli_refuses_negative_oracle_window(tmp_path):
     cmd = [sys.executable, "-m", "cache_builder.gen_cli", "--sources", str(POOL), "--out",
            str(tmp_path / "o"), "--dev", "1", "--oracle-window-ms", "-5", "-10"]
     bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 1
-    assert "--oracle-window-ms: expected milliseconds >= 0 (official: 6 50), got '-5'" in \
-        bad.stderr
+    assert bad.returncode == EXIT_USAGE  # one line, the casdri._cli policy
+    assert bad.stderr.splitlines() == [
+        "casdri-cache generate: error: argument --oracle-window-ms: expected milliseconds >= 0 "
+        "(official: 6 50), got '-5' (see 'casdri-cache generate --help')"]
 
 
 def test_metadata_names_room_and_recordings(generated, pool):
@@ -500,8 +502,10 @@ def test_cli_subprocess(tmp_path):
     assert re.search(r"/test: 2 soundscapes, \d+ target events", ok.stdout)
     bad = subprocess.run(cmd[:-5] + ["--no-progress"], cwd=REPO, capture_output=True,
                          text=True)
-    assert bad.returncode == 1
-    assert "nothing to generate" in bad.stderr
+    assert bad.returncode == EXIT_USER
+    assert bad.stderr.splitlines() == [
+        "casdri-cache generate: error: nothing to generate: give at least one of --train N, "
+        "--dev N, --test N"]
 
 
 def test_bundled_example_matches_its_script(tmp_path):
