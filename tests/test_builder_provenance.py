@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from cache_builder import build_cache
 from cache_builder.build import provenance_of
@@ -22,20 +21,12 @@ from cache_builder.soundscapes.metadata import METADATA_FILES, read_provenance
 from casdri import schema as S
 from casdri.cache import load_cache
 from casdri.errors import FolderLayoutError
-from tests.builder_models import write_system
+from tests.builder_models import one_torch_thread, write_system  # noqa: F401 - autouse
 
 ROOT = Path(__file__).parents[1]
 POOL = ROOT / "tests" / "data" / "bed_subset"
 N_DEV = 4
 KW = dict(chunk_size=2, batch_size=4, device="cpu", jobs=0, threads=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared CPU
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
