@@ -379,7 +379,8 @@ def test_metadata_names_room_and_recordings(generated, pool):
         assert sorted(prov) == sorted(rows["soundscape"].unique())
         for name, (room, recordings) in prov.items():
             assert room.startswith(f"{split}-room")
-            assert set(recordings) == set(rows.loc[rows["soundscape"] == name, "recording"])
+            events = rows[(rows["soundscape"] == name) & (rows["role"] != "noise")]
+            assert recordings == sorted(set(events["recording"]))  # not the background's
     rooms = {s: {r for r, _ in read_provenance(out / s / "metadata.parquet").values()}
              for s in COUNTS}
     assert not (rooms["train"] & rooms["dev"] or rooms["dev"] & rooms["test"])
@@ -548,7 +549,7 @@ def test_read_provenance_optional(tmp_path):
                                                                  index=False)
     assert read_provenance(None, required=False) is None
     assert read_provenance(tmp_path / "m.csv", required=False) is None
-    with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'room', "
+    with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'role', 'room', "
                                          r"'soundscape'\]"):
         read_provenance(tmp_path / "m.csv")
 

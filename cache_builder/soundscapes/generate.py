@@ -22,8 +22,8 @@ Conventions:
     * Provenance: every row names the soundscape's ``room`` (an id of the split's room bank,
       `cache_builder.soundscapes.scene.room_bank`) and the ``recording`` (pool group id,
       `cache_builder.soundscapes.pool`) its clip comes from;
-      `cache_builder.soundscapes.metadata.read_provenance` gives them per soundscape, for the
-      cache's soundscapes table.
+      `cache_builder.soundscapes.metadata.read_provenance` gives them per soundscape (the
+      events' recordings, not the background's), for the cache's soundscapes table.
     * Files are written atomically (`casdri._io.atomic_path`).
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from casdri.errors import InputError
 from casdri.labels import LabelSet, get_label_set
 from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV, stem_name
 
-from .metadata import METADATA_COLUMNS, METADATA_FILES, write_metadata
+from .metadata import BACKGROUND, METADATA_COLUMNS, METADATA_FILES, write_metadata
 from .pool import SPLITS, PoolSplit, SourcePool, load_pool
 from .render import RenderedSoundscape, render_soundscape
 from .scene import SoundscapeConfig, SoundscapeSpec, room_bank, sample_soundscape
@@ -116,7 +116,7 @@ def _rows(spec: SoundscapeSpec, audio: RenderedSoundscape) -> list[dict]:
                          elevation_deg=e.elevation_deg, distance_m=e.distance_m,
                          snr_db=e.snr_db, level_dbfs=audio.levels_dbfs[k], oracle_file=oracle,
                          recording=e.clip.group))
-    rows.append(dict(common, event=len(spec.events), role="noise", label="noise",
+    rows.append(dict(common, event=len(spec.events), role=BACKGROUND, label="noise",
                      source_file=spec.noise.path, source_offset_s=spec.noise_offset / fs,
                      onset_s=0.0, duration_s=spec.n_samples / fs, azimuth_deg=math.nan,
                      elevation_deg=math.nan, distance_m=math.nan, snr_db=math.nan,

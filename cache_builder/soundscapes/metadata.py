@@ -7,7 +7,13 @@ Conventions:
       per event and one ``role == 'noise'`` row per soundscape (`generate_soundscapes`).
     * Column ``soundscape`` names the soundscape (its file stem); ``split`` (or ``fold``, as
       other generators write it) its split tag; ``room`` its room id (one per soundscape);
-      ``recording`` the pool recording (group) id the row's clip comes from.
+      ``recording`` the pool recording (group) id the row's clip comes from; ``role`` is
+      ``target``, ``interference`` or `BACKGROUND` (the one background row per soundscape).
+    * **Provenance** (`read_provenance`) is the room and the recordings of the soundscape's
+      *events* (targets and interferers), as the cache's ``recordings`` column means them:
+      the background recordings are left out, since the few noise clips of a split are
+      shared by nearly every soundscape (grouping folds by them would join the whole split
+      into one group).
     * Tables from other generators are read when they have the columns asked for; a table
       without them gives ``None`` (no split tags, no provenance), never a guess.
 """
@@ -23,20 +29,22 @@ import pyarrow.parquet as pq
 from casdri._io import atomic_path
 from casdri.errors import FolderLayoutError, InputError
 
-__all__ = ["METADATA_FILES", "METADATA_COLUMNS", "SPLIT", "SOUNDSCAPE", "ROOM", "RECORDING",
-           "SPLIT_COLUMNS", "find_metadata",
+__all__ = ["METADATA_FILES", "METADATA_COLUMNS", "SPLIT", "SOUNDSCAPE", "ROLE", "ROOM",
+           "RECORDING", "BACKGROUND", "SPLIT_COLUMNS", "find_metadata",
            "write_metadata", "read_split_tags", "read_provenance"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: the metadata files of a split folder, the first one found is read
 METADATA_FILES = ("metadata.parquet", "metadata.csv")
 #: names of the columns the builder reads
-SPLIT, SOUNDSCAPE, ROOM, RECORDING = "split", "soundscape", "room", "recording"
+SPLIT, SOUNDSCAPE, ROLE, ROOM, RECORDING = "split", "soundscape", "role", "room", "recording"
+#: ``role`` of the background row (its recording is no event's)
+BACKGROUND = "noise"
 #: columns read as the per-soundscape split tag, first found wins
 SPLIT_COLUMNS = (SPLIT, "fold")
 #: every column the generator writes, in order
 METADATA_COLUMNS = (
-    SPLIT, SOUNDSCAPE, "event", "role", "label", "source_file", "source_offset_s",
+    SPLIT, SOUNDSCAPE, "event", ROLE, "label", "source_file", "source_offset_s",
     "onset_s", "duration_s", "azimuth_deg", "elevation_deg", "distance_m", "snr_db",
     "level_dbfs", "rt60_s", "room_x_m", "room_y_m", "room_z_m", "mic_x_m", "mic_y_m",
     "mic_z_m", "oracle_file", "seed", ROOM, RECORDING)
@@ -99,7 +107,8 @@ def read_split_tags(metadata: PathLike) -> Optional[dict[str, str]]:
 
 def read_provenance(metadata: Optional[PathLike], required: bool = True
                     ) -> Optional[dict[str, tuple[str, list[str]]]]:
-    """Room id and sorted recording ids of every soundscape of a generated split.
+    """Room id and sorted event recording ids of every soundscape of a generated split
+    (module conventions: the background's recording is left out).
 
     Args:
         metadata: a ``metadata.parquet`` or ``metadata.csv`` written by
@@ -108,12 +117,13 @@ def read_provenance(metadata: Optional[PathLike], required: bool = True
             returns ``None`` then (a build of folders from other generators).
 
     Returns:
-        soundscape name → ``(room, recordings)``, or ``None`` (``required=False``).
+        soundscape name → ``(room, recordings)`` (``recordings`` empty for a soundscape of
+        background only), or ``None`` (``required=False``).
 
     Raises:
-        InputError: no file, or it lacks the ``soundscape``, ``room`` or ``recording``
-            column (metadata of casdri's first generator: generate again), or names two
-            rooms for one soundscape.
+        InputError: no file, or it lacks the ``soundscape``, ``role``, ``room`` or
+            ``recording`` column (metadata of casdri's first generator: generate again), or
+            names two rooms for one soundscape.
         FolderLayoutError: the file cannot be read.
     """
     if metadata is None:
@@ -121,17 +131,17 @@ def read_provenance(metadata: Optional[PathLike], required: bool = True
             raise InputError("read_provenance: no metadata file given")
         return None
     path = Path(metadata)
-    table = _read(path, [(SOUNDSCAPE,), (ROOM,), (RECORDING,)])
+    need = (SOUNDSCAPE, ROLE, ROOM, RECORDING)
+    table = _read(path, [(c,) for c in need])
     if table is None:
         if not required:
             return None
-        raise InputError(f"{path}: needs columns {sorted([SOUNDSCAPE, ROOM, RECORDING])} for "
-                         "the room and recording ids; generate the soundscapes again with "
-                         "this casdri")
+        raise InputError(f"{path}: needs columns {sorted(need)} for the room and recording "
+                         "ids; generate the soundscapes again with this casdri")
     out = {}
     for name, rows in table.groupby(SOUNDSCAPE, sort=True):
         rooms = sorted(set(rows[ROOM]))
         if len(rooms) != 1:
             raise InputError(f"{path}: soundscape {name!r} names rooms {rooms}; one expected")
-        out[str(name)] = (rooms[0], sorted(set(rows[RECORDING])))
+        out[str(name)] = (rooms[0], sorted(set(rows.loc[rows[ROLE] != BACKGROUND, RECORDING])))
     return out
