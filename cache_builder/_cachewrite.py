@@ -119,8 +119,9 @@ def chunk_tables(res: ChunkResult, system: System, split: str,
     """Arrow tables (``soundscapes``, ``tagger``, ``separations``) of one chunk.
 
     ``provenance``: soundscape name → ``(room id, recording ids)`` of every soundscape of the
-    chunk (`cache_builder.soundscapes.read_provenance` of the split's metadata), written to
-    the soundscapes table's ``room`` and ``recordings`` columns; ``None``: not written.
+    chunk (`cache_builder.soundscapes.metadata.read_provenance` of the split's metadata),
+    written to the soundscapes table's ``room`` and ``recordings`` columns; ``None``: not
+    written.
     """
     spec = system.spec
     labels = spec.label_set

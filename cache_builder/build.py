@@ -13,6 +13,10 @@ Conventions:
       the build manifest: ``split`` when given, else the single ``split`` (or ``fold``) value
       the folder's metadata gives its soundscapes, else ``dev``. Several splits (distinct
       soundscape names) can share a cache. A split is tied to its soundscape list.
+    * **Provenance.** When the folder's metadata names each soundscape's ``room`` and
+      ``recording`` ids (`cache_builder.soundscapes.metadata.read_provenance`, as the
+      generator writes them), they go to the ``room`` and ``recordings`` columns of the
+      cache's soundscapes table (grouped search folds); otherwise those stay null (unknown).
     * **Shards.** The soundscapes of the folder, sorted by name, go round robin to shards:
       shard ``i`` of ``n`` takes ``sorted_names[i::n]``. Shards may write into one cache
       folder at the same time (part names differ, the metadata is identical) or into separate
@@ -56,10 +60,11 @@ from ._cachewrite import PROGRESS_DIR
 from .closure import CLOSURE_RULE, QUERY_ORDER_RULE
 from ._journal import BatchJournal
 from .runner import FolderLayout, iter_soundscapes, resolve_folder, run_chunk, scan_soundscapes
+from .soundscapes.metadata import read_provenance
 from .system import System, default_batch_size, import_torch, load_system, set_threads
 
 __all__ = ["build_cache", "BuildReport", "validate_cache", "cache_info", "shard_names",
-           "split_tag", "PROGRESS_DIR", "RUN_SETTINGS"]
+           "split_tag", "provenance_of", "PROGRESS_DIR", "RUN_SETTINGS"]
 
 #: settings that change the separator outputs (batch composition picks other kernels, up to
 #: 1.4e-3 dB, issue 13): recorded in the shard's manifest, a resume must use the same
@@ -151,6 +156,31 @@ def split_tag(layout: FolderLayout, names: Sequence[str], split: Optional[str]) 
             f"split tags {tags[:5]}; a build adds one split: build each split from a folder "
             "of its soundscapes, or pass --split NAME")
     return tags[0]
+
+
+def provenance_of(layout: FolderLayout, names: Sequence[str]
+                  ) -> Optional[dict[str, tuple[str, list[str]]]]:
+    """Room and recording ids of ``names`` from the folder's metadata (module conventions).
+
+    Returns:
+        soundscape name → ``(room, recordings)``, or ``None`` when the folder has no metadata
+        or its metadata lacks the ``room``/``recording`` columns (another generator).
+
+    Raises:
+        FolderLayoutError: the metadata names rooms but has no row for some of ``names``
+            (it describes another folder).
+    """
+    provenance = read_provenance(layout.metadata, required=False)
+    if provenance is None:
+        return None
+    missing = [n for n in names if n not in provenance]
+    if missing:
+        raise FolderLayoutError(
+            f"{layout.metadata}: no room/recording row for soundscapes {missing[:3]} of "
+            f"{layout.soundscapes} ({len(missing)} of {len(names)}); the metadata describes "
+            "another folder: generate the split again, or remove the soundscapes it does not "
+            "list")
+    return provenance
 
 
 def _remove_stale_temps(out: Path, split: str, shard: tuple[int, int], manifest: Path) -> None:
@@ -304,6 +334,7 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
     if not _SPLIT.match(split):
         raise CacheError(f"split tag {split!r} of {layout.metadata}: use letters, digits, "
                          "'_', '.', '=' (it names part files); pass --split NAME")
+    provenance = provenance_of(layout, [f.name for f in all_files])
     names = shard_names([f.name for f in all_files], shard)
     by_name = {f.name: f for f in all_files}
     files = [by_name[n] for n in names]
@@ -342,7 +373,7 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
             with _disk_full_named(out, part):
                 res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
                                 bar=bars.sep, sep_total=bars.sep_total, journal=journal)
-                cw.write_chunk(out, part, res, sysm, split, cmeta)
+                cw.write_chunk(out, part, res, sysm, split, cmeta, provenance)
                 progress_state["done"][part] = [s.name for s in scs]
                 progress_state["passes"][part] = {k: v - before.get(k, 0)
                                                   for k, v in sysm.passes.items.items()

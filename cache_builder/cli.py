@@ -13,7 +13,7 @@ it (``soundscape/``, ``oracle_target/``, ``metadata.parquet``): its oracle targe
 used (``--no-oracle``: not) and ``build`` records the metadata's split column as the split.
     casdri-cache info     CACHE
     casdri-cache validate CACHE
-    casdri-cache generate ...        (when cache_builder.gen_cli is installed)
+    casdri-cache generate ...        (cache_builder.soundscapes.cli)
 
 Exit codes and messages follow `casdri._cli`: 0 ok; 1 a library error (one line); 2 a usage
 error (one line); 3 an internal error; ``--debug`` shows tracebacks instead. torch is imported
@@ -27,6 +27,8 @@ import sys
 from typing import Optional, Sequence
 
 from casdri._cli import Parser, int_at_least, run
+
+from .soundscapes.cli import add_generate_parser, run_generate
 
 __all__ = ["main", "build_parser"]
 
@@ -127,18 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("cache")
     _common(v)
 
-    gen = _gen_cli()
-    if gen is not None:
-        gen.add_generate_parser(sub)
+    add_generate_parser(sub)
     return parser
-
-
-def _gen_cli():
-    try:
-        from . import gen_cli
-    except ImportError:
-        return None
-    return gen_cli if hasattr(gen_cli, "add_generate_parser") else None
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -206,7 +198,8 @@ def _validate(args) -> int:
     return 0
 
 
-_HANDLERS = {"build": _build, "apply": _apply, "info": _info, "validate": _validate}
+_HANDLERS = {"build": _build, "apply": _apply, "info": _info, "validate": _validate,
+             "generate": run_generate}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -215,13 +208,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def handler(args) -> int:
         if args.command is None:
-            parser.error("a command is required (build, apply, info, validate)")
-        return _HANDLERS.get(args.command, _generate)(args)
+            parser.error(f"a command is required ({', '.join(_HANDLERS)})")
+        return _HANDLERS[args.command](args)
     return run(parser, handler, argv)
-
-
-def _generate(args) -> int:
-    return _gen_cli().run_generate(args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """``casdri-cache generate`` lives in `cache_builder.soundscapes.cli`; this name stays for
-``cache_builder/cli.py`` and ``python -m cache_builder.gen_cli``."""
+``python -m cache_builder.gen_cli``."""
 import sys
 
 from .soundscapes.cli import add_generate_parser, main, run_generate  # noqa: F401

@@ -35,9 +35,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from casdri._io import atomic_path, atomic_write_text
 from casdri.labels import DCASE2026T4
+from casdri.layout import ESTIMATE_DIR, ORACLE_DIR, SOUNDSCAPE_DIR, WAV, stem_name, wav_names
 
 from .soundscapes.generate import generate_soundscapes, soundscape_seeds, write_wav
+from .soundscapes.metadata import RECORDING, ROOM, SPLIT
 from .soundscapes.pool import load_pool
 from .soundscapes.scene import SoundscapeConfig, sample_soundscape
 
@@ -86,7 +89,7 @@ def _estimates(meta: pd.DataFrame, src: Path, rng: np.random.Generator
     wrong_in = next(s for s in names if per.get(s, 0) == 1)
     out, notes = {}, []
     for row in targets.itertuples():
-        oracle, _ = sf.read(src / "oracle_target" / row.oracle_file, dtype="float64")
+        oracle, _ = sf.read(src / ORACLE_DIR / row.oracle_file, dtype="float64")
         if row.soundscape == missed_in and row.event == per[missed_in] - 1:
             notes.append(f"{row.oracle_file}: missed (no estimate)")
             continue
@@ -94,12 +97,13 @@ def _estimates(meta: pd.DataFrame, src: Path, rng: np.random.Generator
         if row.soundscape == wrong_in:
             label = DCASE2026T4.classes[(DCASE2026T4.index(label) + 1) % DCASE2026T4.n_classes]
             notes.append(f"{row.oracle_file}: estimated with the wrong label {label}")
-        out[f"{row.soundscape}_{row.event}_{label}.wav"] = _decorrelated(
+        out[stem_name(row.soundscape, row.event, label)] = _decorrelated(
             oracle, float(rng.uniform(5.0, 15.0)), rng)
-    mixture, _ = sf.read(src / "soundscape" / f"{zero[0]}.wav", dtype="float64")
+    mixture, _ = sf.read(src / SOUNDSCAPE_DIR / f"{zero[0]}{WAV}", dtype="float64")
     fp_label = sorted(targets["label"].unique())[0]
-    out[f"{zero[0]}_0_{fp_label}.wav"] = 0.25 * mixture[:, 0]
-    notes.append(f"{zero[0]}_0_{fp_label}.wav: false positive on a zero-target soundscape")
+    fp_name = stem_name(zero[0], 0, fp_label)
+    out[fp_name] = 0.25 * mixture[:, 0]
+    notes.append(f"{fp_name}: false positive on a zero-target soundscape")
     return out, notes
 
 
@@ -158,20 +162,22 @@ def make_example(out_dir: Optional[Path] = None, pool_dir: Path = POOL,
         estimates, notes = _estimates(meta, src, np.random.default_rng(seed))
         if out.exists():
             shutil.rmtree(out)
-        for sub in ("soundscape", "oracle_target", "estimate"):
+        for sub in (SOUNDSCAPE_DIR, ORACLE_DIR, ESTIMATE_DIR):
             (out / sub).mkdir(parents=True)
-        for sub in ("soundscape", "oracle_target"):
-            for f in sorted((src / sub).glob("*.wav")):
-                data, fs = sf.read(f, dtype="float64", always_2d=False)
-                write_wav(out / sub / f.name, data.T, fs, subtype="PCM_16")
+        for sub in (SOUNDSCAPE_DIR, ORACLE_DIR):
+            for name in wav_names(src / sub):
+                data, fs = sf.read(src / sub / name, dtype="float64", always_2d=False)
+                write_wav(out / sub / name, data.T, fs, subtype="PCM_16")
         for name, data in sorted(estimates.items()):
-            write_wav(out / "estimate" / name, data, SAMPLE_RATE_HZ, subtype="PCM_16")
-    meta.drop(columns=["split", "room", "recording"]).to_csv(out / "metadata.csv", index=False)
-    shutil.copyfile(Path(pool_dir) / "LICENSES.md", out / "LICENSES.md")
-    (out / "README.md").write_text(_readme(meta, pool_dir, seed, duration_s, notes))
+            write_wav(out / ESTIMATE_DIR / name, data, SAMPLE_RATE_HZ, subtype="PCM_16")
+    with atomic_path(out / "metadata.csv", mkdir=False) as tmp:
+        meta.drop(columns=[SPLIT, ROOM, RECORDING]).to_csv(tmp, index=False)
+    with atomic_path(out / "LICENSES.md", mkdir=False) as tmp:
+        shutil.copyfile(Path(pool_dir) / "LICENSES.md", tmp)
+    atomic_write_text(out / "README.md", _readme(meta, pool_dir, seed, duration_s, notes))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return {"seed": seed, "size_mb": size / 2 ** 20,
-            "n_files": sum(1 for f in out.rglob("*.wav")), "errors": notes}
+            "n_files": sum(1 for f in out.rglob(f"*{WAV}")), "errors": notes}
 
 
 if __name__ == "__main__":

@@ -28,17 +28,13 @@ from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV, parse_stem_name, wav_
 from casdri.metric import snr_db
 
 from .closure import query_closure
+from .soundscapes.metadata import find_metadata, read_split_tags
 from .system import System
 
 __all__ = ["SoundscapeFile", "Soundscape", "StemInfo", "FolderLayout", "resolve_folder",
            "scan_soundscapes", "iter_soundscapes", "energy_db", "separate_items",
            "tag_soundscapes", "ChunkResult", "run_chunk"]
 
-#: generator / DCASE split-folder layout (`casdri.layout`)
-SOUNDSCAPE_SUBDIR, ORACLE_SUBDIR = SOUNDSCAPE_DIR, ORACLE_DIR
-METADATA_FILES = ("metadata.parquet", "metadata.csv")
-#: metadata columns read as the per-soundscape split tag, first found wins
-SPLIT_COLUMNS = ("split", "fold")
 
 
 # ----------------------------------------------------------------------------- files
@@ -51,7 +47,8 @@ class FolderLayout:
     Attributes:
         soundscapes: folder of ``<name>.wav`` mixtures.
         oracle: oracle-target folder, or ``None``.
-        metadata: the ``metadata.parquet``/``.csv`` the split tags came from, or ``None``.
+        metadata: the split folder's ``metadata.parquet`` (else ``.csv``), or ``None``
+            (`cache_builder.soundscapes.metadata`).
         split_tags: soundscape name → split (or fold) tag from the metadata, or ``None``.
     """
 
@@ -77,44 +74,16 @@ def resolve_folder(soundscapes: Union[str, Path], oracle: Union[str, Path, None,
     """
     root = Path(soundscapes)
     sdir, split_dir = root, None
-    if root.is_dir() and (root / SOUNDSCAPE_SUBDIR).is_dir() and not any(root.glob(f"*{WAV}")):
-        sdir, split_dir = root / SOUNDSCAPE_SUBDIR, root
-        if oracle is None and (root / ORACLE_SUBDIR).is_dir():
-            oracle = root / ORACLE_SUBDIR
-    elif root.name == SOUNDSCAPE_SUBDIR:
+    if root.is_dir() and (root / SOUNDSCAPE_DIR).is_dir() and not any(root.glob(f"*{WAV}")):
+        sdir, split_dir = root / SOUNDSCAPE_DIR, root
+        if oracle is None and (root / ORACLE_DIR).is_dir():
+            oracle = root / ORACLE_DIR
+    elif root.name == SOUNDSCAPE_DIR:
         split_dir = root.parent
     odir = None if oracle is None or oracle is False else Path(oracle)
-    meta = None
-    if split_dir is not None:
-        meta = next((split_dir / f for f in METADATA_FILES if (split_dir / f).is_file()), None)
-    tags = _split_tags(meta) if meta is not None else None
-    return FolderLayout(sdir, odir, meta if tags is not None else None, tags)
-
-
-def _split_tags(path: Path) -> Optional[dict]:
-    import pandas as pd
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-            names = set(pq.read_schema(path).names)
-            col = next((c for c in SPLIT_COLUMNS if c in names), None)
-            if col is None or "soundscape" not in names:
-                return None
-            df = pd.read_parquet(path, columns=["soundscape", col])
-        else:
-            head = pd.read_csv(path, nrows=0)
-            col = next((c for c in SPLIT_COLUMNS if c in head.columns), None)
-            if col is None or "soundscape" not in head.columns:
-                return None
-            df = pd.read_csv(path, usecols=["soundscape", col], dtype=str,
-                             keep_default_na=False)
-    except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types
-        raise FolderLayoutError(f"{path}: cannot read the soundscape metadata ({e})") from None
-    df = df.astype(str).drop_duplicates()
-    twice = df["soundscape"][df["soundscape"].duplicated()].unique().tolist()
-    if twice:
-        raise FolderLayoutError(f"{path}: soundscapes {twice[:3]} have several {col!r} values")
-    return dict(zip(df["soundscape"], df[col]))
+    meta = None if split_dir is None else find_metadata(split_dir)
+    tags = read_split_tags(meta) if meta is not None else None
+    return FolderLayout(sdir, odir, meta, tags)
 
 
 @dataclass(frozen=True)

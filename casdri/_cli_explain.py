@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._argtypes import int_at_least
+from ._cli import int_at_least
 
 _POSITIVE = int_at_least(1)
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,16 @@ from torch import nn
 
 CASES = Path(__file__).parent / "data" / "golden" / "cases"
 RATE = 32000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread for the module (import it into a test module to use it): tiny models
+    only gain contention from threads on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 class TinyTagger(nn.Module):

@@ -29,19 +29,12 @@ from casdri.policies import RefineParams, required_keys
 from casdri.policies import refine as refine_policy
 from casdri.replay import replay
 from cache_builder.system import sha256_file
-from tests.builder_models import write_metadata, write_soundscapes, write_system
+from tests.builder_models import (one_torch_thread,  # noqa: F401 - autouse fixture
+                                  write_metadata, write_soundscapes, write_system)
 
 ROOT = Path(__file__).parents[1]
 N_SC = 6
 KW = dict(chunk_size=2, batch_size=4, device="cpu", jobs=0, threads=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared CPU
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

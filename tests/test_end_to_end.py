@@ -79,8 +79,10 @@ def cache_dir(work, dev):
 @pytest.fixture(scope="module")
 def searched(work, cache_dir):
     out = work / "search"
+    # --group-by none: 6 soundscapes of a 30-recording pool share their event recordings
+    # into 2 groups of 1 and 5 (grouped folds are tested in tests/test_search_*)
     p = run("search.cli", "--cache", cache_dir, "--stage", "gates", "--folds", "2",
-            "--trials", "8", "--seed", "0", "--out", out)
+            "--trials", "8", "--seed", "0", "--group-by", "none", "--out", out)
     return out, p.stdout
 
 

@@ -19,6 +19,7 @@ import soundfile as sf
 
 import pyroomacoustics  # noqa: E402,F401  (the builder extra; a missing install must fail, not skip)
 
+from casdri._cli import EXIT_USAGE, EXIT_USER  # noqa: E402
 from casdri.errors import AudioFileError, InputError  # noqa: E402
 from casdri.labels import DCASE2026T4  # noqa: E402
 from cache_builder.soundscapes import pool as _pool, rooms as _rooms  # noqa: E402
@@ -363,9 +364,10 @@ def test_cli_refuses_negative_oracle_window(tmp_path):
     cmd = [sys.executable, "-m", "cache_builder.gen_cli", "--sources", str(POOL), "--out",
            str(tmp_path / "o"), "--dev", "1", "--oracle-window-ms", "-5", "-10"]
     bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 1
-    assert "--oracle-window-ms: expected milliseconds >= 0 (official: 6 50), got '-5'" in \
-        bad.stderr
+    assert bad.returncode == EXIT_USAGE  # one line, the casdri._cli policy
+    assert bad.stderr.splitlines() == [
+        "casdri-cache generate: error: argument --oracle-window-ms: expected milliseconds >= 0 "
+        "(official: 6 50), got '-5' (see 'casdri-cache generate --help')"]
 
 
 def test_metadata_names_room_and_recordings(generated, pool):
@@ -377,7 +379,8 @@ def test_metadata_names_room_and_recordings(generated, pool):
         assert sorted(prov) == sorted(rows["soundscape"].unique())
         for name, (room, recordings) in prov.items():
             assert room.startswith(f"{split}-room")
-            assert set(recordings) == set(rows.loc[rows["soundscape"] == name, "recording"])
+            events = rows[(rows["soundscape"] == name) & (rows["role"] != "noise")]
+            assert recordings == sorted(set(events["recording"]))  # not the background's
     rooms = {s: {r for r, _ in read_provenance(out / s / "metadata.parquet").values()}
              for s in COUNTS}
     assert not (rooms["train"] & rooms["dev"] or rooms["dev"] & rooms["test"])
@@ -500,8 +503,10 @@ def test_cli_subprocess(tmp_path):
     assert re.search(r"/test: 2 soundscapes, \d+ target events", ok.stdout)
     bad = subprocess.run(cmd[:-5] + ["--no-progress"], cwd=REPO, capture_output=True,
                          text=True)
-    assert bad.returncode == 1
-    assert "nothing to generate" in bad.stderr
+    assert bad.returncode == EXIT_USER
+    assert bad.stderr.splitlines() == [
+        "casdri-cache generate: error: nothing to generate: give at least one of --train N, "
+        "--dev N, --test N"]
 
 
 def test_bundled_example_matches_its_script(tmp_path):
@@ -544,7 +549,7 @@ def test_read_provenance_optional(tmp_path):
                                                                  index=False)
     assert read_provenance(None, required=False) is None
     assert read_provenance(tmp_path / "m.csv", required=False) is None
-    with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'room', "
+    with pytest.raises(InputError, match=r"m\.csv: needs columns \['recording', 'role', 'room', "
                                          r"'soundscape'\]"):
         read_provenance(tmp_path / "m.csv")
 

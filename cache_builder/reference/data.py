@@ -3,7 +3,7 @@
 Conventions:
     * A split folder holds ``soundscape/<name>.wav`` (4-channel FOA, 32 kHz) and
       ``oracle_target/<name>_<i>_<Label>.wav`` (mono dry source at channel 0, same length);
-      names are matched exactly by `casdri.folders.parse_stem_name`. A soundscape without
+      names are matched exactly by `casdri.layout.parse_stem_name`. A soundscape without
       oracle files is a zero-target clip.
     * Tagger targets: the reference class indices sorted ascending, padded with silence
       (index ``C``) to ``n_tracks``.
@@ -24,8 +24,9 @@ import numpy as np
 import soundfile as sf
 
 from casdri.errors import AudioFileError, FolderLayoutError
-from casdri.folders import list_soundscapes, parse_stem_name
+from casdri.folders import list_soundscapes
 from casdri.labels import LabelSet
+from casdri.layout import parse_stem_name, split_folders, wav_names
 
 __all__ = ["Clip", "list_clips", "read_clip", "track_targets", "envelope",
            "label_vector", "CropSampler", "ENVELOPE_HOP"]
@@ -53,17 +54,16 @@ def list_clips(split_dir: Union[str, Path], label_set: LabelSet) -> list[Clip]:
             names no soundscape.
         AudioFileError: a soundscape that is not 4-channel 32 kHz.
     """
-    split_dir = Path(split_dir)
-    scapes = list_soundscapes(split_dir / "soundscape")
+    sdir, odir = split_folders(split_dir)
+    scapes = list_soundscapes(sdir)
     if not scapes:
-        raise FolderLayoutError(f"{split_dir / 'soundscape'}: no .wav soundscape; generate "
-                                "soundscapes first (cache_builder.soundscapes)")
+        raise FolderLayoutError(f"{sdir}: no .wav soundscape; generate soundscapes first "
+                                "(cache_builder.soundscapes)")
     found: dict[str, list] = {n: [] for n in scapes}
-    odir = split_dir / "oracle_target"
     if odir.is_dir():
-        for p in sorted(odir.glob("*.wav")):
-            name, index, label = parse_stem_name(p.name, found.keys(), label_set)
-            found[name].append((index is None, index or 0, p.name, label, p))
+        for file_name in wav_names(odir):
+            name, index, label = parse_stem_name(file_name, found.keys(), label_set)
+            found[name].append((index is None, index or 0, file_name, label, odir / file_name))
     clips = []
     for name, path in scapes.items():
         info = sf.info(str(path))

@@ -10,19 +10,22 @@ Usage::
 
 Plugs into the ``casdri-cache`` parser with `add_generate_parser` and `run_generate`; `main`
 runs it alone (``python -m cache_builder.soundscapes.cli ...``). One call of
-`cache_builder.soundscapes.generate_soundscapes`.
+`cache_builder.soundscapes.generate_soundscapes`. Exit codes and messages follow
+`casdri._cli` (0 ok, 1 a library error, 2 a usage error, 3 an internal error; ``--debug``
+shows the traceback). The generator (pyroomacoustics, scipy, pandas) is imported only when
+the command runs, so building the parser stays light.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from casdri._argtypes import int_at_least
-from casdri.errors import CasdriError, InputError
+from casdri._cli import Parser, int_at_least, lazy_import, run
+from casdri.errors import InputError
 
-from .generate import generate_soundscapes
-from .scene import SoundscapeConfig
+if TYPE_CHECKING:
+    from .scene import SoundscapeConfig
 
 __all__ = ["add_generate_parser", "config_from_args", "run_generate", "main"]
 
@@ -92,7 +95,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SoundscapeConfig:
     """The `SoundscapeConfig` of ``--rules`` with ``--oracle-window-ms`` applied."""
-    cfg = SoundscapeConfig() if args.rules == "official" else SoundscapeConfig.casdri_v1()
+    config = lazy_import("cache_builder.soundscapes.scene").SoundscapeConfig
+    cfg = config() if args.rules == "official" else config.casdri_v1()
     if args.oracle_window_ms is not None:
         cfg = cfg.replace(oracle_window_ms=tuple(args.oracle_window_ms))
     return cfg
@@ -108,7 +112,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if not counts:
         raise InputError("nothing to generate: give at least one of --train N, --dev N, "
                          "--test N")
-    table = generate_soundscapes(
+    table = lazy_import("cache_builder.soundscapes.generate").generate_soundscapes(
         args.sources, args.out, counts, seed=args.seed, duration_s=args.duration_s,
         sample_rate_hz=args.sample_rate_hz, n_jobs=args.jobs, write_stems=args.stems,
         config=config_from_args(args),
@@ -124,20 +128,9 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors: one line, then this (sub)command's help, exit code 1."""
-
-    def error(self, message: str):  # noqa: D102 - argparse hook
-        sys.stderr.write(f"{self.prog}: error: {message}\n\n{self.format_help()}")
-        raise _UsageError(message)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``generate`` alone (a leading ``generate`` word is optional); return the exit code.
+    """Run ``generate`` alone (a leading ``generate`` word is optional); return the exit code
+    (`casdri._cli` policy).
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
@@ -145,19 +138,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "generate":
         argv = ["generate"] + argv
-    parser = _Parser(prog="casdri-cache")
-    add_generate_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
-    try:
-        args = parser.parse_args(argv)
-    except _UsageError:
-        return 1
-    try:
-        return run_generate(args)
-    except CasdriError as err:
-        if args.debug:
-            raise
-        print(f"casdri-cache generate: error: {err}", file=sys.stderr)
-        return 1
+    parser = Parser(prog="casdri-cache")
+    add_generate_parser(parser.add_subparsers(dest="command", parser_class=Parser))
+    return run(parser, run_generate, argv)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ Conventions:
       bit-identical files (WAV written without timestamps; pyroomacoustics single-threaded).
     * Provenance: every row names the soundscape's ``room`` (an id of the split's room bank,
       `cache_builder.soundscapes.scene.room_bank`) and the ``recording`` (pool group id,
-      `cache_builder.soundscapes.pool`) its clip comes from; `read_provenance` gives them per
-      soundscape, for the cache's soundscapes table.
+      `cache_builder.soundscapes.pool`) its clip comes from;
+      `cache_builder.soundscapes.metadata.read_provenance` gives them per soundscape (the
+      events' recordings, not the background's), for the cache's soundscapes table.
     * Files are written atomically (`casdri._io.atomic_path`).
 """
 from __future__ import annotations
@@ -44,22 +45,19 @@ from tqdm import tqdm
 from casdri._io import atomic_path
 from casdri.errors import InputError
 from casdri.labels import LabelSet, get_label_set
+from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV, stem_name
 
+from .metadata import BACKGROUND, METADATA_COLUMNS, METADATA_FILES, write_metadata
 from .pool import SPLITS, PoolSplit, SourcePool, load_pool
 from .render import RenderedSoundscape, render_soundscape
 from .scene import SoundscapeConfig, SoundscapeSpec, room_bank, sample_soundscape
 
-__all__ = ["METADATA_COLUMNS", "soundscape_seeds", "write_wav", "generate_soundscapes",
-           "read_provenance"]
+__all__ = ["soundscape_seeds", "write_wav", "generate_soundscapes"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-METADATA_COLUMNS = (
-    "split", "soundscape", "event", "role", "label", "source_file", "source_offset_s",
-    "onset_s", "duration_s", "azimuth_deg", "elevation_deg", "distance_m", "snr_db",
-    "level_dbfs", "rt60_s", "room_x_m", "room_y_m", "room_z_m", "mic_x_m", "mic_y_m",
-    "mic_z_m", "oracle_file", "seed", "room", "recording")
-_OUR_DIRS = ("soundscape", "oracle_target", "stems")
-_OUR_FILES = ("metadata.parquet", "metadata.csv")
+#: every event image and the background, with ``write_stems``
+STEMS_DIR = "stems"
+_OUR_DIRS = (SOUNDSCAPE_DIR, ORACLE_DIR, STEMS_DIR)
 
 
 def write_wav(path: PathLike, data: np.ndarray, sample_rate_hz: int,
@@ -88,53 +86,6 @@ def write_wav(path: PathLike, data: np.ndarray, sample_rate_hz: int,
         wavfile.write(tmp, sample_rate_hz, np.ascontiguousarray(frames))
 
 
-def _write_table(table: pd.DataFrame, split_dir: Path) -> None:
-    with atomic_path(split_dir / "metadata.parquet", mkdir=False) as tmp:
-        table.to_parquet(tmp, index=False)
-    with atomic_path(split_dir / "metadata.csv", mkdir=False) as tmp:
-        table.to_csv(tmp, index=False)
-
-
-def read_provenance(metadata: Optional[PathLike], required: bool = True
-                    ) -> Optional[dict[str, tuple[str, list[str]]]]:
-    """Room id and sorted recording ids of every soundscape of a generated split.
-
-    Args:
-        metadata: a ``metadata.parquet`` or ``metadata.csv`` written by `generate_soundscapes`
-            (``None``: no metadata).
-        required: raise when ``metadata`` is ``None`` or lacks the columns; ``False``
-            returns ``None`` then (a build of folders from other generators).
-
-    Returns:
-        soundscape name → ``(room, recordings)``, or ``None`` (``required=False``).
-
-    Raises:
-        InputError: the file lacks the ``soundscape``, ``room`` or ``recording`` column
-            (metadata of casdri's first generator: generate again), or names two rooms for
-            one soundscape.
-    """
-    if metadata is None:
-        if required:
-            raise InputError("read_provenance: no metadata file given")
-        return None
-    path = Path(metadata)
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else \
-        pd.read_csv(path, dtype=str, keep_default_na=False)
-    need = {"soundscape", "room", "recording"}
-    if not need <= set(table.columns):
-        if not required:
-            return None
-        raise InputError(f"{path}: needs columns {sorted(need)} for the room and recording "
-                         "ids; generate the soundscapes again with this casdri")
-    out = {}
-    for name, rows in table.groupby("soundscape", sort=True):
-        rooms = sorted(set(rows["room"].astype(str)))
-        if len(rooms) != 1:
-            raise InputError(f"{path}: soundscape {name!r} names rooms {rooms}; one expected")
-        out[str(name)] = (rooms[0], sorted(set(rows["recording"].astype(str))))
-    return out
-
-
 def soundscape_seeds(seed: int, split: str, n: int) -> list[int]:
     """Per-soundscape seeds of ``split`` (module conventions).
 
@@ -158,14 +109,14 @@ def _rows(spec: SoundscapeSpec, audio: RenderedSoundscape) -> list[dict]:
                   seed=spec.seed, room=spec.room_id)
     rows = []
     for k, e in enumerate(spec.events):
-        oracle = f"{spec.name}_{k}_{e.label}.wav" if e.role == "target" else ""
+        oracle = stem_name(spec.name, k, e.label) if e.role == "target" else ""
         rows.append(dict(common, event=k, role=e.role, label=e.label, source_file=e.clip.path,
                          source_offset_s=e.source_offset / fs, onset_s=e.onset / fs,
                          duration_s=e.n_samples / fs, azimuth_deg=e.azimuth_deg,
                          elevation_deg=e.elevation_deg, distance_m=e.distance_m,
                          snr_db=e.snr_db, level_dbfs=audio.levels_dbfs[k], oracle_file=oracle,
                          recording=e.clip.group))
-    rows.append(dict(common, event=len(spec.events), role="noise", label="noise",
+    rows.append(dict(common, event=len(spec.events), role=BACKGROUND, label="noise",
                      source_file=spec.noise.path, source_offset_s=spec.noise_offset / fs,
                      onset_s=0.0, duration_s=spec.n_samples / fs, azimuth_deg=math.nan,
                      elevation_deg=math.nan, distance_m=math.nan, snr_db=math.nan,
@@ -180,13 +131,14 @@ def _make_one(spec: SoundscapeSpec, pool_root: str, split_dir: str,
     out = Path(split_dir)
     audio = render_soundscape(spec, Path(pool_root))
     fs = spec.sample_rate_hz
-    write_wav(out / "soundscape" / f"{spec.name}.wav", audio.mixture, fs)
+    write_wav(out / SOUNDSCAPE_DIR / f"{spec.name}{WAV}", audio.mixture, fs)
     for i, (event, oracle) in enumerate(zip(spec.targets, audio.oracles)):
-        write_wav(out / "oracle_target" / f"{spec.name}_{i}_{event.label}.wav", oracle, fs)
+        write_wav(out / ORACLE_DIR / stem_name(spec.name, i, event.label), oracle, fs)
     if write_stems:
         for k, (event, image) in enumerate(zip(spec.events, audio.images)):
-            write_wav(out / "stems" / f"{spec.name}_{k}_{event.label}.wav", image, fs)
-        write_wav(out / "stems" / f"{spec.name}_{len(spec.events)}_noise.wav", audio.noise, fs)
+            write_wav(out / STEMS_DIR / stem_name(spec.name, k, event.label), image, fs)
+        write_wav(out / STEMS_DIR / stem_name(spec.name, len(spec.events), "noise"),
+                  audio.noise, fs)
     return _rows(spec, audio)
 
 
@@ -228,7 +180,7 @@ def _check_split(part: PoolSplit, n: int, cfg: SoundscapeConfig, pool: SourcePoo
 
 def _existing(split_dir: Path) -> list[Path]:
     return [split_dir / d for d in _OUR_DIRS if (split_dir / d).exists()] + \
-        [split_dir / f for f in _OUR_FILES if (split_dir / f).exists()]
+        [split_dir / f for f in METADATA_FILES if (split_dir / f).exists()]
 
 
 def _prepare_dir(split_dir: Path, write_stems: bool) -> None:
@@ -325,6 +277,6 @@ def generate_soundscapes(
         rows.extend(r)
     table = pd.DataFrame(rows, columns=list(METADATA_COLUMNS))
     for split in counts:
-        _write_table(table[table["split"] == split].reset_index(drop=True),
-                     Path(out_dir) / split)
+        write_metadata(table[table["split"] == split].reset_index(drop=True),
+                       Path(out_dir) / split)
     return table

@@ -21,7 +21,10 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV
 from casdri.metric import capi_sdri, snr_db
+
+from .metadata import METADATA_FILES
 
 __all__ = ["SplitDifficulty", "split_difficulty"]
 
@@ -60,7 +63,7 @@ def split_difficulty(split_dir: PathLike) -> SplitDifficulty:
         FileNotFoundError: the metadata or an audio file is missing.
     """
     root = Path(split_dir)
-    table = pd.read_parquet(root / "metadata.parquet")
+    table = pd.read_parquet(root / METADATA_FILES[0])
     snrs, floors = [], []
     names = sorted(table["soundscape"].unique())
     for name in names:
@@ -68,8 +71,8 @@ def split_difficulty(split_dir: PathLike) -> SplitDifficulty:
                           ["oracle_file", "label"]]
         if files.empty:
             continue
-        mix = sf.read(root / "soundscape" / f"{name}.wav", dtype="float32")[0][:, 0]
-        refs = np.stack([sf.read(root / "oracle_target" / f, dtype="float32")[0]
+        mix = sf.read(root / SOUNDSCAPE_DIR / f"{name}{WAV}", dtype="float32")[0][:, 0]
+        refs = np.stack([sf.read(root / ORACLE_DIR / f, dtype="float32")[0]
                          for f in files["oracle_file"]])
         labels = list(files["label"])
         snrs.extend(snr_db(mix, refs)[0])
