@@ -279,6 +279,16 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     if settings.folds > tuned.n_soundscapes:
         raise InputError(f"--folds must be in 1..{tuned.n_soundscapes} (tune soundscapes), "
                          f"got {settings.folds}")
+    notes = []
+    if settings.group_by == "auto" and groups is not None and settings.folds > 1:
+        n_groups, largest = len(np.unique(groups)), np.bincount(np.unique(
+            groups, return_inverse=True)[1]).max()
+        if n_groups < settings.folds or largest > len(groups) / settings.folds:
+            notes.append(f"WARNING: --group-by auto: the {group_by} groups ({n_groups}, the "
+                         f"largest {largest} of {len(groups)} soundscapes) cannot make "
+                         f"{settings.folds} balanced folds; folds are not grouped, so the "
+                         f"held-out estimate may be optimistic if soundscapes share a {group_by}")
+            groups, group_by = None, None
     what = ("selecting stages (inner cross-validation), then tuning"
             if settings.stage == "auto" else "tuning")
     result = search_problem(tuned, x_start, n_src, base_t, oracle_t, settings, groups,
@@ -289,6 +299,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
         v = problem.values(result.x_final[None, :], test)[0]
         result.test = TestFigure(test_split, paired_bootstrap(
             v, base[test], n_boot=settings.n_boot, seed=settings.seed))
+    result.warnings[:0] = notes
     result.provenance = cp.provenance(problem, path, result, policy_in)
     result.provenance.update(split=split, test_split=test_split, group_by=group_by)
     return result
