@@ -7,7 +7,7 @@ Conventions:
       columns for a per-class threshold (one per class, in label-set order). A *global* move of
       a per-class threshold writes the same value into all its columns.
     * Per-soundscape values are ``float64`` dB with NaN for a None clip; a dataset score is
-      their mean over non-NaN entries (`search.stats.dataset_mean`).
+      their mean over non-NaN entries (`casdri.replay.scored_mean`).
     * `Problem` is the interface the stages use (implemented on `casdri.replay` by
       `search.casdri_problem.CasdriProblem`, and by hand-made problems in the tests);
       `Objective` binds a problem to the tune soundscapes and counts evaluations.
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
+
+from casdri.replay import scored_mean
 
 __all__ = ["Param", "Problem", "Objective", "with_values"]
 
@@ -101,10 +103,7 @@ class Objective:
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """``(n,)`` dataset CAPI-SDRi (dB) of each setting; NaN when every clip is None."""
-        v = self.values(X)
-        ok = ~np.isnan(v)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(ok.any(1), np.where(ok, v, 0.0).sum(1) / ok.sum(1), np.nan)
+        return scored_mean(self.values(X))
 
     def score(self, x: np.ndarray) -> float:
         return float(self.scores(np.asarray(x)[None, :])[0])

@@ -18,6 +18,8 @@ import itertools
 
 import numpy as np
 
+from casdri.replay import scored_mean
+
 from .acceptance import (Evidence, choose_on_parts, gain_standard_error, honest_values,
                          part_scores, simplest_within_se)
 from .engines import Knob, optimize_joint
@@ -70,10 +72,7 @@ def simplest_trial(obj: Objective, x: np.ndarray, X: np.ndarray, x_best: np.ndar
     """
     V = obj.values(np.vstack([x[None, :], x_best[None, :], X]))
     v0, v_best, V = V[0], V[1], V[2:]
-    ok = ~np.isnan(V)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.where(ok.any(1), np.where(ok, V, 0.0).sum(1) / np.maximum(ok.sum(1), 1),
-                          np.nan)
+    scores = scored_mean(V)
     changed = (~((V == v0) | (np.isnan(V) & np.isnan(v0)))).sum(1)
     j = simplest_within_se(scores, best_db, gain_standard_error(v0, v_best), start_db, changed)
     if j < 0:
