@@ -14,42 +14,21 @@ Conventions:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
+from casdri.policies import ParamRange
 from casdri.replay import scored_mean
 
 __all__ = ["Param", "Problem", "Objective", "with_values"]
 
 
-@dataclass(frozen=True)
-class Param:
-    """One policy parameter as the search sees it.
-
-    Attributes:
-        name: policy field name (``"verify_thr"``).
-        columns: ``(k,) int64`` columns of the encoded vector (``k = C`` when ``per_class``).
-        low, high: range of a numeric parameter (``None`` for a categorical one).
-        choices: the values of a categorical parameter (encoded as floats).
-        per_class: one value per class.
-        integer: a numeric parameter restricted to integers.
-        off: a threshold's "off" value allowed outside ``[low, high]`` (e.g. ``-inf``), or None.
-    """
-
-    name: str
-    columns: np.ndarray
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: tuple = ()
-    per_class: bool = False
-    integer: bool = False
-    off: Optional[float] = None
-
-    @property
-    def categorical(self) -> bool:
-        return bool(self.choices)
+Param = ParamRange
+"""One policy parameter as the search sees it: `casdri.policies.ParamRange` (one descriptor
+from the dataclass field metadata to the Optuna distribution, `search.engines.distribution`).
+``columns`` are the encoded vector's ``(k,) int64`` columns (``k = C`` when ``per_class``);
+a categorical one has ``choices``, an integer one ``integer``, a numeric one ``low``/``high``."""
 
 
 class Problem(Protocol):
