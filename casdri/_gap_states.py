@@ -8,8 +8,7 @@ Conventions:
       labels (the oracle labelling bound: the same separator queried with the true labels).
     * Every state is a list of stems (label, SNR row) scored by the metric's own steps
       (`casdri.metric.class_blocks` / `clip_value`); dataset means are the official mean over
-      non-None soundscapes, summed in soundscape order (`casdri._kernels.row_means`, as
-      `casdri.replay`).
+      non-None soundscapes, summed in soundscape order (`casdri.replay.scored_mean`).
     * The system state is classified once, from its CAPI pairing (`class_blocks`):
       true positives (matched pairs), same-class excess stems and deficit references (a class
       on both sides with other counts), stems of classes absent from the references (X) and
@@ -50,6 +49,7 @@ import numpy as np
 from . import _kernels as K_
 from . import metric as _m
 from .errors import InputError
+from .replay import scored_mean as dataset_mean  # the one dataset-mean rule
 
 __all__ = ["PARTS", "PART_NAMES", "GapClip", "ClipPlan", "plan_clip", "clip_state",
            "scene_type", "state_values", "score_state", "attribute", "dataset_mean"]
@@ -255,13 +255,6 @@ def state_values(clips: Sequence[GapClip], plans: Sequence[ClipPlan], fixes):
             vals[i] = v
         per.append(pc)
     return vals, per, dataset_mean(vals)
-
-
-def dataset_mean(values) -> float:
-    """Official dataset mean of ``(S,)`` clip values in dB (NaN = None left out; NaN if none),
-    summed in order (`casdri._kernels.row_means`, the rule of `casdri.replay`)."""
-    mean, _ = K_.row_means(np.ascontiguousarray(values, dtype=np.float64).reshape(1, -1))
-    return float(mean[0])
 
 
 def attribute(va: np.ndarray, pa: list, ma: float, vb: np.ndarray, pb: list):

@@ -1,8 +1,8 @@
 """Writing and loading decision caches (format: `casdri.schema`).
 
 Conventions:
-    * Writes are atomic: each Parquet part and the metadata JSON go to a temp file in the same
-      directory, then ``os.replace``. A part's ``soundscapes`` file is written last, so a
+    * Writes are atomic (`casdri._io.atomic_path`: a temp file in the same directory, then
+      ``os.replace``). A part's ``soundscapes`` file is written last, so a
       crashed writer leaves orphan rows that `load_cache` names (delete that part and rerun).
     * Appending needs no rewrite: each writer adds ``part-<name>.parquet`` files; its
       `CacheMeta` must match the cache's (`CacheMeta.identity`).
@@ -13,7 +13,6 @@ Conventions:
 """
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ from . import schema as sc
 from . import _cache_checks as _load
 from ._cache_load import read_tables, build_arrays
 from ._decide_io import SlotStem, SoundscapeInputs
+from ._io import atomic_path, atomic_write_bytes
 from .errors import CacheError, CacheKeyError, CacheSchemaError
 from .labels import LabelSet, get_label_set
 
@@ -58,32 +58,14 @@ def key_code(query, n_classes: int) -> int:
 # ----------------------------------------------------------------------------- writing
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _atomic_table(table: pa.Table, path: Path, name: str, meta: sc.CacheMeta) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            **sc.part_metadata(name, meta)})
     strings = [f.name for f in sc.TABLES[name] if pa.types.is_string(f.type)]
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", compression_level=9,
                        use_dictionary=strings, use_byte_stream_split=sc.BYTE_STREAM_SPLIT[name],
                        row_group_size=1 << 17)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class CacheWriter:
@@ -117,7 +99,7 @@ class CacheWriter:
         else:
             self.meta = replace(meta, cache_id=meta.cache_id or uuid.uuid4().hex,
                                 casdri_version=__version__)
-            _atomic_bytes(meta_file, self.meta.to_json().encode())
+            atomic_write_bytes(meta_file, self.meta.to_json().encode())
 
     def write_part(self, part_name: str, soundscapes: pa.Table, tagger: pa.Table,
                    separations: pa.Table, sed: Optional[pa.Table] = None,

@@ -33,7 +33,41 @@ from .labels import SILENCE
 from .policies import PolicyParams, drivers, get_policy, params_class
 
 __all__ = ["ReplayResult", "ReplayMatrix", "replay", "replay_matrix", "replay_pairs",
-           "decisions", "trace", "encode_settings", "prepare", "kernels_cached", "warm_up"]
+           "scored_mean", "decisions", "trace", "encode_settings", "prepare", "kernels_cached",
+           "warm_up"]
+
+
+def scored_mean(values):
+    """The official dataset mean over scored soundscapes (the one rule of casdri and search).
+
+    Args:
+        values: per-soundscape CAPI-SDRi in dB, ``float64`` (other real dtypes are cast),
+            NaN for a clip that scores None; ``(S,)`` for one setting or ``(n, S)`` for ``n``
+            settings (one row each).
+
+    Returns:
+        ``float`` for a 1-D input, ``(n,) float64`` for a 2-D one: the mean over the non-NaN
+        entries, NaN when there is none (every clip None, or ``S == 0``).
+
+    Summation order: left to right over soundscapes in index order, one float64 accumulator
+    per row, then one division by the count (`casdri._kernels.row_means`, the jitted reduction
+    `replay` uses). Every dataset mean in casdri and search goes through here, so the same
+    values give bit-identical means everywhere (numpy's pairwise ``sum``/``mean`` can differ in
+    the last bits).
+
+    Raises:
+        ValueError: ``values`` is not 1-D or 2-D.
+
+    Example:
+        >>> scored_mean(np.array([1.0, np.nan, 3.0]))
+        2.0
+    """
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        return float(K_.row_means(v.reshape(1, -1))[0][0])
+    if v.ndim != 2:
+        raise ValueError(f"scored_mean: values must be (S,) or (n, S), got shape {v.shape}")
+    return K_.row_means(v)[0]
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ import numpy as np
 from scipy import stats as sps
 
 from casdri.errors import InputError
+from casdri.replay import scored_mean
 
 from .stats import dataset_mean
 
@@ -170,11 +171,7 @@ def part_scores(V: np.ndarray, parts: np.ndarray, n_parts: int = 2) -> np.ndarra
     V = np.atleast_2d(np.asarray(V, np.float64))
     out = np.full((n_parts, V.shape[0]), np.nan)
     for g in range(n_parts):
-        sub = V[:, parts == g]
-        ok = ~np.isnan(sub)
-        cnt = ok.sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[g] = np.where(cnt > 0, np.where(ok, sub, 0.0).sum(1) / np.maximum(cnt, 1), np.nan)
+        out[g] = scored_mean(V[:, parts == g])
     return out
 
 

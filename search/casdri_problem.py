@@ -28,7 +28,7 @@ import casdri
 from casdri.cache import load_cache
 from casdri.errors import InputError, PolicyError
 from casdri.policies import BaselineParams, get_policy, load_policy_yaml, params_class
-from casdri.replay import prepare, replay, replay_matrix, replay_pairs, trace
+from casdri.replay import prepare, replay, replay_matrix, replay_pairs, scored_mean, trace
 
 from .objective import Param
 
@@ -138,9 +138,8 @@ class CasdriProblem:
         space = cls.search_space(self.cache)
         X = np.array(list(itertools.product(*[r.choices for r in space])), np.float64)
         v = replay_matrix(self.cache, policy, X).values
-        ok = ~np.isnan(v)
-        means = np.where(ok.any(1), np.where(ok, v, 0).sum(1) / np.maximum(ok.sum(1), 1), -np.inf)
-        return v[int(np.argmax(means))]
+        means = scored_mean(v)
+        return v[int(np.argmax(np.where(np.isnan(means), -np.inf, means)))]
 
     def start_vector(self, policy_in=None):
         """Encoded start: ``policy_in`` (a policy YAML of this policy) or the policy's

@@ -33,8 +33,10 @@ from tqdm.auto import tqdm
 
 from casdri.errors import InputError
 
+from .objective import Param
+
 __all__ = [
-    "Knob", "JointResult", "SAMPLERS", "make_storage", "rdb_url", "dashboard_target",
+    "distribution", "JointResult", "SAMPLERS", "make_storage", "rdb_url", "dashboard_target",
     "make_sampler", "optimize_joint", "study_knobs",
 ]
 
@@ -44,25 +46,23 @@ _STORAGE_FORMS = ("sqlite:///FILE.db, postgresql://USER@HOST:PORT/DB, journal://
 _FAILED_SCORE = -1e9  # told for a setting whose every clip is None (keeps every trial COMPLETE)
 
 
-@dataclass(frozen=True)
-class Knob:
-    """One outer parameter an Optuna stage tunes.
+def distribution(param: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a `search.objective.Param` (its encoded values, floats).
 
-    Attributes:
-        name: parameter name (the policy field, e.g. ``"w"``, ``"verify_thr"``).
-        low, high: range (floats) or ``None`` for a categorical knob.
-        choices: the values of a categorical knob.
+    A categorical param is a `CategoricalDistribution` over its ``choices``; an integer one
+    a `CategoricalDistribution` over ``low, low + 1, ..., high``; a numeric one a
+    `FloatDistribution` over ``[low, high]`` (its ``off`` value is not sampled).
+
+    Example:
+        >>> distribution(Param("k", np.array([0]), 1.0, 3.0, integer=True)).choices
+        (1.0, 2.0, 3.0)
     """
-
-    name: str
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: tuple = ()
-
-    def distribution(self) -> optuna.distributions.BaseDistribution:
-        if self.choices:
-            return optuna.distributions.CategoricalDistribution(list(self.choices))
-        return optuna.distributions.FloatDistribution(float(self.low), float(self.high))
+    if param.categorical:
+        return optuna.distributions.CategoricalDistribution([float(c) for c in param.choices])
+    if param.integer:
+        return optuna.distributions.CategoricalDistribution(
+            [float(v) for v in range(int(param.low), int(param.high) + 1)])
+    return optuna.distributions.FloatDistribution(float(param.low), float(param.high))
 
 
 @dataclass
@@ -70,7 +70,7 @@ class JointResult:
     """Outcome of one Optuna stage.
 
     Attributes:
-        best: knob values of the best trial (the start setting if nothing beat it).
+        best: ``{name: value}`` of the best trial (the start setting if nothing beat it).
         best_score_db: its score; start_score_db: the start setting's score.
         n_trials: trials this call ran; n_evaluations: soundscape-settings replayed.
         study_name: the study's name; trials: ``[(number, params, value, state)]`` of the study.
@@ -215,7 +215,7 @@ def study_knobs(study: optuna.Study) -> dict:
 
 def optimize_joint(
     score_batch: Callable[[Sequence[dict]], np.ndarray],
-    knobs: Sequence[Knob],
+    params: Sequence[Param],
     start: dict,
     n_trials: int,
     sampler: str = "tpe",
@@ -229,12 +229,14 @@ def optimize_joint(
     n_recheck: int = 5,
     live: bool = True,
 ) -> JointResult:
-    """Maximise ``score_batch`` over ``knobs`` with Optuna, starting from ``start``.
+    """Maximise ``score_batch`` over ``params`` with Optuna, starting from ``start``.
 
     Args:
-        score_batch: maps a list of knob dicts to ``(n,)`` dataset scores (one batch replay).
-        knobs: the parameters this stage tunes.
-        start: knob values of the current policy (enqueued once, counts as a trial).
+        score_batch: maps a list of ``{name: value}`` dicts to ``(n,)`` dataset scores (one
+            batch replay).
+        params: the parameters this stage tunes (`search.objective.Param`; each becomes
+            `distribution` ``(param)``).
+        start: ``{name: value}`` of the current policy (enqueued once, counts as a trial).
         n_trials: trials this worker runs (>= 1).
         sampler: ``"tpe"`` or ``"cmaes"``; seed: its seed.
         storage: an Optuna storage (see `make_storage`) or ``None``.
@@ -260,8 +262,8 @@ def optimize_joint(
     if n_trials < 1:
         raise InputError(f"--trials must be >= 1, got {n_trials}")
     t0 = time.perf_counter()
-    dists = {k.name: k.distribution() for k in knobs}
-    start = {k.name: _clip(k, start[k.name]) for k in knobs}
+    dists = {p.name: distribution(p) for p in params}
+    start = {p.name: _clip(p.name, dists[p.name], start[p.name]) for p in params}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     target = storage
     storage = storage if live else None
@@ -332,9 +334,9 @@ def _copy_study(study: optuna.Study, storage, study_name: str, attrs: dict) -> N
     saved.add_trials(study.get_trials(deepcopy=False))
 
 
-def _clip(knob: Knob, value):
-    if knob.choices:
-        if value not in knob.choices:
-            raise InputError(f"start value {value!r} of {knob.name!r} not in {knob.choices}")
+def _clip(name: str, dist, value):
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        if value not in dist.choices:
+            raise InputError(f"start value {value!r} of {name!r} not in {dist.choices}")
         return value
-    return float(min(max(float(value), knob.low), knob.high))
+    return float(min(max(float(value), dist.low), dist.high))

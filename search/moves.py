@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 
+from casdri.replay import scored_mean
+
 from .acceptance import (Acceptance, Evidence, choose_on_parts, gain_standard_error,
                          honest_values, part_scores, simplest_within_se)
 from .objective import Objective, Param, with_values
@@ -127,7 +129,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
     if param.categorical:
         pts = np.asarray(param.choices, dtype=np.float64)
         V = obj.values(with_values(x, param, pts, cls))
-        scores = _means(V)
+        scores = scored_mean(V)
         j = _first_best(scores)
         halves = _pick_rows(V, pts, parts, v0, old) if parts is not None else None
         return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, acc,
@@ -139,7 +141,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         ends = threshold_ends(param) if (cls is None and param.per_class) else ()
         Ve = obj.values(with_values(x, param, ends, cls)) if ends else np.zeros((0, 0))
         if ends:
-            se = _means(Ve)
+            se = scored_mean(Ve)
             k = _first_best(se)
             if np.isfinite(se[k]) and (not np.isfinite(predicted)
                                        or se[k] > predicted + TIE_TOL_DB):
@@ -156,7 +158,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         pts = np.unique(np.round(pts))
     pts = np.unique(np.concatenate([pts, [old]]))
     V = obj.values(with_values(x, param, pts, cls))
-    scores = _means(V)
+    scores = scored_mean(V)
     edges = np.concatenate([[pts[0]], 0.5 * (pts[:-1] + pts[1:]), [pts[-1]]])
     if param.integer or np.isnan(scores).all():
         j = _first_best(scores)
@@ -165,12 +167,6 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
     halves = _pick_rows(V, pts, parts, v0, old) if parts is not None else None
     return _finish(obj, x, param, cls, old, float(pts[j]), float(scores[j]), score_db, acc,
                    "grid", pts, scores, None, v0, halves)
-
-
-def _means(V: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(V)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok.any(1), np.where(ok, V, 0.0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
 
 
 def _first_best(scores: np.ndarray) -> int:

@@ -7,47 +7,28 @@ Conventions:
       columns for a per-class threshold (one per class, in label-set order). A *global* move of
       a per-class threshold writes the same value into all its columns.
     * Per-soundscape values are ``float64`` dB with NaN for a None clip; a dataset score is
-      their mean over non-NaN entries (`search.stats.dataset_mean`).
+      their mean over non-NaN entries (`casdri.replay.scored_mean`).
     * `Problem` is the interface the stages use (implemented on `casdri.replay` by
       `search.casdri_problem.CasdriProblem`, and by hand-made problems in the tests);
       `Objective` binds a problem to the tune soundscapes and counts evaluations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
+from casdri.policies import ParamRange
+from casdri.replay import scored_mean
+
 __all__ = ["Param", "Problem", "Objective", "with_values"]
 
 
-@dataclass(frozen=True)
-class Param:
-    """One policy parameter as the search sees it.
-
-    Attributes:
-        name: policy field name (``"verify_thr"``).
-        columns: ``(k,) int64`` columns of the encoded vector (``k = C`` when ``per_class``).
-        low, high: range of a numeric parameter (``None`` for a categorical one).
-        choices: the values of a categorical parameter (encoded as floats).
-        per_class: one value per class.
-        integer: a numeric parameter restricted to integers.
-        off: a threshold's "off" value allowed outside ``[low, high]`` (e.g. ``-inf``), or None.
-    """
-
-    name: str
-    columns: np.ndarray
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: tuple = ()
-    per_class: bool = False
-    integer: bool = False
-    off: Optional[float] = None
-
-    @property
-    def categorical(self) -> bool:
-        return bool(self.choices)
+Param = ParamRange
+"""One policy parameter as the search sees it: `casdri.policies.ParamRange` (one descriptor
+from the dataclass field metadata to the Optuna distribution, `search.engines.distribution`).
+``columns`` are the encoded vector's ``(k,) int64`` columns (``k = C`` when ``per_class``);
+a categorical one has ``choices``, an integer one ``integer``, a numeric one ``low``/``high``."""
 
 
 class Problem(Protocol):
@@ -101,10 +82,7 @@ class Objective:
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """``(n,)`` dataset CAPI-SDRi (dB) of each setting; NaN when every clip is None."""
-        v = self.values(X)
-        ok = ~np.isnan(v)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(ok.any(1), np.where(ok, v, 0.0).sum(1) / ok.sum(1), np.nan)
+        return scored_mean(self.values(X))
 
     def score(self, x: np.ndarray) -> float:
         return float(self.scores(np.asarray(x)[None, :])[0])

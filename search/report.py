@@ -1,5 +1,5 @@
 """Outputs of a search: the policy YAML, the trials table (Parquet) and a Markdown report with
-matplotlib PNG figures. Every file is written atomically (temp file, then ``os.replace``).
+matplotlib PNG figures. Every file is written atomically (`casdri._io.atomic_write_bytes`).
 
 Conventions:
     * ``OUT/policy.yaml``: ``refine`` parameters plus a ``provenance`` block (cache id and hash,

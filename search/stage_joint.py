@@ -18,9 +18,11 @@ import itertools
 
 import numpy as np
 
+from casdri.replay import scored_mean
+
 from .acceptance import (Evidence, choose_on_parts, gain_standard_error, honest_values,
                          part_scores, simplest_within_se)
-from .engines import Knob, optimize_joint
+from .engines import distribution, optimize_joint
 from .objective import Objective, Param
 from .stage_base import StageContext, StageRecord
 
@@ -70,10 +72,7 @@ def simplest_trial(obj: Objective, x: np.ndarray, X: np.ndarray, x_best: np.ndar
     """
     V = obj.values(np.vstack([x[None, :], x_best[None, :], X]))
     v0, v_best, V = V[0], V[1], V[2:]
-    ok = ~np.isnan(V)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.where(ok.any(1), np.where(ok, V, 0.0).sum(1) / np.maximum(ok.sum(1), 1),
-                          np.nan)
+    scores = scored_mean(V)
     changed = (~((V == v0) | (np.isnan(V) & np.isnan(v0)))).sum(1)
     j = simplest_within_se(scores, best_db, gain_standard_error(v0, v_best), start_db, changed)
     if j < 0:
@@ -81,12 +80,9 @@ def simplest_trial(obj: Objective, x: np.ndarray, X: np.ndarray, x_best: np.ndar
     return X[j].copy(), float(scores[j])
 
 
-def _knob(p: Param) -> Knob:
-    if p.categorical:
-        return Knob(p.name, choices=tuple(float(c) for c in p.choices))
-    if p.integer:
-        return Knob(p.name, choices=tuple(float(v) for v in range(int(p.low), int(p.high) + 1)))
-    return Knob(p.name, low=float(p.low), high=float(p.high))
+def _choices(p: Param) -> tuple:
+    """The values Optuna samples for a categorical or integer ``p`` (``()`` for a numeric one)."""
+    return tuple(getattr(distribution(p), "choices", ()))
 
 
 def _apply(x: np.ndarray, params: list, values: dict) -> np.ndarray:
@@ -112,12 +108,12 @@ def _run_optuna(stage: str, x: np.ndarray, start: float, ctx: StageContext) -> S
     params = stage_params(obj.problem, stage)
     if not params:
         return _noop(stage, x, start, ctx, "the policy's search plan moves nothing here")
-    knobs = [_knob(p) for p in params]
     start_values = {}
-    for p, k in zip(params, knobs):
+    for p in params:
         v = float(x[p.columns[0]])
-        if k.choices and v not in k.choices:
-            v = min(k.choices, key=lambda c: abs(c - v))
+        choices = _choices(p)
+        if choices and v not in choices:
+            v = min(choices, key=lambda c: abs(c - v))
         start_values[p.name] = v
 
     def run(o: Objective, seed: int, storage, name: str):
@@ -125,7 +121,7 @@ def _run_optuna(stage: str, x: np.ndarray, start: float, ctx: StageContext) -> S
             return o.scores(np.stack([_apply(x, params, b) for b in batch]))
 
         return optimize_joint(
-            score_batch, knobs, start_values, ctx.n_trials, sampler=ctx.sampler, seed=seed,
+            score_batch, params, start_values, ctx.n_trials, sampler=ctx.sampler, seed=seed,
             storage=storage, study_name=name, progress=ctx.progress, desc=f"{ctx.fold} {stage}",
             study_attrs={"tune_set": _digest(o.idx)}, live=ctx.settings.resume)
 
@@ -185,7 +181,7 @@ def run_select(x, start, ctx):
     params = stage_params(obj.problem, "select")
     if not params:
         return _noop("select", x, start, ctx, "the policy's search plan moves nothing here")
-    choices = [_knob(p).choices for p in params]
+    choices = [_choices(p) for p in params]
     combos = list(itertools.product(*choices))
     X = np.stack([_apply(x, params, dict(zip([p.name for p in params], c))) for c in combos])
     scores = obj.scores(X)

@@ -7,6 +7,8 @@ Conventions:
     * Order of the chain (``--stage all``): ``fusion`` → ``verify`` → ``gates`` →
       ``per-class`` → ``select`` → ``refine``; each starts from the best setting of the stages
       before it (``--stage auto``: the kept stages, in the order `search.nested` chose them).
+    * A new stage: a function in a ``stage_<name>.py`` module, added to `STAGES` here (or, from
+      outside the package, with `register_stage`); see docs/ARCHITECTURE.md "Add a stage".
     * Stage parameters are looked up by name in the problem; a name the policy does not have is
       skipped (a stage with none left is a no-op, recorded as such).
     * `StageContext` and `StageRecord` live in `search.stage_base` (re-exported here); the
@@ -19,18 +21,41 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from casdri.errors import InputError
+
 from .settings import STAGE_ORDER, stage_names
 from .stage_base import StageContext, StageRecord
 from .stage_joint import run_fusion, run_gates, run_select, run_verify
 from .stage_per_class import run_per_class
 from .stage_refine import run_refine
 
-__all__ = ["STAGES", "STAGE_ORDER", "StageContext", "StageRecord", "run_stage",
-           "run_chain", "stage_names"]
+__all__ = ["STAGES", "STAGE_ORDER", "StageContext", "StageRecord", "register_stage",
+           "run_stage", "run_chain", "stage_names"]
 
 #: stage name -> stage function ``(x, start_score_db, ctx) -> StageRecord``
 STAGES = {"fusion": run_fusion, "verify": run_verify, "gates": run_gates,
           "per-class": run_per_class, "select": run_select, "refine": run_refine}
+
+
+def register_stage(name: str, fn: Callable, *, replace: bool = False) -> Callable:
+    """Add stage ``fn`` ``(x, start_score_db, ctx) -> StageRecord`` under ``name``, so
+    `run_stage` / `run_chain` run it (it moves the fields the policy's ``SEARCH_PLAN[name]``
+    names, seeded by ``ctx.stage_seed(name)``). The CLI's ``--stage`` offers `STAGE_ORDER`
+    only. Returns ``fn``.
+
+    Raises:
+        InputError: ``name`` is taken by another function and ``replace`` is false, or ``fn``
+            is not callable.
+    """
+    if not callable(fn):
+        raise InputError(f"stage {name!r}: {fn!r} is not callable; a stage is a function "
+                         "(x, start_score_db, ctx) -> StageRecord")
+    old = STAGES.get(name)
+    if old is not None and old is not fn and not replace:
+        raise InputError(f"stage name {name!r} is taken by {getattr(old, '__name__', old)}; "
+                         "pick another name or pass replace=True")
+    STAGES[name] = fn
+    return fn
 
 
 def run_stage(stage: str, x: np.ndarray, ctx: StageContext) -> StageRecord:

@@ -3,7 +3,8 @@
 Conventions:
     * Per-soundscape CAPI-SDRi values are ``float64`` arrays in dB with **NaN for a None clip**
       (no non-silence label on either side). The dataset CAPI-SDRi is the official mean over the
-      non-None clips, so a None clip counts in neither the sum nor the count.
+      non-None clips, so a None clip counts in neither the sum nor the count
+      (`casdri.replay.scored_mean`, its one implementation and summation order).
     * A paired bootstrap resamples **soundscapes** (with replacement, the same draw for both
       policies) and recomputes both dataset means on each resample; the gain is the difference
       of the two means, not the mean of per-soundscape differences (a clip can be None under one
@@ -17,22 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from casdri.errors import InputError
+from casdri.replay import scored_mean
 
 __all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap"]
 
 _BATCH = 500  # resamples per block (bounds memory at _BATCH * S)
 
 
-def dataset_mean(values: np.ndarray) -> float:
-    """Official dataset CAPI-SDRi: mean over non-NaN (non-None) clips; NaN when there is none.
-
-    Example:
-        >>> dataset_mean(np.array([1.0, np.nan, 3.0]))
-        2.0
-    """
-    v = np.asarray(values, dtype=np.float64)
-    ok = ~np.isnan(v)
-    return float(v[ok].mean()) if ok.any() else float("nan")
+dataset_mean = scored_mean
+"""Official dataset CAPI-SDRi: `casdri.replay.scored_mean` (one rule, one summation order)."""
 
 
 @dataclass(frozen=True)
@@ -126,18 +120,14 @@ def paired_bootstrap(
     rows = a if a.ndim == 2 else a[None, :]
     S = b.shape[0]
     mean_a, mean_b = float(np.mean([dataset_mean(r) for r in rows])), dataset_mean(b)
-    ok_a, ok_b = ~np.isnan(rows), ~np.isnan(b)
-    fa, fb = np.where(ok_a, rows, 0.0), np.where(ok_b, b, 0.0)
     rng = np.random.default_rng(seed)
     boot_a, boot_b = [], []
     left = int(n_boot)
     while left > 0 and S > 0:
         n = min(_BATCH, left)
         idx = rng.integers(0, S, size=(n, S))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boot_a.append(np.mean([fa[r][idx].sum(1) / ok_a[r][idx].sum(1)
-                                   for r in range(rows.shape[0])], axis=0))
-            boot_b.append(fb[idx].sum(1) / ok_b[idx].sum(1))
+        boot_a.append(np.mean([scored_mean(r[idx]) for r in rows], axis=0))
+        boot_b.append(scored_mean(b[idx]))
         left -= n
     ba = np.concatenate(boot_a) if boot_a else np.zeros(0)
     bb = np.concatenate(boot_b) if boot_b else np.zeros(0)

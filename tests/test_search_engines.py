@@ -8,9 +8,12 @@ import optuna
 import pytest
 
 from casdri.errors import InputError
-from search.engines import Knob, make_sampler, make_storage, optimize_joint, study_knobs
+from search.engines import (distribution, make_sampler, make_storage, optimize_joint,
+                            study_knobs)
+from search.objective import Param
 
-KNOBS = [Knob("a", 0.0, 1.0), Knob("b", -2.0, 2.0), Knob("m", choices=(0.0, 1.0, 2.0))]
+KNOBS = [Param("a", np.array([0]), 0.0, 1.0), Param("b", np.array([1]), -2.0, 2.0),
+         Param("m", np.array([2]), choices=(0.0, 1.0, 2.0))]
 
 
 def _score(batch):
@@ -82,4 +85,4 @@ def test_shared_study_two_processes(tmp_path, kind):
     trials = study.get_trials()
     assert len(trials) == 12
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert study_knobs(study) == {k.name: k.distribution() for k in KNOBS}
+    assert study_knobs(study) == {k.name: distribution(k) for k in KNOBS}

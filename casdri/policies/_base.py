@@ -65,13 +65,15 @@ def choice(default: Any, choices: Union[tuple, Callable], doc: str = "",
 
 @dataclass(frozen=True)
 class ParamRange:
-    """One parameter of a search space (the shape `search.objective.Param` takes).
+    """One parameter of a search space, from the field metadata to the Optuna distribution
+    (the one descriptor: `search.objective.Param` is this type).
 
     Attributes:
         name: field name; columns: ``(k,) int64`` encoded columns (k = C for per-class).
         low, high: numeric range (None for a choice); choices: encoded choice codes.
-        per_class: True for thresholds; integer: a choice of integers; default: encoded
-            default value(s); off: the threshold's "off" value allowed outside the range.
+        per_class: True for thresholds; integer: a numeric parameter restricted to integers;
+            off: the threshold's "off" value allowed outside the range; default: encoded
+            default value(s).
     """
 
     name: str
@@ -81,8 +83,13 @@ class ParamRange:
     choices: tuple = ()
     per_class: bool = False
     integer: bool = False
-    default: Optional[np.ndarray] = None
     off: Optional[float] = None
+    default: Optional[np.ndarray] = None
+
+    @property
+    def categorical(self) -> bool:
+        """True for a choice (``choices`` holds its encoded values)."""
+        return bool(self.choices)
 
 
 def resolve_space(space) -> tuple[LabelSet, Any]:
@@ -240,7 +247,7 @@ class PolicyParams:
                     else ()
                 codes = tuple(float(ch.index(c) if isinstance(c, str) else c) for c in ch)
                 codes = cls._valid_codes(f.name, codes, meta)
-                out.append(ParamRange(f.name, cols, choices=codes, integer=True, default=d))
+                out.append(ParamRange(f.name, cols, choices=codes, default=d))
             else:
                 out.append(ParamRange(f.name, cols, float(md["low"]), float(md["high"]),
                                       per_class=md["kind"] == "threshold", default=d,
