@@ -168,8 +168,8 @@ SEARCH = [
              "trials = pd.read_parquet(written['trials'])\n"
              "print(len(trials), 'trials and sweep moves;', ', '.join(sorted(written)))\n"
              "trials.groupby(['fold', 'stage'], sort=False).size().unstack(fill_value=0)"),
-    ("code", "for key, path in written.items():\n"
-             "    if Path(path).suffix == '.png':\n"
+    ("code", "for key, path in written.items():  # 'removed' lists stale figures of a rerun\n"
+             "    if key != 'removed' and Path(path).suffix == '.png':\n"
              "        print(key)\n"
              "        display(Image(filename=str(path)))"),
     ("md", "## Per class, before and after\n\n"
