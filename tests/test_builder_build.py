@@ -168,6 +168,7 @@ def _manifest_done(path: Path) -> dict:
         return {}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_chunk_then_same_command_resumes(env, tmp_path):
     """A real SIGKILL of the build process while a chunk is being separated; the same command
     then finishes the chunk in flight from its batch journal (separating again only what was

@@ -22,6 +22,8 @@ import casdri
 from casdri.cache import load_cache
 from casdri.policies import BaselineParams, load_policy_yaml
 
+pytestmark = pytest.mark.slow  # generate, build, search, apply end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "tests" / "data" / "bed_subset"
 SYSTEM = ROOT / "cache_builder" / "reference" / "system.yaml"
