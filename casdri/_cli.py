@@ -25,7 +25,8 @@ from typing import Callable, Optional, Sequence
 from .errors import CasdriError, MissingDependencyError
 
 __all__ = ["EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
-           "Parser", "UsageError", "int_at_least", "lazy_import", "run", "OPTIONAL_MODULES"]
+           "Parser", "UsageError", "int_at_least", "number", "lazy_import", "run",
+           "OPTIONAL_MODULES"]
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -69,6 +70,33 @@ def int_at_least(lo: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
         return value
     parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def number(expected: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse ``type`` accepting a float for which ``ok(value)`` holds (never NaN).
+
+    Args:
+        expected: how a good value reads in the message (``"seconds > 0"``).
+        ok: the check.
+
+    Example:
+        >>> number("a level in (0, 1)", lambda v: 0 < v < 1)("0.05")
+        0.05
+        >>> number("a level in (0, 1)", lambda v: 0 < v < 1)("2")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a level in (0, 1), got '2'
+    """
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value != value or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
     return parse
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from casdri._cli import Parser, UsageError, int_at_least, run
+from casdri._cli import Parser, UsageError, int_at_least, number, run
 
 from .settings import AUTO_STAGES, STAGE_ORDER, SearchSettings
 
@@ -23,24 +23,8 @@ _positive_int = int_at_least(1)
 _count = int_at_least(0)
 
 
-def _margin(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of dB, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite margin >= 0 dB, got {text}")
-    return v
-
-
-def _alpha(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a level in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a level in (0, 1), got {text}")
-    return v
+_margin = number("a finite margin >= 0 dB", lambda v: 0 <= v < float("inf"))
+_alpha = number("a level in (0, 1)", lambda v: 0 < v < 1)
 
 
 def _stage_list(text: str) -> tuple:

@@ -28,7 +28,7 @@ def run_cli(*args, cwd=None, timeout=300):
     (["--stage", "gates", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
     (["--repeats", "0"], "argument --repeats: expected an integer >= 1, got 0"),
     (["--inner-folds", "1"], "argument --inner-folds: expected an integer >= 2, got 1"),
-    (["--alpha", "1.5"], "argument --alpha: expected a level in (0, 1), got 1.5"),
+    (["--alpha", "1.5"], "argument --alpha: expected a level in (0, 1), got '1.5'"),
     (["--accept", "vibes"], "argument --accept: invalid choice: 'vibes'"),
     (["--margin", "0.1"], "--margin applies to --accept margin"),
     (["--accept", "margin", "--min-changed", "3"], "apply to --accept evidence"),

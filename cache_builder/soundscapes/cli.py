@@ -21,7 +21,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from casdri._cli import Parser, int_at_least, lazy_import, run
+from casdri._cli import Parser, int_at_least, lazy_import, number, run
 from casdri.errors import InputError
 
 if TYPE_CHECKING:
@@ -32,25 +32,8 @@ __all__ = ["add_generate_parser", "config_from_args", "run_generate", "main"]
 _count = int_at_least(0)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
-
-
-def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0 (official: 6 50), got "
-                                         f"{text!r}")
-    return value
+_seconds = number("seconds > 0", lambda v: v > 0)
+_milliseconds = number("milliseconds >= 0 (official: 6 50)", lambda v: 0 <= v < float("inf"))
 
 
 def add_generate_parser(subparsers) -> argparse.ArgumentParser:
