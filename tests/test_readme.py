@@ -19,10 +19,11 @@ def test_cache_and_replay_example_prints_what_the_readme_shows(tmp_path, monkeyp
     code, shown = re.findall(r"```python\n(.*?)```", section, re.S)[0], \
         re.findall(r"\n\n```\n(.*?)\n```", section, re.S)[0]
     monkeypatch.chdir(tmp_path)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
-    printed = out.getvalue().splitlines()
     expected = [line for line in shown.splitlines() if line.strip() != "..."]
-    # every line the README shows is printed, in order (the table is cut after its first row)
-    assert printed[: len(expected)] == expected
+    for _ in range(2):  # a user runs a notebook cell twice: the second run works the same
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+        printed = out.getvalue().splitlines()
+        # every line the README shows is printed, in order (the table is cut after its first row)
+        assert printed[: len(expected)] == expected
