@@ -94,8 +94,15 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
             heldout_values = np.where(ok.any(0), np.where(ok, stack, 0).sum(0)
                                       / np.maximum(ok.sum(0), 1), np.nan)
         heldout = paired_bootstrap(stack, base, n_boot=settings.n_boot, seed=settings.seed)
-        tune_gain = float(np.mean([f.tune_end_db - dataset_mean(base[f.tune_idx])
-                                   for f in fold_results]))
+        gains = np.array([f.tune_end_db - dataset_mean(base[f.tune_idx]) for f in fold_results])
+        tune_gain = float(np.mean(gains[np.isfinite(gains)])) if np.isfinite(gains).any() \
+            else float("nan")
+        empty = [f.fold for f in fold_results if not np.isfinite(f.tune_start_db)]
+        if empty:
+            warnings.append(
+                f"WARNING: {len(empty)} fold chain(s) ({', '.join(empty[:3])}) had no scored "
+                "soundscape in their tune set (only zero-target soundscapes without a false "
+                "positive), so they tuned nothing; use fewer --folds or --group-by none")
         warnings += _warnings(heldout, splits[0])
     else:
         tune_gain = dataset_mean(final_values) - dataset_mean(base)

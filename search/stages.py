@@ -65,7 +65,12 @@ def run_stage(stage: str, x: np.ndarray, ctx: StageContext) -> StageRecord:
     n0, c0, t0 = obj.n_settings, obj.n_clip_evals, time.perf_counter()
     x = np.array(x, dtype=np.float64)
     start = obj.score(x)
-    rec: StageRecord = fn(x, start, ctx)
+    if np.isnan(start):  # every tune soundscape is None (zero-target, no false positive):
+        # a setting could only add false positives there, so there is nothing to tune
+        rec = StageRecord(stage, ctx.fold, "none", start, start, x.copy(), x.copy(),
+                          note="no scored soundscape in the tune set")
+    else:
+        rec = fn(x, start, ctx)
     if not rec.end_score_db >= rec.start_score_db - 1e-12 and np.isfinite(start):
         raise RuntimeError(f"stage {stage} ended below its start ({rec.end_score_db} < {start})")
     rec.n_settings = obj.n_settings - n0

@@ -154,3 +154,33 @@ def test_folds_on_toy(toy):
     f = stratified_folds(toy.n_ref, k=5, seed=0)
     assert sorted(np.concatenate([np.flatnonzero(f.held_out(i)) for i in range(5)]).tolist()) \
         == list(range(toy.n_soundscapes))
+
+
+class _SilentPart(ToyProblem):
+    """The toy, but soundscapes ``silent`` score None under every setting (zero-target
+    soundscapes without a false positive)."""
+
+    def __init__(self, silent, **kw):
+        super().__init__(**kw)
+        self.silent = set(int(s) for s in silent)
+
+    def _clip(self, x, s):
+        return np.nan if int(s) in self.silent else super()._clip(x, s)
+
+
+def test_a_fold_that_tunes_on_no_scored_soundscape_is_named_and_the_figures_stay_finite():
+    from search.run import search_problem
+
+    silent = np.arange(30)
+    toy = _SilentPart(silent, n_soundscapes=60)
+    groups = np.where(np.isin(np.arange(60), silent), 0, 1)  # two groups: two folds
+    base = toy.values(np.concatenate([[0.5], np.zeros(toy.n_classes)])[None, :])[0]
+    s = SearchSettings(stage="per-class", folds=2, n_boot=100, accept="margin", margin=0.0)
+    # the fold that holds out the scored half tunes on the silent half only
+    r = search_problem(toy, toy.start, toy.n_ref, base, base, s, groups=groups,
+                       group_by="room")
+    empty = [f.fold for f in r.fold_results if not np.isfinite(f.tune_start_db)]
+    assert len(empty) == 1
+    assert any(f"({empty[0]}) had no scored soundscape in their tune set" in w
+               for w in r.warnings)
+    assert np.isfinite(r.tune_gain_db)
