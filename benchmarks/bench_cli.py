@@ -6,7 +6,7 @@ machine only ever add time; the best is the figure to compare with the 0.5 s goa
 the median shows the load). A script printing figures, never a test.
 
 Usage: ``python benchmarks/bench_cli.py [--repeat 7] [--root CHECKOUT]``
-(``--root /work/main`` measures another checkout with the same interpreter).
+(``--root path/to/other/checkout`` measures another checkout with the same interpreter).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", default="all", help="all, auto or one stage")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--storage", help="Optuna storage URL (default: in memory); a fresh file "
-                    "each run, e.g. sqlite:////tmp/bench.db")
+                    "each run, e.g. sqlite:///bench.db")
     ap.add_argument("--soundscapes", type=int, default=1512)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=64)

@@ -9,7 +9,7 @@ Conventions:
     * None handling is the official one: each system's dataset mean is over its own non-None
       soundscapes (a zero-target soundscape is None when silent and 0 with a false positive),
       so the gain is the difference of the two dataset means, not a mean of differences.
-    * The CI is `search.stats.paired_bootstrap` (soundscapes resampled with one draw for both
+    * The CI is `casdri.stats.paired_bootstrap` (soundscapes resampled with one draw for both
       systems; percentile interval); the probability of improvement is the share of resamples
       whose gain is > 0. Same values, seed and ``n_boot`` → the same interval as the search's
       held-out report.
@@ -28,6 +28,7 @@ import pandas as pd
 
 from . import _gap_states as _gap
 from .errors import InputError
+from .stats import paired_bootstrap
 
 __all__ = ["Comparison", "compare", "compare_values", "compare_systems", "load_system",
            "system_table"]
@@ -38,7 +39,7 @@ class Comparison:
     """Result of `compare` (dB).
 
     Attributes:
-        name_a, name_b: what was compared; bootstrap: `search.stats.BootstrapGain` of A over
+        name_a, name_b: what was compared; bootstrap: `casdri.stats.BootstrapGain` of A over
             B (``tuned_db`` = A, ``base_db`` = B).
         prob_improvement: share of bootstrap resamples where A's mean beats B's.
         n_soundscapes: compared; n_scored_a, n_scored_b: non-None among them.
@@ -79,7 +80,7 @@ def compare_values(a, b, soundscapes=None, ref_labels=None, n_boot: int = 10_000
         a, b: ``(S,) float64`` CAPI-SDRi of A and B on the same soundscapes, dB, NaN = None.
         soundscapes: ``S`` ids (default ``0..S-1``); ref_labels: ``S`` reference label lists
             (for the scene types; default: one type ``all``).
-        n_boot, confidence, seed: of the bootstrap (`search.stats.paired_bootstrap`).
+        n_boot, confidence, seed: of the bootstrap (`casdri.stats.paired_bootstrap`).
         name_a, name_b: labels of the two systems in the printed tables.
         per_class: optional per-class table (`compare` builds it).
 
@@ -89,8 +90,6 @@ def compare_values(a, b, soundscapes=None, ref_labels=None, n_boot: int = 10_000
     Raises:
         InputError: shapes differ, Inf values, bad bootstrap settings.
     """
-    from search.stats import paired_bootstrap
-
     boot = paired_bootstrap(a, b, n_boot=n_boot, confidence=confidence, seed=seed)
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     S = len(a)

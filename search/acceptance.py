@@ -7,7 +7,7 @@ Conventions:
       that picks the best candidate on a set of tune soundscapes; the current setting is always
       a candidate and wins ties (no change without a strict gain).
     * Per-soundscape values are ``float64`` CAPI-SDRi in dB with NaN for a None clip; a score is
-      their mean over non-NaN entries (`search.stats.dataset_mean`).
+      their mean over non-NaN entries (`casdri.stats.dataset_mean`).
     * Every chain splits its tune soundscapes once into two *halves* (`halves`: balanced, random,
       seeded by the chain's seed and fold label), shared by all its stages.
 
@@ -72,7 +72,7 @@ from scipy import stats as sps
 from casdri.errors import InputError
 from casdri.replay import scored_mean
 
-from .stats import dataset_mean
+from casdri.stats import dataset_mean
 
 __all__ = ["RULES", "Acceptance", "Evidence", "halves", "linearised_gains", "part_scores",
            "choose_on_parts", "honest_values", "gain_standard_error", "simplest_within_se"]

@@ -31,7 +31,7 @@ from .objective import Objective
 from .settings import SearchSettings
 from .stage_base import StageContext
 from .stages import run_stage
-from .stats import dataset_mean
+from casdri.stats import dataset_mean
 
 __all__ = ["Selection", "select_stages"]
 

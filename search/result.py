@@ -4,7 +4,7 @@ Conventions (scores in dB CAPI-SDRi):
     * Held-out: every soundscape is scored once per repeat by the policy tuned without its
       fold; the held-out gain is the mean over repeats of each repeat's pooled gain over the
       ``baseline`` policy, its CI a paired bootstrap over soundscapes of that mean
-      (`search.stats.paired_bootstrap` with one row per repeat). The repeats' own gains give
+      (`casdri.stats.paired_bootstrap` with one row per repeat). The repeats' own gains give
       the spread; ``heldout_values`` (per soundscape, averaged over repeats) is for plots.
     * Tune gain: mean over fold chains of tuned − baseline on the chain's tune set; the
       difference tune − held-out is the optimism of tuning.
@@ -24,7 +24,7 @@ import pandas as pd
 
 from .cv import ChainResult
 from .settings import STAGE_ORDER, SearchSettings
-from .stats import BootstrapGain, dataset_mean
+from casdri.stats import BootstrapGain, dataset_mean
 
 __all__ = ["SearchResult", "TestFigure", "summarize", "MIN_FOLD_SIZE"]
 

@@ -32,7 +32,7 @@ from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordi
 from .folds import stratified_folds
 from .result import MIN_FOLD_SIZE, SearchResult, TestFigure, pooled_heldout, summarize
 from .settings import SearchSettings
-from .stats import dataset_mean, paired_bootstrap
+from casdri.stats import dataset_mean, paired_bootstrap
 
 __all__ = ["SearchResult", "run_search", "search_problem", "summarize", "make_split"]
 

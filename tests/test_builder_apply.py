@@ -269,9 +269,7 @@ def _search_refuses(path, meta) -> bool:
 @pytest.mark.parametrize("case, change, match", BAD_POLICIES, ids=[c for c, _, _ in BAD_POLICIES])
 def test_apply_validates_the_policy_exactly_as_the_search(env, tmp_path, case, change, match):
     p = _bad_policy(tmp_path, change)
-    if not _search_refuses(p, env["cache"].meta):
-        pytest.skip(f"{case}: casdri.policies does not refuse it yet (strict PolicyParams "
-                    "come with the 'policy' branch)")
+    assert _search_refuses(p, env["cache"].meta), f"{case}: the search accepts it"
     with pytest.raises(PolicyError, match=rf"bad.yaml: .*{match}"):
         # a system YAML, not a loaded System: the policy is refused before any model loads
         apply_policy(env["yaml"], p, env["sdir"], tmp_path / "o", zip_name="s.zip")

@@ -14,7 +14,7 @@ from search.moves import best_move, threshold_ends
 from search.objective import Objective
 from search.settings import SearchSettings
 from search.stages import StageContext, run_stage
-from search.stats import dataset_mean
+from casdri.stats import dataset_mean
 from tests.test_search_toy import ToyProblem
 
 PLANTED = "Cough"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from casdri.errors import InputError
 from search.folds import stratified_folds
-from search.stats import dataset_mean, paired_bootstrap
+from casdri.stats import dataset_mean, paired_bootstrap
 
 
 @settings(max_examples=60, deadline=None)

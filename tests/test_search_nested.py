@@ -176,7 +176,7 @@ def test_repeats_split_with_other_seeds_and_report_their_spread(planted):
 
 
 def test_bootstrap_of_repeats_averages_dataset_means():
-    from search.stats import paired_bootstrap
+    from casdri.stats import paired_bootstrap
 
     rng = np.random.default_rng(0)
     base = rng.normal(2, 1, 50)

@@ -12,7 +12,7 @@ from search.objective import Objective
 from search.run import run_search
 from search.settings import SearchSettings
 from search.stages import STAGE_ORDER, StageContext, run_stage
-from search.stats import dataset_mean
+from casdri.stats import dataset_mean
 
 PLANTED = {"AlarmClock": -30.0, "Cough": -20.0, "Speech": -12.0}
 

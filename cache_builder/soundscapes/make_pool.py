@@ -8,7 +8,7 @@ Conventions:
       files (read from the package's ``/usr/share/doc/<package>/copyright``) and a label
       confidence (``high``: the file is that sound; ``medium``: a game or sample-pack
       version of it; ``low``: a stand-in, e.g. a door for a cupboard).
-    * Optionally ``--base`` (e.g. ``/work/shared/bed_sources``): its clips and manifest rows
+    * Optionally ``--base`` (e.g. ``../shared/bed_sources`` beside a casdri checkout): its clips and manifest rows
       are copied first, and package files already listed in its ``original_file`` column
       are skipped, so no recording enters twice.
     * Each new clip: mixed down to mono, resampled to 32 kHz (``scipy.signal.resample_poly``),

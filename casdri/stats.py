@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from casdri.errors import InputError
-from casdri.replay import scored_mean
+from .errors import InputError
+from .replay import scored_mean
 
 __all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap"]
 
