@@ -45,14 +45,17 @@ def test_usage_error_is_one_line_exit_2(args, match):
 def test_out_empty_or_a_file_is_one_clear_line_before_any_work(tmp_path):
     a_file = tmp_path / "taken"
     a_file.write_text("x")
+    work = tmp_path / "work"  # the user's current folder: nothing may appear in it
+    work.mkdir()
     for out, match in (("", "--out is empty; name an output folder"),
                        (str(a_file), "exists and is not a folder")):
-        p = run_cli("--stage", "gates", "--cache", str(tmp_path / "nope"), "--out", out)
+        p = run_cli("--stage", "gates", "--cache", str(tmp_path / "nope"), "--out", out,
+                    cwd=work)
         assert p.returncode == 1 and "Traceback" not in p.stderr
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("casdri-search: error: ")
         assert match in lines[0]
-    assert a_file.read_text() == "x" and not (ROOT / "casdri-search-out").exists()
+    assert a_file.read_text() == "x" and list(work.iterdir()) == []
 
 
 def test_help_exits_zero():
