@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import search.objective
-from search import engines, folds, stats, sweep
+from casdri import stats
+from search import engines, folds, sweep
 from search.sweep import interval_grid, pick_best, sweep_dense, sweep_sparse
 
 
