@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
-import soundfile as sf
 
 from casdri.errors import AudioFileError, FolderLayoutError
-from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV, parse_stem_name, wav_names
+from casdri.folders import check_header, read_audio, scan_targets
+from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV
 from casdri.metric import snr_db
 
 from .closure import query_closure
@@ -32,7 +32,7 @@ from .soundscapes.metadata import find_metadata, read_split_tags
 from .system import System
 
 __all__ = ["SoundscapeFile", "Soundscape", "StemInfo", "FolderLayout", "resolve_folder",
-           "scan_soundscapes", "iter_soundscapes", "energy_db", "separate_items",
+           "scan_soundscapes", "load_soundscape", "iter_soundscapes", "energy_db", "separate_items",
            "tag_soundscapes", "ChunkResult", "run_chunk"]
 
 
@@ -106,70 +106,33 @@ class SoundscapeFile:
 
 def scan_soundscapes(soundscape_dir: Union[str, Path], oracle_dir: Union[str, Path, None],
                      system_spec, names: Optional[Sequence[str]] = None) -> list[SoundscapeFile]:
-    """List and check the soundscapes of a folder (sorted by name).
+    """List and check the soundscapes of a folder (sorted by name), headers only.
+
+    Names are matched by `casdri.folders.scan_targets` (the one DCASE folder reader).
 
     Raises:
         FolderLayoutError: missing folder, no wav, an oracle file naming no soundscape.
         AudioFileError: a wrong rate, channel count or length (the path is named).
     """
-    sdir = Path(soundscape_dir)
-    if not sdir.is_dir():
-        raise FolderLayoutError(f"soundscape folder {sdir} does not exist")
-    all_names = {n[:-len(WAV)] for n in wav_names(sdir)}
-    paths = [sdir / f"{n}{WAV}" for n in sorted(all_names)]
+    if not Path(soundscape_dir).is_dir():
+        raise FolderLayoutError(f"soundscape folder {soundscape_dir} does not exist")
+    scanned = scan_targets(soundscape_dir, oracle_dir, system_spec.label_set)
     if names is not None:
         wanted = set(names)
-        paths = [p for p in paths if p.stem in wanted]
-    if not paths:
-        raise FolderLayoutError(f"{sdir}: no .wav soundscape found")
-    rate, n_ch = system_spec.sample_rate_hz, system_spec.n_channels
-    lengths = {}
-    for p in paths:
-        info = _info(p)
-        if info.samplerate != rate:
-            raise AudioFileError(f"{p}: sample rate {info.samplerate} Hz, the system expects "
-                                 f"{rate} Hz; resample the soundscapes")
-        if info.channels != n_ch:
-            raise AudioFileError(f"{p}: {info.channels} channels, the system expects {n_ch}; "
-                                 "pass the multichannel soundscapes (not oracle targets)")
-        if info.frames == 0:
-            raise AudioFileError(f"{p}: the soundscape holds 0 samples (an empty or truncated "
-                                 "file); rewrite it or remove it")
-        lengths[p.stem] = info.frames
-    oracle: dict[str, dict[int, tuple[str, Path]]] = {}
-    if oracle_dir is not None:
-        odir = Path(oracle_dir)
-        if not odir.is_dir():
-            raise FolderLayoutError(f"oracle folder {odir} does not exist")
-        found: dict[str, list] = {}
-        for p in (odir / n for n in wav_names(odir)):
-            sc, index, label = parse_stem_name(p.name, all_names, system_spec.label_set)
-            if sc not in lengths:
-                continue
-            info = _info(p)
-            if info.channels != 1 or info.samplerate != rate or info.frames != lengths[sc]:
-                raise AudioFileError(
-                    f"{p}: oracle target must be mono, {rate} Hz, {lengths[sc]} samples "
-                    f"(its soundscape); got {info.channels} ch, {info.samplerate} Hz, "
-                    f"{info.frames} samples")
-            found.setdefault(sc, []).append((index is None, index or 0, p.name, label, p))
-        for sc, rows in found.items():
-            oracle[sc] = {i: (label, p) for i, (*_, label, p) in enumerate(sorted(rows))}
+        scanned = [f for f in scanned if f.name in wanted]
+    if not scanned:
+        raise FolderLayoutError(f"{soundscape_dir}: no .wav soundscape found")
+    rate, expects = system_spec.sample_rate_hz, "the system expects"
     out = []
-    for p in paths:
-        orc = None
-        if oracle_dir is not None:
-            d = oracle.get(p.stem, {})
-            orc = tuple(d[i] for i in sorted(d))
-        out.append(SoundscapeFile(p.stem, p, lengths[p.stem], orc))
+    for f in scanned:
+        n = check_header(f.mixture_path, sample_rate_hz=rate,
+                         n_channels=system_spec.n_channels, expects=expects)
+        for t in f.refs:
+            check_header(t.path, sample_rate_hz=rate, n_channels=1, n_samples=n,
+                         expects=expects)
+        orc = None if oracle_dir is None else tuple((t.label, t.path) for t in f.refs)
+        out.append(SoundscapeFile(f.name, f.mixture_path, n, orc))
     return out
-
-
-def _info(path: Path):
-    try:
-        return sf.info(str(path))
-    except Exception as e:  # noqa: BLE001 - soundfile raises RuntimeError/LibsndfileError
-        raise AudioFileError(f"{path}: cannot read audio header ({e})") from None
 
 
 @dataclass
@@ -186,24 +149,19 @@ class Soundscape:
         return self.oracle_labels is not None
 
 
-def read_soundscape(f: SoundscapeFile) -> Soundscape:
-    """Read one soundscape (and its oracle targets) as float32. Raises `AudioFileError`."""
-    mix = _read(f.path).T
-    if not np.isfinite(mix).all():
-        raise AudioFileError(f"{f.path}: holds NaN/Inf samples")
+def load_soundscape(f: SoundscapeFile) -> Soundscape:
+    """Read one soundscape (and its oracle targets) as float32 with `casdri.folders.read_audio`.
+
+    Raises:
+        AudioFileError: an unreadable or truncated file, NaN/Inf samples.
+    """
+    mix = read_audio(f.path)
     if f.oracle is None:
-        return Soundscape(f.name, np.ascontiguousarray(mix))
+        return Soundscape(f.name, mix)
     refs = np.zeros((len(f.oracle), mix.shape[1]), np.float32)
     for i, (_, p) in enumerate(f.oracle):
-        refs[i] = _read(p)[:, 0]
-    return Soundscape(f.name, np.ascontiguousarray(mix), [lab for lab, _ in f.oracle], refs)
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return sf.read(str(path), dtype="float32", always_2d=True)[0]
-    except Exception as e:  # noqa: BLE001
-        raise AudioFileError(f"{path}: cannot read audio ({e})") from None
+        refs[i] = read_audio(p)[0]
+    return Soundscape(f.name, mix, [lab for lab, _ in f.oracle], refs)
 
 
 class _Files:
@@ -217,7 +175,7 @@ class _Files:
 
     def __getitem__(self, i: int):
         try:
-            return read_soundscape(self.files[i])
+            return load_soundscape(self.files[i])
         except AudioFileError as e:
             return e
 
@@ -241,7 +199,7 @@ def iter_soundscapes(files: Sequence[SoundscapeFile], jobs: int = 0) -> Iterator
     """Soundscapes in ``files`` order, read by ``jobs`` DataLoader workers (0 = inline)."""
     if jobs <= 0:
         for f in files:
-            yield read_soundscape(f)
+            yield load_soundscape(f)
         return
     from torch.utils.data import DataLoader
     loader = DataLoader(_Files(files), batch_size=1, shuffle=False, num_workers=jobs,

@@ -69,6 +69,9 @@ __all__ = [
     "parse_stem_name",
     "list_soundscapes",
     "scan_folders",
+    "scan_targets",
+    "check_header",
+    "read_audio",
     "read_soundscape",
     "ReadBuffers",
     "check_audio_finite",
@@ -254,6 +257,42 @@ def scan_folders(soundscape_dir: PathLike, oracle_dir: PathLike, estimate_dir: P
             for name, path in soundscapes.items()]
 
 
+def scan_targets(soundscape_dir: PathLike, oracle_dir: Optional[PathLike],
+                 label_set: Union[str, Sequence[str], LabelSet] = "dcase2026t4",
+                 ) -> list[SoundscapeFiles]:
+    """Match the oracle targets to the soundscapes, for building and training (no estimates).
+
+    The same exact name matching as `scan_folders` (one reader of the DCASE layout for
+    scoring, building and training).
+
+    Args:
+        soundscape_dir: folder of ``<name>.wav`` soundscapes.
+        oracle_dir: folder of ``<name>_<i>_<Label>.wav`` oracle targets, or ``None`` (an
+            evaluation set: every `SoundscapeFiles.refs` is then ``()`` and callers that
+            need to tell "no oracle" from "zero-target" keep ``oracle_dir`` themselves).
+        label_set: label set of the file labels.
+
+    Returns:
+        One `SoundscapeFiles` per soundscape, sorted by name, with ``ests == ()``.
+
+    Raises:
+        FolderLayoutError: a missing folder, no soundscape, unmatched or ambiguous names,
+            duplicate indices.
+        LabelError: a label outside ``label_set``.
+    """
+    label_set = get_label_set(label_set)
+    soundscapes = list_soundscapes(soundscape_dir)
+    if not soundscapes:
+        raise FolderLayoutError(
+            f"soundscape folder {str(soundscape_dir)!r} holds no .wav file; pass the folder "
+            "of <name>.wav soundscapes (or generate them: casdri-cache generate)"
+        )
+    refs = ({} if oracle_dir is None else
+            _match_folder(_check_dir(oracle_dir, "oracle"), soundscapes, label_set, "oracle"))
+    return [SoundscapeFiles(name, path, refs.get(name, ()), ())
+            for name, path in soundscapes.items()]
+
+
 # ----------------------------------------------------------------------------- audio
 
 
@@ -281,6 +320,65 @@ def _check_finite(x: np.ndarray, path: Path, what: str) -> None:
             f"{path}: {what} holds {x[t]} at sample {t}; NaN/Inf cannot be scored (the "
             "official code silently drops or propagates it): fix the file"
         )
+
+
+def check_header(path: Path, *, sample_rate_hz: int, n_channels: int,
+                 n_samples: Optional[int] = None, expects: str = "expected") -> int:
+    """Check one audio file's header without reading its samples.
+
+    Args:
+        path: the file.
+        sample_rate_hz: required rate.
+        n_channels: required channel count (4 for a soundscape, 1 for a stem or target).
+        n_samples: required length (a stem's or target's soundscape length), or ``None``.
+        expects: who expects it, for the message (``"the system expects"``).
+
+    Returns:
+        The file's length in samples (``> 0``).
+
+    Raises:
+        AudioFileError: unreadable, another rate, channel count or length, or 0 samples;
+            the message names the file and the fix.
+    """
+    with _open(path) as f:
+        rate, channels, frames = f.samplerate, f.channels, f.frames
+    if rate != sample_rate_hz:
+        raise AudioFileError(f"{path}: sample rate {rate} Hz, {expects} {sample_rate_hz} Hz; "
+                             "resample the file")
+    if channels != n_channels:
+        what = ("a mono file (one source, channel 0 only)" if n_channels == 1 else
+                "pass the multichannel soundscapes (not oracle targets)")
+        raise AudioFileError(f"{path}: {channels} channels, {expects} {n_channels}; {what}")
+    if frames == 0:
+        what = "the soundscape" if n_channels > 1 else "the file"
+        raise AudioFileError(f"{path}: {what} holds 0 samples (an empty or truncated "
+                             "file); rewrite it or remove it")
+    if n_samples is not None and frames != n_samples:
+        raise AudioFileError(f"{path}: {frames} samples, {expects} {n_samples} (the length of "
+                             "its soundscape); stems and targets must be exactly as long as "
+                             "their soundscape")
+    return frames
+
+
+def read_audio(path: Path, *, start: int = 0, stop: Optional[int] = None,
+               check_finite: bool = True) -> np.ndarray:
+    """Read samples ``start:stop`` of one file as float32 ``(n_channels, stop - start)``.
+
+    Read with soundfile as float32, bit-identical to the official ``librosa.load(path,
+    sr=None)``. Check the header first with `check_header`.
+
+    Raises:
+        AudioFileError: unreadable or truncated file, NaN/Inf samples (named with the file).
+    """
+    with _open(path) as f:
+        stop = f.frames if stop is None else stop
+        f.seek(start)
+        out = np.empty((stop - start, f.channels), np.float32)
+        _read_frames(f, path, out)
+    if check_finite:
+        for c in range(out.shape[1]):
+            _check_finite(out[:, c], path, f"channel {c}")
+    return np.ascontiguousarray(out.T)
 
 
 class ReadBuffers:

@@ -12,7 +12,7 @@ import torch
 
 from cache_builder import apply_policy, build_cache
 from cache_builder.apply import LiveLookup
-from cache_builder.runner import read_soundscape, resolve_folder, scan_soundscapes
+from cache_builder.runner import load_soundscape, resolve_folder, scan_soundscapes
 from cache_builder.system import load_system
 from casdri.cache import load_cache
 from casdri.errors import CacheError, PolicyError
@@ -156,7 +156,7 @@ def test_live_lookup_uses_the_canonical_order_of_the_cache(env):
     files = scan_soundscapes(env["sdir"], env["odir"], system.spec)
     checked = 0
     for s, f in enumerate(files):
-        sc = read_soundscape(f)
+        sc = load_soundscape(f)
         live = LiveLookup(system, sc.name, sc.mixture, sc.oracle)
         want = cache.lookup(s)
         for j in range(cache.key_offsets[s], cache.key_offsets[s + 1]):

@@ -7,7 +7,8 @@ import soundfile as sf
 
 import casdri
 from casdri.errors import AudioFileError, FolderLayoutError, LabelError
-from casdri.folders import parse_stem_name, read_soundscape, scan_folders
+from casdri.folders import (check_header, parse_stem_name, read_audio, read_soundscape,
+                            scan_folders, scan_targets)
 from casdri.scoring import score_folders
 
 from .conftest import TOL_REPLAY_DB
@@ -299,3 +300,45 @@ def test_bad_arguments(tmp_path, kwargs, match):
     dirs = make_folder(tmp_path, {"s": (["Speech"], ["Speech"])})
     with pytest.raises(casdri.InputError, match=match):
         score_folders(*dirs, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the one reader
+
+
+def test_scan_targets_matches_scoring_and_reads_slices(tmp_path):
+    """Building and training read the layout through the scorer's matching (one reader)."""
+    dirs = make_folder(tmp_path, {"s_1": (["Cough", "Speech"], []), "s_10": ([], [])})
+    scored = {f.name: f.refs for f in scan_folders(*dirs)}
+    built = scan_targets(dirs[0], dirs[1])
+    assert [f.name for f in built] == ["s_1", "s_10"]
+    assert {f.name: f.refs for f in built} == scored and all(f.ests == () for f in built)
+    assert all(f.refs == () for f in scan_targets(dirs[0], None))
+    path = dirs[0] / "s_1.wav"
+    whole = sf.read(path, dtype="float32", always_2d=True)[0].T
+    assert check_header(path, sample_rate_hz=SR, n_channels=4) == T
+    np.testing.assert_array_equal(read_audio(path), whole)
+    np.testing.assert_array_equal(read_audio(path, start=100, stop=300), whole[:, 100:300])
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"sample_rate_hz": 16000, "n_channels": 4}, r"s_1\.wav: sample rate 32000 Hz, expected 16000"),
+    ({"sample_rate_hz": SR, "n_channels": 1}, r"s_1\.wav: 4 channels, expected 1; a mono"),
+    ({"sample_rate_hz": SR, "n_channels": 4, "n_samples": 5}, rf"s_1\.wav: {T} samples, "
+                                                              "expected 5"),
+])
+def test_check_header_names_the_file(tmp_path, kw, match):
+    dirs = make_folder(tmp_path, {"s_1": ([], [])})
+    with pytest.raises(AudioFileError, match=match):
+        check_header(dirs[0] / "s_1.wav", **kw)
+
+
+def test_read_audio_refuses_nan_and_truncation(tmp_path):
+    path = tmp_path / "x.wav"
+    data = np.zeros((50, 2), np.float32)
+    data[7, 1] = np.nan
+    _write(path, data)
+    with pytest.raises(AudioFileError, match=r"x\.wav: channel 1 holds nan at sample 7"):
+        read_audio(path)
+    assert read_audio(path, check_finite=False).shape == (2, 50)
+    with pytest.raises(AudioFileError, match="truncated"):
+        read_audio(path, stop=80)

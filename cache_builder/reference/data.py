@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-import soundfile as sf
 
-from casdri.errors import AudioFileError, FolderLayoutError
-from casdri.folders import list_soundscapes
+from casdri.errors import FolderLayoutError
+from casdri.folders import (SAMPLE_RATE_HZ, SOUNDSCAPE_CHANNELS, check_header, list_soundscapes,
+                            read_audio, scan_targets)
 from casdri.labels import LabelSet
-from casdri.layout import parse_stem_name, split_folders, wav_names
+from casdri.layout import split_folders
 
-__all__ = ["Clip", "list_clips", "read_clip", "track_targets", "envelope",
+__all__ = ["Clip", "list_clips", "read_crop", "track_targets", "envelope",
            "label_vector", "CropSampler", "ENVELOPE_HOP"]
 
 #: samples per envelope frame (0.1 s at 32 kHz)
@@ -49,43 +49,37 @@ class Clip:
 def list_clips(split_dir: Union[str, Path], label_set: LabelSet) -> list[Clip]:
     """The soundscapes of ``split_dir`` with their oracle targets, sorted by name.
 
+    Names are matched by `casdri.folders.scan_targets` (the one DCASE folder reader); the
+    soundscape headers are checked (4 channels, 32 kHz) before any training.
+
     Raises:
         FolderLayoutError: no ``soundscape/`` folder or no wav in it, an oracle file that
             names no soundscape.
         AudioFileError: a soundscape that is not 4-channel 32 kHz.
     """
     sdir, odir = split_folders(split_dir)
-    scapes = list_soundscapes(sdir)
-    if not scapes:
+    if not sdir.is_dir() or not list_soundscapes(sdir):
         raise FolderLayoutError(f"{sdir}: no .wav soundscape; generate soundscapes first "
-                                "(cache_builder.soundscapes)")
-    found: dict[str, list] = {n: [] for n in scapes}
-    if odir.is_dir():
-        for file_name in wav_names(odir):
-            name, index, label = parse_stem_name(file_name, found.keys(), label_set)
-            found[name].append((index is None, index or 0, file_name, label, odir / file_name))
+                                "(casdri-cache generate)")
     clips = []
-    for name, path in scapes.items():
-        info = sf.info(str(path))
-        if info.channels != 4 or info.samplerate != 32000:
-            raise AudioFileError(f"{path}: expected 4 channels at 32000 Hz, got "
-                                 f"{info.channels} at {info.samplerate}")
-        rows = sorted(found[name])
-        clips.append(Clip(name, path, info.frames, tuple(r[3] for r in rows),
-                          tuple(r[4] for r in rows)))
+    for f in scan_targets(sdir, odir if odir.is_dir() else None, label_set):
+        n = check_header(f.mixture_path, sample_rate_hz=SAMPLE_RATE_HZ,
+                         n_channels=SOUNDSCAPE_CHANNELS)
+        clips.append(Clip(f.name, f.mixture_path, n, tuple(f.ref_labels),
+                          tuple(t.path for t in f.refs)))
     return clips
 
 
-def read_clip(clip: Clip, start: int = 0, stop: int | None = None
+def read_crop(clip: Clip, start: int = 0, stop: int | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """``(mixture (4, L), targets (n_targets, L))`` float32 for samples ``start:stop``."""
+    """``(mixture (4, L), targets (n_targets, L))`` float32 for samples ``start:stop``
+    (`casdri.folders.read_audio`)."""
     stop = clip.n_samples if stop is None else stop
-    mix = sf.read(str(clip.path), start=start, stop=stop, dtype="float32",
-                  always_2d=True)[0].T
+    mix = read_audio(clip.path, start=start, stop=stop, check_finite=False)
     tgt = np.zeros((len(clip.targets), stop - start), np.float32)
     for i, p in enumerate(clip.targets):
-        tgt[i] = sf.read(str(p), start=start, stop=stop, dtype="float32")[0]
-    return np.ascontiguousarray(mix), tgt
+        tgt[i] = read_audio(p, start=start, stop=stop, check_finite=False)[0]
+    return mix, tgt
 
 
 def track_targets(labels: Sequence[str], label_set: LabelSet, n_tracks: int) -> np.ndarray:
@@ -162,7 +156,7 @@ class CropSampler:
         clip = self.clips[i]
         start = self._start(i)
         stop = min(start + self.crop, clip.n_samples)
-        mix, tgt = read_clip(clip, start, stop)
+        mix, tgt = read_crop(clip, start, stop)
         cls = [self.label_set.index(lab) for lab in clip.labels]
         keep = list(range(len(cls)))
         unique = [j for j in keep if cls.count(cls[j]) == 1]

@@ -42,7 +42,7 @@ import torch
 
 from casdri.labels import LabelSet, get_label_set
 
-from .data import Clip, CropSampler, envelope, list_clips, read_clip, track_targets
+from .data import Clip, CropSampler, envelope, list_clips, read_crop, track_targets
 
 __all__ = ["train_reference_system", "evaluate_reference_system", "class_aware_snr_loss",
            "separation_loss", "MODEL_SPECS", "BUDGET_SHARES", "SEPARATION_LOSSES", "main"]
@@ -129,7 +129,7 @@ def tagger_bank(clips: list[Clip], label_set: LabelSet, n_tracks: int, t1, t4,
     n1 = t1.features.n_out
     for lo in range(0, len(clips), batch_size):
         chunk = clips[lo: lo + batch_size]
-        audio = [read_clip(c) for c in chunk]
+        audio = [read_crop(c) for c in chunk]
         t_max = max(c.n_samples for c in chunk)
         mix = torch.zeros(len(chunk), 4, t_max)
         for i, (m, _) in enumerate(audio):
@@ -456,7 +456,7 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
     floor = []
     for lo in range(0, len(clips), batch_size):
         chunk = clips[lo: lo + batch_size]
-        audio = [read_clip(c) for c in chunk]
+        audio = [read_crop(c) for c in chunk]
         mix = torch.from_numpy(np.stack([m for m, _ in audio]))
         for name in system.taggers:
             probs = system.tag(name, mix)
