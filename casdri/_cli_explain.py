@@ -1,98 +1,24 @@
 """``casdri explain`` and ``casdri compare`` (thin over `casdri.gap`, `casdri.whatif` and
-`casdri.paired`), and the plain-text tables they print.
+`casdri.paired`; the tables they print are `casdri._tables`).
 
 Conventions:
     * A system is a policy YAML file (``casdri.load_policy_yaml``), ``baseline`` (its
       defaults), a stem folder (``--soundscapes`` / ``--oracle`` give the dev set), or, for
       ``compare``, a per-soundscape table written by ``casdri score --out`` (.csv/.parquet/.json).
-    * Heavy modules are imported inside the handlers, so ``casdri --help`` stays fast.
-    * Tables: dB with 3 decimals; the parts of a row sum to its ``total``.
+    * Heavy modules are imported by the handlers (`casdri._cli.lazy_import`), so
+      ``casdri --help`` stays fast.
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-from ._cli import int_at_least
+from ._cli import int_at_least, lazy_import
+from .errors import InputError
 
 _POSITIVE = int_at_least(1)
 
-__all__ = ["add_parsers", "explanation_text", "whatif_text", "comparison_text"]
-
-_SHORT = {"fp_zero_target": "FP0", "fp_other": "FP", "missed": "miss", "wrong_class": "class",
-          "count": "count", "separation": "sep"}
-
-
-def _row(name, vals, w=22) -> str:
-    return f"{str(name)[:w]:<{w}}" + "".join(f"{v:>8.3f}" if isinstance(v, float) else f"{v:>8}"
-                                           for v in vals)
-
-
-def explanation_text(e, max_classes: int = 18) -> str:
-    """The compact tables of a `casdri.gap.GapExplanation`."""
-    from ._gap_states import PARTS
-
-    lines = [f"gap to the oracle labelling bound: {e.source}",
-             f"system {e.system_db:.3f} dB, oracle labelling bound {e.oracle_db:.3f} dB, "
-             f"gap {e.gap_db:+.3f} dB = sum of the parts (corrections applied in this order)",
-             "", f"{'part':<44}{'gap dB':>8}{'events':>8}{'after':>9}"]
-    for r in e.parts.itertuples():
-        lines.append(f"{r.description[:43]:<44}{r.gap_db:>+8.3f}{r.events:>8}{r.state_db:>9.3f}")
-    lines.append(f"{'total':<44}{e.parts.gap_db.sum():>+8.3f}")
-    head = _row("", [_SHORT[p] for p in PARTS] + ["total"])
-    lines += ["", "per scene type (dB of the dataset mean; n = soundscapes):",
-              _row("scene", ["n", "system", "oracle"] + [_SHORT[p] for p in PARTS] + ["total"])]
-    for r in e.per_scene.to_dict(orient="records"):
-        lines.append(_row(r["scene"], [r["n_soundscapes"], r["system_db"], r["oracle_db"]]
-                          + [r[p] for p in PARTS] + [r["total"]]))
-    pc = e.per_class.sort_values("total", ascending=False)
-    lines += ["", f"per class (dB of the dataset mean; largest {min(max_classes, len(pc))} of "
-              f"{len(pc)}):", head.replace(" " * 22, f"{'class':<22}", 1)]
-    for r in pc.head(max_classes).to_dict(orient="records"):
-        lines.append(_row(r["class"], [r[p] for p in PARTS] + [r["total"]]))
-    lines.append("(" + ", ".join(f"{_SHORT[p]} = {p}" for p in PARTS) + ")")
-    return "\n".join(lines)
-
-
-def whatif_text(table) -> str:
-    """The what-if table (`casdri.whatif.what_if`)."""
-    lines = ["", "what if (each alone, applied to the system; dB of the dataset mean):",
-             f"{'scenario':<60}{'CAPI-SDRi':>10}{'gain':>9}"]
-    for r in table.itertuples():
-        lines.append(f"{r.scenario[:59]:<60}{r.capi_sdri_db:>10.3f}{r.gain_db:>+9.3f}")
-    return "\n".join(lines)
-
-
-def comparison_text(c, top: int = 10) -> str:
-    """The tables of a `casdri.paired.Comparison`."""
-    b = c.bootstrap
-    lo, hi = b.gain_ci_db
-    lines = [f"A: {c.name_a}", f"B: {c.name_b}",
-             f"{c.n_soundscapes} soundscapes compared (A scores {c.n_scored_a}, B {c.n_scored_b}"
-             f"; None left out of each mean as officially)",
-             f"A {b.tuned_db:.3f} dB, B {b.base_db:.3f} dB, gain A - B {b.gain_db:+.3f} dB, "
-             f"{100 * b.confidence:.0f}% CI [{lo:+.3f}, {hi:+.3f}] (paired bootstrap, "
-             f"{b.n_boot} resamples, seed {b.seed})",
-             f"probability of improvement (resamples with gain > 0): {c.prob_improvement:.3f}; "
-             f"soundscapes better / worse / equal: {c.n_better} / {c.n_worse} / {c.n_equal}",
-             "", "per scene type (gain, CI and P(>0) within the type; share: the type's exact "
-             "share of the overall gain):",
-             _row("scene", ["n", "A", "B", "gain", "ci_lo", "ci_hi", "P(>0)", "share"])]
-    for r in c.per_scene.to_dict(orient="records"):
-        lines.append(_row(r["scene"], [r["n_soundscapes"], r["a_db"], r["b_db"], r["gain_db"],
-                                       r["ci_low_db"], r["ci_high_db"], r["prob_improvement"],
-                                       r["share_db"]]))
-    if c.per_class is not None and len(c.per_class):
-        lines += ["", "per class (mean SDRi over the class's entries, zeros included):",
-                  _row("class", ["A", "B", "gain", "dTP", "dFP", "dFN"])]
-        for r in c.per_class.sort_values("gain_db").to_dict(orient="records"):
-            lines.append(_row(r["class"], [r["a_db"], r["b_db"], r["gain_db"], r["d_tp"],
-                                           r["d_fp"], r["d_fn"]]))
-    lines += ["", "soundscapes that changed most (share of the gain, dB):",
-              _row("soundscape", ["A", "B", "share"], 26)]
-    for r in c.per_soundscape.head(top).to_dict(orient="records"):
-        lines.append(_row(r["soundscape"], [r["a_db"], r["b_db"], r["share_db"]], 26))
-    return "\n".join(lines)
-
+__all__ = ["add_parsers"]
 
 # ----------------------------------------------------------------------------- parsers
 
@@ -140,12 +66,9 @@ def _folder_args(p) -> None:
 
 
 def _open_cache(path):
-    from .cache import load_cache
-
+    load_cache = lazy_import("casdri.cache").load_cache
     if path:
         return load_cache(path)
-    from importlib import resources
-
     return load_cache(Path(str(resources.files("casdri").joinpath("data", "demo_cache"))))
 
 
@@ -153,36 +76,27 @@ def _cmd_explain(args) -> int:
     if args.oracle_estimate:
         if not (args.soundscapes and args.oracle):
             args.parser.error("--oracle-estimate needs --soundscapes and --oracle")
-        from .gap import explain_folders
-
-        e = explain_folders(args.soundscapes, args.oracle, args.system, args.oracle_estimate,
+        e = lazy_import("casdri.gap").explain_folders(args.soundscapes, args.oracle, args.system, args.oracle_estimate,
                             args.label_set)
         print(e.to_text(args.classes))
         if args.what_if:
-            from .whatif import what_if_clips
-
-            print(whatif_text(what_if_clips(e)))
+            table = lazy_import("casdri.whatif").what_if_clips(e)
+            print(lazy_import("casdri._tables").whatif_text(table))
         return 0
-    from .paired import load_system
-    from .gap import explain
-
     cache = _open_cache(args.cache)
-    mod, params = load_system(args.system, cache)
+    mod, params = lazy_import("casdri.paired").load_system(args.system, cache)
     mask = _split_mask(cache, args.split)
-    e = explain(cache, mod, params, mask=mask)
+    e = lazy_import("casdri.gap").explain(cache, mod, params, mask=mask)
     print(e.to_text(args.classes))
     if args.what_if:
-        from .whatif import what_if
-
-        print(whatif_text(what_if(cache, mod, params, mask=mask, explanation=e)))
+        table = lazy_import("casdri.whatif").what_if(cache, mod, params, mask=mask, explanation=e)
+        print(lazy_import("casdri._tables").whatif_text(table))
     return 0
 
 
 def _split_mask(cache, split):
     if split is None:
         return None
-    from .errors import InputError
-
     mask = cache.split_mask(split)
     if not mask.any():
         raise InputError(f"--split {split}: the cache {cache.path} holds splits "
@@ -191,14 +105,12 @@ def _split_mask(cache, split):
 
 
 def _cmd_compare(args) -> int:
-    from .paired import compare_systems
-
     def open_cache(path):
         cache = _open_cache(path)
         return cache, _split_mask(cache, args.split)
 
-    c = compare_systems(args.a, args.b, cache=args.cache, soundscapes=args.soundscapes,
+    c = lazy_import("casdri.paired").compare_systems(args.a, args.b, cache=args.cache, soundscapes=args.soundscapes,
                         oracle=args.oracle, label_set=args.label_set, n_boot=args.n_boot,
                         seed=args.seed, open_cache=open_cache)
-    print(comparison_text(c, args.top))
+    print(c.to_text(args.top))
     return 0

@@ -46,7 +46,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import _kernels as K_
 from . import metric as _m
 from .errors import InputError
 from .replay import scored_mean as dataset_mean  # the one dataset-mean rule

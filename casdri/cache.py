@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import __version__
 from . import schema as sc
 from . import _cache_checks as _load
 from ._cache_load import read_tables, build_arrays
@@ -80,8 +81,6 @@ class CacheWriter:
     """
 
     def __init__(self, cache_dir: Union[str, Path], meta: sc.CacheMeta):
-        from . import __version__
-
         self.path = Path(cache_dir)
         self.path.mkdir(parents=True, exist_ok=True)
         meta_file = self.path / sc.META_FILE

@@ -27,7 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._cli import Parser, int_at_least, run
+from . import __version__
+from ._cli import Parser, int_at_least, lazy_import, run
+from ._cli_explain import add_parsers
 from ._io import atomic_write_bytes, atomic_write_text
 from .errors import FolderLayoutError
 from .layout import ESTIMATE_DIR, ORACLE_DIR, SOUNDSCAPE_DIR
@@ -88,9 +90,7 @@ def _build_parser() -> Parser:
                        help="parallel readers (default: CPUs, at most 8)")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     score.set_defaults(handler=_cmd_score, parser=score)
-    from ._cli_explain import add_parsers  # explain, compare (their heavy imports are lazy)
-
-    add_parsers(sub, common)
+    add_parsers(sub, common)  # explain, compare (their heavy imports are lazy)
     return parser
 
 
@@ -138,8 +138,6 @@ def _json_ready(x):
 
 
 def _write_out(path: Path, result, inputs: dict, lines: list[str]) -> None:
-    from . import __version__
-
     try:
         if path.suffix == ".json":
             doc = {**result.to_dict(), "label_set": inputs.pop("label_set"), "inputs": inputs,
@@ -159,8 +157,7 @@ def _write_out(path: Path, result, inputs: dict, lines: list[str]) -> None:
 
 
 def _cmd_score(args) -> int:
-    from .scoring import score_folders
-
+    score_folders = lazy_import("casdri.scoring").score_folders
     given = [getattr(args, opt) for opt, _ in _DIRS]
     if args.example and any(given):
         args.parser.error("--example cannot be combined with --soundscapes/--oracle/--estimate")

@@ -29,8 +29,14 @@ import numpy as np
 import pandas as pd
 
 from . import _gap_states as _gap
+from ._tables import explanation_text
+from .cache import load_cache
 from .errors import InputError
+from .folders import read_soundscape, scan_folders
 from .labels import SILENCE
+from .metric import snr_db
+from .policies import OracleParams, get_policy, params_class
+from .replay import _mask_idx, decisions, replay, replay_matrix
 
 __all__ = ["GapExplanation", "explain", "explain_folders", "best_oracle_params", "cache_clips"]
 
@@ -66,16 +72,11 @@ class GapExplanation:
 
     def to_text(self, max_classes: int = 18) -> str:
         """Compact plain-text tables (what ``casdri explain`` prints)."""
-        from ._cli_explain import explanation_text
-
         return explanation_text(self, max_classes)
 
 
 def best_oracle_params(cache, mask=None):
     """`OracleParams` of the best separator / stage choice by dataset CAPI-SDRi (first max)."""
-    from .policies import OracleParams
-    from .replay import replay
-
     space = OracleParams.search_space(cache)
     X = np.array(list(itertools.product(*[r.choices for r in space])), np.float64)
     means = replay(cache, "oracle", X, mask=mask).capi_sdri
@@ -98,8 +99,6 @@ def _stems(cache, dec: pd.DataFrame, s: int):
 def cache_clips(cache, policy, params, oracle=None, mask=None) -> tuple[list, np.ndarray, object]:
     """``(clips, sidx, oracle params)``: one `casdri._gap_states.GapClip` per soundscape of ``mask``
     from the decisions of ``policy`` / ``params`` and of the oracle (`casdri.decisions`)."""
-    from .replay import _mask_idx, decisions
-
     sidx = _mask_idx(cache, mask)
     oracle = best_oracle_params(cache, sidx) if oracle is None else oracle
     dec = decisions(cache, policy, params, mask=sidx)
@@ -121,8 +120,6 @@ def cache_clips(cache, policy, params, oracle=None, mask=None) -> tuple[list, np
 
 
 def _check_replay(cache, policy, params, sidx, values, what: str) -> None:
-    from .replay import replay_matrix
-
     ref = replay_matrix(cache, policy, params, mask=sidx).values[0]
     same_none = np.array_equal(np.isnan(ref), np.isnan(values))
     diff = np.nanmax(np.abs(ref - values)) if (~np.isnan(ref)).any() else 0.0
@@ -156,8 +153,6 @@ def explain(cache, policy="baseline", params=None, oracle=None, mask=None) -> Ga
         >>> round(e.system_db, 4), round(e.gap_db, 4), exact
         (5.4279, 2.606, True)
     """
-    from .cache import load_cache
-    from .policies import get_policy, params_class
 
     if not hasattr(cache, "key_codes"):
         cache = load_cache(cache)
@@ -176,8 +171,6 @@ def folder_clips(soundscape_dir, oracle_dir, estimate_dir, oracle_estimate_dir,
                  label_set="dcase2026t4") -> list:
     """One `casdri._gap_states.GapClip` per soundscape of a folder set (full SNR matrices
     from the audio, read as float32 as officially)."""
-    from .folders import read_soundscape, scan_folders
-    from .metric import snr_db
 
     sys_files = scan_folders(soundscape_dir, oracle_dir, estimate_dir, label_set)
     ora_files = {f.name: f for f in scan_folders(soundscape_dir, oracle_dir, oracle_estimate_dir,

@@ -6,6 +6,7 @@ zero), so a bar's net height is its share of the gap. Used by `search.report` an
 """
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from ._gap_states import PART_NAMES, PARTS
@@ -35,8 +36,6 @@ def gap_figure(explanation, max_classes: int = 18):
     Returns:
         A matplotlib ``Figure`` (the caller saves and closes it).
     """
-    import matplotlib.pyplot as plt
-
     e = explanation
     sc = e.per_scene.copy()
     total = {p: float(e.parts.set_index("part").loc[p, "gap_db"]) for p in PARTS}

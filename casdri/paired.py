@@ -18,6 +18,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,12 @@ import numpy as np
 import pandas as pd
 
 from . import _gap_states as _gap
+from ._tables import comparison_text
+from .cache import load_cache
 from .errors import InputError
+from .policies import POLICIES, load_policy_yaml, params_class
+from .replay import replay
+from .scoring import score_folders
 from .stats import paired_bootstrap
 
 __all__ = ["Comparison", "compare", "compare_values", "compare_systems", "load_system",
@@ -66,8 +72,6 @@ class Comparison:
     per_class: Optional[pd.DataFrame] = None
 
     def to_text(self, top: int = 10) -> str:
-        from ._cli_explain import comparison_text
-
         return comparison_text(self, top)
 
 
@@ -175,7 +179,6 @@ def _class_table(ca: pd.DataFrame, cb: pd.DataFrame) -> pd.DataFrame:
 def load_system(spec, cache):
     """``(policy module, params)`` of ``"baseline"`` / ``"oracle"`` (defaults) or a policy
     YAML file. Raises `InputError` for anything else."""
-    from .policies import POLICIES, load_policy_yaml, params_class
 
     if str(spec) in POLICIES:
         return POLICIES[str(spec)], params_class(str(spec))()
@@ -198,11 +201,9 @@ def system_table(spec, cache=None, soundscapes=None, oracle=None, label_set="dca
     if p.is_dir():
         if not (soundscapes and oracle):
             raise InputError(f"{spec} is a stem folder: pass --soundscapes and --oracle")
-        from .scoring import score_folders
 
         r = score_folders(soundscapes, oracle, p, label_set=label_set)
         return str(p), r.per_soundscape, r.per_class
-    from .replay import replay
 
     mod, params = load_system(spec, cache)
     r = replay(cache, mod, params, mask=mask, per_soundscape=True, per_class=True)
@@ -213,7 +214,6 @@ def _read_table(p: Path) -> pd.DataFrame:
     if p.suffix == ".parquet":
         t = pd.read_parquet(p)
     elif p.suffix == ".json":
-        import json
 
         t = pd.DataFrame(json.loads(p.read_text())["per_soundscape"])
         t["capi_sdri"] = t["capi_sdri"].astype(np.float64)  # null -> NaN
@@ -242,7 +242,6 @@ def compare_systems(a, b, cache=None, soundscapes=None, oracle=None, label_set="
 
 
 def _load(path):
-    from .cache import load_cache
 
     if path is None:
         raise InputError("a policy needs a cache: pass --cache DIR")

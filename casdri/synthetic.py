@@ -61,6 +61,7 @@ import numpy as np
 from . import schema as sc
 from .cache import CacheWriter, load_cache
 from .labels import DCASE2026T4, LabelSet
+from .policies import params_class
 
 __all__ = ["make_synthetic_cache", "synthetic_label_set", "random_settings", "QUIET_GATE_DB"]
 
@@ -269,7 +270,6 @@ def random_settings(cache, policy, n: int, rng: np.random.Generator,
         >>> random_settings(c, "baseline", 2, np.random.default_rng(0)).shape
         (2, 3)
     """
-    from .policies import params_class
     cls = params_class(policy)
     X = np.tile(cls().encode(cache), (n, 1))
     for r in cls.search_space(cache):

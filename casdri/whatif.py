@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from . import _gap_states as _gap
+from .cache import load_cache
+from .gap import explain
 
 __all__ = ["what_if", "what_if_clips"]
 
@@ -100,12 +102,10 @@ def what_if(cache, policy="baseline", params=None, oracle=None, mask=None,
         >>> t.scenario.iloc[0]
         'zero-target soundscapes made perfect (silent)'
     """
-    from .gap import explain
 
     if explanation is None:
         explanation = explain(cache, policy, params, oracle, mask)
     if not hasattr(cache, "key_codes"):
-        from .cache import load_cache
 
         cache = load_cache(cache)
     t = what_if_clips(explanation)

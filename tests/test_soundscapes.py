@@ -361,7 +361,7 @@ def test_bad_config_raises(changes, match):
 
 
 def test_cli_refuses_negative_oracle_window(tmp_path):
-    cmd = [sys.executable, "-m", "cache_builder.gen_cli", "--sources", str(POOL), "--out",
+    cmd = [sys.executable, "-m", "cache_builder.soundscapes.cli", "--sources", str(POOL), "--out",
            str(tmp_path / "o"), "--dev", "1", "--oracle-window-ms", "-5", "-10"]
     bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == EXIT_USAGE  # one line, the casdri._cli policy
@@ -496,7 +496,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 
 def test_cli_subprocess(tmp_path):
-    cmd = [sys.executable, "-m", "cache_builder.gen_cli", "--sources", str(POOL), "--out",
+    cmd = [sys.executable, "-m", "cache_builder.soundscapes.cli", "--sources", str(POOL), "--out",
            str(tmp_path / "o"), "--test", "2", "--duration-s", "1", "--no-progress"]
     ok = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
