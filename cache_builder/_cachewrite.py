@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import casdri
 from casdri import schema as S
 from casdri._cache_checks import BUILD_DIR
-from casdri.cache import CacheWriter
+from casdri.cache import CacheWriter, load_cache
 from casdri.errors import CacheError, CacheSchemaError
 
 from .closure import query_closure
@@ -273,8 +273,6 @@ def _part_problems(path: Path, meta: S.CacheMeta) -> list[str]:
 
 def validate(path: Path) -> list[str]:
     """See `cache_builder.build.validate_cache`."""
-    from casdri.cache import load_cache
-
     meta_file = path / S.META_FILE
     if not meta_file.is_file():
         return [f"{path}: no {S.META_FILE}; not a cache"]
@@ -321,8 +319,6 @@ def validate(path: Path) -> list[str]:
 
 def info(path: Path, allow_incomplete: bool = False) -> dict:
     """See `cache_builder.build.cache_info`."""
-    from casdri.cache import load_cache
-
     cache = load_cache(path, allow_incomplete=allow_incomplete)
     meta = cache.meta
     extra = meta.extra or {}

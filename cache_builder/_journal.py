@@ -25,6 +25,8 @@ import numpy as np
 
 from casdri._io import TEMP_PATTERN, atomic_path
 
+from .runner import StemInfo
+
 __all__ = ["BatchJournal"]
 
 
@@ -59,7 +61,6 @@ class BatchJournal:
 
     @staticmethod
     def _read(path: Path, names, queries) -> Optional[list]:
-        from .runner import StemInfo
         with np.load(path, allow_pickle=False) as z:
             q_len = [len(q) for q in queries]
             if (list(z["names"]) != list(names) or z["q_len"].tolist() != q_len

@@ -36,11 +36,14 @@ from typing import Optional, Union
 import numpy as np
 import soundfile as sf
 import yaml
+from tqdm.auto import tqdm
 
 from casdri import schema as S
 from casdri._io import sha256_file
 from casdri.errors import PolicyError
 from casdri.layout import stem_name
+from casdri.policies import SlotStem, SoundscapeInputs, load_policy_yaml
+from casdri.scoring import score_folders
 
 from ._submission import (INCOMPLETE_MARKER, check_out, move_in, temp_folder, write_zip,
                           zip_target)
@@ -99,7 +102,6 @@ def load_policy(path: Union[str, Path], label_set):
     Raises:
         PolicyError: unreadable file, no ``policy`` key, an unknown policy, bad parameters.
     """
-    from casdri.policies import load_policy_yaml
     path = Path(path)
     if not path.is_file():
         raise PolicyError(f"policy YAML {path} does not exist")
@@ -120,7 +122,6 @@ def load_policy(path: Union[str, Path], label_set):
 def system_meta(spec: SystemSpec):
     """The `casdri.schema.CacheMeta` a cache of this system would have (no hashes): what a
     policy's choices (separators, stages) are checked against."""
-    from casdri import schema as S
     return S.CacheMeta(
         label_set=spec.label_set.name, classes=spec.label_set.classes,
         sample_rate_hz=spec.sample_rate_hz, n_tracks=spec.n_tracks,
@@ -219,7 +220,6 @@ class LiveLookup:
         self.memo: dict = {}
 
     def __call__(self, query, separator: int, stage: int):
-        from casdri.policies._base import SlotStem
         q = tuple(sorted(int(x) for x in query))
         if not q:
             return []
@@ -281,8 +281,6 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
         CacheError: ``out`` not empty, a bad ``zip_name``; model, audio and folder errors as
             in `build_cache`.
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     out = Path(out)
     zip_path = None if zip_name is None else zip_target(out, zip_name)
@@ -297,7 +295,6 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     oracle = layout.oracle
     files = scan_soundscapes(layout.soundscapes, oracle, spec)
     sysm.passes.reset()
-    from casdri.policies._base import SoundscapeInputs
     report = ApplyReport(out, None, 0, 0)
     tmp = temp_folder(out)
     written_files: list[str] = []
@@ -336,7 +333,6 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
         bar.close()
         stream.close()
         if oracle is not None:
-            from casdri.scoring import score_folders
             report.score = score_folders(layout.soundscapes, oracle, tmp,
                                          label_set=spec.label_set, jobs=1)
             report.capi_sdri = report.score.capi_sdri

@@ -53,10 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from tqdm.auto import tqdm
+
+from casdri import schema as S
 from casdri._io import atomic_write_text
 from casdri.errors import CacheError, FolderLayoutError
 
-from ._cachewrite import PROGRESS_DIR
+from . import _cachewrite as cw
+from ._cachewrite import PROGRESS_DIR, names_sha256, read_manifests
 from .closure import CLOSURE_RULE, QUERY_ORDER_RULE
 from ._journal import BatchJournal
 from .runner import FolderLayout, iter_soundscapes, resolve_folder, run_chunk, scan_soundscapes
@@ -185,7 +189,6 @@ def provenance_of(layout: FolderLayout, names: Sequence[str]
 
 def _remove_stale_temps(out: Path, split: str, shard: tuple[int, int], manifest: Path) -> None:
     """Temp files a killed build of this shard left (never read: parts are renamed whole)."""
-    from casdri import schema as S
     for table in S.TABLES:
         for f in (out / table).glob(f".part-{_part_prefix(split, shard)}*.parquet.tmp-*"):
             f.unlink(missing_ok=True)
@@ -227,8 +230,6 @@ def _manifest(out: Path, split: str, shard: tuple[int, int], chunk_size: int, ca
               all_names: list[str], names: list[str], soundscapes,
               settings: dict) -> tuple[Path, dict]:
     """This shard's manifest (resumed if present), after checking the other builds."""
-    from ._cachewrite import names_sha256, read_manifests
-
     sha = names_sha256(all_names)
     mine = set(all_names)
     manifests, _ = read_manifests(out)
@@ -319,8 +320,6 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
             (an unknown or absent ``device`` too).
         AudioFileError, FolderLayoutError: unreadable or mismatching audio.
     """
-    from . import _cachewrite as cw
-
     t0 = time.perf_counter()
     if split is not None and not _SPLIT.match(split):
         raise CacheError(f"split name {split!r}: use letters, digits, '_', '.', '=' (it names "
@@ -417,7 +416,6 @@ class _Bars:
     """tqdm bars per phase: soundscapes read+tagged, (query × separator) items, parts."""
 
     def __init__(self, enabled: bool, n_soundscapes: int, n_parts: int):
-        from tqdm.auto import tqdm
         kw = dict(disable=not enabled, file=sys.stderr, dynamic_ncols=True, leave=True)
         self.tag = tqdm(total=n_soundscapes, desc="read+tag", unit="sc", position=0, **kw)
         self.sep = tqdm(total=0, desc="separate", unit="query", position=1, **kw)
@@ -451,7 +449,6 @@ def validate_cache(path: Union[str, Path]) -> list[str]:
     probabilities and oracle labels with the recorded ``top_n``) present for every
     separator and stage, with one row per slot; no unfinished build shard.
     """
-    from . import _cachewrite as cw
     return cw.validate(Path(path))
 
 
@@ -461,5 +458,4 @@ def cache_info(path: Union[str, Path], allow_incomplete: bool = False) -> dict:
     Raises:
         CacheError: an incomplete cache unless ``allow_incomplete`` (`casdri.load_cache`).
     """
-    from . import _cachewrite as cw
     return cw.info(Path(path), allow_incomplete)

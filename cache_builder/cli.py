@@ -26,7 +26,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from casdri._cli import Parser, int_at_least, run
+from casdri._cli import Parser, int_at_least, lazy_import, run
 
 from .soundscapes.cli import add_generate_parser, run_generate
 
@@ -137,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args) -> int:
-    from .build import build_cache
-    report = build_cache(args.system, args.soundscapes, args.out,
+    report = lazy_import("cache_builder.build").build_cache(args.system, args.soundscapes, args.out,
                          oracle=False if args.no_oracle else args.oracle,
                          shard=args.shard, device=args.device, batch_size=args.batch_size,
                          tag_batch_size=args.tag_batch_size, chunk_size=args.chunk_size,
@@ -149,8 +148,7 @@ def _build(args) -> int:
 
 
 def _apply(args) -> int:
-    from .apply import apply_policy
-    report = apply_policy(args.system, args.policy, args.soundscapes, args.out,
+    report = lazy_import("cache_builder.apply").apply_policy(args.system, args.policy, args.soundscapes, args.out,
                           zip_name=args.zip, oracle=False if args.no_oracle else args.oracle,
                           device=args.device,
                           tag_batch_size=args.tag_batch_size, jobs=args.jobs, amp=args.amp,
@@ -161,8 +159,7 @@ def _apply(args) -> int:
 
 
 def _info(args) -> int:
-    from .build import cache_info
-    info = cache_info(args.cache, allow_incomplete=args.allow_incomplete)
+    info = lazy_import("cache_builder.build").cache_info(args.cache, allow_incomplete=args.allow_incomplete)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -186,8 +183,7 @@ def _info(args) -> int:
 
 
 def _validate(args) -> int:
-    from .build import validate_cache
-    problems = validate_cache(args.cache)
+    problems = lazy_import("cache_builder.build").validate_cache(args.cache)
     if problems:
         for p in problems[:50]:
             print(f"INVALID: {p}", file=sys.stderr)

@@ -15,6 +15,8 @@ Conventions:
 """
 from __future__ import annotations
 
+import ctypes
+import signal
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from casdri._cli import lazy_import
 from casdri.errors import AudioFileError, FolderLayoutError
 from casdri.folders import check_header, read_audio, scan_targets
 from casdri.layout import ORACLE_DIR, SOUNDSCAPE_DIR, WAV
@@ -29,7 +32,7 @@ from casdri.metric import snr_db
 
 from .closure import query_closure
 from .soundscapes.metadata import find_metadata, read_split_tags
-from .system import System
+from .system import System, import_torch
 
 __all__ = ["SoundscapeFile", "Soundscape", "StemInfo", "FolderLayout", "resolve_folder",
            "scan_soundscapes", "load_soundscape", "iter_soundscapes", "energy_db", "separate_items",
@@ -188,8 +191,6 @@ def _die_with_parent(_worker_id: int) -> None:
     """Linux: a reader dies with the build process (a killed build leaves no orphan workers
     blocked on a full pipe)."""
     try:
-        import ctypes
-        import signal
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -201,10 +202,10 @@ def iter_soundscapes(files: Sequence[SoundscapeFile], jobs: int = 0) -> Iterator
         for f in files:
             yield load_soundscape(f)
         return
-    from torch.utils.data import DataLoader
-    loader = DataLoader(_Files(files), batch_size=1, shuffle=False, num_workers=jobs,
-                        collate_fn=_first, prefetch_factor=4, persistent_workers=False,
-                        worker_init_fn=_die_with_parent)
+    data = lazy_import("torch.utils.data", extra="builder")
+    loader = data.DataLoader(_Files(files), batch_size=1, shuffle=False, num_workers=jobs,
+                             collate_fn=_first, prefetch_factor=4, persistent_workers=False,
+                             worker_init_fn=_die_with_parent)
     for item in loader:
         if isinstance(item, Exception):
             raise item
@@ -261,7 +262,7 @@ def separate_items(system: System, separator: str, mixtures: Sequence[np.ndarray
     Returns:
         ``[item][stage]`` `StemInfo` (stage 0 = separator output).
     """
-    import torch
+    torch = import_torch()
     mix = torch.from_numpy(np.stack(mixtures))
     outs = system.separate(separator, mix, queries, where=where)
     result: list[list[StemInfo]] = [[] for _ in queries]
@@ -288,7 +289,7 @@ def tag_soundscapes(system: System, scs: Sequence[Soundscape],
                     batch_size: int) -> list[dict[str, np.ndarray]]:
     """Every tagger on every soundscape, batched by length: ``[sc]{tagger: (K, C+1)}``
     float32 (the values the cache stores and every policy sees)."""
-    import torch
+    torch = import_torch()
     out: list[dict[str, np.ndarray]] = [{} for _ in scs]
     for idx in _length_batches([s.mixture.shape[1] for s in scs], batch_size):
         x = torch.from_numpy(np.stack([scs[i].mixture for i in idx]))

@@ -37,6 +37,7 @@ YAML shape::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import pickle
 import sys
@@ -191,7 +192,7 @@ def _list(keys, n=8) -> str:
 
 def load_state(model, path: Path, allow_pickle: bool, what: str) -> None:
     """Load ``path`` into ``model`` (strict). Raises `CheckpointError` naming the file."""
-    import torch
+    torch = import_torch()
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except FileNotFoundError:
@@ -312,14 +313,14 @@ class System:
     # ------------------------------------------------------------------ calls
 
     def _ctx(self):
-        import torch
+        torch = import_torch()
         if not self.amp:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _call(self, model, inputs: dict, key: str, shape: tuple, what: str):
-        import torch
+        torch = import_torch()
         with torch.inference_mode(), self._ctx():
             out = model(inputs)
         if not isinstance(out, Mapping) or key not in out:
@@ -348,7 +349,7 @@ class System:
         Returns:
             ``(B, n_tracks, C + 1)`` float64, silence last.
         """
-        import torch
+        torch = import_torch()
         ms = self.spec.taggers[name]
         x = waveform if ms.channels is None else waveform[:, list(ms.channels)]
         x = x.to(self.device, non_blocking=True)
@@ -365,8 +366,7 @@ class System:
         same stem to every query holding that class) are re-tagged once; the passes count
         the forwards actually run.
         """
-        import hashlib
-        import torch
+        torch = import_torch()
         name = self.spec.retagger
         host = stems.detach().float().cpu().contiguous().numpy()
         first: dict[bytes, int] = {}
@@ -382,7 +382,7 @@ class System:
 
     def label_vector(self, queries: Sequence[Sequence[int]], n_slots: int):
         """``(B, n_slots·C)`` float32 stacked one-hots; slots past the query are zeros."""
-        import torch
+        torch = import_torch()
         c = self.n_classes
         lv = torch.zeros(len(queries), n_slots * c, dtype=torch.float32)
         for b, q in enumerate(queries):

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from casdri._cli import Parser, UsageError, int_at_least, number, run
+from casdri._cli import Parser, UsageError, int_at_least, lazy_import, number, run
 
 from .settings import AUTO_STAGES, STAGE_ORDER, SearchSettings
 
@@ -158,14 +158,12 @@ def _run(args, parser) -> int:
     talk = sys.stderr.isatty()
     if talk:  # the first line before the heavy imports (numba, optuna, pyarrow)
         _status("starting: loading numba, optuna and pyarrow")
-    from .casdri_problem import DemoCacheMissing
-    from .report import check_out_dir, write_outputs
-    from .run import run_search, summarize
-
+    DemoCacheMissing = lazy_import("search.casdri_problem").DemoCacheMissing
+    report, runner = lazy_import("search.report"), lazy_import("search.run")
     settings = settings_from_args(args)
-    check_out_dir(args.out)
+    report.check_out_dir(args.out)
     try:
-        result = run_search(
+        result = runner.run_search(
             cache=args.cache, settings=settings, policy_in=args.policy_in, split=args.split,
             test_split=args.test_split, allow_incomplete=args.allow_incomplete,
             on_status=_status if talk else None,
@@ -173,8 +171,8 @@ def _run(args, parser) -> int:
     except DemoCacheMissing as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1
-    written = write_outputs(result, args.out, figures=not args.no_figures)
-    print("\n".join(summarize(result)))
+    written = report.write_outputs(result, args.out, figures=not args.no_figures)
+    print("\n".join(runner.summarize(result)))
     n_fig = sum(1 for k in written if k not in ("policy", "trials", "report", "removed"))
     print(f"policy  -> {written['policy']}")
     print(f"trials  -> {written['trials']}")
@@ -183,9 +181,8 @@ def _run(args, parser) -> int:
         print(f"removed {len(written['removed'])} stale figure(s) of an earlier run: "
               + ", ".join(p.name for p in written["removed"]))
     if args.storage:
-        from .engines import dashboard_target
-
-        print(f"dashboard: optuna-dashboard {dashboard_target(args.storage)}")
+        target = lazy_import("search.engines").dashboard_target(args.storage)
+        print(f"dashboard: optuna-dashboard {target}")
     return 0
 
 

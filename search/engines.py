@@ -20,7 +20,9 @@ Conventions:
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import sqlite3
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +31,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import optuna
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy import event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from tqdm.auto import tqdm
 
 from casdri.errors import InputError
@@ -99,8 +104,6 @@ def rdb_url(url: str) -> str:
     """
     if not url.startswith("postgresql://"):
         return url
-    import importlib.util
-
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
         return "postgresql+psycopg2://" + url[len("postgresql://"):]
     return url
@@ -131,8 +134,6 @@ def make_storage(url: Optional[str]):
         if not path:
             raise InputError(f"--storage {url!r}: journal URL without a file path")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
-
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     if "://" in text:
         for attempt in range(5):  # concurrent first-time schema creation can race on servers
@@ -146,8 +147,6 @@ def make_storage(url: Optional[str]):
                     _sqlite_wal(storage.engine)
                 return storage
             except Exception as exc:  # sqlalchemy / alembic errors of a racing worker
-                from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
                 if attempt == 4 or isinstance(exc, (ArgumentError, NoSuchModuleError)):
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                     raise InputError(f"--storage {url!r}: cannot open ({first}); expected "
@@ -161,10 +160,6 @@ def _sqlite_wal(engine) -> None:
     ``synchronous=NORMAL`` on every connection of a WAL file: a commit no longer waits for a
     full sync (a crash of the process loses nothing committed; the file stays consistent),
     about 3x faster bookkeeping. A file another worker holds keeps its mode (both correct)."""
-    import sqlite3
-
-    from sqlalchemy import event
-
     def on_connect(conn, _record):
         cur = conn.cursor()
         mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
@@ -193,12 +188,9 @@ def make_sampler(name: str, seed: int, n_startup_trials: int = 10):
             return optuna.samplers.TPESampler(
                 seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
     if name == "cmaes":
-        try:
-            import cmaes  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("cmaes") is None:
             raise InputError(
-                "--sampler cmaes needs the 'cmaes' package: python -m pip install cmaes"
-            ) from None
+                "--sampler cmaes needs the 'cmaes' package: python -m pip install cmaes")
         return optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=0, warn_independent_sampling=False,
             independent_sampler=optuna.samplers.RandomSampler(seed=seed))

@@ -16,13 +16,18 @@ import io
 from pathlib import Path
 from typing import Optional
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
 
 from casdri._io import atomic_write_bytes
+from casdri.gap import explain
+from casdri.gap_figure import gap_figure
 from casdri.errors import InputError
 
+from .engines import dashboard_target
 from .result import SearchResult, summarize
 
 __all__ = ["write_outputs", "check_out_dir", "Outputs"]
@@ -68,18 +73,13 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:+.3f}") -> str:
 def _fig_bytes(fig, tight: bool = True) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return buf.getvalue()
 
 
 def _plt():
-    import matplotlib
-
+    """pyplot on the file-only Agg backend (the report writes PNGs, it shows nothing)."""
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
     return plt
 
 
@@ -242,9 +242,6 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
             table = prob.per_class_table(result.x_final)
             figs["per-class CAPI-SDRi"] = ("per_class.png", _fig_per_class(table))
         if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
-            from casdri.gap import explain
-            from casdri.gap_figure import gap_figure
-
             _plt()
             figs["gap to the oracle labelling bound"] = ("gap.png", _fig_bytes(gap_figure(
                 explain(prob.cache, prob.policy, result.x_final))))
@@ -298,8 +295,6 @@ def _markdown(result: SearchResult, figs: dict) -> str:
         for key, (name, _) in figs.items():
             lines += [f"### {key}", "", f"![{key}](figures/{name})", ""]
     if s.storage:
-        from .engines import dashboard_target
-
         lines += ["## Study", "", f"Studies `{s.study_name}.<fold>.<stage>` in `{s.storage}`; "
                   "open them with:", "", "```", f"optuna-dashboard {dashboard_target(s.storage)}",
                   "```", ""]

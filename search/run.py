@@ -26,6 +26,7 @@ from casdri import schema as sc
 from casdri.errors import InputError
 from casdri.replay import kernels_cached
 
+from . import casdri_problem as cp
 from .cv import run_chains
 from .engines import make_sampler, make_storage
 from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordings
@@ -256,8 +257,6 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
         InputError: bad settings (named), an unknown split, studies present without
             ``resume``; CacheError / CacheSchemaError from the cache.
     """
-    from . import casdri_problem as cp
-
     settings = (settings or SearchSettings()).with_(**kwargs).validate()
     make_sampler(settings.sampler, 0)  # fail early on a missing optional dependency
     _check_storage(settings)

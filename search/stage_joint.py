@@ -14,6 +14,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 import numpy as np
@@ -94,8 +95,6 @@ def _apply(x: np.ndarray, params: list, values: dict) -> np.ndarray:
 
 def _digest(idx) -> str:
     """Short digest of the tune soundscapes (workers of a shared study must agree on it)."""
-    import hashlib
-
     return hashlib.sha1(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 

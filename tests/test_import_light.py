@@ -41,3 +41,39 @@ def test_replay_stays_the_function_after_the_submodule_is_imported():
     assert casdri.replay is replay and callable(casdri.replay)
     assert casdri.capi_sdri.__module__ == "casdri.metric"
     assert casdri.load_cache.__module__ == "casdri.cache"
+
+
+def _imports_below_module_top(path: Path) -> list[str]:
+    """``file:line`` of every import statement that is not at module level (an
+    ``if TYPE_CHECKING:`` block counts as module level: it never runs)."""
+    import ast
+
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+
+    def visit(node, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and not top:
+                found.append(f"{path.name}:{child.lineno}")
+            typing_block = (isinstance(child, ast.If) and isinstance(child.test, ast.Name)
+                            and child.test.id == "TYPE_CHECKING")
+            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            visit(child, top and (typing_block or not nested))
+
+    visit(tree, True)
+    return found
+
+
+def test_production_imports_sit_at_module_top():
+    """One way to defer an import (torch, and what a CLI handler needs): `casdri._cli.lazy_import`;
+    every other import is at module top, where a reader and a linter see it."""
+    files = [p for pkg in ("casdri", "search", "cache_builder") for p in (ROOT / pkg).rglob("*.py")]
+    assert len(files) > 50
+    assert [hit for p in files for hit in _imports_below_module_top(p)] == []
+
+
+def test_the_import_scan_can_fail(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nif TYPE_CHECKING:\n    import sys\ndef f():\n    import json\n"
+                     "class C:\n    def g(self):\n        from os import path\n")
+    assert _imports_below_module_top(probe) == ["probe.py:5", "probe.py:8"]

@@ -187,6 +187,28 @@ def test_official_style_oracle_window(tmp_path):
         assert np.sum(oracle_b[name] ** 2) > np.sum(oracle_a[name] ** 2)
 
 
+def test_name_prefix_changes_only_the_names(tmp_path):
+    """A held-out split generated with ``--name-prefix eval`` can share a cache with dev."""
+    def run(name, **kw):
+        table = generate_soundscapes(POOL, tmp_path / name, {"test": 2}, seed=5, duration_s=1.0,
+                                     progress=False, **kw)
+        root = tmp_path / name / "test"
+        files = {p.relative_to(root).as_posix(): p.read_bytes()
+                 for d in ("soundscape", "oracle_target") for p in (root / d).iterdir()}
+        return table, files
+
+    (t_a, f_a), (t_b, f_b) = run("plain"), run("eval", name_prefix="eval")
+    assert sorted(f_b) == sorted(k.replace("soundscape_", "eval_") for k in f_a)
+    assert all(f_b[k.replace("soundscape_", "eval_")] == v for k, v in f_a.items())
+    for col in ("soundscape", "oracle_file"):
+        t_a[col] = t_a[col].str.replace("soundscape_", "eval_")
+    pd.testing.assert_frame_equal(t_a, t_b)
+    with pytest.raises(InputError, match=r"name prefix 'a_b': use letters, digits and '-'"):
+        generate_soundscapes(POOL, tmp_path / "bad", {"test": 1}, name_prefix="a_b",
+                             progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("az, el", [(0, 0), (90, 0), (-90, 20), (180, -10), (45, 30)])
 def test_direct_path_foa_directivity(az, el):
     from scipy import signal

@@ -19,8 +19,16 @@ torch and the official code are imported only inside `write_random_checkpoints`.
 """
 from __future__ import annotations
 
+import importlib
+from functools import partial
 from pathlib import Path
 from typing import Union
+
+import yaml
+
+from casdri._io import atomic_path
+
+from ..system import import_torch
 
 __all__ = ["SYSTEM_YAML", "M2D_DIR", "M2D_FILE", "CHECKPOINTS", "write_random_checkpoints"]
 
@@ -50,14 +58,7 @@ def write_random_checkpoints(checkout: Union[str, Path], seed: int = 0) -> dict[
         ImportError: the official code or its packages (timm, einops, nnAudio,
             torchlibrosa, librosa) cannot be imported.
     """
-    import importlib
-    from functools import partial
-
-    import torch
-    import yaml
-
-    from casdri._io import atomic_path
-
+    torch = import_torch()
     root = Path(checkout).resolve()
     ck = root / "checkpoint"
     (ck / M2D_DIR).mkdir(parents=True, exist_ok=True)

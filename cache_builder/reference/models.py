@@ -18,6 +18,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -223,7 +224,6 @@ def pit_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
         Scalar: mean over the batch of the smallest summed cross-entropy over the ``K!``
         assignments of targets to tracks, divided by ``K``.
     """
-    import itertools
     logp = torch.log_softmax(logits, dim=-1)
     k = logits.shape[1]
     # cost[b, i, j] = -log p(track i = target j)

@@ -39,10 +39,15 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
+import yaml
 
 from casdri.labels import LabelSet, get_label_set
+from casdri.metric import capi_sdri, label_accuracies, label_counts
 
+from ..system import load_system
+from . import models
 from .data import Clip, CropSampler, envelope, list_clips, read_crop, track_targets
+from .models import n_parameters
 
 __all__ = ["train_reference_system", "evaluate_reference_system", "class_aware_snr_loss",
            "separation_loss", "MODEL_SPECS", "BUDGET_SHARES", "SEPARATION_LOSSES", "main"]
@@ -69,7 +74,6 @@ def _log(msg: str) -> None:
 
 def build_model(name: str):
     """A fresh model of `MODEL_SPECS` ``name``."""
-    from . import models
     cls, args = MODEL_SPECS[name]
     return getattr(models, cls)(**args)
 
@@ -352,8 +356,6 @@ def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int
 
 def system_yaml(label_set: LabelSet, n_tracks: int = 3) -> str:
     """The system YAML text naming the four models (checkpoints under ``weights/``)."""
-    import yaml
-
     def block(name):
         cls, args = MODEL_SPECS[name]
         return {"module": _MODULE, "class": cls, "args": dict(args),
@@ -386,7 +388,6 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
     Returns:
         The training log: per model steps, seconds, parameters and final loss.
     """
-    from .models import n_parameters
     if loss not in SEPARATION_LOSSES:
         raise ValueError(f"loss must be one of {SEPARATION_LOSSES}, got {loss!r}")
     t_start = time.time()
@@ -446,8 +447,6 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
     against it is negative (about -10 dB on the generated sets) and a silent stem (SNR 0 dB)
     already scores an SDRi of ``-snr_mix``; a separator is useful only above this floor.
     """
-    from casdri.metric import capi_sdri, label_accuracies, label_counts
-    from cache_builder.system import load_system
     system = load_system(system_yaml_path, device="cpu")
     ls = system.label_set
     clips = list_clips(split_dir, ls)[:limit]

@@ -3,7 +3,7 @@
 Usage::
 
     casdri-cache generate --sources POOL --out DIR [--train N] [--dev N] [--test N]
-                          [--seed S] [--duration-s 10] [--jobs N] [--stems] [--overwrite]
+                          [--seed S] [--name-prefix soundscape] [--duration-s 10] [--jobs N] [--stems] [--overwrite]
                           [--rules official|v1] [--oracle-window-ms 6 50]
                           [--min-confidence high]
                           [--no-progress] [--debug]
@@ -53,6 +53,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument(f"--{split}", type=_count, default=0, metavar="N",
                        help=f"soundscapes in the {split} split (default 0)")
     p.add_argument("--seed", type=_count, default=0, help="root seed (default 0)")
+    p.add_argument("--name-prefix", default="soundscape", metavar="PREFIX",
+                   help="soundscape i is named PREFIX_i (default: soundscape); give a split "
+                        "that will share a cache with another its own prefix, e.g. eval")
     p.add_argument("--duration-s", type=_seconds, default=10.0,
                    help="soundscape length in seconds (default 10)")
     p.add_argument("--sample-rate-hz", type=_count, default=32000,
@@ -100,7 +103,7 @@ def run_generate(args: argparse.Namespace) -> int:
         sample_rate_hz=args.sample_rate_hz, n_jobs=args.jobs, write_stems=args.stems,
         config=config_from_args(args),
         overwrite=args.overwrite, progress=not args.no_progress,
-        min_confidence=args.min_confidence)
+        min_confidence=args.min_confidence, name_prefix=args.name_prefix)
     for split, rows in table.groupby("split", sort=False):
         n = rows["soundscape"].nunique()
         targets = rows[rows["role"] == "target"].groupby("soundscape").size()

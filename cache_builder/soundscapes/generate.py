@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -52,6 +53,8 @@ from .pool import SPLITS, PoolSplit, SourcePool, load_pool
 from .render import RenderedSoundscape, render_soundscape
 from .scene import SoundscapeConfig, SoundscapeSpec, room_bank, sample_soundscape
 
+
+_NAME_PREFIX = re.compile(r"[A-Za-z0-9-]+")
 __all__ = ["soundscape_seeds", "write_wav", "generate_soundscapes"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -205,6 +208,7 @@ def generate_soundscapes(
     progress: bool = True,
     label_set: Union[str, LabelSet] = "dcase2026t4",
     min_confidence: Optional[str] = None,
+    name_prefix: str = "soundscape",
 ) -> pd.DataFrame:
     """Generate DCASE 2026 Task 4-format soundscapes (module conventions).
 
@@ -226,6 +230,9 @@ def generate_soundscapes(
         progress: show a tqdm bar on stderr.
         label_set: class folder names must be classes of this set.
         min_confidence: keep manifest rows at least this confident (``'high'``...).
+        name_prefix: soundscape ``i`` is named ``<name_prefix>_<i>`` (zero-padded to 5
+            digits); only the names change, not the audio. Give splits that will share one
+            cache different prefixes (``--name-prefix eval`` for a held-out split).
 
     Returns:
         The metadata of every split written: columns `METADATA_COLUMNS`, one row per event
@@ -247,6 +254,9 @@ def generate_soundscapes(
     labels = get_label_set(label_set)
     counts = _split_counts(n_soundscapes)
     pool = load_pool(sources_dir, labels, sample_rate_hz, min_confidence)
+    if not _NAME_PREFIX.fullmatch(str(name_prefix)):
+        raise InputError(f"name prefix {name_prefix!r}: use letters, digits and '-' only "
+                         "(it starts every soundscape and stem file name)")
     n_samples = int(round(duration_s * sample_rate_hz))
     for split, n in counts.items():  # check everything before touching any folder
         _check_split(pool.splits[split], n, cfg, pool)
@@ -262,7 +272,7 @@ def generate_soundscapes(
         width = max(5, len(str(n - 1)))
         rooms = room_bank(seed, split, cfg)
         for i, s in enumerate(soundscape_seeds(seed, split, n)):
-            specs.append(sample_soundscape(f"soundscape_{i:0{width}d}", pool.splits[split], s,
+            specs.append(sample_soundscape(f"{name_prefix}_{i:0{width}d}", pool.splits[split], s,
                                            n_samples, sample_rate_hz, cfg, rooms))
             dirs.append(str(split_dir))
     work = [(spec, str(pool.root), d, write_stems) for spec, d in zip(specs, dirs)]
