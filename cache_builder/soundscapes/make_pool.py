@@ -7,7 +7,10 @@ Conventions:
       regular expression to a pool category and class, with the licence and credit of those
       files (read from the package's ``/usr/share/doc/<package>/copyright``) and a label
       confidence (``high``: the file is that sound; ``medium``: a game or sample-pack
-      version of it; ``low``: a stand-in, e.g. a door for a cupboard).
+      version of it; ``low``: a stand-in, e.g. a door for a cupboard). A rule matches one
+      copy of a recording: where a package (or another package) ships the same recording
+      under several names (copies, velocity layers, voice packs sharing a file), only one
+      is matched, since each matched file becomes its own split group.
     * Optionally ``--base`` (e.g. ``../shared/bed_sources`` beside a casdri checkout): its clips and manifest rows
       are copied first, and package files already listed in its ``original_file`` column
       are skipped, so no recording enters twice.
