@@ -22,6 +22,9 @@ class SoundscapeInputs:
         tagger_probs: tagger name → ``(K, C+1)`` softmax (float32), in cache tagger order.
         ref_labels: oracle class indices (needed by ``oracle`` only).
         n_separators, n_stages: what ``lookup`` can serve.
+        sed_summary: ``(C, casdri.sed.N_FEATURES) float64`` SED activity summary of the
+            soundscape (`casdri.sed.activity_summary`), or None (no SED: every SED gate
+            passes).
     """
 
     soundscape: str
@@ -30,6 +33,7 @@ class SoundscapeInputs:
     ref_labels: Optional[tuple[int, ...]] = None
     n_separators: int = 1
     n_stages: int = 1
+    sed_summary: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from ._decide_io import SlotStem, SoundscapeInputs
 from ._io import atomic_path, atomic_write_bytes
 from .errors import CacheError, CacheKeyError, CacheSchemaError
 from .labels import LabelSet, get_label_set
+from .sed import summary_of_cache
 
 __all__ = ["CacheWriter", "write_part", "load_cache", "DecisionCache", "key_code",
            "key_code_sorted"]
@@ -266,11 +267,12 @@ class DecisionCache:
     def inputs(self, s: int):
         """`casdri.policies.SoundscapeInputs` of soundscape ``s`` (for ``decide``)."""
         r0, r1 = self.ref_offsets[s], self.ref_offsets[s + 1]
+        sed = summary_of_cache(self)[s] if self.sed is not None else None
         return SoundscapeInputs(
             soundscape=str(self.soundscape_ids[s]), label_set=self.label_set,
             tagger_probs={t: self.tagger_probs[i, s] for i, t in enumerate(self.taggers)},
             ref_labels=tuple(int(x) for x in self.ref_labels[r0:r1]),
-            n_separators=len(self.separators), n_stages=self.n_stages)
+            n_separators=len(self.separators), n_stages=self.n_stages, sed_summary=sed)
 
     def lookup(self, s: int):
         """``lookup(query, separator, stage) -> [SlotStem]`` reading soundscape ``s``'s stems.

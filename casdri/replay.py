@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import _kernels as K_
+from . import _kernels_stage as KS
 from .errors import CacheKeyError, PolicyError
 from .labels import SILENCE
 from .policies import PolicyParams, drivers, get_policy, params_class
@@ -118,6 +119,39 @@ class ReplayMatrix:
 # ----------------------------------------------------------------------------- preparation
 
 
+def _tables(cache, mixed: bool) -> dict:
+    """The shared tables, with the mixed-stage combos of `casdri._kernels_stage` appended when
+    ``mixed`` and the cache has more than one stage (memoised separately)."""
+    mixed = mixed and cache.n_stages > 1
+    key = "tables_mixed" if mixed else "tables"
+    if key not in cache.memo:
+        NK, maxs = cache.key_labels.shape
+        G = 3 * cache.n_stages + (KS.n_mixed(cache.n_stages, maxs) if mixed else 0)
+        M = 1 << maxs
+        slot_rows = np.zeros((NK, G, maxs), np.int64)
+        slot_f = np.zeros((NK, G, maxs, 4), np.float64)
+        tab_sum = np.zeros((NK, G, M), np.float64)
+        tab_cnt = np.zeros((NK, G, M), np.int32)
+        tab_lab = np.zeros((NK, M, 3), np.int32)
+        if NK:
+            K_.build_tables(cache.key_sc, cache.key_len, cache.key_labels, cache.key_stem,
+                            cache.stem_retag_max, cache.stem_energy_db,
+                            cache.stem_retag_silence_min, cache.stem_snr_offsets,
+                            cache.stem_snr_db, cache.ref_offsets, cache.ref_labels,
+                            cache.snr_mix_db, slot_rows, slot_f, tab_sum, tab_cnt, tab_lab)
+            if mixed:
+                KS.build_mixed_tables(cache.key_sc, cache.key_len, cache.key_labels,
+                                      cache.stem_snr_db, cache.stem_snr_offsets,
+                                      cache.ref_offsets, cache.ref_labels, cache.snr_mix_db,
+                                      cache.n_stages, slot_rows, slot_f, tab_sum, tab_cnt)
+        tab = (cache.key_sc, cache.key_len, cache.key_labels, slot_f, tab_sum, tab_cnt, tab_lab,
+               np.ascontiguousarray(cache.n_ref))
+        dims = np.array([cache.n_classes, cache.n_tracks, cache.n_stages, maxs, M,
+                         2 * cache.n_tracks, len(cache.separators)], np.int64)
+        cache.memo[key] = dict(tab=tab, dims=dims, slot_rows=slot_rows)
+    return cache.memo[key]
+
+
 def prepare(cache, policy=None) -> dict:
     """Build (once) the shared tables and, if ``policy`` is given, its kernel inputs.
 
@@ -130,30 +164,13 @@ def prepare(cache, policy=None) -> dict:
         ``tab_sum/tab_cnt (NK, G, 2^MAXS)`` Σ SDRi (dB) / entries per keep mask, ``tab_lab
         (NK, 2^MAXS, 3)`` tp/fp/fn; ``dims = [C, K, n_stages, MAXS, 2^MAXS, 2K, n_separators]``;
         ``slot_rows (NK, G, MAXS)`` stem rows; ``policy = (pi, pf)`` from the policy's
-        ``prepare``; ``off`` the policy's field offsets (``PARAMS.offsets(cache)``).
+        ``prepare``; ``off`` the policy's field offsets (``PARAMS.offsets(cache)``). A policy
+        with ``MIXED_STAGES = True`` gets the mixed-stage combos appended
+        (`casdri._kernels_stage`; multi-stage caches only).
     """
-    if "tables" not in cache.memo:
-        NK, maxs = cache.key_labels.shape
-        G, M = 3 * cache.n_stages, 1 << maxs
-        slot_rows = np.zeros((NK, G, maxs), np.int64)
-        slot_f = np.zeros((NK, G, maxs, 4), np.float64)
-        tab_sum = np.zeros((NK, G, M), np.float64)
-        tab_cnt = np.zeros((NK, G, M), np.int32)
-        tab_lab = np.zeros((NK, M, 3), np.int32)
-        if NK:
-            K_.build_tables(cache.key_sc, cache.key_len, cache.key_labels, cache.key_stem,
-                            cache.stem_retag_max, cache.stem_energy_db,
-                            cache.stem_retag_silence_min, cache.stem_snr_offsets,
-                            cache.stem_snr_db, cache.ref_offsets, cache.ref_labels,
-                            cache.snr_mix_db, slot_rows, slot_f, tab_sum, tab_cnt, tab_lab)
-        tab = (cache.key_sc, cache.key_len, cache.key_labels, slot_f, tab_sum, tab_cnt, tab_lab,
-               np.ascontiguousarray(cache.n_ref))
-        dims = np.array([cache.n_classes, cache.n_tracks, cache.n_stages, maxs, M,
-                         2 * cache.n_tracks, len(cache.separators)], np.int64)
-        cache.memo["tables"] = dict(tab=tab, dims=dims, slot_rows=slot_rows)
-    out = cache.memo["tables"]
-    if policy is not None:
-        mod = get_policy(policy)
+    mod = None if policy is None else get_policy(policy)
+    out = _tables(cache, bool(getattr(mod, "MIXED_STAGES", False)))
+    if mod is not None:
         key = ("policy", mod.NAME)
         if key not in cache.memo or cache.memo[key][0] is not mod:
             cache.memo[key] = (mod, mod.prepare(cache), mod.PARAMS.offsets(cache))
@@ -323,13 +340,13 @@ def replay(cache, policy: Union[str, ModuleType], params, mask=None,
         if per_soundscape:
             ps = _per_soundscape(cache, sidx, dec, val[0], lab[0])
         if per_class:
-            pc = _per_class(cache, sidx, dec)
+            pc = _per_class(cache, mod, sidx, dec)
     return ReplayResult(mod.NAME, X, mean, acc_mix, acc_src, ns, n_scored, ps, pc)
 
 
 def trace(cache, policy, params, mask=None) -> np.ndarray:
     """One setting's decisions: ``(n_sel, 4) int64`` rows (key, combo, keep mask, 0) per
-    soundscape of ``mask`` (key -1: no stems). Stem rows: ``prepare(cache)["slot_rows"]``.
+    soundscape of ``mask`` (key -1: no stems). Stem rows: ``prepare(cache, policy)["slot_rows"]``.
 
     Raises:
         CacheKeyError: a query not in the cache; PolicyError: not exactly one setting.
@@ -372,9 +389,9 @@ def _per_soundscape(cache, sidx, dec, val, lab) -> pd.DataFrame:
                                        "ref_labels", "acc", "tp", "fp", "fn"])
 
 
-def _per_class(cache, sidx, dec) -> pd.DataFrame:
+def _per_class(cache, mod, sidx, dec) -> pd.DataFrame:
     acc = np.zeros((cache.n_classes, 5), np.float64)
-    K_.class_tally(sidx, dec, prepare(cache)["slot_rows"], cache.key_len, cache.key_labels,
+    K_.class_tally(sidx, dec, prepare(cache, mod)["slot_rows"], cache.key_len, cache.key_labels,
                    cache.ref_offsets, cache.ref_labels, cache.snr_mix_db, cache.stem_snr_db,
                    cache.stem_snr_offsets, acc)
     rows = []
@@ -399,7 +416,7 @@ def decisions(cache, policy, params, mask=None) -> pd.DataFrame:
         raise PolicyError("decisions() takes one setting")
     sidx = _mask_idx(cache, mask)
     dec = _trace(cache, mod, X[0], sidx)
-    slot_rows = prepare(cache)["slot_rows"]
+    slot_rows = prepare(cache, mod)["slot_rows"]
     rows = []
     for p, s in enumerate(sidx):
         j, g, m = (int(v) for v in dec[p, :3])

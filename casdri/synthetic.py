@@ -277,5 +277,7 @@ def random_settings(cache, policy, n: int, rng: np.random.Generator,
             X[:, r.columns] = rng.choice(r.choices, (n, 1))
         else:
             v = rng.uniform(r.low, r.high, (n, len(r.columns)))
-            X[:, r.columns] = np.round(v / grid) * grid if grid else v
+            if r.integer:
+                v = np.round(v)
+            X[:, r.columns] = np.round(v / grid) * grid if grid and not r.integer else v
     return X

@@ -20,7 +20,8 @@ Conventions:
     * `register_policy` adds one to `POLICIES` (checked); the drivers around its decision are
       built on first use (`drivers`) and cached on disk by Numba.
     * Built in: ``baseline`` (official rule), ``refine`` (tagging-driven refinement),
-      ``oracle`` (reference labels as queries).
+      ``oracle`` (reference labels as queries), ``staged`` (refine with the stage chosen per
+      class, re-classification by any stage and frame-level SED gates).
 
 Adding a policy: write a module with the attributes above (``oracle.py`` is the smallest
 template) and call ``register_policy(module)``; ``tests/test_toy_policy.py`` does exactly this
@@ -37,16 +38,17 @@ import yaml
 
 from .._kernels import Drivers, make_drivers
 from ..errors import PolicyError
-from . import baseline, oracle, refine
+from . import baseline, oracle, refine, staged
 from ._base import (Decision, ParamRange, PolicyParams, SlotStem, SoundscapeInputs, pick_slots)
 from .baseline import BaselineParams
 from .oracle import OracleParams
 from .refine import RefineParams
+from .staged import StagedParams
 
 __all__ = ["POLICIES", "register_policy", "get_policy", "params_class", "drivers",
            "required_keys", "load_policy_yaml", "POLICY_YAML_KEYS", "BaselineParams",
-           "RefineParams", "OracleParams", "PolicyParams", "ParamRange", "Decision", "SlotStem",
-           "SoundscapeInputs", "pick_slots"]
+           "RefineParams", "StagedParams", "OracleParams", "PolicyParams", "ParamRange",
+           "Decision", "SlotStem", "SoundscapeInputs", "pick_slots"]
 
 #: name -> policy plug-in (module or object), in registration order
 POLICIES: dict[str, Any] = {}
@@ -89,7 +91,7 @@ def register_policy(policy: Any, replace: bool = False) -> Any:
     return policy
 
 
-for _mod in (baseline, refine, oracle):
+for _mod in (baseline, refine, oracle, staged):
     register_policy(_mod)
 
 

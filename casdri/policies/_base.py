@@ -43,11 +43,14 @@ def scalar(default: float, low: float, high: float, doc: str = "",
 
 
 def threshold(default: float, low: float, high: float, doc: str = "",
-              off: Optional[float] = None) -> Any:
+              off: Optional[float] = None, integer: bool = False) -> Any:
     """A per-class threshold (C columns): one float or a ``{label: float}`` mapping, each in
-    ``[low, high]`` or equal to ``off`` (an infinity that switches the comparison off)."""
+    ``[low, high]`` or equal to ``off`` (an infinity that switches the comparison off);
+    ``integer``: whole numbers only (a per-class index, searched on the integers of the
+    range)."""
     return dataclasses.field(default=default, metadata=dict(kind="threshold", low=low,
-                                                            high=high, doc=doc, off=off))
+                                                            high=high, doc=doc, off=off,
+                                                            integer=integer))
 
 
 def choice(default: Any, choices: Union[tuple, Callable], doc: str = "",
@@ -251,7 +254,7 @@ class PolicyParams:
             else:
                 out.append(ParamRange(f.name, cols, float(md["low"]), float(md["high"]),
                                       per_class=md["kind"] == "threshold", default=d,
-                                      off=md.get("off")))
+                                      off=md.get("off"), integer=bool(md.get("integer"))))
         return out
 
     @classmethod

@@ -7,7 +7,8 @@ Rules (per field kind, from the field's metadata):
       value when it declares one;
     * threshold: one such number, a ``{label: number}`` mapping or a sequence of numbers, each
       in ``[low, high]`` or equal to the field's declared "off" value (``-inf`` for
-      ``energy_gate_db``, ``+inf`` for ``silence_thr``), never NaN;
+      ``energy_gate_db``, ``+inf`` for ``silence_thr``), never NaN; a whole number when the
+      field is declared ``integer`` (a per-class index such as ``staged.stage_by_class``);
     * choice: an exact member: a string among the choices, or an integer (not a bool, not a
       float such as 0.5) among the integer choices (or the index of a named choice); a choice
       that depends on the cache takes an integer >= 0 within its ``values`` when declared, or
@@ -29,14 +30,16 @@ __all__ = ["check_field", "allowed", "allowed_text"]
 def allowed_text(md: Mapping) -> str:
     """How the allowed values of a numeric field read in an error message."""
     off = md.get("off")
-    return f"a number in [{md['low']}, {md['high']}]" + ("" if off is None else
-                                                         f" or {off} (off)")
+    kind = "a whole number" if md.get("integer") else "a number"
+    return f"{kind} in [{md['low']}, {md['high']}]" + ("" if off is None else f" or {off} (off)")
 
 
 def allowed(values: np.ndarray, md: Mapping) -> np.ndarray:
     """``bool`` mask of the values a numeric field allows (NaN never)."""
     v = np.asarray(values, np.float64)
     ok = (v >= md["low"]) & (v <= md["high"])
+    if md.get("integer"):
+        ok &= v == np.floor(v)
     if md.get("off") is not None:
         ok |= v == md["off"]
     return ok
