@@ -46,6 +46,21 @@ one shared gate there would silence the quiet targets of every other class: an e
 per-class value can take, whose size grows with ``share`` (measure it by replaying the gate;
 with ``noise=True`` at 1,512 soundscapes ``share=0.4`` is worth about +0.03 dB on the dataset
 mean). It combines with ``noise``.
+
+SED (``sed_frames > 0``; drawn from a generator of its own, so the other tables do not change):
+model ``"sed"``, `SED_HOP_S` hop, float16 frame probabilities in ``[0, 0.25)`` everywhere, plus
+per reference class an event (frames in ``[0.55, 1)``) covering 20-100 % of the frames, and
+with probability 0.3 per other class a spurious blip of 1-3 frames.
+
+Planted duration rule (``planted={"sed_min_duration_s": {label: t}}``, needs ``sed_frames``):
+when ``label`` is a reference its SED event lasts more than ``t + SED_HOP_S`` seconds at the
+30 % and 50 % levels of `casdri.sed.SED_LEVELS_PCT`; when it is not, it has a blip (as loud
+as an event) lasting at most ``t - SED_HOP_S`` seconds (``t >= 2 SED_HOP_S``; the soundscape
+must have frames enough: ``sed_frames * SED_HOP_S > t + 2 SED_HOP_S``). Every other class's event or blip lasts a uniform
+0-100 % of the frames whether it is a reference or not, so the duration tells a true from a
+false detection for ``label`` only: ``staged``'s ``sed_min_dur_s[label] = t`` silences exactly
+the false positives of ``label``, while one shared minimum duration also silences true
+detections of other classes.
 """
 from __future__ import annotations
 
@@ -67,7 +82,9 @@ __all__ = ["make_synthetic_cache", "synthetic_label_set", "random_settings", "QU
 
 #: An energy gate (dB) that silences exactly the planted quiet false positives.
 QUIET_GATE_DB = -45.0
-_PLANTED_KINDS = ("energy_gate_db", "quiet_false_positives")
+_PLANTED_KINDS = ("energy_gate_db", "quiet_false_positives", "sed_min_duration_s")
+#: frame hop (s) of the synthetic SED
+SED_HOP_S = 0.32
 
 
 def synthetic_label_set(n_classes: int) -> LabelSet:
@@ -108,15 +125,17 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
     Args:
         cache_dir: target directory (created; must not hold another cache); None = in memory
             (written to a temporary directory that is deleted after loading).
-        planted: ``{"energy_gate_db": {label: t_db}}`` or
-            ``{"quiet_false_positives": {label: share}}`` (see module docstring) or None.
-        sed_frames: when > 0, also an SED table (model ``"sed"``, this many frames, 0.32 s hop,
-            float16 probabilities).
+        planted: ``{"energy_gate_db": {label: t_db}}``,
+            ``{"quiet_false_positives": {label: share}}`` or
+            ``{"sed_min_duration_s": {label: t_s}}`` (see module docstring) or None.
+        sed_frames: when > 0, also an SED table (model ``"sed"``, this many frames,
+            `SED_HOP_S` hop, float16 probabilities; module docstring).
         load: return `load_cache(cache_dir)` (True) or the path.
         noise: features carry no information about targets or classes (module docstring).
 
     Raises:
-        ValueError: an unknown ``planted`` kind, or a share outside [0, 1].
+        ValueError: an unknown ``planted`` kind, a share outside [0, 1], or a planted SED
+            duration without ``sed_frames``.
 
     Example:
         >>> c = make_synthetic_cache(n_soundscapes=4, seed=3)
@@ -131,6 +150,10 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
         raise ValueError(f"planted supports {', '.join(_PLANTED_KINDS)}, got {sorted(planted)}")
     quiet = {ls.index(k): float(v)
              for k, v in (planted or {}).get("quiet_false_positives", {}).items()}
+    min_dur = {ls.index(k): float(v)
+               for k, v in (planted or {}).get("sed_min_duration_s", {}).items()}
+    if min_dur and sed_frames < 1:
+        raise ValueError("planted sed_min_duration_s needs sed_frames > 0")
     if any(not 0.0 <= v <= 1.0 for v in quiet.values()):
         raise ValueError(f"planted quiet_false_positives: shares must be in [0, 1], got {quiet}")
     mu = rng.normal(7.0, 2.0, (len(separators), C))  # per separator and class SDRi (dB)
@@ -231,6 +254,7 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
     path = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(
         prefix="casdri-synthetic-"))
     writer = CacheWriter(path, meta)
+    srng = np.random.default_rng([seed, 7])  # the SED's own generator
     ids = np.array([r[0] for r in sc_rows])
     sep_ids = np.array(sep_cols["s"])
     tg_ids = np.array([r[0] for r in tg_rows])
@@ -254,10 +278,33 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
             np.zeros((0, K * (C + 1)), np.float32))
         sed = None
         if sed_frames > 0:
-            sed = sc.sed_table([r[0] for r in rs], ["sed"] * len(rs), [0.32] * len(rs),
-                               [rng.random((sed_frames, C)).astype(np.float16) for _ in rs])
+            sed = sc.sed_table([r[0] for r in rs], ["sed"] * len(rs), [SED_HOP_S] * len(rs),
+                               [_sed_probs(srng, sed_frames, C, r[2], min_dur) for r in rs])
         writer.write_part(f"{part:03d}", sct, tgt, spt, sed)
     return load_cache(path) if load else path
+
+
+def _sed_probs(rng, n_frames: int, C: int, refs, min_dur: dict) -> np.ndarray:
+    """``(n_frames, C) float16`` synthetic SED of one soundscape (module docstring)."""
+    p = rng.uniform(0.0, 0.25, (n_frames, C))
+    refs = set(int(c) for c in refs)
+    for c in range(C):
+        if c in min_dur:
+            k = int(np.floor(min_dur[c] / SED_HOP_S))  # (k + 1) hops > t >= k hops
+            lo, hi = (k + 2, n_frames) if c in refs else (1, max(1, k - 1))
+            n = int(rng.integers(min(lo, n_frames), min(hi, n_frames) + 1))
+        elif not min_dur:
+            if c in refs:
+                n = int(rng.integers(max(1, n_frames // 5), n_frames + 1))
+            elif rng.random() < 0.3:
+                n = int(rng.integers(1, min(3, n_frames) + 1))
+            else:
+                continue
+        else:  # planted elsewhere: duration says nothing about this class
+            n = int(rng.integers(0, n_frames + 1))
+        a = int(rng.integers(0, n_frames - n + 1))
+        p[a:a + n, c] = rng.uniform(0.55, 1.0, n)
+    return p.astype(np.float16)
 
 
 def random_settings(cache, policy, n: int, rng: np.random.Generator,
