@@ -42,7 +42,7 @@ def cache_metadata(system: System, *, top_n: int, has_oracle: bool, closure_rule
         sample_rate_hz=spec.sample_rate_hz, n_tracks=spec.n_tracks,
         taggers=tuple(spec.taggers), separators=tuple(seps),
         separator_sha256=tuple(desc["separators"][s]["sha256"] or "" for s in seps),
-        retagger=spec.retagger, n_stages=1 + len(spec.stages),
+        retagger=spec.retagger, n_stages=spec.n_stages,
         closure={"proposal_top_n": int(top_n), "max_query_size": spec.n_tracks,
                  "oracle": bool(has_oracle), "multiplicity": "tagger_track",
                  "rule": closure_rule},
@@ -111,12 +111,13 @@ def write_chunk(out: Path, part: str, res: ChunkResult, system: System, split: s
     ``provenance`` as in `chunk_tables`."""
     t = chunk_tables(res, system, split, provenance)
     CacheWriter(out, meta).write_part(part, t["soundscapes"], t["tagger"], t["separations"],
-                                      overwrite=True)
+                                      t.get("sed"), overwrite=True)
 
 
 def chunk_tables(res: ChunkResult, system: System, split: str,
                  provenance: Optional[Mapping] = None) -> dict:
-    """Arrow tables (``soundscapes``, ``tagger``, ``separations``) of one chunk.
+    """Arrow tables (``soundscapes``, ``tagger``, ``separations``, and ``sed`` when the
+    system has a SED model) of one chunk.
 
     ``provenance``: soundscape name → ``(room id, recording ids)`` of every soundscape of the
     chunk (`cache_builder.soundscapes.metadata.read_provenance` of the split's metadata),
@@ -162,7 +163,12 @@ def chunk_tables(res: ChunkResult, system: System, split: str,
     sp = S.separations_table(cols["sc"], cols["sep"], cols["stage"], cols["query"],
                              cols["slot"], cols["energy"], cols["snr"],
                              np.asarray(cols["retag"]).reshape(-1, n_cols))
-    return {"soundscapes": sc, "tagger": tg, "separations": sp}
+    out = {"soundscapes": sc, "tagger": tg, "separations": sp}
+    if res.sed is not None:
+        ms = spec.sed
+        out["sed"] = S.sed_table(res.names, [ms.name] * len(res.names),
+                                 [ms.frame_hop_s] * len(res.names), res.sed)
+    return out
 
 
 # ----------------------------------------------------------------------------- checks

@@ -4,7 +4,7 @@ See `cache_builder.system` for the YAML shape and the model interface.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -16,9 +16,13 @@ from casdri.labels import LabelSet, get_label_set
 __all__ = ["SystemConfigError", "CheckpointError", "ModelOutputError", "ModelSpec",
            "SystemSpec"]
 
-_MODEL_KEYS = {"module", "class", "args", "checkpoint", "channels", "n_slots", "name"}
+_MODEL_KEYS = {"module", "class", "args", "checkpoint", "channels", "n_slots", "name",
+               "frame_hop_s", "sed_guided", "iterations", "retagger"}
+#: keys only some roles take
+_ROLE_KEYS = {"frame_hop_s": ("sed",), "sed_guided": ("separator", "stage"),
+              "iterations": ("stage",), "retagger": ("stage",)}
 _TOP_KEYS = {"label_set", "sample_rate_hz", "n_tracks", "n_channels", "taggers", "separators",
-             "retagger", "stages", "allow_pickle", "python_path"}
+             "retagger", "stages", "allow_pickle", "python_path", "sed"}
 
 
 class SystemConfigError(CasdriError, ValueError):
@@ -38,13 +42,20 @@ class ModelSpec:
     """One model of a system.
 
     Attributes:
-        role: ``"tagger"``, ``"separator"`` or ``"stage"``.
-        name: key in the YAML (``"1ch"``, ``"small"``, a stage name).
+        role: ``"tagger"``, ``"separator"``, ``"stage"`` or ``"sed"``.
+        name: key in the YAML (``"1ch"``, ``"small"``, a stage name, the SED model's name).
         module, cls: import path and class name.
         args: constructor keyword arguments.
         checkpoint: absolute checkpoint path, or ``None`` (the constructor loads weights).
         channels: mixture channels fed to a tagger (``None`` = all).
         n_slots: separator/stage output slots.
+        frame_hop_s: seconds between the SED model's frames (``sed`` only).
+        sed_guided: the separator or stage also gets the SED frame probabilities
+            (``'sed'``: ``(B, n_frames, C)``).
+        iterations: a stage run this many times, each on the previous iteration's stems,
+            every iteration a cache stage of its own (``stage`` only).
+        retagger: the tagger that re-tags this stage's stems (``stage`` only; None: the
+            system's retagger).
     """
 
     role: str
@@ -55,15 +66,26 @@ class ModelSpec:
     checkpoint: Optional[Path]
     channels: Optional[tuple[int, ...]] = None
     n_slots: Optional[int] = None
+    frame_hop_s: Optional[float] = None
+    sed_guided: bool = False
+    iterations: int = 1
+    retagger: Optional[str] = None
 
     def describe(self, sha256: Optional[str]) -> dict:
-        """JSON-ready description recorded in cache metadata."""
-        return {"name": self.name, "module": self.module, "class": self.cls,
-                "args": _jsonable(self.args),
-                "checkpoint": None if self.checkpoint is None else self.checkpoint.name,
-                "sha256": sha256,
-                "channels": None if self.channels is None else list(self.channels),
-                "n_slots": self.n_slots}
+        """JSON-ready description recorded in cache metadata (the SED, iteration and
+        per-stage retagger keys only when set, so the metadata of systems without them, and
+        so their caches' identity, stay as they were)."""
+        d = {"name": self.name, "module": self.module, "class": self.cls,
+             "args": _jsonable(self.args),
+             "checkpoint": None if self.checkpoint is None else self.checkpoint.name,
+             "sha256": sha256,
+             "channels": None if self.channels is None else list(self.channels),
+             "n_slots": self.n_slots}
+        for key, off in (("frame_hop_s", None), ("sed_guided", False), ("iterations", 1),
+                         ("retagger", None)):
+            if getattr(self, key) != off:
+                d[key] = getattr(self, key)
+        return d
 
 
 def _jsonable(x):
@@ -88,7 +110,9 @@ class SystemSpec:
         n_channels: soundscape channels (4).
         taggers, separators: name → `ModelSpec`, in YAML order.
         retagger: name of the tagger used on stems.
-        stages: refinement stages in order.
+        stages: refinement stages in order (a stage with ``iterations: N`` is N cache
+            stages, `stage_runs`).
+        sed: the frame-level SED model, or None.
         allow_pickle: load checkpoints as full pickles (the explicit YAML opt-in; default
             ``weights_only`` loading).
         python_path: folders put on ``sys.path`` before importing models.
@@ -105,6 +129,18 @@ class SystemSpec:
     stages: tuple[ModelSpec, ...] = ()
     allow_pickle: bool = False
     python_path: tuple[Path, ...] = ()
+    sed: Optional[ModelSpec] = None
+
+    def stage_runs(self) -> list[tuple[str, ModelSpec]]:
+        """``[(cache stage name, stage spec)]`` of cache stages 1, 2, ...: each stage once per
+        iteration (``<name>`` for one iteration, ``<name>#<k>`` for iteration k of several)."""
+        return [(s.name if s.iterations == 1 else f"{s.name}#{k}", s)
+                for s in self.stages for k in range(1, s.iterations + 1)]
+
+    @property
+    def n_stages(self) -> int:
+        """Cache stages: the separator output, then every stage iteration."""
+        return 1 + len(self.stage_runs())
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "SystemSpec":
@@ -157,6 +193,22 @@ class SystemSpec:
                                    s, base_dir, where) for i, s in enumerate(stages_raw))
         if len({s.name for s in stages}) != len(stages):
             raise SystemConfigError(f"{where}: stage names repeat: {[s.name for s in stages]}")
+        sed = None
+        if data.get("sed") is not None:
+            block = data["sed"]
+            sed = _model_spec("sed", str(block.get("name", "sed")) if isinstance(block, Mapping)
+                              else "sed", block, base_dir, where)
+            if sed.frame_hop_s is None:
+                raise SystemConfigError(f"{where}: sed {sed.name!r}: missing 'frame_hop_s' "
+                                        "(seconds between its frames)")
+        for m in [*separators.values(), *stages]:
+            if m.sed_guided and sed is None:
+                raise SystemConfigError(f"{where}: {m.role} {m.name!r} is sed_guided but the "
+                                        "system has no 'sed' model")
+        for m in stages:
+            if m.retagger is not None and m.retagger not in taggers:
+                raise SystemConfigError(f"{where}: stage {m.name!r}: retagger {m.retagger!r} "
+                                        f"is not one of the taggers {list(taggers)}")
         retagger = str(data["retagger"])
         if retagger not in taggers:
             raise SystemConfigError(f"{where}: retagger {retagger!r} is not one of the taggers "
@@ -182,7 +234,7 @@ class SystemSpec:
                    n_tracks=n_tracks, n_channels=n_channels, taggers=taggers,
                    separators=separators, retagger=retagger, stages=stages,
                    allow_pickle=allow_pickle,
-                   python_path=tuple((base_dir / p).resolve() for p in pp))
+                   python_path=tuple((base_dir / p).resolve() for p in pp), sed=sed)
 
     def n_slots(self, spec: ModelSpec) -> int:
         return spec.n_slots or self.n_tracks
@@ -196,8 +248,7 @@ def _pos_int(x, where) -> int:
 
 def _default_channels(spec: ModelSpec) -> ModelSpec:
     if spec.channels is None and spec.name == "1ch":
-        return ModelSpec(spec.role, spec.name, spec.module, spec.cls, spec.args,
-                         spec.checkpoint, (0,), spec.n_slots)
+        return replace(spec, channels=(0,))
     return spec
 
 
@@ -226,5 +277,19 @@ def _model_spec(role, name, block, base_dir: Path, where) -> ModelSpec:
     n_slots = block.get("n_slots")
     if n_slots is not None:
         n_slots = _pos_int(n_slots, f"{here}: n_slots")
+    for key, roles in _ROLE_KEYS.items():
+        if key in block and role not in roles:
+            raise SystemConfigError(f"{here}: {key!r} is for {' and '.join(roles)} entries only")
+    hop = block.get("frame_hop_s")
+    if hop is not None and (isinstance(hop, bool) or not isinstance(hop, (int, float))
+                            or not 0 < float(hop) < float("inf")):
+        raise SystemConfigError(f"{here}: frame_hop_s must be a positive number of seconds, "
+                                f"got {hop!r}")
+    guided = block.get("sed_guided", False)
+    if not isinstance(guided, bool):
+        raise SystemConfigError(f"{here}: sed_guided must be true or false")
+    iterations = _pos_int(block.get("iterations", 1), f"{here}: iterations")
+    retagger = block.get("retagger")
     return ModelSpec(role, name, str(block["module"]), str(block["class"]), dict(args), ckpt,
-                     channels, n_slots)
+                     channels, n_slots, None if hop is None else float(hop), guided, iterations,
+                     None if retagger is None else str(retagger))

@@ -7,7 +7,8 @@ Conventions:
       for is separated, each (query, separator) once (all stages come from that one pass).
     * The values ``decide`` sees are the cache's: tagger and retagger softmax rounded to
       float32, ``energy_db`` from float64 sums over the float32 stem, separators and stages
-      in system-YAML order. The same policy therefore decides the same on the cache and live.
+      (each iteration a stage) in system-YAML order, and the SED activity summary
+      (`casdri.sed.activity_summary`) of the float16-rounded SED frame probabilities. The same policy therefore decides the same on the cache and live.
     * Output: ``<soundscape>_<i>_<Label>.wav`` for each kept slot, ``i`` counting the kept
       stems of that soundscape from 0 in slot order; mono float32 WAV (subtype FLOAT) at the
       system rate. Silence slots are not written. The zip holds the stems at its root.
@@ -44,11 +45,12 @@ from casdri.errors import PolicyError
 from casdri.layout import stem_name
 from casdri.policies import SlotStem, SoundscapeInputs, load_policy_yaml
 from casdri.scoring import score_folders
+from casdri.sed import activity_summary
 
 from ._submission import (INCOMPLETE_MARKER, check_out, move_in, temp_folder, write_zip,
                           zip_target)
-from .runner import (iter_soundscapes, resolve_folder, scan_soundscapes, separate_items,
-                     tag_soundscapes)
+from .runner import (iter_soundscapes, resolve_folder, scan_soundscapes, sed_soundscapes,
+                     separate_items, tag_soundscapes)
 from .system import System, SystemSpec, load_system, set_threads
 
 __all__ = ["apply_policy", "ApplyReport", "load_policy", "LiveLookup", "check_provenance",
@@ -127,7 +129,7 @@ def system_meta(spec: SystemSpec):
         sample_rate_hz=spec.sample_rate_hz, n_tracks=spec.n_tracks,
         taggers=tuple(spec.taggers), separators=tuple(spec.separators),
         separator_sha256=("",) * len(spec.separators), retagger=spec.retagger,
-        n_stages=1 + len(spec.stages))
+        n_stages=spec.n_stages)
 
 
 def _provenance(path: Path) -> Optional[dict]:
@@ -139,7 +141,8 @@ def _provenance(path: Path) -> Optional[dict]:
 def model_sha256(spec: SystemSpec) -> dict[str, Optional[str]]:
     """``{"<role>/<name>": checkpoint sha256 or None}`` of every model of a system, read
     from the checkpoint files (no model is loaded; the keys of `System.sha256`)."""
-    models = [*spec.taggers.values(), *spec.separators.values(), *spec.stages]
+    models = [*spec.taggers.values(), *spec.separators.values(), *spec.stages,
+              *([spec.sed] if spec.sed is not None else [])]
     return {f"{m.role}/{m.name}": None if m.checkpoint is None or not m.checkpoint.is_file()
             else sha256_file(m.checkpoint) for m in models}
 
@@ -214,8 +217,9 @@ class LiveLookup:
     """
 
     def __init__(self, system: System, name: str, mixture: np.ndarray,
-                 refs: Optional[np.ndarray]):
+                 refs: Optional[np.ndarray], sed: Optional[np.ndarray] = None):
         self.system, self.name, self.mixture, self.refs = system, name, mixture, refs
+        self.sed = sed
         self.separators = list(system.spec.separators)
         self.memo: dict = {}
 
@@ -226,14 +230,16 @@ class LiveLookup:
         if not 0 <= separator < len(self.separators):
             raise PolicyError(f"separator index {separator}: the system has "
                               f"{self.separators}")
-        if not 0 <= stage < 1 + len(self.system.stages):
-            raise PolicyError(f"stage {stage}: the system has {1 + len(self.system.stages)} "
-                              "stages (0 = separator output)")
+        n_st = self.system.spec.n_stages
+        if not 0 <= stage < n_st:
+            raise PolicyError(f"stage {stage}: the system has {n_st} stages (0 = separator "
+                              "output)")
         key = (q, separator)
         if key not in self.memo:
             self.memo[key] = separate_items(
                 self.system, self.separators[separator], [self.mixture], [q], [self.refs],
-                keep_waveforms=True, where=f" on {self.name}")[0]
+                keep_waveforms=True, where=f" on {self.name}",
+                seds=None if self.sed is None else [self.sed])[0]
         info = self.memo[key][stage]
         return [SlotStem.from_retag(q[i], float(info.energy_db[i]), info.retag[i],
                                     ref=info.waveforms[i]) for i in range(len(q))]
@@ -301,20 +307,23 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     stream = iter_soundscapes(files, jobs=jobs)
     bar = tqdm(total=len(files), desc="apply", unit="sc", disable=not progress,
                file=sys.stderr)
-    n_sep, n_st = len(spec.separators), 1 + len(spec.stages)
+    n_sep, n_st = len(spec.separators), spec.n_stages
     try:
         for start in range(0, len(files), tag_batch_size):
             scs = [next(stream) for _ in files[start:start + tag_batch_size]]
             probs = tag_soundscapes(sysm, scs, tag_batch_size)
-            for s, p in zip(scs, probs):
+            seds = sed_soundscapes(sysm, scs, tag_batch_size) or [None] * len(scs)
+            for s, p, sed in zip(scs, probs, seds):
                 refs = None if s.oracle is None else s.oracle
                 inputs = SoundscapeInputs(
                     soundscape=s.name, label_set=spec.label_set,
                     tagger_probs={t: p[t] for t in spec.taggers},
                     ref_labels=None if s.oracle_labels is None else tuple(
                         spec.label_set.index(x) for x in s.oracle_labels),
-                    n_separators=n_sep, n_stages=n_st)
-                lookup = LiveLookup(sysm, s.name, s.mixture, refs)
+                    n_separators=n_sep, n_stages=n_st,
+                    sed_summary=None if sed is None else activity_summary(
+                        sed, spec.sed.frame_hop_s))
+                lookup = LiveLookup(sysm, s.name, s.mixture, refs, sed)
                 decision = module.decide(inputs, params, lookup)
                 written = []
                 for stem, keep in zip(decision.stems, decision.keep):

@@ -35,8 +35,8 @@ from .soundscapes.metadata import find_metadata, read_split_tags
 from .system import System, import_torch
 
 __all__ = ["SoundscapeFile", "Soundscape", "StemInfo", "FolderLayout", "resolve_folder",
-           "scan_soundscapes", "load_soundscape", "iter_soundscapes", "energy_db", "separate_items",
-           "tag_soundscapes", "ChunkResult", "run_chunk"]
+           "scan_soundscapes", "load_soundscape", "iter_soundscapes", "energy_db",
+           "separate_items", "tag_soundscapes", "sed_soundscapes", "ChunkResult", "run_chunk"]
 
 
 
@@ -247,7 +247,8 @@ class StemInfo:
 
 def separate_items(system: System, separator: str, mixtures: Sequence[np.ndarray],
                    queries: Sequence[tuple[int, ...]], refs: Sequence[Optional[np.ndarray]],
-                   keep_waveforms: bool = False, where: str = "") -> list[list[StemInfo]]:
+                   keep_waveforms: bool = False, where: str = "",
+                   seds: Optional[Sequence[np.ndarray]] = None) -> list[list[StemInfo]]:
     """One separator forward (plus stages) on a batch of (mixture, query) items.
 
     Args:
@@ -258,18 +259,23 @@ def separate_items(system: System, separator: str, mixtures: Sequence[np.ndarray
         refs: ``B`` oracle arrays ``(n_ref, T)`` or ``None``.
         keep_waveforms: keep the float32 stems in each `StemInfo` (live apply).
         where: context appended to error messages.
+        seds: ``B`` ``(n_frames, C)`` float16 SED of each item's mixture
+            (`sed_soundscapes`), or None (a system without SED guidance).
 
     Returns:
-        ``[item][stage]`` `StemInfo` (stage 0 = separator output).
+        ``[item][stage]`` `StemInfo` (stage 0 = separator output; each stage's stems
+        re-tagged by that stage's retagger, `System.stage_retagger`).
     """
     torch = import_torch()
     mix = torch.from_numpy(np.stack(mixtures))
-    outs = system.separate(separator, mix, queries, where=where)
+    sed = None if seds is None else torch.from_numpy(np.stack(seds).astype(np.float32))
+    outs = system.separate(separator, mix, queries, where=where, sed=sed)
     result: list[list[StemInfo]] = [[] for _ in queries]
-    for stage_out in outs:
+    for k, stage_out in enumerate(outs):
         rows = [(b, i) for b, q in enumerate(queries) for i in range(len(q))]
         stems_t = stage_out[[b for b, _ in rows], [i for _, i in rows]]  # (N, 1, T)
-        retag = system.retag(stems_t, where=where).astype(np.float32)
+        retag = system.retag(stems_t, where=where,
+                             tagger=system.stage_retagger(k)).astype(np.float32)
         stems = stems_t[:, 0].float().cpu().numpy()
         start = 0
         for b, q in enumerate(queries):
@@ -301,6 +307,22 @@ def tag_soundscapes(system: System, scs: Sequence[Soundscape],
     return out
 
 
+def sed_soundscapes(system: System, scs: Sequence[Soundscape],
+                    batch_size: int) -> Optional[list[np.ndarray]]:
+    """The SED model on every soundscape, batched by length: ``[sc] (n_frames, C)`` float16
+    (the values the cache stores); None when the system has no SED model."""
+    torch = import_torch()
+    if system.sed is None:
+        return None
+    out: list = [None] * len(scs)
+    for idx in _length_batches([s.mixture.shape[1] for s in scs], batch_size):
+        x = torch.from_numpy(np.stack([scs[i].mixture for i in idx]))
+        probs = system.detect(x, where=f" on {', '.join(scs[i].name for i in idx[:3])}")
+        for j, i in enumerate(idx):
+            out[i] = probs[j]
+    return out
+
+
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     groups: dict[int, list[int]] = defaultdict(list)
     for i, n in enumerate(lengths):
@@ -323,6 +345,7 @@ class ChunkResult:
         tagger_probs: ``[sc]{tagger: (K, C+1)}`` float32.
         keys: ``[sc]`` closure queries.
         stems: ``{(sc_index, separator, stage_index, query): StemInfo}``.
+        sed: ``[sc] (n_frames, C)`` float16 SED, or None (no SED model).
     """
 
     names: list[str]
@@ -332,6 +355,7 @@ class ChunkResult:
     tagger_probs: list[dict[str, np.ndarray]]
     keys: list[list[tuple[int, ...]]]
     stems: dict = field(default_factory=dict)
+    sed: Optional[list] = None
 
 
 def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size: int,
@@ -343,6 +367,7 @@ def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size:
     """
     spec = system.spec
     probs = tag_soundscapes(system, scs, tag_batch_size)
+    seds = sed_soundscapes(system, scs, tag_batch_size)
     keys, snr_mix = [], []
     max_slots = min(spec.n_slots(ms) for ms in spec.separators.values())
     for s, p in zip(scs, probs):
@@ -353,7 +378,7 @@ def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size:
         snr_mix.append(None if s.oracle is None else
                        (snr_db(s.mixture[0], s.oracle)[0] if len(s.oracle) else np.zeros(0)))
     res = ChunkResult([s.name for s in scs], [s.mixture.shape[1] for s in scs],
-                      [s.oracle_labels for s in scs], snr_mix, probs, keys)
+                      [s.oracle_labels for s in scs], snr_mix, probs, keys, sed=seds)
     items = [(i, q) for i, ks in enumerate(keys) for q in ks]
     if sep_total is not None:
         sep_total(len(items) * len(spec.separators), len(scs))
@@ -367,7 +392,9 @@ def run_chunk(system: System, scs: Sequence[Soundscape], top_n: int, batch_size:
             if infos is None:
                 infos = separate_items(system, sep, [scs[i].mixture for i, _ in batch],
                                        queries, [scs[i].oracle for i, _ in batch],
-                                       where=f" on {', '.join(names[:3])}")
+                                       where=f" on {', '.join(names[:3])}",
+                                       seds=None if seds is None else
+                                       [seds[i] for i, _ in batch])
                 if journal is not None:
                     journal.save(si, bi, item_names, queries, infos)
             for (i, q), per_stage in zip(batch, infos):

@@ -12,7 +12,18 @@ Conventions:
       n_slots·C), 'stems': (B, n_slots, 1, T)}) -> {'waveform': (B, n_slots, 1, T)}``; stage
       ``s`` refines the output of stage ``s − 1`` (stage 0 is the separator itself), for every
       separator.
-    * The **retagger** names one tagger that takes a mono stem as ``(B, 1, T)``.
+    * The **retagger** names one tagger that takes a mono stem as ``(B, 1, T)``; a stage may
+      name its own (``retagger:`` in its entry): its stems are re-tagged by that tagger
+      (a classifier per stage, as multi-stage systems re-classify at each stage).
+    * An optional **SED** model (``sed:``) is ``forward({'waveform': (B, ch, T)}) ->
+      {'probabilities': (B, n_frames, C)}`` of frame **probabilities** in ``[0, 1]`` (no
+      silence column), ``frame_hop_s`` seconds apart; the builder rounds them to float16 (as
+      the cache stores them, `casdri.sed.as_cached`) before anything reads them. It gets all
+      mixture channels unless its entry says ``channels``.
+    * A separator or stage with ``sed_guided: true`` also gets ``'sed': (B, n_frames, C)``
+      float32 (the float16-rounded SED of each item's mixture).
+    * A stage with ``iterations: N`` runs N times, each iteration on the previous one's
+      stems; every iteration is a cache stage (named ``<name>#<k>``, `SystemSpec.stage_runs`).
     * Paths in the YAML (checkpoints, ``python_path``) are relative to the YAML's folder. The
       YAML folder and ``python_path`` entries are put on ``sys.path`` to import models.
     * Checkpoints load with ``torch.load(weights_only=True)`` unless ``allow_pickle: true``.
@@ -31,7 +42,9 @@ YAML shape::
     separators:
       small: {module: ..., class: ..., args: {...}, checkpoint: ...}
     retagger: 1ch
-    stages: [{name: refine1, module: ..., class: ..., args: {...}, checkpoint: ...}]
+    stages: [{name: refine1, module: ..., class: ..., args: {...}, checkpoint: ...,
+              iterations: 2, sed_guided: true, retagger: 4ch}]
+    sed: {name: sed, module: ..., class: ..., args: {...}, checkpoint: ..., frame_hop_s: 0.32}
     allow_pickle: false
 """
 from __future__ import annotations
@@ -51,6 +64,7 @@ import numpy as np
 from casdri._cli import lazy_import
 from casdri._io import sha256_file
 from casdri.labels import LabelSet
+from casdri.sed import as_cached
 
 from ._spec import (CheckpointError, ModelOutputError, ModelSpec, SystemConfigError,
                     SystemSpec)
@@ -250,7 +264,7 @@ class System:
     """Loaded models (eval mode, on one device) with interface checks on every call.
 
     Use `load_system`. Counts forward passes in ``self.passes`` under ``"tagger"``,
-    ``"separator"``, ``"stage"`` and ``"retag"``.
+    ``"separator"``, ``"stage"``, ``"retag"`` and ``"sed"``.
     """
 
     def __init__(self, spec: SystemSpec, device=None, amp: bool = False):
@@ -270,6 +284,7 @@ class System:
                     dest[name] = self._load(ms, where)
             for ms in spec.stages:
                 self.stages.append((ms.name, self._load(ms, where)))
+            self.sed = None if spec.sed is None else self._load(spec.sed, where)
 
     def _load(self, ms: ModelSpec, where: str):
         model = _instantiate(ms, where)
@@ -302,13 +317,22 @@ class System:
         return {"taggers": {k: d(v) for k, v in s.taggers.items()},
                 "separators": {k: d(v) for k, v in s.separators.items()},
                 "stages": [d(ms) for ms in s.stages],
+                **({"sed": d(s.sed)} if s.sed is not None else {}),
                 "retagger": s.retagger, "n_tracks": s.n_tracks,
                 "sample_rate_hz": s.sample_rate_hz, "label_set": s.label_set.name,
                 "amp": self.amp}
 
     def stage_names(self) -> list[str]:
-        """Stage names, ``"sep"`` (stage 0, the separator output) first."""
-        return ["sep", *(name for name, _ in self.stages)]
+        """Cache stage names, ``"sep"`` (stage 0, the separator output) first, then each
+        stage iteration (`SystemSpec.stage_runs`)."""
+        return ["sep", *(name for name, _ in self.spec.stage_runs())]
+
+    def stage_retagger(self, stage: int) -> str:
+        """The tagger that re-tags the stems of cache stage ``stage`` (0: the separator)."""
+        if stage == 0:
+            return self.spec.retagger
+        ms = self.spec.stage_runs()[stage - 1][1]
+        return ms.retagger or self.spec.retagger
 
     # ------------------------------------------------------------------ calls
 
@@ -359,15 +383,53 @@ class System:
         self.passes.add("tagger", x.shape[0])
         return torch.softmax(y.double(), dim=-1).cpu().numpy()
 
-    def retag(self, stems, where: str = "") -> np.ndarray:
-        """Retagger softmax of mono stems ``(N, 1, T)`` → ``(N, n_tracks, C + 1)`` float64.
+    def detect(self, waveform, where: str = "") -> np.ndarray:
+        """Frame probabilities of the SED model (module conventions).
+
+        Args:
+            waveform: ``(B, ch, T)`` float32 tensor (all mixture channels; the SED entry's
+                ``channels`` are selected here).
+            where: context appended to error messages.
+
+        Returns:
+            ``(B, n_frames, C)`` float16, as the cache stores them.
+
+        Raises:
+            SystemConfigError: the system has no SED model. ModelOutputError: a wrong key,
+                shape, or values outside [0, 1].
+        """
+        torch = import_torch()
+        if self.sed is None:
+            raise SystemConfigError("the system has no SED model (add 'sed:' to its YAML)")
+        ms = self.spec.sed
+        x = waveform if ms.channels is None else waveform[:, list(ms.channels)]
+        x = x.to(self.device, non_blocking=True)
+        what = f"sed {ms.name!r}{where}"
+        with torch.inference_mode(), self._ctx():
+            out = self.sed({"waveform": x})
+        y = out.get("probabilities") if isinstance(out, Mapping) else None
+        if not torch.is_tensor(y) or y.ndim != 3 or y.shape[0] != x.shape[0] or \
+                y.shape[2] != self.n_classes:
+            got = tuple(y.shape) if torch.is_tensor(y) else type(out).__name__
+            raise ModelOutputError(f"{what}: expected {{'probabilities': (B, n_frames, "
+                                   f"{self.n_classes})}}, got {got}")
+        y = y.float().cpu().numpy()
+        if not (np.isfinite(y).all() and (y >= 0).all() and (y <= 1).all()):
+            raise ModelOutputError(f"{what}: 'probabilities' must be frame probabilities in "
+                                   "[0, 1] (apply the sigmoid in the model)")
+        self.passes.add("sed", x.shape[0])
+        return as_cached(y)
+
+    def retag(self, stems, where: str = "", tagger: Optional[str] = None) -> np.ndarray:
+        """Retagger softmax of mono stems ``(N, 1, T)`` → ``(N, n_tracks, C + 1)`` float64
+        (``tagger``: another tagger than the system's retagger, a stage's own).
 
         Bit-identical stems (a separator whose slots depend only on their own class gives the
         same stem to every query holding that class) are re-tagged once; the passes count
         the forwards actually run.
         """
         torch = import_torch()
-        name = self.spec.retagger
+        name = tagger or self.spec.retagger
         host = stems.detach().float().cpu().contiguous().numpy()
         first: dict[bytes, int] = {}
         inverse = np.array([first.setdefault(hashlib.blake2b(row.tobytes(), digest_size=16)
@@ -393,33 +455,45 @@ class System:
         return lv
 
     def separate(self, name: str, mixture, queries: Sequence[Sequence[int]],
-                 where: str = "") -> list:
-        """Separator ``name`` then every stage, on a batch of (mixture, query) items.
+                 where: str = "", sed=None) -> list:
+        """Separator ``name`` then every stage iteration, on a batch of (mixture, query) items.
 
         Args:
             name: separator name (YAML key).
             mixture: ``(B, n_channels, T)`` float32 tensor.
             queries: ``B`` canonical queries (sorted class indices).
             where: context appended to error messages (soundscape names).
+            sed: ``(B, n_frames, C)`` float32 tensor of the items' SED (needed when a
+                separator or stage is ``sed_guided``).
 
         Returns:
-            One ``(B, n_slots, 1, T)`` float32 tensor on the device per stage (``sep`` first).
+            One ``(B, n_slots, 1, T)`` float32 tensor on the device per cache stage (``sep``
+            first, then each stage iteration).
         """
         ms = self.spec.separators[name]
         n_slots = self.spec.n_slots(ms)
         mix = mixture.to(self.device, non_blocking=True)
         lv = self.label_vector(queries, n_slots).to(self.device)
         shape = (mix.shape[0], n_slots, 1, mix.shape[-1])
-        out = [self._call(self.separators[name], {"mixture": mix, "label_vector": lv},
-                          "waveform", shape, f"separator {name!r}{where}")]
+
+        def inputs(spec, **kw):
+            d = {"mixture": mix, "label_vector": lv, **kw}
+            if spec.sed_guided:
+                if sed is None:
+                    raise SystemConfigError(f"{spec.role} {spec.name!r} is sed_guided: pass "
+                                            "the items' SED (sed=...)")
+                d["sed"] = sed.to(self.device)
+            return d
+        out = [self._call(self.separators[name], inputs(ms), "waveform", shape,
+                          f"separator {name!r}{where}")]
         self.passes.add("separator", mix.shape[0])
-        for (sname, stage), sms in zip(self.stages, self.spec.stages):
+        models = dict(self.stages)
+        for sname, sms in self.spec.stage_runs():
             if self.spec.n_slots(sms) != n_slots:
                 raise SystemConfigError(f"stage {sname!r} has {self.spec.n_slots(sms)} slots, "
                                         f"separator {name!r} has {n_slots}")
-            out.append(self._call(stage, {"mixture": mix, "label_vector": lv,
-                                          "stems": out[-1]}, "waveform", shape,
-                                  f"stage {sname!r} after separator {name!r}{where}"))
+            out.append(self._call(models[sms.name], inputs(sms, stems=out[-1]), "waveform",
+                                  shape, f"stage {sname!r} after separator {name!r}{where}"))
             self.passes.add("stage", mix.shape[0])
         return out
 

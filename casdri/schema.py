@@ -193,8 +193,8 @@ class CacheMeta:
     def model_sha256(self) -> dict:
         """``{"<role>/<name>": checkpoint sha256 or None}`` of the models the cache was built
         with (the keys of ``cache_builder.system.System.sha256``: ``tagger/4ch``,
-        ``separator/small``, ``stage/<name>``), read from ``extra["models"]`` as the builder
-        writes it; caches without it give their separators' ``separator_sha256``. The policy
+        ``separator/small``, ``stage/<name>``, ``sed/<name>``), read from ``extra["models"]``
+        as the builder writes it; caches without it give their separators' ``separator_sha256``. The policy
         YAML of a search records it (``provenance.models``) and live apply compares it with
         its system's checkpoints."""
         models = (self.extra or {}).get("models") or {}
@@ -204,6 +204,8 @@ class CacheMeta:
                 out[f"{role[:-1]}/{name}"] = d.get("sha256")
         for d in models.get("stages") or []:
             out[f"stage/{d.get('name')}"] = d.get("sha256")
+        if models.get("sed"):
+            out[f"sed/{models['sed'].get('name')}"] = models["sed"].get("sha256")
         if not out:
             out = {f"separator/{n}": h or None
                    for n, h in zip(self.separators, self.separator_sha256)}

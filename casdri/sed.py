@@ -30,7 +30,8 @@ N_FEATURES = F_DUR0 + len(SED_LEVELS_PCT)
 
 
 def as_cached(probs) -> np.ndarray:
-    """``(n_frames, C) float16``: frame probabilities rounded as the cache stores them."""
+    """``float16`` frame probabilities (any shape, e.g. ``(n_frames, C)``), rounded as the
+    cache stores them."""
     return np.asarray(probs, dtype=np.float32).astype(np.float16)
 
 

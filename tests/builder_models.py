@@ -4,7 +4,9 @@ the real recordings in ``tests/data/golden/cases`` (46-48).
 
 Interface (see `cache_builder.system`): tagger ``{'waveform': (B, ch, T)} ->
 {'probabilities': (B, n_tracks, C+1)}`` logits; separator ``{'mixture': (B, 4, T),
-'label_vector': (B, n_slots·C)} -> {'waveform': (B, n_slots, 1, T)}``; stage adds ``'stems'``.
+'label_vector': (B, n_slots·C)} -> {'waveform': (B, n_slots, 1, T)}``; stage adds ``'stems'``;
+SED ``{'waveform': (B, ch, T)} -> {'probabilities': (B, n_frames, C)}`` frame probabilities;
+an SED-guided separator or stage also takes ``'sed': (B, n_frames, C)``.
 """
 from __future__ import annotations
 
@@ -89,6 +91,47 @@ class TinyStage(nn.Module):
         return {"waveform": g * stems + self.mix_gain * batch["mixture"][:, None, :1]}
 
 
+class TinySED(nn.Module):
+    """Frame-level SED: strided conv on the mixture → sigmoid, ``hop`` samples per frame."""
+
+    def __init__(self, in_channels: int = 4, n_classes: int = 18, hop: int = 3200):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, 8, kernel_size=2 * hop, stride=hop)
+        self.head = nn.Linear(8, n_classes)
+
+    def forward(self, batch: dict) -> dict:
+        h = torch.log1p(torch.relu(self.conv(batch["waveform"])) * 30.0)  # (B, 8, F)
+        return {"probabilities": torch.sigmoid(6.0 * self.head(h.transpose(1, 2)))}
+
+
+def _sed_gain(sed, lv, n_slots, n_classes):
+    """``(B, S, 1, 1)``: per slot, the mean SED probability of the slot's class (SED guidance;
+    0.5 for an empty slot)."""
+    b = lv.shape[0]
+    onehot = lv.view(b, n_slots, n_classes)
+    act = sed.mean(dim=1)  # (B, C)
+    g = (onehot * act[:, None, :]).sum(-1) + 0.5 * (1.0 - onehot.sum(-1))
+    return g[..., None, None]
+
+
+class TinyGuidedSeparator(TinySeparator):
+    """`TinySeparator` whose stems are scaled by the SED activity of their class."""
+
+    def forward(self, batch: dict) -> dict:
+        y = super().forward(batch)["waveform"]
+        return {"waveform": y * (0.5 + _sed_gain(batch["sed"], batch["label_vector"],
+                                                 self.n_slots, self.n_classes))}
+
+
+class TinyGuidedStage(TinyStage):
+    """`TinyStage` that also mixes the SED activity of each slot's class into its gain."""
+
+    def forward(self, batch: dict) -> dict:
+        y = super().forward(batch)["waveform"]
+        return {"waveform": y * (0.75 + 0.5 * _sed_gain(batch["sed"], batch["label_vector"],
+                                                        self.n_slots, self.n_classes))}
+
+
 class SlowSeparator(TinySeparator):
     """`TinySeparator` (same weights, same outputs) that sleeps ``delay_s`` per forward, so a
     test can kill a build while a chunk is in flight."""
@@ -120,18 +163,28 @@ MODULE = "tests.builder_models"
 
 
 def write_system(root: Path, stages: int = 0, separators=("small", "large"), seed: int = 0,
-                 lightning: bool = True, overrides: dict | None = None) -> Path:
-    """Write checkpoints under ``root/weights`` and ``root/system.yaml``; return the YAML."""
+                 lightning: bool = True, overrides: dict | None = None, sed: bool = False,
+                 iterations: int = 1, stage_retagger: bool = False) -> Path:
+    """Write checkpoints under ``root/weights`` and ``root/system.yaml``; return the YAML.
+
+    ``sed``: add a `TinySED` (``frame_hop_s`` 0.1 s) and make the separators and stages
+    SED-guided; ``iterations``: each stage runs this many times; ``stage_retagger``: a third
+    mono tagger ``stage`` re-tags the stages' stems."""
     root = Path(root)
     (root / "weights").mkdir(parents=True, exist_ok=True)
     specs = {
         ("taggers", "1ch"): ("TinyTagger", {"in_channels": 1}),
         ("taggers", "4ch"): ("TinyTagger", {"in_channels": 4, "hidden": 12}),
     }
+    if stage_retagger:
+        specs[("taggers", "stage")] = ("TinyTagger", {"in_channels": 1, "hidden": 10})
     for i, name in enumerate(separators):
-        specs[("separators", name)] = ("TinySeparator", {"hidden": 4 + 4 * i})
+        specs[("separators", name)] = ("TinyGuidedSeparator" if sed else "TinySeparator",
+                                       {"hidden": 4 + 4 * i})
     for i in range(stages):
-        specs[("stages", f"refine{i + 1}")] = ("TinyStage", {})
+        specs[("stages", f"refine{i + 1}")] = ("TinyGuidedStage" if sed else "TinyStage", {})
+    if sed:
+        specs[("sed", "sed")] = ("TinySED", {})
     data: dict = {"label_set": "dcase2026t4", "sample_rate_hz": RATE, "n_tracks": 3,
                   "taggers": {}, "separators": {}, "retagger": "1ch", "stages": [],
                   "allow_pickle": False, "python_path": [str(Path(__file__).parents[1])]}
@@ -144,8 +197,16 @@ def write_system(root: Path, stages: int = 0, separators=("small", "large"), see
         ckpt = f"weights/{group}_{name}.pt"
         torch.save(state, root / ckpt)
         entry = {"module": MODULE, "class": cls, "args": args, "checkpoint": ckpt}
+        if sed and group in ("separators", "stages"):
+            entry["sed_guided"] = True
+        if group == "taggers" and name == "stage":
+            entry["channels"] = [0]
         if group == "stages":
-            data["stages"].append({"name": name, **entry})
+            data["stages"].append({"name": name, **entry,
+                                   **({"iterations": iterations} if iterations != 1 else {}),
+                                   **({"retagger": "stage"} if stage_retagger else {})})
+        elif group == "sed":
+            data["sed"] = {"name": name, **entry, "frame_hop_s": 0.1}
         else:
             data[group][name] = entry
     data.update(overrides or {})
