@@ -221,3 +221,20 @@ def test_planted_sed_duration_rule_is_found(tmp_path, seed):
     d1 = replay_matrix(cache, "staged", rec.x_end[None], counts=True)
     assert d1.tp[0] == d0.tp[0] and d1.fp[0] < d0.fp[0]
     assert scored_mean(d1.values)[0] > scored_mean(d0.values)[0]
+
+
+def test_readme_example_prints_what_the_readme_shows(tmp_path, monkeypatch):
+    import contextlib
+    import io
+    import re
+
+    from tests.test_readme import _section
+
+    section = _section("Multi-stage and SED decisions")
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    shown = re.findall(r"\n\n```\n(.*?)\n```", section, re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
+    assert out.getvalue().splitlines() == shown.splitlines()
