@@ -357,6 +357,9 @@ def info(path: Path, allow_incomplete: bool = False) -> dict:
         "passes_per_soundscape": {k: round(v / n_sc, 3) for k, v in passes.items()}
         if n_sc else {},
         "stages": models.get("stages", []),
+        "sed": None if cache.sed is None else {
+            "models": list(cache.sed.models), "model": models.get("sed"),
+            "n_with_sed": int(np.isfinite(cache.sed.frame_hop_s).any(axis=0).sum())},
         "n_parts": len(list((path / "soundscapes").glob("part-*.parquet"))),
         "size_mb": round(sum(p.stat().st_size for p in files) / 2 ** 20, 3),
         "casdri_version": meta.casdri_version, "schema_version": meta.schema_version,

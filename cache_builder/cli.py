@@ -178,7 +178,14 @@ def _info(args) -> int:
             print(f"  {role[:-1]} {name}: {d.get('module')}.{d.get('class')} "
                   f"{d.get('checkpoint')} sha256 {sha}")
     for d in info.get("stages", []):
-        print(f"  stage {d.get('name')}: {d.get('module')}.{d.get('class')}")
+        its = f" x{d['iterations']} iterations" if d.get("iterations", 1) != 1 else ""
+        print(f"  stage {d.get('name')}: {d.get('module')}.{d.get('class')}{its}")
+    print(f"  stages cached: {info.get('stage_names')}")
+    sed = info.get("sed")
+    if sed:
+        m = sed.get("model") or {}
+        print(f"  sed {', '.join(sed['models'])}: {m.get('module')}.{m.get('class')} hop "
+              f"{m.get('frame_hop_s')} s, on {sed['n_with_sed']} soundscapes")
     return 0
 
 

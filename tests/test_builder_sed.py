@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cache_builder import apply_policy, build_cache
-from cache_builder._cachewrite import validate
+from cache_builder._cachewrite import info, validate
 from cache_builder.apply import LiveLookup
 from cache_builder.runner import load_soundscape, resolve_folder, scan_soundscapes
 from cache_builder.system import SystemConfigError, SystemSpec, load_system
@@ -50,6 +50,9 @@ def test_cache_holds_sed_and_every_iteration(env):
     assert np.all(c.sed.frame_hop_s == 0.1) and np.all(np.diff(c.sed.offsets) == 9)
     assert np.isfinite(summary_of_cache(c)).all()
     assert validate(env["root"] / "cache") == []
+    d = info(env["root"] / "cache")
+    assert d["sed"]["models"] == ["sed"] and d["sed"]["n_with_sed"] == N_SC
+    assert d["sed"]["model"]["frame_hop_s"] == 0.1 and d["passes"]["sed"] == N_SC
     # each iteration refines the previous one's stems: every stage's stems differ
     j = int(np.argmax(c.key_len))
     rows = c.key_stem[j, 0]

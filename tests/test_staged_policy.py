@@ -238,3 +238,32 @@ def test_readme_example_prints_what_the_readme_shows(tmp_path, monkeypatch):
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {"__name__": "__readme__"})
     assert out.getvalue().splitlines() == shown.splitlines()
+
+
+def test_cli_searches_staged_and_finds_the_planted_rule(tmp_path):
+    """``casdri-search --policy staged --stage per-class`` end to end: the written policy is a
+    staged policy whose only SED duration is the planted class's, within the planted gap."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from casdri.policies import load_policy_yaml
+
+    t = 2.0
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=600, seed=2, noise=True,
+                                sed_frames=32, planted={"sed_min_duration_s": {PLANTED: t}},
+                                load=False)
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "search.cli", "--cache", str(path), "--policy",
+                        "staged", "--stage", "per-class", "--folds", "2", "--seed", "0",
+                        "--out", str(out)], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert p.returncode == 0, p.stderr
+    mod, params = load_policy_yaml((out / "policy.yaml").read_text())
+    assert mod.NAME == "staged"
+    k = int(np.floor(t / SED_HOP_S))
+    dur = params.per_class("sed_min_dur_s", load_cache(path).label_set)
+    c = load_cache(path).label_set.index(PLANTED)
+    assert 0.0 < dur[c] <= (k + 2) * SED_HOP_S and (np.delete(dur, c) == 0.0).all(), dur
+    assert yaml.safe_load((out / "policy.yaml").read_text())["policy"] == "staged"
