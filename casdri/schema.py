@@ -194,9 +194,9 @@ class CacheMeta:
         """``{"<role>/<name>": checkpoint sha256 or None}`` of the models the cache was built
         with (the keys of ``cache_builder.system.System.sha256``: ``tagger/4ch``,
         ``separator/small``, ``stage/<name>``, ``sed/<name>``), read from ``extra["models"]``
-        as the builder writes it; caches without it give their separators' ``separator_sha256``. The policy
-        YAML of a search records it (``provenance.models``) and live apply compares it with
-        its system's checkpoints."""
+        as the builder writes it; caches without it give their separators'
+        ``separator_sha256``. The policy YAML of a search records it (``provenance.models``)
+        and live apply compares it with its system's checkpoints."""
         models = (self.extra or {}).get("models") or {}
         out = {}
         for role in ("taggers", "separators"):
