@@ -47,6 +47,12 @@ per-class value can take, whose size grows with ``share`` (measure it by replayi
 with ``noise=True`` at 1,512 soundscapes ``share=0.4`` is worth about +0.03 dB on the dataset
 mean). It combines with ``noise``.
 
+Planted per-class stage (``planted={"stage_gain_db": {label: g}}``): the SDRi mean of
+``label``'s stems changes by ``+g`` dB per refinement stage and every other class's by ``-g``
+dB per stage (instead of +0.7 dB per stage for all): one global stage cannot take both, the
+stage chosen per class (``staged``'s ``stage_by_class``: the last stage for ``label``, stage
+0 for the rest) can.
+
 SED (``sed_frames > 0``; drawn from a generator of its own, so the other tables do not change):
 model ``"sed"``, `SED_HOP_S` hop, float16 frame probabilities in ``[0, 0.25)`` everywhere, plus
 per reference class an event (frames in ``[0.55, 1)``) covering 20-100 % of the frames, and
@@ -82,7 +88,8 @@ __all__ = ["make_synthetic_cache", "synthetic_label_set", "random_settings", "QU
 
 #: An energy gate (dB) that silences exactly the planted quiet false positives.
 QUIET_GATE_DB = -45.0
-_PLANTED_KINDS = ("energy_gate_db", "quiet_false_positives", "sed_min_duration_s")
+_PLANTED_KINDS = ("energy_gate_db", "quiet_false_positives", "sed_min_duration_s",
+                  "stage_gain_db")
 #: frame hop (s) of the synthetic SED
 SED_HOP_S = 0.32
 
@@ -126,8 +133,9 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
         cache_dir: target directory (created; must not hold another cache); None = in memory
             (written to a temporary directory that is deleted after loading).
         planted: ``{"energy_gate_db": {label: t_db}}``,
-            ``{"quiet_false_positives": {label: share}}`` or
-            ``{"sed_min_duration_s": {label: t_s}}`` (see module docstring) or None.
+            ``{"quiet_false_positives": {label: share}}``,
+            ``{"sed_min_duration_s": {label: t_s}}`` or ``{"stage_gain_db": {label: g_db}}``
+            (see module docstring) or None.
         sed_frames: when > 0, also an SED table (model ``"sed"``, this many frames,
             `SED_HOP_S` hop, float16 probabilities; module docstring).
         load: return `load_cache(cache_dir)` (True) or the path.
@@ -150,6 +158,8 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
         raise ValueError(f"planted supports {', '.join(_PLANTED_KINDS)}, got {sorted(planted)}")
     quiet = {ls.index(k): float(v)
              for k, v in (planted or {}).get("quiet_false_positives", {}).items()}
+    stage_gain = {ls.index(k): float(v)
+                  for k, v in (planted or {}).get("stage_gain_db", {}).items()}
     min_dur = {ls.index(k): float(v)
                for k, v in (planted or {}).get("sed_min_duration_s", {}).items()}
     if min_dur and sed_frames < 1:
@@ -203,7 +213,9 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
             for si, st in itertools.product(range(len(separators)), range(n_stages)):
                 for i, c in enumerate(q):
                     tg = target[i]
-                    sdri = rng.normal(mu[si, c] + 0.7 * st, 2.5)
+                    per_stage = 0.7 if not stage_gain else stage_gain.get(
+                        c, -max(stage_gain.values()))
+                    sdri = rng.normal(mu[si, c] + per_stage * st, 2.5)
                     if gate:
                         sdri = max(sdri, 0.5)
                     snr = rng.normal(-25.0, 5.0, n_ref)

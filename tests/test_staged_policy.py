@@ -267,3 +267,29 @@ def test_cli_searches_staged_and_finds_the_planted_rule(tmp_path):
     c = load_cache(path).label_set.index(PLANTED)
     assert 0.0 < dur[c] <= (k + 2) * SED_HOP_S and (np.delete(dur, c) == 0.0).all(), dur
     assert yaml.safe_load((out / "policy.yaml").read_text())["policy"] == "staged"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_planted_per_class_stage_is_found(tmp_path, seed):
+    """One class gains from the refinement stage and every other class loses: the
+    ``per-class`` stage moves that class's ``stage_by_class`` to the last stage (kept by the
+    evidence rule) and leaves every other class, and the global stage, alone."""
+    from search.casdri_problem import CasdriProblem
+    from search.objective import Objective
+    from search.settings import SearchSettings
+    from search.stages import StageContext, run_stage
+
+    cache = make_synthetic_cache(tmp_path / "p", n_soundscapes=600, seed=seed, n_stages=2,
+                                 noise=True, planted={"stage_gain_db": {PLANTED: 1.5}})
+    problem = CasdriProblem(cache, "staged")
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    x = problem.start_vector()
+    v = scored_mean(replay_matrix(cache, "staged", [
+        StagedParams(stage=0), StagedParams(stage=1),
+        StagedParams(stage_by_class={PLANTED: 1, "default": -1})]).values)
+    assert v[2] > v[0] > v[1]  # the planted effect: per class beats either global stage
+    rec = run_stage("per-class", x, StageContext(obj, SearchSettings(seed=seed)))
+    c = problem.class_names.index(PLANTED)
+    kept = [(m.param, m.cls, m.value) for m in rec.moves if m.kept]
+    assert kept == [("stage_by_class", c, 1.0)], kept
+    assert rec.moves[[m.param for m in rec.moves].index("stage_by_class")].cls is None
