@@ -209,6 +209,11 @@ class SystemSpec:
             if m.retagger is not None and m.retagger not in taggers:
                 raise SystemConfigError(f"{where}: stage {m.name!r}: retagger {m.retagger!r} "
                                         f"is not one of the taggers {list(taggers)}")
+            ch = None if m.retagger is None else taggers[m.retagger].channels
+            if ch is not None and len(ch) != 1:
+                raise SystemConfigError(f"{where}: stage {m.name!r}: retagger {m.retagger!r} "
+                                        f"is fed mono stems (B, 1, T) but its spec says "
+                                        f"channels {list(ch)}")
         retagger = str(data["retagger"])
         if retagger not in taggers:
             raise SystemConfigError(f"{where}: retagger {retagger!r} is not one of the taggers "

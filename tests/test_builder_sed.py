@@ -183,3 +183,41 @@ def test_spec_refuses_bad_sed_entries(tmp_path):
                                  "stages": [{"name": "r", "module": "m", "class": "R",
                                              "iterations": 3}]}, tmp_path)
     assert [n for n, _ in spec.stage_runs()] == ["r#1", "r#2", "r#3"] and spec.n_stages == 4
+
+
+class _BadSED(torch.nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, batch):
+        b = batch["waveform"].shape[0]
+        return self.out(b)
+
+
+@pytest.mark.parametrize("out, match", [
+    (lambda b: {"probabilities": torch.full((b, 5, 18), 2.0)}, r"in \[0, 1\]"),
+    (lambda b: {"probabilities": torch.zeros((b, 5, 17))}, r"\(B, n_frames, 18\)"),
+    (lambda b: {"logits": torch.zeros((b, 5, 18))}, "expected"),
+    (lambda b: {"probabilities": torch.full((b, 5, 18), float("nan"))}, r"in \[0, 1\]"),
+])
+def test_bad_sed_output_is_named(env, out, match):
+    from cache_builder.system import ModelOutputError
+
+    system = env["system"]
+    good = system.sed
+    system.sed = _BadSED(out)
+    try:
+        with pytest.raises(ModelOutputError, match=match):
+            system.detect(torch.zeros((1, 4, 32000)), where=" on x")
+    finally:
+        system.sed = good
+
+
+def test_stage_retagger_must_take_mono_stems(tmp_path):
+    data = {"taggers": {"1ch": {"module": "m", "class": "T"},
+                        "4ch": {"module": "m", "class": "T", "channels": 4}},
+            "separators": {"s": {"module": "m", "class": "S"}}, "retagger": "1ch",
+            "stages": [{"module": "m", "class": "R", "retagger": "4ch"}]}
+    with pytest.raises(SystemConfigError, match="retagger '4ch' is fed mono stems"):
+        SystemSpec.from_dict(data, tmp_path)
