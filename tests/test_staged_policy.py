@@ -293,3 +293,15 @@ def test_planted_per_class_stage_is_found(tmp_path, seed):
     kept = [(m.param, m.cls, m.value) for m in rec.moves if m.kept]
     assert kept == [("stage_by_class", c, 1.0)], kept
     assert rec.moves[[m.param for m in rec.moves].index("stage_by_class")].cls is None
+
+
+def test_gap_explains_a_mixed_stage_decision(staged_cache):
+    """`casdri.explain` reads the decided stems of the policy's own (mixed-stage) tables: its
+    system state reproduces the replay (it raises otherwise) and its parts sum to the gap."""
+    from casdri.gap import explain
+
+    p = StagedParams(stage_by_class={PLANTED: 2, "default": 0}, sed_max_gate=0.6)
+    g = explain(staged_cache, "staged", p)
+    assert g.system_db == pytest.approx(
+        scored_mean(replay_matrix(staged_cache, "staged", p).values)[0], abs=1e-12)
+    assert float(g.parts.gap_db.sum()) == pytest.approx(g.gap_db, abs=1e-9)
