@@ -7,8 +7,10 @@ Conventions (extending `casdri._kernels`):
       build_tables` (``g = sel * n_stages + stage``), unchanged. Then, with ``A = n_stages **
       MAXS`` stage assignments, combo ``G0 + sel * A + a`` takes slot ``i``'s stem from the
       uniform combo ``sel * n_stages + st_i``, ``st_i = (a // n_stages**i) % n_stages``
-      (`mixed_combo`). An assignment with a nonzero digit beyond the key's slots, or whose
-      stems the cache lacks, is marked missing (``tab_cnt[j, g, 0] = -1``).
+      (``a = Σ_i st_i · n_stages^i``). With one separator only ``sel = 0`` is built
+      (selections 1 and 2 serve nothing more there: 2 means 0, 1 is refused), and a policy
+      passes ``sel = 0``. An assignment with a nonzero digit beyond the key's slots, or
+      whose stems the cache lacks, is marked missing (``tab_cnt[j, g, 0] = -1``).
     * Slot features, Σ SDRi and entries are those of the chosen stems, scored by the one
       `casdri._kernels_capi.clip_capi` (same additions in the same order as the metric).
 """
@@ -18,25 +20,14 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._kernels_capi import _JIT, _PJIT, clip_capi
+from ._kernels_capi import _PJIT, clip_capi
 
-__all__ = ["n_mixed", "mixed_combo", "build_mixed_tables"]
+__all__ = ["n_mixed", "build_mixed_tables"]
 
 
-def n_mixed(n_stages: int, maxs: int) -> int:
+def n_mixed(n_stages: int, maxs: int, n_separators: int) -> int:
     """Mixed combos appended after the uniform ones (0 for a one-stage cache)."""
-    return 3 * n_stages ** maxs if n_stages > 1 else 0
-
-
-@numba.njit(**_JIT)
-def mixed_combo(sel, stages, n, n_st, maxs):  # pragma: no cover - jitted
-    """Combo of separator selection ``sel`` with slot ``i`` (``i < n``) at ``stages[i]``."""
-    a = 0
-    p = 1
-    for i in range(n):
-        a += stages[i] * p
-        p *= n_st
-    return 3 * n_st + sel * n_st ** maxs + a
+    return (3 if n_separators > 1 else 1) * n_stages ** maxs if n_stages > 1 else 0
 
 
 @numba.njit(**_PJIT)
@@ -47,6 +38,7 @@ def build_mixed_tables(key_sc, key_len, key_lab, stem_snr, snr_off, ref_off, ref
     maxs = key_lab.shape[1]
     A = n_st ** maxs
     g0 = 3 * n_st
+    n_sel = (tab_cnt.shape[1] - g0) // A
     for j in prange(key_sc.shape[0]):
         s = key_sc[j]
         n = key_len[j]
@@ -59,7 +51,7 @@ def build_mixed_tables(key_sc, key_len, key_lab, stem_snr, snr_off, ref_off, ref
         est_rows = np.empty(maxs, np.int64)
         est_lab = np.empty(maxs, np.int64)
         none = np.zeros((0, 5), np.float64)
-        for sel in range(3):
+        for sel in range(n_sel):
             for a in range(A):
                 g = g0 + sel * A + a
                 ok = (a // n_st ** n) == 0

@@ -126,7 +126,8 @@ def _tables(cache, mixed: bool) -> dict:
     key = "tables_mixed" if mixed else "tables"
     if key not in cache.memo:
         NK, maxs = cache.key_labels.shape
-        G = 3 * cache.n_stages + (KS.n_mixed(cache.n_stages, maxs) if mixed else 0)
+        G = 3 * cache.n_stages + (KS.n_mixed(cache.n_stages, maxs, len(cache.separators))
+                                   if mixed else 0)
         M = 1 << maxs
         slot_rows = np.zeros((NK, G, maxs), np.int64)
         slot_f = np.zeros((NK, G, maxs, 4), np.float64)

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from ...sed import F_DUR0, F_MAX, N_FEATURES, SED_LEVELS_PCT, summary_of_cache
-from ..._kernels import D_C, D_K, D_MAXS, D_NST, F_ARGMAX, F_SIL
+from ..._kernels import D_C, D_K, D_MAXS, D_NSEP, D_NST, F_ARGMAX, F_SIL
 from .._jit import DECIDE_JIT
 from ..refine import _kernel as RK
 from ._params import StagedParams
@@ -54,6 +54,7 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     C = dims[D_C]
     n_st = dims[D_NST]
     maxs = dims[D_MAXS]
+    n_sep = dims[D_NSEP]
     c_tag = 8 * dims[D_K]
     c_sed = c_tag + C
     o_sel, o_st, o_by = off[SELECT], off[STAGE], off[BY_CLASS]
@@ -80,8 +81,8 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                 mixed |= st != gst
                 a += st * p
                 p *= n_st
-            if mixed:
-                g = 3 * n_st + sel * n_st ** maxs + a
+            if mixed:  # one separator: only selection 0 is built (2 means 0 there)
+                g = 3 * n_st + (sel if n_sep > 1 else 0) * n_st ** maxs + a
                 if tab_cnt[j, g, 0] < 0:
                     code = 2
         if code == 0:  # (h) re-classification and SED gates on the final slots
