@@ -1,7 +1,8 @@
 """Replay speed of the ``staged`` policy (issue 15) against ``refine`` on one DCASE-scale
 synthetic cache with refinement stages and SED (a script that prints figures, not a test).
 
-    python benchmarks/bench_staged.py [--soundscapes 1512] [--stages 3] [--settings 2000]
+    python benchmarks/bench_staged.py [--soundscapes 1512] [--stages 3] [--separators 2]
+                                      [--settings 2000]
 
 Figures: cache build/load time; table preparation (refine's uniform tables; staged's tables
 with the mixed-stage combos appended) in seconds and MB; settings/s (parallel and serial) of
@@ -48,6 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--soundscapes", type=int, default=1512)
     ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--separators", type=int, default=2, choices=(1, 2))
     ap.add_argument("--settings", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
@@ -56,8 +58,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         cache = make_synthetic_cache(Path(tmp) / "c", n_soundscapes=a.soundscapes,
-                                     n_stages=a.stages, sed_frames=32, seed=0)
-        print(f"cache: {a.soundscapes} soundscapes, {a.stages} stages, SED 32 frames, "
+                                     n_stages=a.stages, sed_frames=32, seed=0,
+                                     separators=("sepA", "sepB")[:a.separators])
+        print(f"cache: {a.soundscapes} soundscapes, {a.separators} separator(s), {a.stages} "
+              "stages, SED 32 frames, "
               f"{len(cache.stem_key)} stems, {len(cache.key_codes)} keys; made and loaded in "
               f"{time.perf_counter() - t:.1f} s")
         for policy in ("refine", "staged"):  # compile first (not timed)
