@@ -8,7 +8,8 @@ Conventions:
     * The values ``decide`` sees are the cache's: tagger and retagger softmax rounded to
       float32, ``energy_db`` from float64 sums over the float32 stem, separators and stages
       (each iteration a stage) in system-YAML order, and the SED activity summary
-      (`casdri.sed.activity_summary`) of the float16-rounded SED frame probabilities. The same policy therefore decides the same on the cache and live.
+      (`casdri.sed.activity_summary`) of the float16-rounded SED frame probabilities. The
+      same policy therefore decides the same on the cache and live.
     * Output: ``<soundscape>_<i>_<Label>.wav`` for each kept slot, ``i`` counting the kept
       stems of that soundscape from 0 in slot order; mono float32 WAV (subtype FLOAT) at the
       system rate. Silence slots are not written. The zip holds the stems at its root.
