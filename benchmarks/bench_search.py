@@ -8,6 +8,7 @@ evaluations of each stage, summed over the fold chains and the final chain. Targ
 all on 2 cores. A script printing figures, never a test.
 
 Usage: ``python benchmarks/bench_search.py [--stage all|auto|gates] [--repeats 1] [--storage URL]
+[--accept evidence|margin]
 [--soundscapes 1512] [--folds 5] [--trials 64] [--jobs 1] [--cache DIR] [--out DIR]``
 """
 from __future__ import annotations
@@ -30,6 +31,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", default="all", help="all, auto or one stage")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--accept", default="evidence", choices=("evidence", "margin"),
+                    help="acceptance rule; 'margin' (0.05 dB) is the work of the search before "
+                    "the evidence rule, for a like-for-like comparison with older commits")
     ap.add_argument("--storage", help="Optuna storage URL (default: in memory); a fresh file "
                     "each run, e.g. sqlite:///bench.db")
     ap.add_argument("--soundscapes", type=int, default=1512)
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     result = run_search(cache_dir, stage=args.stage, folds=args.folds, trials=args.trials,
                         jobs=args.jobs, seed=args.seed, repeats=args.repeats,
-                        storage=args.storage)
+                        storage=args.storage, accept=args.accept)
     t_search = time.perf_counter() - t0
     t0 = time.perf_counter()
     write_outputs(result, out)
@@ -86,7 +90,7 @@ def main(argv=None) -> int:
           "(other jobs on a shared machine slow every figure below)")
     print(f"cache: {args.soundscapes} soundscapes, written in {t_make:.1f} s; kernel warm-up "
           f"(numba compile or cache load) {t_warm:.1f} s, not counted")
-    print(f"search: --stage {args.stage} --repeats {args.repeats} --folds {args.folds} "
+    print(f"search: --stage {args.stage} --accept {args.accept} --repeats {args.repeats} --folds {args.folds} "
           f"--trials {args.trials} --jobs {args.jobs} --storage {args.storage or 'memory'}")
     st = result.stage_table()
     print(f"{'stage':<10} {'engine':<8} {'seconds':>8} {'settings':>9} {'clip evals':>11} "
