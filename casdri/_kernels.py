@@ -135,13 +135,18 @@ def make_drivers(decide) -> Drivers:
         wi = np.empty(pi.shape[1] + 1, np.int64)
         wf = np.empty(pf.shape[1] + 1, np.float64)
         dd = np.empty((n1 - n0, 4), np.int64)
+        # the block's settings column-major: a soundscape reads a few columns of every setting
+        xb = np.empty((X.shape[1], n1 - n0), np.float64)
         for n in range(n0, n1):
             for k in range(4):
                 tot[n, k] = 0
             err[n, 0] = -1
+            for k in range(X.shape[1]):
+                xb[k, n - n0] = X[n, k]
+        xt = xb.T
         for p in range(sidx.shape[0]):
             s = sidx[p]
-            decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dd)
+            decide(xt, 0, n1 - n0, s, pi, pf, off, tab, dims, wi, wf, dd)
             for n in range(n0, n1):
                 j = dd[n - n0, 0]
                 g = dd[n - n0, 1]

@@ -14,6 +14,7 @@ Conventions:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
@@ -63,8 +64,18 @@ class Objective:
         mask: ``(S,) bool`` tune soundscapes.
 
     Attributes:
-        n_settings: settings scored so far; n_clip_evals: soundscape-settings replayed.
+        n_settings: settings scored so far; n_clip_evals: soundscape-settings replayed (a
+            setting scored again is served from the memo and replays nothing).
+
+    Memo: the per-soundscape values of the last `MEMO_SIZE` distinct settings are kept (keyed
+    by the setting's bytes) and served again without a replay: a move replays the current
+    setting and its candidates several times (its start, each half's choice, the kept
+    value). The values are the replay's own (a row replays to the same values alone or in
+    any batch), so the memo changes the cost, never a result.
     """
+
+    #: distinct settings whose values are kept (``n_tune`` float64 each)
+    MEMO_SIZE = 256
 
     def __init__(self, problem: Problem, mask: np.ndarray):
         self.problem = problem
@@ -72,13 +83,45 @@ class Objective:
         self.idx = np.flatnonzero(self.mask)
         self.n_settings = 0
         self.n_clip_evals = 0
+        self._memo: OrderedDict = OrderedDict()
 
     def values(self, X: np.ndarray) -> np.ndarray:
         """``(n, n_tune)`` per-soundscape values on the tune soundscapes."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         self.n_settings += X.shape[0]
-        self.n_clip_evals += X.shape[0] * self.idx.shape[0]
-        return self.problem.values(X, self.idx)
+        keys = [row.tobytes() for row in X]
+        memo = self._memo
+        todo = {}  # key -> first row holding it, settings not in the memo (each replayed once)
+        for i, k in enumerate(keys):
+            if k in memo:
+                memo.move_to_end(k)
+            elif k not in todo:
+                todo[k] = i
+        if todo:
+            rows = list(todo.values())
+            V = self.problem.values(X[rows], self.idx)
+            self.n_clip_evals += len(rows) * self.idx.shape[0]
+            if len(todo) == len(keys):
+                self._remember(keys, V)
+                return V
+            fresh = dict(zip(todo, V))
+        else:
+            fresh = {}
+        out = np.empty((X.shape[0], self.idx.shape[0]), np.float64)
+        for i, k in enumerate(keys):
+            out[i] = fresh[k] if k in fresh else memo[k]
+        self._remember(list(fresh), list(fresh.values()))
+        return out
+
+    def _remember(self, keys, V) -> None:
+        memo = self._memo
+        for k, v in zip(keys, V):
+            v = np.array(v)  # own copy: callers may write into what they were given
+            v.flags.writeable = False
+            memo[k] = v
+            memo.move_to_end(k)
+        while len(memo) > self.MEMO_SIZE:
+            memo.popitem(last=False)
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         """``(n,)`` dataset CAPI-SDRi (dB) of each setting; NaN when every clip is None."""
@@ -98,8 +141,13 @@ class Objective:
         if sel.shape[0] == 0:
             return 0.0, 0
         self.n_settings += 1
-        self.n_clip_evals += sel.shape[0]
-        v = self.problem.values(np.asarray(x, dtype=np.float64)[None, :], sel)[0]
+        x = np.asarray(x, dtype=np.float64)
+        have = self._memo.get(x.tobytes())
+        if have is not None:
+            v = have[np.asarray(keep, bool)]
+        else:
+            self.n_clip_evals += sel.shape[0]
+            v = self.problem.values(x[None, :], sel)[0]
         ok = ~np.isnan(v)
         return float(v[ok].sum()), int(ok.sum())
 

@@ -182,9 +182,6 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     maxi = dims[D_MAXI]
     n_st = dims[D_NST]
     n_inst = pi[s, 0]
-    conf = wf[:maxi]
-    sil = wf[maxi:2 * maxi]
-    sel = wi
     o_w, o_s1, o_s4 = off[W], off[SOLO_1CH], off[SOLO_4CH]
     o_tm, o_tg = off[TAG_SIL_MARGIN], off[TAG_SIL_GATE]
     o_ver, o_drop, o_mode = off[VERIFY_THR], off[DROP_THR], off[VERIFY_MODE]
@@ -200,8 +197,8 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
             for i in range(n_inst):  # (a) fusion
                 c = pi[s, 1 + i]
                 si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i])
-                sil[i] = si
-                conf[i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
+                wf[maxi + i] = si
+                wf[i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
                                       X[n, o_s1 + c], si, X[n, o_tm])
             bits = 0
             k = 0
@@ -209,7 +206,7 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                 best = -1
                 bc = 0.0
                 for i in range(n_inst):
-                    ci = conf[i]
+                    ci = wf[i]
                     if (bits >> i) & 1 or ci != ci:
                         continue
                     if best < 0 or ci > bc:
@@ -218,24 +215,24 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                 if best < 0:
                     break
                 bits |= 1 << best
-                sel[k] = best
+                wi[k] = best
                 k += 1
             if k == 0:
                 break
             for a2 in range(1, k):  # slot order: class asc, confidence desc, instance asc
-                v = sel[a2]
+                v = wi[a2]
                 q = a2 - 1
                 while q >= 0:
-                    u = sel[q]
+                    u = wi[q]
                     cu = pi[s, 1 + u]
                     cv = pi[s, 1 + v]
-                    if cu > cv or (cu == cv and (conf[u] < conf[v] or
-                                                 (conf[u] == conf[v] and u > v))):
-                        sel[q + 1] = u
+                    if cu > cv or (cu == cv and (wf[u] < wf[v] or
+                                                 (wf[u] == wf[v] and u > v))):
+                        wi[q + 1] = u
                         q -= 1
                     else:
                         break
-                sel[q + 1] = v
+                wi[q + 1] = v
             j = pi[s, 1 + maxi + bits]  # (b) separate
             if j < 0:
                 code = 1
@@ -251,14 +248,14 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                 c = key_lab[j, i]  # (branch-free: thresholds vary from setting to setting)
                 ok = (argmax_mode & (slot_f[j, g, i, F_ARGMAX] > 0.5)) | \
                     ((not argmax_mode) & (slot_f[j, g, i, F_OWN] >= X[n, o_ver + c]))
-                dropped |= np.int64((not ok) & (conf[sel[i]] < X[n, o_drop + c])) << i
+                dropped |= np.int64((not ok) & (wf[wi[i]] < X[n, o_drop + c])) << i
             if dropped:
                 bits = 0
                 k2 = 0
                 for i in range(k):
                     if not (dropped >> i) & 1:
-                        sel[k2] = sel[i]
-                        bits |= 1 << sel[i]
+                        wi[k2] = wi[i]
+                        bits |= 1 << wi[i]
                         k2 += 1
                 k = k2
                 if k == 0:
@@ -276,8 +273,8 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
             for i in range(k):  # (d) gates (no NaN here: >= is "not <")
                 c = key_lab[j, i]
                 keep = (slot_f[j, g, i, F_ENERGY] >= X[n, o_en + c]) & \
-                    (conf[sel[i]] >= X[n, o_pg + c]) & \
-                    (slot_f[j, g, i, F_SIL] < X[n, o_sil + c]) & (sil[sel[i]] < X[n, o_tg + c])
+                    (wf[wi[i]] >= X[n, o_pg + c]) & \
+                    (slot_f[j, g, i, F_SIL] < X[n, o_sil + c]) & (wf[maxi + wi[i]] < X[n, o_tg + c])
                 m |= np.int64(keep) << i
             break
         r = n - n0
