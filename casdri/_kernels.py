@@ -64,6 +64,19 @@ D_C, D_K, D_NST, D_MAXS, D_M, D_MAXI, D_NSEP = range(7)
 #: (benchmarks/bench_replay.py): 1,024 beats 256 by ~15 %, smaller blocks lose more.
 BLOCK = 1024
 
+#: chunks of pairs the parallel ``pairs`` driver hands out (a chunk allocates its scratch once)
+PAIR_CHUNKS = 64
+
+
+@numba.njit(inline="always")
+def _clip_value(j, g, m, s, tab_sum, tab_cnt, n_ref):  # pragma: no cover - jitted
+    """CAPI-SDRi (dB) of decision ``(j, g, m)`` on soundscape ``s`` from the tables; NaN when
+    the clip scores None (no stems and no reference, or no entry)."""
+    if j < 0:
+        return 0.0 if n_ref[s] > 0 else np.nan
+    cnt = tab_cnt[j, g, m]
+    return tab_sum[j, g, m] / cnt if cnt > 0 else np.nan
+
 
 class Drivers(NamedTuple):
     """The jitted drivers of one policy (same per-cell code in each).
@@ -135,18 +148,13 @@ def make_drivers(decide) -> Drivers:
         wi = np.empty(pi.shape[1] + 1, np.int64)
         wf = np.empty(pf.shape[1] + 1, np.float64)
         dd = np.empty((n1 - n0, 4), np.int64)
-        # the block's settings column-major: a soundscape reads a few columns of every setting
-        xb = np.empty((X.shape[1], n1 - n0), np.float64)
         for n in range(n0, n1):
             for k in range(4):
                 tot[n, k] = 0
             err[n, 0] = -1
-            for k in range(X.shape[1]):
-                xb[k, n - n0] = X[n, k]
-        xt = xb.T
         for p in range(sidx.shape[0]):
             s = sidx[p]
-            decide(xt, 0, n1 - n0, s, pi, pf, off, tab, dims, wi, wf, dd)
+            decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dd)
             for n in range(n0, n1):
                 j = dd[n - n0, 0]
                 g = dd[n - n0, 1]
@@ -164,14 +172,12 @@ def make_drivers(decide) -> Drivers:
                         err[n, 1] = code
                         err[n, 2] = j
                     continue
+                v = _clip_value(j, g, m, s, tab_sum, tab_cnt, n_ref)
                 if j < 0:
-                    v = 0.0 if n_ref[s] > 0 else np.nan
                     tp = 0
                     fp = 0
                     fn = n_ref[s]
                 else:
-                    cnt = tab_cnt[j, g, m]
-                    v = tab_sum[j, g, m] / cnt if cnt > 0 else np.nan
                     tp = tab_lab[j, m, 0]
                     fp = tab_lab[j, m, 1]
                     fn = tab_lab[j, m, 2]
@@ -204,21 +210,40 @@ def make_drivers(decide) -> Drivers:
             block(X, b * block_size, min((b + 1) * block_size, X.shape[0]), sidx, pi, pf, off,
                   tab, dims, val, lab, want_lab, tot, err, dec, False)
 
+    def pairs_chunk(X, i0, i1, sidx, pi, pf, off, tab, dims, val,
+                    err):  # pragma: no cover - jitted
+        """Setting ``X[i]`` on soundscape ``sidx[i]`` for ``i0 <= i < i1``: the decision is
+        called per pair (one call of this function per chunk of pairs, so the scratch and the
+        arrays' reference counts are paid once per chunk, not once per pair)."""
+        tab_sum, tab_cnt, n_ref = tab[4], tab[5], tab[7]
+        wi = np.empty(pi.shape[1] + 1, np.int64)
+        wf = np.empty(pf.shape[1] + 1, np.float64)
+        dd = np.empty((1, 4), np.int64)
+        for i in range(i0, i1):
+            s = sidx[i]
+            decide(X, i, i + 1, s, pi, pf, off, tab, dims, wi, wf, dd)
+            j = dd[0, 0]
+            code = dd[0, 3]
+            err[i, 0] = -1
+            if code != 0:
+                val[i, 0] = np.nan
+                err[i, 0] = 0
+                err[i, 1] = code
+                err[i, 2] = j
+                continue
+            val[i, 0] = _clip_value(j, dd[0, 1], dd[0, 2], s, tab_sum, tab_cnt, n_ref)
+
+    pairs_chunk = _jit(pairs_chunk, token)
+
     def pairs(X, sidx, pi, pf, off, tab, dims, val, err):  # pragma: no cover - jitted
-        lab = np.zeros((1, 1, 3), np.int64)
-        dec = np.zeros((1, 4), np.int64)
-        tot = np.zeros((X.shape[0], 4), np.int64)
-        for i in prange(X.shape[0]):
-            block(X, i, i + 1, sidx[i:i + 1], pi, pf, off, tab, dims, val, lab, False, tot, err,
-                  dec, False)
+        n = X.shape[0]
+        nch = min(n, PAIR_CHUNKS)
+        for c in prange(nch):
+            pairs_chunk(X, c * n // nch, (c + 1) * n // nch, sidx, pi, pf, off, tab, dims, val,
+                        err)
 
     def pairs_ser(X, sidx, pi, pf, off, tab, dims, val, err):  # pragma: no cover - jitted
-        lab = np.zeros((1, 1, 3), np.int64)
-        dec = np.zeros((1, 4), np.int64)
-        tot = np.zeros((X.shape[0], 4), np.int64)
-        for i in range(X.shape[0]):
-            block(X, i, i + 1, sidx[i:i + 1], pi, pf, off, tab, dims, val, lab, False, tot, err,
-                  dec, False)
+        pairs_chunk(X, 0, X.shape[0], sidx, pi, pf, off, tab, dims, val, err)
 
     def trace(X, sidx, pi, pf, off, tab, dims, dec):  # pragma: no cover - jitted
         val = np.empty((1, sidx.shape[0]), np.float64)

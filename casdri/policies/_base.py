@@ -277,7 +277,15 @@ class PolicyParams:
                 choices.append((int(r.columns[0]), np.asarray(r.choices), r.name))
             else:
                 numeric.append((np.asarray(r.columns), md[r.name], r.name))
-        spec = (len(names), names, choices, numeric)
+        lo, hi, off = (np.full(len(names), np.nan) for _ in range(3))
+        for cols, m, _ in numeric:  # the rules of `allowed`, one vector per bound
+            lo[cols], hi[cols] = m["low"], m["high"]
+            if m.get("off") is not None:
+                off[cols] = m["off"]
+        num = np.flatnonzero(~np.isnan(lo))
+        fast = (num, lo[num], hi[num], off[num],
+                [(col, np.asarray(codes, np.float64)) for col, codes, _ in choices])
+        spec = (len(names), names, choices, numeric, fast)
         if memo is not None:
             memo[key] = spec
         return spec
@@ -292,9 +300,17 @@ class PolicyParams:
                 cannot serve (named).
         """
         X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, np.float64)))
-        P, names, choices, numeric = cls._check_spec(space)
+        P, names, choices, numeric, (num, lo, hi, off, codes) = cls._check_spec(space)
         if X.ndim != 2 or X.shape[1] != P:
             raise PolicyError(f"{cls.policy}: settings must be (n, {P}), got {X.shape}")
+        # every rule at once (NaN fails every comparison); the checks below name the first
+        # failure only when this finds one
+        Xn = X[:, num]
+        ok = bool((((Xn >= lo) & (Xn <= hi)) | (Xn == off)).all())
+        for col, c in codes:
+            ok = ok and bool((X[:, col, None] == c).any(axis=1).all())
+        if ok:
+            return X
         nan = np.isnan(X)
         if nan.any():
             row, col = (int(v[0]) for v in np.nonzero(nan))

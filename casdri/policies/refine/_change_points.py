@@ -78,6 +78,25 @@ class RefineChangePoints:
         self.sa = np.where(self.valid, pf[:, 2 * maxi:3 * maxi], np.nan)  # silence, 4ch track
         self.sb = np.where(self.valid, pf[:, 3 * maxi:4 * maxi], np.nan)  # silence, 1ch track
         self.maxi = maxi
+        # the columns step (a) reads (`_kernel.confidences`): its results are memoised on them
+        self._conf_cols = np.concatenate([self.lay[f] for f in (
+            "w", "solo_keep_1ch", "solo_keep_4ch", "tagger_silence_margin")])
+        self._memo: dict = {}
+
+    def _remember(self, key, make):
+        """The value of ``make()`` for ``key``, kept for the next calls (a sweep stage asks
+        every class of a parameter at the same setting; the last `_MEMO` keys are kept)."""
+        got = self._memo.pop(key, None)
+        if got is None:
+            got = make()
+            for a in got if isinstance(got, tuple) else (got,):
+                a.flags.writeable = False
+        self._memo[key] = got
+        while len(self._memo) > self._MEMO:
+            self._memo.pop(next(iter(self._memo)))
+        return got
+
+    _MEMO = 8
 
     def _val(self, x, name):
         return x[self.lay[name]]
@@ -88,10 +107,14 @@ class RefineChangePoints:
         x = np.array(x, np.float64).reshape(1, -1)
         if margin_off:
             x[0, self.lay["tagger_silence_margin"]] = np.inf
-        out = np.empty((self.S, self.maxi), np.float64)
-        sil = np.empty((self.S, self.maxi), np.float64)
-        confidences(x, self.pi, self.pf, self.off, out, sil)
-        return out, sil
+
+        def make():
+            out = np.empty((self.S, self.maxi), np.float64)
+            sil = np.empty((self.S, self.maxi), np.float64)
+            confidences(x, self.pi, self.pf, self.off, out, sil)
+            return out, sil
+
+        return self._remember(("conf", x[0, self._conf_cols].tobytes()), make)
 
     def __call__(self, name: str, cls: Optional[int], x: np.ndarray,
                  idx: np.ndarray) -> Optional[tuple]:
@@ -127,7 +150,9 @@ class RefineChangePoints:
         if first_query:
             x = x.copy()
             x[self.lay["drop_thr"]] = 0.0
-        dec = self.trace(x[None, :], idx)
+        x = np.asarray(x, np.float64)
+        dec = self._remember(("trace", x.tobytes(), idx.tobytes()),
+                             lambda: np.asarray(self.trace(x[None, :], idx)))
         j, g = dec[:, 0], dec[:, 1]
         pos = np.flatnonzero(j >= 0)
         j, g = j[pos], g[pos]
