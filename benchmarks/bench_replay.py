@@ -8,7 +8,13 @@ Figures: cache size on disk, load and prepare time; per policy and per soundscap
 and all 1,512): settings/s parallel and serial, CPU ns per (setting, soundscape) cell, old and
 new (their values are checked bit-equal first); the plain-Python reference
 (tests/naive_replay.py) for scale.
+The search's paths (refine, one thread, kernels called directly, old and new bit-equal): one
+setting on every soundscape (what a coordinate move replays), (setting, soundscape) pairs
+(what an exact sweep replays: each affected soundscape at its own change points), and one
+exact 1-D sweep of a per-class threshold (`search.moves`' sparse path against replaying every
+interval on every soundscape), as settings/s equivalent.
 Target (issue 16): >= 50,000 refine settings/s at 1,512 soundscapes on 2 cores.
+Other processes on a shared machine slow every figure: the load average is printed.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import _old_kernels as old  # noqa: E402
+import os  # noqa: E402
 from casdri.cache import load_cache  # noqa: E402
 from casdri.policies import params_class  # noqa: E402
 from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
@@ -71,6 +78,100 @@ def old_replay(cache, policy, X, sidx, parallel):
     kern(OLD_ID[policy], Xo, sidx, pi, pf, prep["tab"], prep["dims"], val, lab, False, tot, err,
          block)
     return val
+
+
+@numba.njit(cache=True)
+def _old_pairs(pid, X, sidx, pi, pf, tab, dims, val, err):  # pragma: no cover - jitted
+    """The pairs driver of main 05b1ac1: the old block, called once per pair."""
+    lab = np.zeros((1, 1, 3), np.int64)
+    dec = np.zeros((1, 4), np.int64)
+    tot = np.zeros((X.shape[0], 4), np.int64)
+    for i in range(X.shape[0]):
+        old._block(pid, X, i, i + 1, sidx[i:i + 1], pi, pf, tab, dims, val, lab, False, tot, err,
+                   dec, False)
+
+
+def search_paths(cache, repeat: int) -> None:
+    """The replays a search makes (refine, one thread), old and new kernels; then one sweep."""
+    from casdri.policies import drivers, get_policy
+    from search.casdri_problem import CasdriProblem
+    from search.moves import _sparse
+    from search.objective import Objective, with_values
+
+    prep = prepare(cache, "refine")
+    pi, pf = prep["policy"]
+    drv = drivers(get_policy("refine"))
+    problem = CasdriProblem(cache)
+    x = problem.start_vector()
+    lay = params_class("refine").layout(cache)
+    cols = np.concatenate([lay[f] for f in OLD_FIELDS["refine"]])
+    S = cache.n_soundscapes
+    print(f"search paths (refine, 1 thread, kernels called directly; load average "
+          f"{os.getloadavg()[0]:.2f}):")
+    # one setting on every soundscape, as a coordinate move replays it
+    sidx = np.arange(S, dtype=np.int64)
+    X1 = x[None, :].copy()
+    X1o = np.ascontiguousarray(X1[:, cols])
+    outs = {}
+    for name in ("old", "new"):
+        val = np.empty((1, S), np.float64)
+        lab = np.zeros((1, S, 3), np.int64)
+        tot = np.zeros((1, 4), np.int64)
+        err = np.zeros((1, 3), np.int64)
+        if name == "old":
+            def f():
+                old.replay_ser(old.POLICY_REFINE, X1o, sidx, pi, pf, prep["tab"], prep["dims"],
+                               val, lab, False, tot, err, 8)
+        else:
+            def f():
+                drv.ser(X1, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, lab,
+                        False, tot, err, 8)
+        f()
+        outs[name] = val.copy()
+        reps = 50
+        _, cpu = timed(lambda: [f() for _ in range(reps)], repeat)
+        print(f"  one setting x {S} soundscapes   {name}: {cpu / reps / S * 1e9:7.1f} ns CPU/cell "
+              f"({reps * S / max(cpu, 1e-12):,.0f} cells/s)")
+    assert np.array_equal(outs["old"], outs["new"], equal_nan=True), "one-setting values differ"
+    # pairs: random settings on random soundscapes, as an exact sweep replays them
+    rng = np.random.default_rng(2)
+    n = 20000
+    Xp = random_settings(cache, "refine", n, rng)
+    for f in set(lay) - set(OLD_FIELDS["refine"]):
+        Xp[:, lay[f]] = x[lay[f]]
+    Xpo = np.ascontiguousarray(Xp[:, cols])
+    ps = np.sort(rng.integers(0, S, n)).astype(np.int64)
+    for name in ("old", "new"):
+        val = np.empty((n, 1), np.float64)
+        err = np.zeros((n, 3), np.int64)
+        if name == "old":
+            def f():
+                _old_pairs(old.POLICY_REFINE, Xpo, ps, pi, pf, prep["tab"], prep["dims"], val,
+                           err)
+        else:
+            def f():
+                drv.pairs_ser(Xp, ps, pi, pf, prep["off"], prep["tab"], prep["dims"], val, err)
+        f()
+        outs[name] = val.copy()
+        _, cpu = timed(f, repeat)
+        print(f"  {n} (setting, soundscape) pairs {name}: {cpu / n * 1e9:7.1f} ns CPU/pair")
+    assert np.array_equal(outs["old"], outs["new"], equal_nan=True), "pair values differ"
+    # one exact 1-D sweep (sparse: the affected soundscapes at their change points) against
+    # replaying every interval on every soundscape
+    obj = Objective(problem, np.ones(S, bool))
+    param = problem.params["drop_thr"]
+    cps = {c: problem.change_points(param.name, c, x, obj.idx) for c in range(cache.n_classes)}
+    c = max(cps, key=lambda k: len(np.unique(cps[k][1])))
+    res = _sparse(obj, x, param, c, cps[c])
+    wall, cpu = timed(lambda: _sparse(obj, x, param, c, cps[c]), repeat)
+    m = len(res.points)
+    print(f"  exact sweep of {param.name}[{cache.meta.classes[c]}]: {m} intervals, "
+          f"{len(np.unique(cps[c][0]))} of {S} soundscapes affected, {res.n_evaluations} pairs "
+          f"replayed: {wall * 1e3:.1f} ms = {m / wall:,.0f} settings/s equivalent")
+    Xd = with_values(x, param, res.points, c)
+    wall_d, _ = timed(lambda: replay_matrix(cache, "refine", Xd, parallel=False), 1)
+    print(f"  the same intervals replayed on every soundscape (dense, 1 thread): "
+          f"{wall_d * 1e3:.1f} ms = {m / wall_d:,.0f} settings/s")
 
 
 def main(argv=None) -> int:
@@ -127,6 +228,7 @@ def main(argv=None) -> int:
                 swall, _ = timed(ser, 2)
                 print(f"{policy:8s} {len(sidx):5d} {name:6s} {n / wall:10.0f} {n / swall:10.0f} "
                       f"{cpu / n / len(sidx) * 1e9:11.1f}")
+    search_paths(cache, args.repeat)
     X = random_settings(cache, "refine", n, np.random.default_rng(1))
     wall, _ = timed(lambda: replay(cache, "refine", X), args.repeat)
     print(f"refine   replay() facade    : {n / wall:10.0f} settings/s (dataset means, 1,512)")

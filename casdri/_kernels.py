@@ -30,7 +30,9 @@ Conventions:
 
 Speed: the driver loops soundscape-outer, setting-inner over a block of settings so that one
 soundscape's tables stay in L1; the decision is inlined (Numba IR inlining) and called once
-per (soundscape, block).
+per (soundscape, block); the pairs drivers call it once per pair inside one jitted loop per
+chunk of pairs (scratch allocated once per chunk). A decision makes no views of its scratch
+(see `casdri.policies._jit`), so nothing is reference-counted per soundscape or per pair.
 
 fastmath stays off: the replay must equal `casdri.metric.capi_sdri_from_snr` (same additions
 in the same order), and the parallel drivers must equal the serial ones bit for bit.

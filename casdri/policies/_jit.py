@@ -3,7 +3,10 @@
 A decision is ``inline="always"``: Numba copies it into the driver that calls it, once per
 (soundscape, block of settings). Inside its loop over settings it must not call a function
 with array arguments (each such call reference-counts every array: 3-5x slower); helpers
-that take scalars only cost nothing.
+that take scalars only cost nothing. Nor should it make views or aliases of its arrays
+(``conf = wf[:k]``, ``sel = wi``): each one is reference-counted (an atomic increment and
+decrement) on every call, i.e. once per soundscape, which dominated a one-setting replay;
+index ``wi``/``wf`` at offsets instead.
 """
 from __future__ import annotations
 

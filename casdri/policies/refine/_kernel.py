@@ -176,6 +176,9 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     """The refine decision of settings ``X[n0:n1]`` on soundscape ``s`` → ``dec[n - n0] =
     (j, g, m, code)`` (signature: `casdri._kernels`; rules: `casdri.policies.refine`).
 
+    Scratch (indexed in place, never viewed: see `casdri.policies._jit`): ``wf[i]`` the
+    confidence of instance ``i`` (NaN: not proposed), ``wf[maxi + i]`` its fused tagger
+    silence; ``wi[k]`` the instance of slot ``k``.
     """
     key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
     K = dims[D_K]
