@@ -19,6 +19,7 @@ Other processes on a shared machine slow every figure: the load average is print
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -33,12 +34,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import _old_kernels as old  # noqa: E402
-import os  # noqa: E402
 from casdri.cache import load_cache  # noqa: E402
-from casdri.policies import params_class  # noqa: E402
+from casdri.policies import drivers, get_policy, params_class  # noqa: E402
 from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
 from casdri.synthetic import make_synthetic_cache, random_settings  # noqa: E402
 from naive_replay import load_raw, naive_replay  # noqa: E402
+from search.casdri_problem import CasdriProblem  # noqa: E402
+from search.moves import _sparse  # noqa: E402
+from search.objective import Objective, with_values  # noqa: E402
 
 OLD_ID = {"baseline": old.POLICY_BASELINE, "refine": old.POLICY_REFINE,
           "oracle": old.POLICY_ORACLE}
@@ -93,11 +96,6 @@ def _old_pairs(pid, X, sidx, pi, pf, tab, dims, val, err):  # pragma: no cover -
 
 def search_paths(cache, repeat: int) -> None:
     """The replays a search makes (refine, one thread), old and new kernels; then one sweep."""
-    from casdri.policies import drivers, get_policy
-    from search.casdri_problem import CasdriProblem
-    from search.moves import _sparse
-    from search.objective import Objective, with_values
-
     prep = prepare(cache, "refine")
     pi, pf = prep["policy"]
     drv = drivers(get_policy("refine"))

@@ -75,8 +75,10 @@ def test_toy_stage_runs_in_a_chain(cache, toy_stage):
     moved = np.flatnonzero(rec.x_end != rec.x_start)
     assert set(moved) <= set(problem.params["w"].columns.tolist())
     assert [t["param"] for t in rec.trials] == ["w"] * N_DRAWS
-    # run_stage's bookkeeping: the batch replay's settings and soundscape-settings
-    assert rec.n_settings == N_DRAWS + 1 and rec.n_clip_evals == (N_DRAWS + 1) * 40
+    # run_stage's bookkeeping: the settings scored (the start and the draws) and the
+    # soundscape-settings replayed (the draws: the start's values come from the objective's
+    # memo, replayed when the verify stage ended there)
+    assert rec.n_settings == N_DRAWS + 1 and rec.n_clip_evals == N_DRAWS * 40
     # the recorded score is the replay's dataset mean, bit for bit (one dataset-mean rule)
     assert rec.end_score_db == float(replay(cache, "refine", rec.x_end[None, :]).capi_sdri[0])
     assert rec.start_score_db == float(replay(cache, "refine", rec.x_start[None, :]).capi_sdri[0])
