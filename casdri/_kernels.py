@@ -70,14 +70,18 @@ BLOCK = 1024
 PAIR_CHUNKS = 64
 
 
+# The clip value rules, on scalars only: an inlined helper with array arguments would be
+# reference-counted once per cell (see `casdri.policies._jit`).
 @numba.njit(inline="always")
-def _clip_value(j, g, m, s, tab_sum, tab_cnt, n_ref):  # pragma: no cover - jitted
-    """CAPI-SDRi (dB) of decision ``(j, g, m)`` on soundscape ``s`` from the tables; NaN when
-    the clip scores None (no stems and no reference, or no entry)."""
-    if j < 0:
-        return 0.0 if n_ref[s] > 0 else np.nan
-    cnt = tab_cnt[j, g, m]
-    return tab_sum[j, g, m] / cnt if cnt > 0 else np.nan
+def _empty_value(n_ref_s):  # pragma: no cover - jitted
+    """CAPI-SDRi (dB) of a clip given no stems: 0 with references, None (NaN) without."""
+    return 0.0 if n_ref_s > 0 else np.nan
+
+
+@numba.njit(inline="always")
+def _key_value(total, cnt):  # pragma: no cover - jitted
+    """CAPI-SDRi (dB) of a clip from its table entry: Σ SDRi / entries, None (NaN) at 0."""
+    return total / cnt if cnt > 0 else np.nan
 
 
 class Drivers(NamedTuple):
@@ -174,12 +178,13 @@ def make_drivers(decide) -> Drivers:
                         err[n, 1] = code
                         err[n, 2] = j
                     continue
-                v = _clip_value(j, g, m, s, tab_sum, tab_cnt, n_ref)
                 if j < 0:
+                    v = _empty_value(n_ref[s])
                     tp = 0
                     fp = 0
                     fn = n_ref[s]
                 else:
+                    v = _key_value(tab_sum[j, g, m], tab_cnt[j, g, m])
                     tp = tab_lab[j, m, 0]
                     fp = tab_lab[j, m, 1]
                     fn = tab_lab[j, m, 2]
@@ -233,7 +238,12 @@ def make_drivers(decide) -> Drivers:
                 err[i, 1] = code
                 err[i, 2] = j
                 continue
-            val[i, 0] = _clip_value(j, dd[0, 1], dd[0, 2], s, tab_sum, tab_cnt, n_ref)
+            if j < 0:
+                val[i, 0] = _empty_value(n_ref[s])
+            else:
+                g = dd[0, 1]
+                m = dd[0, 2]
+                val[i, 0] = _key_value(tab_sum[j, g, m], tab_cnt[j, g, m])
 
     pairs_chunk = _jit(pairs_chunk, token)
 
