@@ -34,6 +34,8 @@ from .stages import StageContext, StageRecord, run_chain
 
 __all__ = ["ChainResult", "run_fold_chain", "run_chains", "single_numba_thread"]
 
+_OPEN = object()  # run_fold_chain's default: open settings.storage itself
+
 
 @dataclass
 class ChainResult:
@@ -81,9 +83,14 @@ def single_numba_thread():
 
 def run_fold_chain(problem, x_start: np.ndarray, tune_mask: np.ndarray, fold: str,
                    settings: SearchSettings, split_fn: Optional[Callable] = None,
-                   on_stage: Optional[Callable[[StageRecord], None]] = None) -> ChainResult:
+                   on_stage: Optional[Callable[[StageRecord], None]] = None,
+                   storage=_OPEN) -> ChainResult:
     """Tune on ``tune_mask`` (``settings.stage``; ``auto`` selects the stages first with
-    ``split_fn``, see `search.nested.select_stages`) and score the rest (held out)."""
+    ``split_fn``, see `search.nested.select_stages`) and score the rest (held out).
+
+    ``storage``: the Optuna storage of ``settings.storage`` already opened by the caller
+    (`run_chains` opens it once for its serial chains: opening an RDB storage checks its
+    schema, about 0.1-0.4 s); by default it is opened here."""
     with single_numba_thread():
         mask = np.asarray(tune_mask, bool)
         selection = None
@@ -94,8 +101,9 @@ def run_fold_chain(problem, x_start: np.ndarray, tune_mask: np.ndarray, fold: st
         else:
             stages = settings.chains[0]
         obj = Objective(problem, mask)
-        ctx = StageContext(objective=obj, settings=settings, fold=fold,
-                           storage=make_storage(settings.storage))
+        if storage is _OPEN:
+            storage = make_storage(settings.storage)
+        ctx = StageContext(objective=obj, settings=settings, fold=fold, storage=storage)
         records = run_chain(stages, x_start, ctx, on_stage)
         t0 = records[0].start_score_db if records else obj.score(x_start)
         t1 = records[-1].end_score_db if records else t0
@@ -138,11 +146,12 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
         return list(tqdm(done, total=len(tasks), desc=f"chains ({jobs} jobs)",
                          disable=not settings.progress))
     results = []
+    storage = make_storage(settings.storage)  # once for every serial chain
     for label, mask in tasks:
         if on_chain is not None:
             on_chain(label)
         results.append(run_fold_chain(problem, x_start, mask, label, settings, split_fn,
-                                      on_stage))
+                                      on_stage, storage))
     return results
 
 

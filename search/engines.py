@@ -323,7 +323,60 @@ def _copy_study(study: optuna.Study, storage, study_name: str, attrs: dict) -> N
                          "to add trials to it, or choose another --study-name") from None
     for key, value in attrs.items():
         saved.set_user_attr(key, value)
-    saved.add_trials(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        _insert_trials(storage, storage.get_study_id_from_name(study_name), trials)
+    else:  # a journal file: add_trials appends one log line per trial already
+        saved.add_trials(trials)
+
+
+def _insert_trials(storage, study_id: int, trials: Sequence) -> None:
+    """Write finished ``trials`` into the empty study ``study_id`` of an RDB storage in one
+    transaction: the rows `optuna.Study.add_trials` writes (Optuna's own table models, numbers
+    ``0..n-1``, params in their internal representation with their distribution's JSON), but
+    one ORM flush instead of ten queries and a commit per trial (``add_trials`` took 18 ms a
+    trial on sqlite, most of ``--stage gates``). `tests/test_search_engines.py` checks that the
+    stored study reads back equal to the in-memory one.
+
+    Raises:
+        InputError: the study already holds trials (only a fresh study is copied).
+    """
+    import json
+
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        study = models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+        if models.TrialModel.count(session, study):
+            raise InputError(f"study {study_id} is not empty; cannot copy trials into it")
+        rows = []
+        for number, t in enumerate(trials):
+            row = models.TrialModel(study_id=study_id, number=number, state=t.state,
+                                    datetime_start=t.datetime_start,
+                                    datetime_complete=t.datetime_complete)
+            rows.append(row)
+            for name, value in t.params.items():
+                dist = t.distributions[name]
+                rows.append(models.TrialParamModel(
+                    trial=row, param_name=name, param_value=dist.to_internal_repr(value),
+                    distribution_json=distribution_to_json(dist)))
+            for objective, value in enumerate(t.values or ()):
+                stored, kind = models.TrialValueModel.value_to_stored_repr(value)
+                rows.append(models.TrialValueModel(trial=row, objective=objective,
+                                                   value=stored, value_type=kind))
+            for model, items in ((models.TrialUserAttributeModel, t.user_attrs),
+                                 (models.TrialSystemAttributeModel, t.system_attrs)):
+                rows += [model(trial=row, key=k, value_json=json.dumps(v))
+                         for k, v in items.items()]
+            for step, value in t.intermediate_values.items():
+                stored, kind = models.TrialIntermediateValueModel \
+                    .intermediate_value_to_stored_repr(value)
+                rows.append(models.TrialIntermediateValueModel(
+                    trial=row, step=step, intermediate_value=stored,
+                    intermediate_value_type=kind))
+        session.add_all(rows)
 
 
 def _clip(name: str, dist, value):

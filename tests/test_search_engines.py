@@ -86,3 +86,68 @@ def test_shared_study_two_processes(tmp_path, kind):
     assert len(trials) == 12
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert study_knobs(study) == {k.name: distribution(k) for k in KNOBS}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_single_workers_study_reads_back_from_the_storage_as_it_ran(tmp_path, kind):
+    """The copy of an in-memory study into a storage (sqlite: one bulk transaction of Optuna's
+    own rows) reads back equal: numbers, states, params, distributions, values (a failed
+    score's stand-in included), attributes and times."""
+    url = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal://{tmp_path}/j.log")
+
+    def score(batch):
+        return np.array([np.nan if p["m"] == 2.0 else v for p, v in zip(batch, _score(batch))])
+
+    run = optimize_joint(score, KNOBS, {"a": 0.5, "b": 0.0, "m": 0.0}, 24, seed=3,
+                         storage=make_storage(url), study_name="one", live=False,
+                         study_attrs={"tune_set": "abc"})
+    mem = optimize_joint(score, KNOBS, {"a": 0.5, "b": 0.0, "m": 0.0}, 24, seed=3,
+                         study_name="one")
+    assert run.trials == mem.trials and run.best == mem.best
+    stored = optuna.load_study(study_name="one", storage=make_storage(url))
+    assert stored.user_attrs == {"tune_set": "abc"}
+    got = stored.get_trials()
+    assert [(t.number, t.params, t.value, t.state.name) for t in got] == mem.trials
+    assert any(t.value == -1e9 for t in got)  # the failed score's stand-in survives
+    assert all(t.distributions == {k.name: distribution(k) for k in KNOBS} for t in got)
+    assert got[0].system_attrs == {"fixed_params": {"a": 0.5, "b": 0.0, "m": 0.0}}
+    assert all(t.datetime_start <= t.datetime_complete for t in got)
+    with pytest.raises(InputError, match="pass --resume"):  # a second copy is refused
+        optimize_joint(score, KNOBS, {"a": 0.5, "b": 0.0, "m": 0.0}, 4, seed=3,
+                       storage=make_storage(url), study_name="one", live=False)
+
+
+def test_bulk_copy_writes_what_add_trials_writes(tmp_path):
+    """Every field Optuna stores for a trial (also intermediate values, infinite values, user
+    attributes, other states) is written by the bulk copy as ``Study.add_trials`` writes it."""
+    from search.engines import _insert_trials
+
+    src = optuna.create_study(direction="maximize")
+    dists = {"x": optuna.distributions.FloatDistribution(-1, 1),
+             "c": optuna.distributions.CategoricalDistribution(["u", "v"]),
+             "i": optuna.distributions.IntDistribution(1, 9, log=True)}
+    for n, value in enumerate([0.5, float("inf"), float("-inf"), None]):
+        t = src.ask(dists)
+        t.set_user_attr("note", {"n": n, "s": "é"})
+        t.report(0.25 * n, step=n)
+        if value is None:
+            src.tell(t, state=optuna.trial.TrialState.PRUNED)
+        else:
+            src.tell(t, value)
+    src.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    trials = src.get_trials()
+    ref = make_storage(f"sqlite:///{tmp_path}/ref.db")
+    optuna.create_study(storage=ref, study_name="s", direction="maximize").add_trials(trials)
+    bulk = make_storage(f"sqlite:///{tmp_path}/bulk.db")
+    optuna.create_study(storage=bulk, study_name="s", direction="maximize")
+    _insert_trials(bulk, bulk.get_study_id_from_name("s"), trials)
+    a = optuna.load_study(study_name="s", storage=ref).get_trials()
+    b = optuna.load_study(study_name="s", storage=bulk).get_trials()
+    assert len(a) == len(b) == 5
+    for x, y in zip(a, b):
+        assert (x.number, x.state, x.values, x.params, x.distributions, x.user_attrs,
+                x.system_attrs, x.intermediate_values, x.datetime_start, x.datetime_complete) \
+            == (y.number, y.state, y.values, y.params, y.distributions, y.user_attrs,
+                y.system_attrs, y.intermediate_values, y.datetime_start, y.datetime_complete)
+    with pytest.raises(InputError, match="not empty"):
+        _insert_trials(bulk, bulk.get_study_id_from_name("s"), trials)

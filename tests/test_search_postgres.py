@@ -183,3 +183,28 @@ def test_two_workers_share_a_journal_chain_with_folds(cache_dir, tmp_path):
          "--trials", "2", "--resume", "--out", str(tmp_path / "w9")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 1 and "same cache, --seed and --folds" in p.stderr
+
+
+@pytest.mark.postgres
+def test_a_single_worker_on_postgres_equals_memory(cache_dir, postgres_url):
+    """A single worker (no --resume) runs in memory and copies each study into PostgreSQL in
+    one bulk transaction: the same policy as in memory, every trial stored as it ran."""
+    import numpy as np
+
+    from search.run import run_search
+
+    study = f"t{uuid.uuid4().hex[:10]}"
+    kw = dict(stage="gates", folds=2, trials=6, n_boot=100, seed=1)
+    mem = run_search(cache_dir, **kw)
+    pg = run_search(cache_dir, storage=postgres_url, study_name=study, **kw)
+    assert np.array_equal(mem.x_final, pg.x_final)
+    assert mem.heldout.gain_db == pg.heldout.gain_db
+    storage = make_storage(postgres_url)
+    names = [n for n in optuna.get_all_study_names(storage) if n.startswith(study + ".")]
+    assert f"{study}.final.gates" in names and len(names) == 3  # two folds and the final
+    got = optuna.load_study(study_name=f"{study}.final.gates", storage=storage).get_trials()
+    assert [t.number for t in got] == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+               for t in got)
+    assert "tune_set" in optuna.load_study(study_name=f"{study}.final.gates",
+                                           storage=storage).user_attrs
