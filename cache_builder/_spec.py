@@ -233,9 +233,14 @@ class SystemSpec:
         pp = data.get("python_path") or []
         if isinstance(pp, str):
             pp = [pp]
-        return cls(path=path, label_set=label_set,
-                   sample_rate_hz=_pos_int(data.get("sample_rate_hz", 32000),
-                                           f"{where}: sample_rate_hz"),
+        rate = _pos_int(data.get("sample_rate_hz", 32000), f"{where}: sample_rate_hz")
+        from casdri._cache_checks import sample_rate_problem
+
+        problem = sample_rate_problem(label_set.name, rate)
+        if problem:  # the cache it builds would be refused at load
+            raise SystemConfigError(f"{where}: {problem}; the models must take 32 kHz "
+                                    "audio (or name a label set of your own)")
+        return cls(path=path, label_set=label_set, sample_rate_hz=rate,
                    n_tracks=n_tracks, n_channels=n_channels, taggers=taggers,
                    separators=separators, retagger=retagger, stages=stages,
                    allow_pickle=allow_pickle,

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from casdri import schema as S
 from casdri._io import atomic_write_text
-from casdri.errors import CacheError, FolderLayoutError
+from casdri.errors import CacheError, FolderLayoutError, InputError
 
 from . import _cachewrite as cw
 from ._cachewrite import PROGRESS_DIR, names_sha256, read_manifests
@@ -127,7 +127,7 @@ def shard_names(names: Sequence[str], shard: tuple[int, int]) -> list[str]:
     """Names of shard ``(i, n)``: ``sorted(names)[i::n]``."""
     i, n = shard
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+        raise InputError(f"shard {i}/{n}: need 0 <= i < n (e.g. --shard 0/4 .. 3/4)")
     return sorted(names)[i::n]
 
 

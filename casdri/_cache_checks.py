@@ -19,7 +19,8 @@ from .errors import CacheError, CacheSchemaError
 from .labels import LABEL_SETS
 
 __all__ = ["check_meta", "check_values", "check_complete", "completeness_problems",
-           "prob_sum_tol", "BUILD_DIR", "SNR_BOUND_DB", "PROB_SUM_TOL", "DCASE_SAMPLE_RATE_HZ"]
+           "prob_sum_tol", "sample_rate_problem", "BUILD_DIR", "SNR_BOUND_DB", "PROB_SUM_TOL",
+           "DCASE_SAMPLE_RATE_HZ"]
 
 #: build bookkeeping of `cache_builder` (``_build/<split>.shard-<i>of<n>.json`` manifests)
 BUILD_DIR = "_build"
@@ -52,11 +53,26 @@ def check_meta(meta: sc.CacheMeta, meta_file) -> None:
             f"{len(meta.classes)} vs {len(known.classes)} classes; "
             f"{', '.join(diff) or 'extra or missing classes'}); the cache was written for "
             "another class list: rebuild it, or give it a label-set name of its own")
-    if meta.sample_rate_hz != DCASE_SAMPLE_RATE_HZ:
-        raise CacheSchemaError(
-            f"{meta_file}: sample_rate_hz {meta.sample_rate_hz}, but label set "
-            f"{meta.label_set!r} is scored at {DCASE_SAMPLE_RATE_HZ} Hz; rebuild the cache "
-            "from 32 kHz soundscapes")
+    problem = sample_rate_problem(meta.label_set, meta.sample_rate_hz)
+    if problem:
+        raise CacheSchemaError(f"{meta_file}: {problem}; rebuild the cache from 32 kHz "
+                               "soundscapes")
+
+
+def sample_rate_problem(label_set: str, sample_rate_hz: int):
+    """Why audio at ``sample_rate_hz`` Hz cannot be scored with the label set named
+    ``label_set`` (the DCASE label sets are scored at `DCASE_SAMPLE_RATE_HZ`), or ``None``;
+    a label set of one's own takes any rate. One rule for a cache's metadata (`check_meta`)
+    and a system YAML (`cache_builder`'s `SystemSpec`).
+
+    Example:
+        >>> sample_rate_problem("dcase2026t4", 16000)
+        "sample_rate_hz 16000, but label set 'dcase2026t4' is scored at 32000 Hz"
+    """
+    if label_set in LABEL_SETS and sample_rate_hz != DCASE_SAMPLE_RATE_HZ:
+        return (f"sample_rate_hz {sample_rate_hz}, but label set {label_set!r} is scored at "
+                f"{DCASE_SAMPLE_RATE_HZ} Hz")
+    return None
 
 
 def _flat(t: pa.Table, column: str, dtype) -> np.ndarray:

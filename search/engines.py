@@ -134,7 +134,14 @@ def make_storage(url: Optional[str]):
         if not path:
             raise InputError(f"--storage {url!r}: journal URL without a file path")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
+        _check_journal(Path(path))
+        try:  # replays the log: a line of no known operation fails
+            storage = optuna.storages.JournalStorage(JournalFileBackend(path))
+            storage.get_all_studies()
+        except (KeyError, ValueError, TypeError, AssertionError) as exc:
+            raise InputError(_journal_fix(
+                path, f"its operations do not replay ({type(exc).__name__}: {exc})")) from None
+        return storage
     if "://" in text:
         for attempt in range(5):  # concurrent first-time schema creation can race on servers
             try:
@@ -153,6 +160,37 @@ def make_storage(url: Optional[str]):
                                      f"{_STORAGE_FORMS}") from exc
                 time.sleep(0.2 * (attempt + 1))
     raise InputError(f"--storage {url!r}: expected {_STORAGE_FORMS}")
+
+
+def _journal_fix(path, what: str) -> str:
+    return (f"--storage {path}: the Optuna journal file is corrupt: {what}; move it aside "
+            "(or delete it) and start the study again, or pass another --storage")
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a journal file with a line that is not a JSON object (a crash, a disk full or a
+    hand edit): Optuna raises a bare ``JSONDecodeError`` naming no file on every later read,
+    so every rerun failed. A last line without its newline is a write in progress by another
+    worker (Optuna skips it) and is left alone.
+
+    Raises:
+        InputError: naming the file, the line and the remedy.
+    """
+    import json
+
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                break  # another worker's write in progress
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                ok = False
+            if not ok:
+                raise InputError(_journal_fix(path, f"line {number} is not a JSON object "
+                                              f"({line[:40]!r})"))
 
 
 def _sqlite_wal(engine) -> None:

@@ -30,3 +30,15 @@ def test_capi_sdri_agrees_with_the_accumulator_on_a_custom_label_set():
     want = acc.update("s", ["Cat"], 0.5 * _REF, ["Cat"], _REF, _MIX)
     assert casdri.capi_sdri(["Cat"], 0.5 * _REF, ["Cat"], _REF, _MIX,
                             label_set=["Cat", "Dog"]) == want
+
+
+def test_bad_shard_is_an_input_error():
+    """``build_cache(shard=(3, 2))`` (was a bare ValueError outside casdri's errors)."""
+    from cache_builder.build import shard_names
+    from casdri.errors import InputError
+
+    with pytest.raises(InputError, match=r"shard 3/2: need 0 <= i < n"):
+        shard_names(["a", "b"], (3, 2))
+    with pytest.raises(InputError, match=r"shard 0/0"):
+        shard_names(["a"], (0, 0))
+    assert shard_names(["c", "a", "b"], (1, 2)) == ["b"]

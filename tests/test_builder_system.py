@@ -15,6 +15,7 @@ from cache_builder.system import (
     CheckpointError, ModelOutputError, SystemConfigError, SystemSpec, load_system, pick_device,
     sha256_file,
 )
+from casdri.labels import DCASE2026T4
 from tests.builder_models import TinySeparator, TinyTagger, write_system
 
 
@@ -108,6 +109,9 @@ class _Opaque:
     (lambda d: d["taggers"]["1ch"]["args"].update(bogus=1), r"TinyTagger\(\*\*args\) failed"),
     (lambda d: d["taggers"]["1ch"].update(checkpoint="weights/none.pt"), r"does not exist"),
     (lambda d: d.update(n_tracks=0), r"n_tracks: expected a positive integer"),
+    # the cache it would build is refused at load (was found only then)
+    (lambda d: d.update(sample_rate_hz=16000), r"system\.yaml: sample_rate_hz 16000, but "
+     r"label set 'dcase2026t4' is scored at 32000 Hz"),
 ])
 def test_system_yaml_errors(tmp_path, edit, match):
     y = _edit(write_system(tmp_path), edit)
@@ -192,3 +196,9 @@ def test_retag_runs_once_per_distinct_stem(system_yaml):
     np.testing.assert_array_equal(out[0], out[2])
     np.testing.assert_array_equal(out[1], out[4])
     assert out.shape == (5, 3, 19)
+
+
+def test_own_label_set_takes_any_sample_rate(tmp_path):
+    y = _edit(write_system(tmp_path), lambda d: d.update(
+        sample_rate_hz=16000, label_set=list(DCASE2026T4.classes)[::-1]))
+    assert load_system(y, device="cpu").spec.sample_rate_hz == 16000

@@ -76,6 +76,31 @@ def test_bad_policy_yaml_refused(line, match):
         load_policy_yaml(f"policy: refine\nlabel_set: dcase2026t4\nparams:\n  {line}\n")
 
 
+@pytest.mark.parametrize("text, match", [
+    ("policy: refine\nparams: {w: [\n", r"policy\.yaml: not valid YAML .*line \d+"),
+    ("policy: !!python/object/apply:os.system ['true']\n",
+     r"policy\.yaml: not valid YAML .*python/object/apply"),
+    ("policy: refine\n\tparams: {}\n", r"policy\.yaml: not valid YAML"),
+])
+def test_unparsable_policy_yaml_names_the_file(tmp_path, text, match):
+    """A policy file that is not YAML (or asks for a Python object) is a PolicyError naming
+    the file, from every reader (was a raw yaml ParserError / ConstructorError)."""
+    f = tmp_path / "policy.yaml"
+    f.write_text(text)
+    for read in (load_policy_yaml, RefineParams.from_yaml):
+        with pytest.raises(PolicyError, match=match):
+            read(f)
+        with pytest.raises(PolicyError, match=r"policy YAML: not valid YAML"):
+            read(text if "\n" in text else text + "\n")
+
+
+def test_missing_policy_file_names_it(tmp_path):
+    with pytest.raises(PolicyError, match=r"no-such\.yaml: cannot read the policy YAML"):
+        load_policy_yaml(tmp_path / "no-such.yaml")
+    with pytest.raises(PolicyError, match=r"no-such\.yaml: cannot read the policy YAML"):
+        RefineParams.from_yaml(str(tmp_path / "no-such.yaml"))
+
+
 def test_unknown_top_level_key_refused():
     doc = "policy: refine\nlabel_set: dcase2026t4\nparms:\n  w: 0.3\n"
     with pytest.raises(PolicyError, match=r"unknown top-level keys \['parms'\]"):

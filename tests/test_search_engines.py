@@ -151,3 +151,30 @@ def test_bulk_copy_writes_what_add_trials_writes(tmp_path):
                 y.system_attrs, y.intermediate_values, y.datetime_start, y.datetime_complete)
     with pytest.raises(InputError, match="not empty"):
         _insert_trials(bulk, bulk.get_study_id_from_name("s"), trials)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"op_code": 0}\n{not json\n{"op_code": 1}\n', r"line 2 is not a JSON object"),
+    ("{not json\n", r"line 1 is not a JSON object"),
+    ("[1, 2]\n", r"line 1 is not a JSON object"),
+    ('{"op_code": 0, "worker_id": "x"}\n{"op_code": 99}\n', r"its operations do not replay \(KeyError"),
+])
+def test_corrupt_journal_names_the_file_and_the_remedy(tmp_path, text, match):
+    """A corrupt Optuna journal file (was a bare JSONDecodeError / KeyError on every rerun)."""
+    f = tmp_path / "study.log"
+    f.write_text(text)
+    with pytest.raises(InputError, match=rf"--storage {f}: the Optuna journal file is corrupt: "
+                                         rf"{match}.*move it aside"):
+        make_storage(str(f))
+
+
+def test_journal_with_a_write_in_progress_opens(tmp_path):
+    """A last line without its newline is another worker's write in progress (Optuna skips
+    it), not corruption."""
+    url = f"journal://{tmp_path}/study.log"
+    optimize_joint(_score, KNOBS, {"a": 0.5, "b": 0.0, "m": 0.0}, 3, storage=make_storage(url),
+                   study_name="s", live=False)
+    with open(tmp_path / "study.log", "a") as f:
+        f.write('{"op_code": 4, "trial_')
+    study = optuna.load_study(study_name="s", storage=make_storage(url))
+    assert len(study.get_trials()) == 3

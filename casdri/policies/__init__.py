@@ -34,12 +34,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Union
 
-import yaml
-
 from .._kernels import Drivers, make_drivers
 from ..errors import PolicyError
 from . import baseline, oracle, refine, staged
-from ._base import (Decision, ParamRange, PolicyParams, SlotStem, SoundscapeInputs, pick_slots)
+from ._base import (Decision, ParamRange, PolicyParams, SlotStem, SoundscapeInputs,
+                    parse_policy_yaml, pick_slots)
 from .baseline import BaselineParams
 from .oracle import OracleParams
 from .refine import RefineParams
@@ -129,9 +128,9 @@ def load_policy_yaml(source, label_set=None) -> tuple[Any, PolicyParams]:
     """
     doc = source
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
-        doc = Path(source).read_text()
-    if isinstance(doc, str):
-        doc = yaml.safe_load(doc)
+        doc = parse_policy_yaml(Path(source))
+    elif isinstance(doc, str):
+        doc = parse_policy_yaml(doc)
     if not isinstance(doc, Mapping) or "policy" not in doc:
         raise PolicyError(f"policy YAML needs a 'policy' key (one of {sorted(POLICIES)})")
     unknown = [k for k in doc if k not in POLICY_YAML_KEYS]

@@ -359,9 +359,9 @@ class PolicyParams:
         doc = source
         if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
                                         and source.endswith((".yaml", ".yml"))):
-            doc = Path(source).read_text()
-        if isinstance(doc, str):
-            doc = yaml.safe_load(doc)
+            doc = parse_policy_yaml(Path(source))
+        elif isinstance(doc, str):
+            doc = parse_policy_yaml(doc)
         if not isinstance(doc, Mapping):
             raise PolicyError(f"{cls.__name__}: expected a YAML mapping, got {type(doc).__name__}")
         if "params" in doc:
@@ -463,3 +463,26 @@ def pick_slots(query: tuple, lookup: Lookup, select_separator: int, stage: int,
         stems.append(sb if take_b else sa)
         seps.append(1 if take_b else 0)
     return stems, seps
+
+
+def parse_policy_yaml(source: Union[str, Path]):
+    """The parsed document of a policy YAML: ``source`` is its text, or a `Path` to read.
+
+    Raises:
+        PolicyError: the file cannot be read, or the text is not (safe) YAML; names the file
+            (or "policy YAML" for text) and the parser's line (was a raw ``yaml`` or ``OSError``).
+    """
+    where = "policy YAML"
+    if isinstance(source, Path):
+        where = str(source)
+        try:
+            source = source.read_text()
+        except OSError as exc:
+            raise PolicyError(f"{where}: cannot read the policy YAML ({exc.strerror or exc})") \
+                from None
+    try:
+        return yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())
+        raise PolicyError(f"{where}: not valid YAML ({first}); a policy YAML is written by "
+                          "casdri-search or `PolicyParams.to_yaml`") from None
