@@ -1158,6 +1158,145 @@ case("command lines", "casdri compare with one argument")(lambda: cli(
     ["compare", TMP / "a"], r"(compare|usage|expected|argument)"))
 
 
+# ================================================================== more kinds
+
+case("scoring", "soundscape of 5 channels")(lambda: refused(lambda: score(broken_folders(
+    "5ch", lambda s, o, e: _write(s / "s_1.wav", np.c_[sf.read(s / "s_1.wav")[0],
+                                                       np.zeros(800)]))), r"s_1.wav.*channel"))
+case("scoring", "reference at another sample rate")(lambda: refused(lambda: score(broken_folders(
+    "ref-rate", lambda s, o, e: _write(o / "s_1_0_Pour.wav", sf.read(o / "s_1_0_Pour.wav")[0],
+                                       48000))), r"s_1_0_Pour.wav.*48000"))
+
+
+@case("scoring", "16-bit PCM stems (scored as their float values)")
+def _():
+    def to_pcm(s, o, e):
+        for f in e.glob("*.wav"):
+            x, _ = sf.read(f)
+            sf.write(f, np.clip(x / 8, -1, 1), SR, subtype="PCM_16")
+
+    d = broken_folders("pcm16", to_pcm)
+    from casdri.scoring import score_folders
+
+    want = None
+    try:
+        import casdri
+        from casdri.folders import read_soundscape, scan_folders
+
+        want = [casdri.capi_sdri(a.est_labels, a.est_wavs, a.ref_labels, a.ref_wavs, a.mixture)
+                for a in map(read_soundscape, scan_folders(*d))]
+    except Exception:  # noqa: BLE001
+        pass
+    return handled(lambda: score_folders(*d, jobs=1).per_soundscape["capi_sdri"].tolist(),
+                   lambda v, w: want is not None and np.allclose(v, want, equal_nan=True))
+
+
+case("scoring", "casdri score --out in a folder not made yet (made)")(lambda: cli(
+    _score_cli("--out", TMP / "new-out" / "r.json"), "", ok=lambda p: (TMP / "new-out" /
+                                                                      "r.json").is_file()))
+case("metric API", "capi_sdri: mixture of another length")(lambda: refused(
+    lambda: _capi(["Speech"], ["Speech"], mix=np.ones(T + 1)), r"(mixture|length|samples)"))
+case("metric API", "CapiSdri(label_set='nope')")(lambda: refused(
+    lambda: __import__("casdri").CapiSdri("nope"), r"nope"))
+case("metric API", "capi_sdri: float64 arrays (accepted, same as float32)")(lambda: handled(
+    lambda: (_capi(["Speech"], ["Speech"], est_w=0.5 * np.ones((1, T))),
+             _capi(["Speech"], ["Speech"], est_w=0.5 * np.ones((1, T), np.float32))),
+    lambda v, w: abs(v[0] - v[1]) < 1e-6))
+
+
+def _search_cli(*args, **kw):
+    return cli(["--cache", small_cache(), "--no-figures", "--out", TMP / "s-cli", *args],
+               module="search.cli", **kw)
+
+
+case("search", "--jobs 0")(lambda: _search_cli("--jobs", "0", match=r"--jobs"))
+case("search", "--folds 0")(lambda: _search_cli("--folds", "0", match=r"--folds"))
+case("search", "--repeats 0")(lambda: _search_cli("--repeats", "0", match=r"--repeats"))
+case("search", "--inner-folds 1")(lambda: _search_cli("--inner-folds", "1",
+                                                      match=r"--inner-folds"))
+case("search", "--alpha 1.5")(lambda: _search_cli("--alpha", "1.5", match=r"--alpha"))
+case("search", "--min-changed 0")(lambda: _search_cli("--min-changed", "0",
+                                                      match=r"--min-changed"))
+case("search", "--auto-stages bogus")(lambda: _search_cli("--stage", "auto", "--auto-stages",
+                                                          "bogus", match=r"--auto-stages"))
+case("search", "--alpha with --accept margin")(lambda: _search_cli(
+    "--accept", "margin", "--alpha", "0.1", match=r"--alpha"))
+case("search", "--resume without --storage")(lambda: _search_cli(
+    "--resume", "--stage", "gates", "--folds", "2", "--trials", "2", match=r"--resume.*--storage"))
+case("search", "--policy-in file missing")(lambda: refused(
+    lambda: search(policy_in=TMP / "no-policy-in.yaml"), r"no-policy-in\.yaml"))
+
+
+@case("search", "--policy-in of another policy (baseline YAML to tune refine)")
+def _():
+    p = fresh("policy-baseline") / "policy.yaml"
+    p.write_text("policy: baseline\nlabel_set: dcase2026t4\nparams: {}\n")
+    return refused(lambda: search(policy_in=p), r"baseline")
+
+
+@case("apply", "--soundscapes folder missing")
+def _():
+    from cache_builder import apply_policy
+
+    return refused(lambda: apply_policy(built()["yaml"], policy_file("sc-missing", "  w: 0.5\n"),
+                                        TMP / "no-sc", fresh("apply-nosc") / "o", oracle=False),
+                   r"no-sc")
+
+
+case("apply", "--system file missing")(lambda: refused(
+    lambda: __import__("cache_builder").apply_policy(
+        TMP / "no-system.yaml", policy_file("sys-missing", "  w: 0.5\n"), built()["sdir"],
+        fresh("apply-nosys") / "o", oracle=False), r"no-system\.yaml"))
+
+
+@case("apply", "the oracle policy (needs the references) applied live")
+def _():
+    p = fresh("policy-oracle") / "policy.yaml"
+    p.write_text("policy: oracle\nlabel_set: dcase2026t4\nparams: {}\n")
+    return refused(lambda: __import__("cache_builder").apply_policy(built()["yaml"], p, built()["sdir"],
+                                      fresh("apply-oracle") / "o", oracle=False, threads=1),
+        r"oracle")
+
+
+@case("apply", "policy of another label set than the system's")
+def _():
+    p = fresh("policy-ls") / "policy.yaml"
+    p.write_text("policy: refine\nlabel_set: [Cat, Dog]\nparams: {}\n")
+    return refused(lambda: apply_to("ls", p), r"(label.set|Cat|classes)")
+
+
+case("apply", "--oracle folder missing")(lambda: refused(
+    lambda: __import__("cache_builder").apply_policy(
+        built()["yaml"], policy_file("or-missing", "  w: 0.5\n"), built()["sdir"],
+        fresh("apply-noor") / "o", oracle=TMP / "no-oracle"), r"no-oracle"))
+case("apply", "casdri-cache apply --tag-batch-size 0")(lambda: cli(
+    ["apply", "--system", built()["yaml"], "--policy", policy_file("tb0", "  w: 0.5\n"),
+     "--soundscapes", built()["sdir"], "--out", TMP / "tb0", "--tag-batch-size", "0"],
+    r"--tag-batch-size", module="cache_builder.cli"))
+case("generate", "--out that is a file")(lambda: _gen(
+    "--sources", ROOT / "tests" / "data" / "bed_subset", "--out",
+    (TMP / "gen-file").write_text("x") and TMP / "gen-file", "--dev", "1", "--duration-s", "1",
+    match=r"gen-file"))
+case("generate", "--jobs 0")(lambda: _gen("--sources", ROOT / "tests" / "data" / "bed_subset", "--out", TMP / "gen-h",
+                                          "--dev", "1", "--jobs", "0", match=r"--jobs"))
+case("generate", "--rules bogus")(lambda: _gen("--sources", fresh("pool-i"), "--out",
+                                               TMP / "gen-i", "--dev", "1", "--rules", "x",
+                                               match=r"--rules"))
+case("generate", "--sample-rate-hz 0")(lambda: _gen(
+    "--sources", ROOT / "tests" / "data" / "bed_subset", "--out", TMP / "gen-j", "--dev", "1", "--sample-rate-hz",
+    "0", match=r"--sample-rate-hz"))
+case("command lines", "casdri explain with a policy file that is not YAML")(lambda: cli(
+    ["explain", (TMP / "bad-policy.yaml").write_text("a: [") and TMP / "bad-policy.yaml"],
+    r"bad-policy\.yaml"))
+case("command lines", "casdri compare with a missing policy file")(lambda: cli(
+    ["compare", TMP / "none-a.yaml", "baseline", "--n-boot", "10"], r"none-a\.yaml"))
+case("command lines", "casdri compare --n-boot 0")(lambda: cli(
+    ["compare", "baseline", "baseline", "--n-boot", "0"], r"--n-boot"))
+case("command lines", "casdri-search --cache missing folder")(lambda: cli(
+    ["--cache", TMP / "no-cache-dir", "--out", TMP / "x"], r"no-cache-dir",
+    module="search.cli"))
+
+
 # ================================================================== main
 
 def main(argv=None) -> int:

@@ -116,8 +116,8 @@ def load_policy(path: Union[str, Path], label_set):
         if space is not None:  # the choices the system serves, as the replay encodes them
             params.encode(system_meta(space))
         return module, params
-    except PolicyError as e:
-        raise PolicyError(f"{path}: {e}") from None
+    except PolicyError as e:  # the file is named once (a parse error names it already)
+        raise PolicyError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise PolicyError(f"{path}: not valid YAML ({e})") from None
 
@@ -296,10 +296,14 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     module, params = load_policy(policy, spec)
     have = dict(system.sha256) if isinstance(system, System) else model_sha256(spec)
     check_provenance(policy, _provenance(policy), have, force)
-    set_threads(threads)
-    sysm = system if isinstance(system, System) else load_system(spec, device, amp)
     layout = resolve_folder(soundscapes, oracle)
     oracle = layout.oracle
+    if module.NAME == "oracle" and oracle is None:  # it decides from the oracle labels only
+        raise PolicyError(f"{policy}: the oracle policy picks the stems of the oracle labels; "
+                          "give --oracle (the folder of oracle targets), or apply a tuned "
+                          "policy (it wrote no stem for every soundscape without them)")
+    set_threads(threads)
+    sysm = system if isinstance(system, System) else load_system(spec, device, amp)
     files = scan_soundscapes(layout.soundscapes, oracle, spec)
     sysm.passes.reset()
     report = ApplyReport(out, None, 0, 0)

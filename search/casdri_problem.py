@@ -149,7 +149,7 @@ class CasdriProblem:
         p = Path(policy_in)
         if not p.is_file():
             raise InputError(f"--policy-in {policy_in}: no such file")
-        mod, params = load_policy_yaml(p.read_text(), self.cache.label_set)
+        mod, params = load_policy_yaml(p, self.cache.label_set)  # errors name the file
         if mod.NAME != self.policy:
             raise PolicyError(f"--policy-in {policy_in}: policy {mod.NAME!r}; the search tunes "
                               f"{self.policy!r}")

@@ -155,6 +155,9 @@ def _run(args, parser) -> int:
                                        for k in ("alpha", "stage_alpha", "min_changed")):
         raise UsageError("--alpha, --stage-alpha and --min-changed apply to --accept evidence",
                          parser)
+    if args.resume and not args.storage:  # was ignored: a fresh search in memory
+        raise UsageError("--resume adds trials to the studies of a --storage; give the shared "
+                         "study's --storage URL (or drop --resume)", parser)
     talk = sys.stderr.isatty()
     if talk:  # the first line before the heavy imports (numba, optuna, pyarrow)
         _status("starting: loading numba, optuna and pyarrow")

@@ -148,6 +148,9 @@ class SearchSettings:
             raise InputError(f"--margin must be a finite number >= 0 dB, got {self.margin}")
         if self.sampler not in ("tpe", "cmaes"):
             raise InputError(f"--sampler {self.sampler!r}: expected tpe or cmaes")
+        if self.resume and not self.storage:  # was ignored: a fresh search in memory
+            raise InputError("--resume adds trials to studies in a --storage; give the "
+                             "--storage URL of the shared study (or drop --resume)")
         if self.stage != "auto":
             stage_names(self.stage)
         for s in self.auto_stages:

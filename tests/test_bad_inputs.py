@@ -42,3 +42,25 @@ def test_bad_shard_is_an_input_error():
     with pytest.raises(InputError, match=r"shard 0/0"):
         shard_names(["a"], (0, 0))
     assert shard_names(["c", "a", "b"], (1, 2)) == ["b"]
+
+
+def test_one_line_policy_file_is_read_as_a_file(tmp_path):
+    """A policy file of one line (flow style, no newline) was passed on as its text and then
+    taken for a path by `load_policy_yaml` ("cannot read", naming the YAML as a file name) in
+    `casdri compare/explain` and `casdri-search --policy-in`; a bad one names the file."""
+    from casdri.paired import load_system
+    from casdri.synthetic import make_synthetic_cache
+    from search.casdri_problem import CasdriProblem
+
+    cache = make_synthetic_cache(n_soundscapes=4, seed=1)
+    good = tmp_path / "one-line.yaml"
+    good.write_text("{policy: refine, label_set: dcase2026t4, params: {w: 0.25}}")
+    mod, params = load_system(good, cache)
+    assert mod.NAME == "refine" and params.w == 0.25
+    x = CasdriProblem(cache).start_vector(good)
+    assert CasdriProblem(cache).decode(x).w == 0.25
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [")
+    for read in (lambda: load_system(bad, cache), lambda: CasdriProblem(cache).start_vector(bad)):
+        with pytest.raises(casdri.PolicyError, match=rf"{bad}: not valid YAML"):
+            read()

@@ -378,3 +378,18 @@ def test_interrupted_move_is_marked_and_refused(env, tmp_path):
     (out / INCOMPLETE_MARKER).write_text("killed")
     with pytest.raises(CacheError, match=r"an earlier apply was killed .*--overwrite"):
         apply_policy(env["system"], _policy(tmp_path), env["sdir"], out, threads=1)
+
+
+def test_oracle_policy_without_oracle_labels_is_refused(env, tmp_path):
+    """The oracle policy decides from the oracle labels; without an oracle folder it wrote no
+    stem at all and exited 0 (a silently empty submission)."""
+    policy = tmp_path / "oracle.yaml"
+    policy.write_text(OracleParams().to_yaml(DCASE2026T4))
+    with pytest.warns(UserWarning, match="no model provenance"):
+        with pytest.raises(PolicyError, match=r"oracle\.yaml: the oracle policy picks the "
+                                              r"stems of the oracle labels; give --oracle"):
+            apply_policy(env["yaml"], policy, env["sdir"], tmp_path / "out", oracle=False)
+    assert not any((tmp_path / "out").glob("*.wav"))
+    rep = apply_policy(env["system"], policy, env["sdir"], tmp_path / "out2", oracle=env["odir"],
+                       threads=1)
+    assert rep.n_stems > 0  # with the oracle folder it runs as before

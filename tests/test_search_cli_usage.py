@@ -32,6 +32,7 @@ def run_cli(*args, cwd=None, timeout=300):
     (["--accept", "vibes"], "argument --accept: invalid choice: 'vibes'"),
     (["--margin", "0.1"], "--margin applies to --accept margin"),
     (["--accept", "margin", "--min-changed", "3"], "apply to --accept evidence"),
+    (["--resume"], "--resume adds trials to the studies of a --storage"),  # was ignored
 ])
 def test_usage_error_is_one_line_exit_2(args, match):
     p = run_cli(*args)

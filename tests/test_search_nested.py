@@ -210,6 +210,8 @@ def test_a_second_run_on_the_same_storage_needs_resume(planted, tmp_path):
 
 
 def test_settings_validate_names_the_flag():
+    with pytest.raises(InputError, match=r"--resume adds trials to studies in a --storage"):
+        SearchSettings(resume=True).validate()  # was a fresh search in memory, said nothing
     with pytest.raises(InputError, match="--seed must be an integer >= 0, got -1"):
         SearchSettings(seed=-1).validate()
     with pytest.raises(InputError, match="unknown search setting"):

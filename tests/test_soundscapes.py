@@ -392,6 +392,20 @@ def test_cli_refuses_negative_oracle_window(tmp_path):
         "(official: 6 50), got '-5' (see 'casdri-cache generate --help')"]
 
 
+@pytest.mark.parametrize("flag, value, match", [
+    ("--jobs", "0", "argument --jobs: expected an integer >= 1, or -1 for all cores, got '0'"),
+    ("--jobs", "-3", "argument --jobs: expected an integer >= 1, or -1 for all cores"),
+    ("--sample-rate-hz", "0", "argument --sample-rate-hz: expected an integer >= 1, got 0"),
+])
+def test_cli_refuses_bad_counts_naming_the_flag(tmp_path, flag, value, match):
+    """Were joblib's "n_jobs must be a non-zero int" and a pool error for a rate of 0."""
+    cmd = [sys.executable, "-m", "cache_builder.soundscapes.cli", "--sources", str(POOL), "--out",
+           str(tmp_path / "o"), "--dev", "1", flag, value]
+    bad = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == EXIT_USAGE and len(bad.stderr.splitlines()) == 1
+    assert match in bad.stderr and not (tmp_path / "o").exists()
+
+
 def test_metadata_names_room_and_recordings(generated, pool):
     out, table = generated
     for split in COUNTS:

@@ -33,6 +33,20 @@ _count = int_at_least(0)
 
 
 _seconds = number("seconds > 0", lambda v: v > 0)
+_rate = int_at_least(1)
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: N >= 1 processes, or -1 for every core (was joblib's "n_jobs must be a
+    non-zero int" for 0, naming no flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, or -1 for all cores, "
+                                         f"got {text!r}")
+    return value
 _milliseconds = number("milliseconds >= 0 (official: 6 50)", lambda v: 0 <= v < float("inf"))
 
 
@@ -58,9 +72,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
                         "that will share a cache with another its own prefix, e.g. eval")
     p.add_argument("--duration-s", type=_seconds, default=10.0,
                    help="soundscape length in seconds (default 10)")
-    p.add_argument("--sample-rate-hz", type=_count, default=32000,
+    p.add_argument("--sample-rate-hz", type=_rate, default=32000,
                    help="sample rate; the pool must already have it (default 32000)")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=_jobs, default=1,
                    help="worker processes, -1 for all cores (default 1); output is the same")
     p.add_argument("--stems", action="store_true",
                    help="also write every event image and the background to stems/")
