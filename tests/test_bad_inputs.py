@@ -64,3 +64,21 @@ def test_one_line_policy_file_is_read_as_a_file(tmp_path):
     for read in (lambda: load_system(bad, cache), lambda: CasdriProblem(cache).start_vector(bad)):
         with pytest.raises(casdri.PolicyError, match=rf"{bad}: not valid YAML"):
             read()
+
+
+def test_bad_inputs_doc_lists_every_kind_with_its_test():
+    """docs/BAD_INPUTS.md: one row per kind of bad input, at least issue 13's 137, each
+    naming tests that exist (so the table can only grow and never points nowhere)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = [line for line in (root / "docs" / "BAD_INPUTS.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| Bad input")]
+    assert len(rows) >= 137, len(rows)
+    for row in rows:
+        refs = re.findall(r"`(test_\w+\.py)::(test_\w+)", row)
+        assert refs, f"row without a test: {row}"
+        for file, func in refs:
+            text = (root / "tests" / file).read_text()
+            assert re.search(rf"^def {func}\(", text, re.M), f"{file}::{func} in: {row}"
