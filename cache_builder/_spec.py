@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from casdri.errors import CasdriError
-from casdri.labels import LabelSet, get_label_set
+from casdri.labels import LabelSet, get_label_set, sample_rate_problem
 
 __all__ = ["SystemConfigError", "CheckpointError", "ModelOutputError", "ModelSpec",
            "SystemSpec"]
@@ -234,8 +234,6 @@ class SystemSpec:
         if isinstance(pp, str):
             pp = [pp]
         rate = _pos_int(data.get("sample_rate_hz", 32000), f"{where}: sample_rate_hz")
-        from casdri._cache_checks import sample_rate_problem
-
         problem = sample_rate_problem(label_set.name, rate)
         if problem:  # the cache it builds would be refused at load
             raise SystemConfigError(f"{where}: {problem}; the models must take 32 kHz "

@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 
 from . import schema as sc
 from .errors import CacheError, CacheSchemaError
-from .labels import LABEL_SETS
+from .labels import DCASE_SAMPLE_RATE_HZ, LABEL_SETS, sample_rate_problem
 
 __all__ = ["check_meta", "check_values", "check_complete", "completeness_problems",
-           "prob_sum_tol", "sample_rate_problem", "BUILD_DIR", "SNR_BOUND_DB", "PROB_SUM_TOL",
+           "prob_sum_tol", "BUILD_DIR", "SNR_BOUND_DB", "PROB_SUM_TOL",
            "DCASE_SAMPLE_RATE_HZ"]
 
 #: build bookkeeping of `cache_builder` (``_build/<split>.shard-<i>of<n>.json`` manifests)
@@ -30,8 +30,6 @@ BUILD_DIR = "_build"
 SNR_BOUND_DB = 1000.0
 #: a cached softmax row (float32) sums to 1 within this
 PROB_SUM_TOL = 1e-4
-#: the sample rate of the DCASE label sets' audio
-DCASE_SAMPLE_RATE_HZ = 32000
 
 
 def check_meta(meta: sc.CacheMeta, meta_file) -> None:
@@ -58,21 +56,6 @@ def check_meta(meta: sc.CacheMeta, meta_file) -> None:
         raise CacheSchemaError(f"{meta_file}: {problem}; rebuild the cache from 32 kHz "
                                "soundscapes")
 
-
-def sample_rate_problem(label_set: str, sample_rate_hz: int):
-    """Why audio at ``sample_rate_hz`` Hz cannot be scored with the label set named
-    ``label_set`` (the DCASE label sets are scored at `DCASE_SAMPLE_RATE_HZ`), or ``None``;
-    a label set of one's own takes any rate. One rule for a cache's metadata (`check_meta`)
-    and a system YAML (`cache_builder`'s `SystemSpec`).
-
-    Example:
-        >>> sample_rate_problem("dcase2026t4", 16000)
-        "sample_rate_hz 16000, but label set 'dcase2026t4' is scored at 32000 Hz"
-    """
-    if label_set in LABEL_SETS and sample_rate_hz != DCASE_SAMPLE_RATE_HZ:
-        return (f"sample_rate_hz {sample_rate_hz}, but label set {label_set!r} is scored at "
-                f"{DCASE_SAMPLE_RATE_HZ} Hz")
-    return None
 
 
 def _flat(t: pa.Table, column: str, dtype) -> np.ndarray:

@@ -17,7 +17,8 @@ from typing import Iterable, Sequence, Union
 
 from .errors import LabelError
 
-__all__ = ["SILENCE", "LabelSet", "DCASE2026T4", "DCASE2025T4", "LABEL_SETS", "get_label_set"]
+__all__ = ["SILENCE", "LabelSet", "DCASE2026T4", "DCASE2025T4", "LABEL_SETS", "get_label_set",
+           "DCASE_SAMPLE_RATE_HZ", "sample_rate_problem"]
 
 SILENCE = "silence"
 
@@ -81,6 +82,24 @@ class LabelSet:
 DCASE2026T4 = LabelSet("dcase2026t4", _DCASE_S5_CLASSES)
 DCASE2025T4 = LabelSet("dcase2025t4", _DCASE_S5_CLASSES)
 LABEL_SETS = {s.name: s for s in (DCASE2026T4, DCASE2025T4)}
+#: the sample rate of the DCASE label sets' audio
+DCASE_SAMPLE_RATE_HZ = 32000
+
+
+def sample_rate_problem(label_set: str, sample_rate_hz: int):
+    """Why audio at ``sample_rate_hz`` Hz cannot be scored with the label set named
+    ``label_set`` (the DCASE label sets are scored at `DCASE_SAMPLE_RATE_HZ`), or ``None``;
+    a label set of one's own takes any rate. One rule for a cache's metadata
+    (`casdri._cache_checks.check_meta`) and a system YAML (`cache_builder`'s `SystemSpec`).
+
+    Example:
+        >>> sample_rate_problem("dcase2026t4", 16000)
+        "sample_rate_hz 16000, but label set 'dcase2026t4' is scored at 32000 Hz"
+    """
+    if label_set in LABEL_SETS and sample_rate_hz != DCASE_SAMPLE_RATE_HZ:
+        return (f"sample_rate_hz {sample_rate_hz}, but label set {label_set!r} is scored at "
+                f"{DCASE_SAMPLE_RATE_HZ} Hz")
+    return None
 
 
 def get_label_set(spec: Union[str, Sequence[str], LabelSet] = "dcase2026t4") -> LabelSet:

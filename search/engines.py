@@ -21,6 +21,7 @@ Conventions:
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sqlite3
 import time
@@ -31,11 +32,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import optuna
+from optuna.distributions import distribution_to_json
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from tqdm.auto import tqdm
 
+from casdri._cli import lazy_import
 from casdri.errors import InputError
 
 from .objective import Param
@@ -176,8 +179,6 @@ def _check_journal(path: Path) -> None:
     Raises:
         InputError: naming the file, the line and the remedy.
     """
-    import json
-
     if not path.is_file():
         return
     with open(path, "rb") as f:
@@ -379,13 +380,9 @@ def _insert_trials(storage, study_id: int, trials: Sequence) -> None:
     Raises:
         InputError: the study already holds trials (only a fresh study is copied).
     """
-    import json
-
-    from optuna.distributions import distribution_to_json
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    with _create_scoped_session(storage.scoped_session) as session:
+    models = lazy_import("optuna.storages._rdb.models")  # SQLAlchemy's ORM: RDB storages only
+    scoped = lazy_import("optuna.storages._rdb.storage")._create_scoped_session
+    with scoped(storage.scoped_session) as session:
         study = models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         if models.TrialModel.count(session, study):
             raise InputError(f"study {study_id} is not empty; cannot copy trials into it")
