@@ -14,7 +14,8 @@ Conventions:
     * Reproducible: the sampler is seeded and trials are asked in a fixed order (a batch of
       ``batch_size`` asks, one batch replay, then the tells), so the same seed gives the same
       trials. A single worker runs its study in memory and copies it into the storage at the
-      end (``live=False``: same result on every storage, one write per trial); workers of a
+      end (``live=False``: same result on every storage; an RDB storage gets every trial in
+      one transaction, a journal one log line per trial); workers of a
       shared study (``--resume``) ask and tell through the storage and interleave, so their
       results are not reproducible.
 """
@@ -281,7 +282,8 @@ def optimize_joint(
         live: ask and tell through ``storage`` trial by trial (workers sharing a study see
             each other's trials). ``False`` (a single worker): the study runs in memory and its
             trials are copied into ``storage`` at the end in one go, so the result equals the
-            in-memory run and the bookkeeping costs one write per trial, not ten.
+            in-memory run and the bookkeeping is one transaction (RDB) or one log line per
+            trial (journal), not ten queries per trial.
 
     Returns:
         `JointResult`; ``best`` is the start unless a trial scores strictly higher here.
