@@ -177,8 +177,9 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     (j, g, m, code)`` (signature: `casdri._kernels`; rules: `casdri.policies.refine`).
 
     Scratch (indexed in place, never viewed: see `casdri.policies._jit`): ``wf[i]`` the
-    confidence of instance ``i`` (NaN: not proposed), ``wf[maxi + i]`` its fused tagger
-    silence; ``wi[k]`` the instance of slot ``k``.
+    confidence of instance ``i`` (NaN: not proposed); ``wi[k]`` the instance of slot ``k``.
+    The fused tagger silence of an instance is computed where it is read: in (a) only when the
+    margin is on, in (d) for the kept slots only.
     """
     key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
     K = dims[D_K]
@@ -197,12 +198,13 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
         code = 0
         while True:  # one pass; `break` = decision made
             w = X[n, o_w]
+            margin = X[n, o_tm]
+            margin_on = margin < np.inf  # off (+inf): no silence can exceed it, skip fusing
             for i in range(n_inst):  # (a) fusion
                 c = pi[s, 1 + i]
-                si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i])
-                wf[maxi + i] = si
+                si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i]) if margin_on else 0.0
                 wf[i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
-                                      X[n, o_s1 + c], si, X[n, o_tm])
+                                      X[n, o_s1 + c], si, margin)
             bits = 0
             k = 0
             for _ in range(K):  # K most confident, ties to the lower instance
@@ -275,9 +277,10 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                     break
             for i in range(k):  # (d) gates (no NaN here: >= is "not <")
                 c = key_lab[j, i]
+                u = wi[i]
                 keep = (slot_f[j, g, i, F_ENERGY] >= X[n, o_en + c]) & \
-                    (wf[wi[i]] >= X[n, o_pg + c]) & \
-                    (slot_f[j, g, i, F_SIL] < X[n, o_sil + c]) & (wf[maxi + wi[i]] < X[n, o_tg + c])
+                    (wf[u] >= X[n, o_pg + c]) & (slot_f[j, g, i, F_SIL] < X[n, o_sil + c]) & \
+                    (_fused(w, pf[s, 2 * maxi + u], pf[s, 3 * maxi + u]) < X[n, o_tg + c])
                 m |= np.int64(keep) << i
             break
         r = n - n0
