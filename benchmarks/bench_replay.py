@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import _old_kernels as old  # noqa: E402
+from _timing import timed  # noqa: E402
 from casdri.cache import load_cache  # noqa: E402
 from casdri.policies import drivers, get_policy, params_class  # noqa: E402
 from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
@@ -51,17 +52,6 @@ OLD_FIELDS = {"baseline": ("tagger", "separator", "stage"),
               "refine": ("w", "solo_keep_1ch", "solo_keep_4ch", "verify_thr", "drop_thr",
                          "energy_gate_db", "prob_gate", "silence_thr", "verify_mode",
                          "select_separator", "stage")}
-
-
-def timed(fn, repeat: int) -> tuple[float, float]:
-    """Best wall and CPU seconds over ``repeat`` runs."""
-    wall, cpu = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return min(wall), min(cpu)
 
 
 def interleaved(fns: dict, repeat: int) -> dict:

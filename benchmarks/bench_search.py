@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import load_average  # noqa: E402
+
 TARGET_S = 60.0
 
 
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     from search.report import write_outputs
     from search.run import run_search, summarize
 
-    load_before = _load()
+    load_before = load_average()
     tmp = tempfile.TemporaryDirectory(prefix="bench-search-")
     cache_dir = Path(args.cache) if args.cache else Path(tmp.name) / "cache"
     t0 = time.perf_counter()
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
           f"({_cores()} usable), python {platform.python_version()}")
-    print(f"load average (1, 5, 15 min) before: {load_before}, after: {_load()} "
+    print(f"load average (1, 5, 15 min) before: {load_before}, after: {load_average()} "
           "(other jobs on a shared machine slow every figure below)")
     print(f"cache: {args.soundscapes} soundscapes, written in {t_make:.1f} s; kernel warm-up "
           f"(numba compile or cache load) {t_warm:.1f} s, not counted")
@@ -108,13 +110,6 @@ def main(argv=None) -> int:
     print("\n".join(summarize(result)))
     tmp.cleanup()
     return 0
-
-
-def _load() -> str:
-    try:
-        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except (AttributeError, OSError):  # not on this platform
-        return "n/a"
 
 
 def _cores() -> int:

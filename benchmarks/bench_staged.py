@@ -24,20 +24,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _timing import timed  # noqa: E402
+
 from casdri.policies import RefineParams, StagedParams  # noqa: E402
 from casdri.replay import prepare, replay_matrix  # noqa: E402
 from casdri.synthetic import make_synthetic_cache, random_settings  # noqa: E402
-
-
-def timed(fn, repeat: int) -> tuple[float, float]:
-    """Best wall and CPU seconds over ``repeat`` runs."""
-    wall, cpu = [], []
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    return min(wall), min(cpu)
 
 
 def _mb(prep) -> float:

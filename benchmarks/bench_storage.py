@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _timing import load_average  # noqa: E402
 TARGET_RATIO = 3.0
 
 
@@ -49,7 +51,7 @@ def main(argv=None) -> int:
     from search.report import write_outputs
     from search.run import run_search
 
-    print(f"load average before: {_load()}")
+    print(f"load average before: {load_average()}")
     t0 = time.perf_counter()
     warm = CasdriProblem(open_cache(args.cache, False)[1])
     x = warm.start_vector()
@@ -123,15 +125,8 @@ def main(argv=None) -> int:
                 w = cli[kind]
                 print(f"  {kind:<8} best {min(w):6.2f}  median {statistics.median(w):6.2f}  "
                       f"ratio to {kinds[0]} {min(w) / min(cli[kinds[0]]):4.2f}x")
-    print(f"load average after: {_load()} (other jobs on a shared machine slow every figure)")
+    print(f"load average after: {load_average()} (other jobs on a shared machine slow every figure)")
     return 0
-
-
-def _load() -> str:
-    try:
-        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except (AttributeError, OSError):  # not on this platform
-        return "n/a"
 
 
 if __name__ == "__main__":
