@@ -203,6 +203,32 @@ def label_counts(est_lab, n_est, ref_lab):  # pragma: no cover - jitted
 # ----------------------------------------------------------------------------- tables
 
 
+@numba.njit(**_JIT)
+def mark_missing(j, g, tab_cnt, slot_rows, slot_f):  # pragma: no cover - jitted
+    """Combo ``g`` of key ``j`` has no stems in the cache: ``tab_cnt[j, g, 0] = -1``."""
+    tab_cnt[j, g, :] = -1
+    slot_rows[j, g, :] = -1
+    slot_f[j, g, :, :] = np.nan
+
+
+@numba.njit(**_JIT)
+def score_subsets(j, g, rows, n, key_lab, rl, sm, stem_snr, snr_off, none, iw, fw, est_rows,
+                  est_lab, tab_sum, tab_cnt):  # pragma: no cover - jitted
+    """``tab_sum/tab_cnt[j, g, m]`` for every kept subset ``m`` of the key's ``n`` slots,
+    whose stems are the rows ``rows[:n]`` (scored by `clip_capi`)."""
+    for m in range(1 << n):
+        ne = 0
+        for i in range(n):
+            if (m >> i) & 1:
+                est_rows[ne] = rows[i]
+                est_lab[ne] = key_lab[j, i]
+                ne += 1
+        total, cnt, tp, fp, fn = clip_capi(est_rows, est_lab, ne, rl, sm, stem_snr, snr_off,
+                                           none, iw, fw)
+        tab_sum[j, g, m] = total
+        tab_cnt[j, g, m] = cnt
+
+
 @numba.njit(**_PJIT)
 def build_tables(key_sc, key_len, key_lab, key_stem, retag_max, energy_db, sil_min, snr_off,
                  stem_snr, ref_off, ref_lab, snr_mix, slot_rows, slot_f, tab_sum, tab_cnt,
@@ -262,9 +288,7 @@ def build_tables(key_sc, key_len, key_lab, key_stem, retag_max, energy_db, sil_m
                         break
                     rows[i] = r
                 if not ok:
-                    tab_cnt[j, g, :] = -1
-                    slot_rows[j, g, :] = -1
-                    slot_f[j, g, :, :] = np.nan
+                    mark_missing(j, g, tab_cnt, slot_rows, slot_f)
                     continue
                 for i in range(n):
                     r = rows[i]
@@ -278,17 +302,8 @@ def build_tables(key_sc, key_len, key_lab, key_stem, retag_max, energy_db, sil_m
                         if retag_max[r, c2] > retag_max[r, best]:
                             best = c2
                     slot_f[j, g, i, F_ARGMAX] = 1.0 if best == c else 0.0
-                for m in range(1 << n):
-                    ne = 0
-                    for i in range(n):
-                        if (m >> i) & 1:
-                            est_rows[ne] = rows[i]
-                            est_lab[ne] = key_lab[j, i]
-                            ne += 1
-                    total, cnt, tp, fp, fn = clip_capi(est_rows, est_lab, ne, rl, sm, stem_snr,
-                                                       snr_off, none, iw, fw)
-                    tab_sum[j, g, m] = total
-                    tab_cnt[j, g, m] = cnt
+                score_subsets(j, g, rows, n, key_lab, rl, sm, stem_snr, snr_off, none, iw, fw,
+                              est_rows, est_lab, tab_sum, tab_cnt)
 
 
 #: ``key_code(labels, n, C)``: the rule of `casdri.cache.key_code_sorted`, jitted

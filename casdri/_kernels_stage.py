@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._kernels_capi import _PJIT, clip_capi
+from ._kernels_capi import _PJIT, mark_missing, score_subsets
 
 __all__ = ["n_mixed", "build_mixed_tables"]
 
@@ -65,20 +65,9 @@ def build_mixed_tables(key_sc, key_len, key_lab, stem_snr, snr_off, ref_off, ref
                         for f in range(slot_f.shape[3]):
                             slot_f[j, g, i, f] = slot_f[j, gu, i, f]
                 if not ok:
-                    tab_cnt[j, g, :] = -1
-                    slot_rows[j, g, :] = -1
-                    slot_f[j, g, :, :] = np.nan
+                    mark_missing(j, g, tab_cnt, slot_rows, slot_f)
                     continue
                 for i in range(n):
                     slot_rows[j, g, i] = rows[i]
-                for m in range(1 << n):
-                    ne = 0
-                    for i in range(n):
-                        if (m >> i) & 1:
-                            est_rows[ne] = rows[i]
-                            est_lab[ne] = key_lab[j, i]
-                            ne += 1
-                    total, cnt, tp, fp, fn = clip_capi(est_rows, est_lab, ne, rl, sm, stem_snr,
-                                                       snr_off, none, iw, fw)
-                    tab_sum[j, g, m] = total
-                    tab_cnt[j, g, m] = cnt
+                score_subsets(j, g, rows, n, key_lab, rl, sm, stem_snr, snr_off, none, iw, fw,
+                              est_rows, est_lab, tab_sum, tab_cnt)

@@ -22,9 +22,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from casdri.errors import FolderLayoutError
-from casdri.folders import (SAMPLE_RATE_HZ, SOUNDSCAPE_CHANNELS, check_header, list_soundscapes,
-                            read_audio, scan_targets)
+from casdri.folders import (SAMPLE_RATE_HZ, SOUNDSCAPE_CHANNELS, check_header, read_audio,
+                            scan_targets)
 from casdri.labels import LabelSet
 from casdri.layout import split_folders
 
@@ -58,9 +57,6 @@ def list_clips(split_dir: Union[str, Path], label_set: LabelSet) -> list[Clip]:
         AudioFileError: a soundscape that is not 4-channel 32 kHz.
     """
     sdir, odir = split_folders(split_dir)
-    if not sdir.is_dir() or not list_soundscapes(sdir):
-        raise FolderLayoutError(f"{sdir}: no .wav soundscape; generate soundscapes first "
-                                "(casdri-cache generate)")
     clips = []
     for f in scan_targets(sdir, odir if odir.is_dir() else None, label_set):
         n = check_header(f.mixture_path, sample_rate_hz=SAMPLE_RATE_HZ,
