@@ -365,10 +365,17 @@ def _copy_study(study: optuna.Study, storage, study_name: str, attrs: dict) -> N
     for key, value in attrs.items():
         saved.set_user_attr(key, value)
     trials = study.get_trials(deepcopy=False)
-    if isinstance(storage, optuna.storages.RDBStorage):
+    if isinstance(storage, optuna.storages.RDBStorage) and _rdb_internals_present():
         _insert_trials(storage, storage.get_study_id_from_name(study_name), trials)
-    else:  # a journal file: add_trials appends one log line per trial already
-        saved.add_trials(trials)
+    else:  # a journal file (one log line per trial already), or an Optuna whose RDB
+        saved.add_trials(trials)  # internals moved: the public, slower path
+
+
+def _rdb_internals_present() -> bool:
+    """Whether this Optuna has the RDB table models and session factory `_insert_trials` uses
+    (private names: another Optuna version falls back to ``add_trials``, same rows, slower)."""
+    return (importlib.util.find_spec("optuna.storages._rdb.models") is not None
+            and hasattr(lazy_import("optuna.storages._rdb.storage"), "_create_scoped_session"))
 
 
 def _insert_trials(storage, study_id: int, trials: Sequence) -> None:

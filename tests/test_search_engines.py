@@ -88,12 +88,19 @@ def test_shared_study_two_processes(tmp_path, kind):
     assert study_knobs(study) == {k.name: distribution(k) for k in KNOBS}
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_a_single_workers_study_reads_back_from_the_storage_as_it_ran(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite-public", "journal"])
+def test_a_single_workers_study_reads_back_from_the_storage_as_it_ran(tmp_path, kind,
+                                                                      monkeypatch):
     """The copy of an in-memory study into a storage (sqlite: one bulk transaction of Optuna's
-    own rows) reads back equal: numbers, states, params, distributions, values (a failed
-    score's stand-in included), attributes and times."""
-    url = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal://{tmp_path}/j.log")
+    own rows; ``sqlite-public``: `add_trials`, the path of an Optuna whose RDB internals moved)
+    reads back equal: numbers, states, params, distributions, values (a failed score's
+    stand-in included), attributes and times."""
+    import search.engines as engines
+
+    assert engines._rdb_internals_present()  # this Optuna: the bulk path runs for "sqlite"
+    if kind == "sqlite-public":
+        monkeypatch.setattr(engines, "_rdb_internals_present", lambda: False)
+    url = (f"journal://{tmp_path}/j.log" if kind == "journal" else f"sqlite:///{tmp_path}/s.db")
 
     def score(batch):
         return np.array([np.nan if p["m"] == 2.0 else v for p, v in zip(batch, _score(batch))])
