@@ -111,8 +111,8 @@ def test_build_with_official_classes_and_random_weights(tmp_path, monkeypatch):
         importlib.import_module("src.models.resunet2.resunet_mod")
         importlib.import_module("src.models.m2dat.m2dat_spatial")
     except ImportError as e:
-        pytest.skip(f"the official classes do not import here ({e}); install timm, einops, "
-                    "nnAudio, torchlibrosa, librosa")
+        pytest.fail(f"{ENV} is set but the official classes do not import here ({e}); "
+                    "install timm, einops, nnAudio, torchlibrosa, librosa")
     written = write_random_checkpoints(checkout)
     assert all(p.is_file() for p in written.values())
     sdir = tmp_path / "split"
