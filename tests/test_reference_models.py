@@ -230,5 +230,33 @@ def test_train_smoke(tmp_path):
     assert probs.shape == (1, 3, C + 1)
 
 
+@pytest.mark.slow
+def test_evaluate_reports_figures_beside_the_split_floors(tmp_path):
+    """On a generated split the dev metrics carry the split's model-free floors (the one rule,
+    `split_difficulty`) and score every soundscape with targets."""
+    from cache_builder.reference.train import evaluate_reference_system
+    from cache_builder.soundscapes import generate_soundscapes
+    from cache_builder.soundscapes.stats import split_difficulty
+    pool = Path(__file__).parent / "data" / "bed_subset"
+    generate_soundscapes(pool, tmp_path / "gen", {"train": 4, "dev": 6}, seed=0, duration_s=2.0,
+                         progress=False)
+    train_reference_system(tmp_path / "gen", tmp_path / "out", minutes=5, max_steps=1,
+                           crop_seconds=0.25)
+    got = evaluate_reference_system(tmp_path / "out" / "system.yaml", tmp_path / "gen" / "dev")
+    split = split_difficulty(tmp_path / "gen" / "dev")
+    assert got["n_soundscapes"] == 6
+    assert got["floors"] == {"silence_tagger_accuracy_mix_pct": split.silence_tagger_pct,
+                             "silent_stems_capi_sdri_db": split.silent_floor_db,
+                             "scaled_mixture_capi_sdri_db": split.gain_floor_db,
+                             "ideal_mask_capi_sdri_db": split.ideal_mask_db,
+                             "median_snr_mixture_db": split.median_snr_mix_db}
+    assert set(got["taggers"]) == {"1ch", "4ch"} and set(got["separators"]) == {"small", "large"}
+    for figures in got["taggers"].values():
+        assert 0.0 <= figures["accuracy_mix_pct"] <= 100.0
+    for figures in got["separators"].values():
+        assert figures["n_scored"] == 6 - split.n_zero_target
+        assert np.isfinite(figures["capi_sdri_db"])
+
+
 def test_shipped_yaml_matches_model_specs():
     assert (REFERENCE / "system.yaml").read_text() == system_yaml(DCASE2026T4)

@@ -22,6 +22,7 @@ import pyroomacoustics  # noqa: E402,F401  (the builder extra; a missing install
 from casdri._cli import EXIT_USAGE, EXIT_USER  # noqa: E402
 from casdri.errors import AudioFileError, InputError  # noqa: E402
 from casdri.labels import DCASE2026T4  # noqa: E402
+from casdri.metric import snr_db  # noqa: E402
 from cache_builder.soundscapes import pool as _pool, rooms as _rooms  # noqa: E402
 from cache_builder.soundscapes import (  # noqa: E402
     METADATA_COLUMNS, SoundscapeConfig, generate_soundscapes, read_provenance,
@@ -560,16 +561,19 @@ def test_bundled_example_matches_its_script(tmp_path):
             assert sf.info(OUT / rel).subtype == "PCM_16"
 
 
-@pytest.mark.parametrize("rules, n_targets, median_snr_db, floor_db", [
-    # official rules: the DCASE 2026 regime (official synthesizer: -3 to -5 dB, floor 2-4 dB)
-    ("official", 21, -3.0141, 2.6404),
-    # casdri v1: direct-path oracle, W active-span SNR (a floor far above the challenge's)
-    ("v1", 20, -9.5491, 8.6421),
+@pytest.mark.parametrize("rules, n_targets, median_snr_db, floor_db, gain_db, mask_db, zero", [
+    # official rules: the DCASE 2026 regime (official synthesizer: -3 to -5 dB, floor 2-4 dB);
+    # an ideal mask on W reaches +10 dB above silence
+    ("official", 21, -3.0141, 2.6404, 5.4887, 12.7127, 2),
+    # casdri v1: direct-path oracle, W active-span SNR (a floor far above the challenge's, and
+    # an ideal mask only +2.3 dB above it: a separator can hardly show)
+    ("v1", 20, -9.5491, 8.6421, 9.6459, 10.9739, 1),
 ])
-def test_pinned_mixture_snr_and_silent_floor(tmp_path, rules, n_targets, median_snr_db,
-                                             floor_db):
-    """Median SNR(mixture W, oracle target) and the all-silent oracle-label CAPI-SDRi floor of
-    a seeded set (12 dev soundscapes of 4 s from tests/data/bed_subset), by casdri's metric."""
+def test_pinned_mixture_snr_and_floors(tmp_path, rules, n_targets, median_snr_db, floor_db,
+                                       gain_db, mask_db, zero):
+    """Median SNR(mixture W, oracle target), the all-silent and the scaled-mixture oracle-label
+    CAPI-SDRi floors, the ideal-ratio-mask ceiling and the all-silence tagger of a seeded set
+    (12 dev soundscapes of 4 s from tests/data/bed_subset), by casdri's metric."""
     from cache_builder.soundscapes.stats import split_difficulty
     cfg = SoundscapeConfig() if rules == "official" else SoundscapeConfig.casdri_v1()
     generate_soundscapes(POOL, tmp_path, {"dev": 12}, seed=0, duration_s=4.0, config=cfg,
@@ -578,6 +582,26 @@ def test_pinned_mixture_snr_and_silent_floor(tmp_path, rules, n_targets, median_
     assert (got.n_soundscapes, got.n_targets) == (12, n_targets)
     assert got.median_snr_mix_db == pytest.approx(median_snr_db, abs=0.01)
     assert got.silent_floor_db == pytest.approx(floor_db, abs=0.01)
+    assert got.gain_floor_db == pytest.approx(gain_db, abs=0.01)
+    assert got.ideal_mask_db == pytest.approx(mask_db, abs=0.01)
+    assert got.silence_tagger_pct == pytest.approx(100 * zero / 12)
+    # a least-squares gain never scores below silence (SNR >= 0 dB per pair)
+    assert got.silent_floor_db <= got.gain_floor_db < got.ideal_mask_db
+
+
+def test_ideal_ratio_mask_stems_reconstruct_and_separate():
+    """All-pass mask gives the mixture back; disjoint-band sources come apart (> 20 dB)."""
+    from cache_builder.soundscapes.stats import ideal_ratio_mask_stems
+    t = np.arange(2 * FS) / FS
+    low = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    high = (0.5 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+    mix = low + high
+    same = ideal_ratio_mask_stems(mix, np.stack([mix, np.zeros_like(mix)]))
+    np.testing.assert_allclose(same[0], mix, atol=1e-5)
+    assert np.max(np.abs(same[1])) == 0.0
+    apart = ideal_ratio_mask_stems(mix, np.stack([low, high]))
+    assert apart.shape == (2, mix.size) and apart.dtype == np.float32
+    assert np.all(np.diag(snr_db(apart, np.stack([low, high]))) > 20.0)
 
 
 def test_read_provenance_optional(tmp_path):

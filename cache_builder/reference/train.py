@@ -44,6 +44,7 @@ import yaml
 from casdri.labels import LabelSet, get_label_set
 from casdri.metric import capi_sdri, label_accuracies, label_counts
 
+from ..soundscapes.stats import split_difficulty
 from ..system import load_system
 from . import models
 from .data import Clip, CropSampler, envelope, list_clips, read_crop, track_targets
@@ -436,23 +437,26 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
 
 def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Union[str, Path],
                               batch_size: int = 4, limit: Optional[int] = None) -> dict:
-    """Dev metrics of a system YAML on a split folder with oracle targets.
+    """Dev metrics of a system YAML on a generated split folder, beside their floors.
 
     Taggers: mixture accuracy (multiset of per-track argmax labels, silence dropped, equals
     the reference) and source accuracy ``tp / (tp + fp + fn)``, percent, `casdri.metric`.
     Separators: mean CAPI-SDRi (dB) with the oracle labels as the query (canonical order),
     stems against the oracle targets, mixture channel 0 as the reference; zero-target clips
-    are left out (no label on either side). ``silent_stems_capi_sdri_db`` is the same
-    figure for all-zero stems: the oracle target is the direct path only, so the mixture's SNR
-    against it is negative (about -10 dB on the generated sets) and a silent stem (SNR 0 dB)
-    already scores an SDRi of ``-snr_mix``; a separator is useful only above this floor.
+    are left out (no label on either side). ``floors`` are the split's figures that need no
+    model (`cache_builder.soundscapes.stats.split_difficulty`): the all-silence tagger's
+    mixture accuracy, the all-silent and the least-squares-scaled-mixture CAPI-SDRi floors,
+    the ideal-ratio-mask ceiling and the median SNR of the mixture against the targets; a
+    figure means something only above its floor.
+
+    Raises:
+        FileNotFoundError: the split has no metadata (not made by ``casdri-cache generate``).
     """
     system = load_system(system_yaml_path, device="cpu")
     ls = system.label_set
     clips = list_clips(split_dir, ls)[:limit]
     counts = {name: [] for name in system.taggers}
     sdri = {name: [] for name in system.separators}
-    floor = []
     for lo in range(0, len(clips), batch_size):
         chunk = clips[lo: lo + batch_size]
         audio = [read_crop(c) for c in chunk]
@@ -472,13 +476,13 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
                                   ref, m[0])
                 if value is not None:
                     sdri[name].append(value)
-        for q, c, (m, ref) in zip(queries, chunk, audio):
-            if q:  # all-zero stems: SNR 0 dB each, so SDRi = -snr_mix (the metric's floor)
-                floor.append(capi_sdri([ls.classes[k] for k in q],
-                                       np.zeros((len(q), m.shape[1]), np.float32),
-                                       list(c.labels), ref, m[0]))
+    split = split_difficulty(split_dir, limit)
     out = {"n_soundscapes": len(clips), "taggers": {}, "separators": {},
-           "silent_stems_capi_sdri_db": float(np.mean(floor)) if floor else None}
+           "floors": {"silence_tagger_accuracy_mix_pct": split.silence_tagger_pct,
+                      "silent_stems_capi_sdri_db": split.silent_floor_db,
+                      "scaled_mixture_capi_sdri_db": split.gain_floor_db,
+                      "ideal_mask_capi_sdri_db": split.ideal_mask_db,
+                      "median_snr_mixture_db": split.median_snr_mix_db}}
     for name, cs in counts.items():
         acc_mix, acc_src = label_accuracies(cs)
         out["taggers"][name] = {"accuracy_mix_pct": acc_mix, "accuracy_src_pct": acc_src}
