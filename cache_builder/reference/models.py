@@ -1,4 +1,5 @@
-"""The reference system's networks: two taggers and two label-queried separators.
+"""The reference system's networks: two taggers, a frame-level SED model, two label-queried
+separators and a SED-guided refinement stage.
 
 Conventions:
     * Audio is float32 at 32 kHz; first-order ambisonics in the DCASE channel order
@@ -12,6 +13,16 @@ Conventions:
       empty slot is all zeros and yields an all-zero stem (the slot is not computed). Slots are separated
       independently given their class and their **occurrence index** (how many earlier slots
       ask for the same class), so ``(Speech, Speech)`` yields two different stems.
+    * **SED**: ``forward({'waveform': (B, 4, T)}) -> {'probabilities': (B, n_frames, C)}``
+      frame **probabilities** (sigmoid applied), one frame per ``SED_HOP`` samples (0.1 s),
+      ``n_frames = ceil((1 + T // 640) / 5)``; frame ``j`` covers about samples
+      ``[j·SED_HOP, (j + 1)·SED_HOP)``.
+    * **Refinement stage**: ``forward({'mixture': (B, 4, T), 'label_vector': (B, n_slots·C),
+      'stems': (B, n_slots, 1, T), 'sed': (B, n_frames, C)}) -> {'waveform': (B, n_slots, 1,
+      T)}``: per active slot, a new stem ``g·S + m·W`` in the STFT domain from the previous
+      stem ``S`` and the mixture's W channel, gains ``g ∈ (0, 2)``, ``m ∈ (−1, 1)`` predicted
+      from both spectra and the slot class's SED track; it starts as the identity
+      (``g = 1``, ``m = 0``), so it is fit to be iterated. Empty slots stay all-zero.
     * Every item of a batch is computed on its own (no batch statistics in eval mode), any
       ``T >= 1`` works (padded inside, cropped back), constructor arguments are plain YAML
       values, and the STFT/mel constants are non-persistent buffers (not in the state_dict).
@@ -26,8 +37,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Tagger1ch", "Tagger4ch", "MaskSeparator", "BeamSeparator", "pit_cross_entropy",
-           "mel_filterbank", "n_parameters"]
+__all__ = ["Tagger1ch", "Tagger4ch", "SedDetector", "MaskSeparator", "BeamSeparator",
+           "RefineStage", "pit_cross_entropy", "mel_filterbank", "n_parameters", "SED_HOP"]
+
+#: samples per SED frame (0.1 s at 32 kHz; = `cache_builder.reference.data.ENVELOPE_HOP`)
+SED_HOP = 3200
 
 _EPS = 1e-8
 
@@ -443,3 +457,140 @@ class BeamSeparator(_Separator):
         m = torch.tanh(mask)
         m = torch.complex(m[:, 0::2], m[:, 1::2])                         # (n, 4, F, N)
         return (m * spec).sum(1)
+
+
+# ----------------------------------------------------------------------------- SED
+
+
+class SedDetector(nn.Module):
+    """Frame-level SED from FOA features (log-mel of W + intensity vectors, the 4-channel
+    tagger's), a conv encoder at 20 ms, average-pooled to 0.1 s frames, a bidirectional GRU,
+    one sigmoid per class (module conventions). In the spirit of the SED front end that
+    guides separation in Morocutti et al. (DCASE 2025 Task 4); own small network."""
+
+    def __init__(self, n_classes: int = 18, n_mels: int = 64, dim: int = 96, n_layers: int = 3,
+                 n_fft: int = 1024, hop: int = 640, pool: int = 5, sample_rate_hz: int = 32000):
+        super().__init__()
+        if hop * pool != SED_HOP:
+            raise ValueError(f"SedDetector: hop·pool must be {SED_HOP} samples, got "
+                             f"{hop}·{pool}")
+        self.n_classes, self.pool = n_classes, pool
+        self.features = _Features(n_fft, hop, n_mels, sample_rate_hz, intensity=True)
+        layers = [nn.BatchNorm1d(self.features.n_out)]
+        c_in = self.features.n_out
+        for _ in range(n_layers):
+            layers += [nn.Conv1d(c_in, dim, 3, padding=1), nn.BatchNorm1d(dim), nn.ReLU()]
+            c_in = dim
+        self.encoder = nn.Sequential(*layers)
+        self.rnn = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(dim, n_classes)
+
+    def frame_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, n_feat, frames)`` → logits ``(B, ceil(frames / pool), C)``."""
+        h = F.avg_pool1d(self.encoder(features), self.pool, ceil_mode=True)
+        return self.head(self.rnn(h.transpose(1, 2))[0])
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy against ``(B, n_frames, C)`` frame activity in {0, 1} (frames
+        past the shorter of the two are ignored)."""
+        logits = self.frame_logits(features)
+        n = min(logits.shape[1], targets.shape[1])
+        return F.binary_cross_entropy_with_logits(logits[:, :n], targets[:, :n].float())
+
+    def forward(self, batch: dict) -> dict:
+        x = batch["waveform"].float()
+        if x.dim() != 3 or x.shape[1] < 4:
+            raise ValueError(f"SedDetector: expected waveform (B, 4, T) FOA, got shape "
+                             f"{tuple(x.shape)}")
+        return {"probabilities": torch.sigmoid(self.frame_logits(self.features(x[:, :4])))}
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+class RefineStage(nn.Module):
+    """SED-guided refinement of separated stems (module conventions): a small TCN over the
+    log spectra of the stem and of W plus the slot class's SED track, FiLM-conditioned on the
+    class, predicting per bin the stem gain ``g`` and the mixture gain ``m`` of the new stem
+    ``g·S + m·W``. Iterated refinement of a separator's own output follows Morocutti et al.
+    (DCASE 2025 Task 4); own small network."""
+
+    def __init__(self, n_classes: int = 18, n_slots: int = 3, n_fft: int = 512, hop: int = 256,
+                 dim: int = 64, hidden: int = 128, n_blocks: int = 4, cond_dim: int = 32):
+        super().__init__()
+        self.n_classes, self.n_slots, self.n_fft, self.hop = n_classes, n_slots, n_fft, hop
+        self.n_bins = n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.inp = nn.Sequential(nn.Conv1d(2 * self.n_bins + 1, dim, 1), _ChannelNorm(dim))
+        self.embed = nn.Linear(n_classes, cond_dim)
+        self.blocks = nn.ModuleList(_TcnBlock(dim, hidden, 2 ** (i % 4), cond_dim)
+                                    for i in range(n_blocks))
+        self.gains = nn.Conv1d(dim, 2 * self.n_bins, 1)
+        with torch.no_grad():  # the identity: g = 2·sigmoid(0) = 1, m = tanh(0) = 0
+            self.gains.weight.mul_(0.01)
+            self.gains.bias.zero_()
+
+    def refine(self, mixture: torch.Tensor, label_vector: torch.Tensor, stems: torch.Tensor,
+               sed: torch.Tensor) -> torch.Tensor:
+        """``(B, 4, T)``, ``(B, n_slots·C)``, ``(B, n_slots, T)``, ``(B, n_frames, C)`` →
+        refined stems ``(B, n_slots, T)``."""
+        b, _, t = mixture.shape
+        s, c = self.n_slots, self.n_classes
+        if label_vector.shape != (b, s * c) or stems.shape != (b, s, t):
+            raise ValueError(f"RefineStage: expected label_vector ({b}, {s * c}) and stems "
+                             f"({b}, {s}, 1, {t}), got {tuple(label_vector.shape)} and "
+                             f"{tuple(stems.shape)}")
+        q = label_vector.float().reshape(b * s, c)
+        out = stems.new_zeros(b * s, t, dtype=torch.float32)
+        active = (q.sum(-1) > 0).nonzero().squeeze(1).tolist()
+        if not active:
+            return out.reshape(b, s, t)
+        # a slot's new stem depends only on (mixture, SED, class, stem): compute each distinct
+        # one once (the builder refines many queries of one soundscape, sharing stems)
+        first = _Separator._first_equal(torch.cat([mixture.float().flatten(1),
+                                                   sed.float().flatten(1)], dim=1))
+        flat = stems.reshape(b * s, t)
+        reps: dict[tuple, list[int]] = {}
+        slot_of, todo = [], []
+        for r in active:
+            key = (first[r // s], int(q[r].argmax()))
+            hit = next((j for j in reps.get(key, []) if torch.equal(flat[todo[j]], flat[r])),
+                       None)
+            if hit is None:
+                hit = len(todo)
+                todo.append(r)
+                reps.setdefault(key, []).append(hit)
+            slot_of.append(hit)
+        rows = torch.tensor(todo, dtype=torch.long)
+        item = rows // s
+        scale = mixture[:, 0].float().pow(2).mean(-1).add(1e-10).sqrt()[item]       # (n,)
+        tp = _padded_length(t, self.hop, self.n_fft)
+        pad = lambda x: F.pad(x / scale[:, None], (0, tp - t))  # noqa: E731
+        w = _stft(pad(mixture[item, 0].float()), self.n_fft, self.hop, self.window)
+        st = _stft(pad(flat[rows].float()), self.n_fft, self.hop, self.window)
+        n_frames = w.shape[-1]
+        # the slot class's SED track at each STFT frame (frame k at sample k·hop)
+        cls = q[rows].argmax(-1)
+        track = sed.float()[item, :, :].gather(2, cls[:, None, None].expand(-1, sed.shape[1], 1))
+        at = (torch.arange(n_frames, device=w.device) * self.hop // SED_HOP).clamp_max(
+            sed.shape[1] - 1)
+        guide = track[:, at, 0].unsqueeze(1)                                       # (n, 1, N)
+        feats = torch.cat([torch.log(w.abs().pow(2) + 1e-6), torch.log(st.abs().pow(2) + 1e-6),
+                           guide], dim=1)
+        h, cond = self.inp(feats), self.embed(q[rows])
+        for block in self.blocks:
+            h = block(h, cond)
+        g, m = self.gains(h).chunk(2, dim=1)
+        est = 2 * torch.sigmoid(g) * st + torch.tanh(m) * w
+        wav = torch.istft(est, self.n_fft, self.hop, window=self.window, center=True,
+                          length=tp)[:, :t] * scale[:, None]
+        out[torch.tensor(active, dtype=torch.long)] = wav[torch.tensor(slot_of,
+                                                                       dtype=torch.long)]
+        return out.reshape(b, s, t)
+
+    def forward(self, batch: dict) -> dict:
+        stems = batch["stems"]
+        wav = self.refine(batch["mixture"], batch["label_vector"],
+                          stems.reshape(stems.shape[0], stems.shape[1], stems.shape[-1]),
+                          batch["sed"])
+        return {"waveform": wav.unsqueeze(2)}

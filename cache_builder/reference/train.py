@@ -1,16 +1,17 @@
-"""Train the reference system (two taggers, two separators) within a wall-clock budget.
+"""Train the reference system (two taggers, a frame-level SED model, two separators and a
+SED-guided refinement stage run for two iterations) within a wall-clock budget.
 
 Conventions:
-    * One command trains all four models on a DCASE folder made by
+    * One command trains all six models on a DCASE folder made by
       `cache_builder.soundscapes.generate_soundscapes`::
 
           python -m cache_builder.reference.train --data data/gen --out DIR [--minutes 30]
 
-      It reads ``DATA/train``, writes ``DIR/weights/{tagger_1ch,tagger_4ch,sep_small,
-      sep_large}.pt`` (plain ``state_dict``, loadable with ``weights_only=True``),
+      It reads ``DATA/train``, writes ``DIR/weights/{tagger_1ch,tagger_4ch,sed,sep_small,
+      sep_large,refine}.pt`` (plain ``state_dict``, loadable with ``weights_only=True``),
       ``DIR/system.yaml`` and ``DIR/train_log.json``; with ``--evaluate`` it then scores
       ``DATA/dev`` (not counted in the budget) and writes ``DIR/dev_metrics.json``.
-    * **Budget.** ``minutes`` covers everything (reading, features, the four trainings). The
+    * **Budget.** ``minutes`` covers everything (reading, features, the six trainings). The
       feature pass reads each training soundscape once; the time left is split among the
       models by `BUDGET_SHARES`. Each model trains until its deadline with a learning rate
       that warms up then follows a cosine over the elapsed **fraction of its time**, so a
@@ -23,6 +24,13 @@ Conventions:
       official``: −SNR per same-class pair, empty slots 0, best permutation) or v1's
       thresholded −SNR plus a compressed-magnitude spectral term (`separation_loss`,
       ``--loss v1``), which the direct-path oracle targets of the v1 generator needed.
+    * The SED model trains on the 4-channel tagger's features against frame activity
+      (`sed_targets`: a class is active in a 0.1 s frame where one of its oracle targets has
+      energy within ``SED_ACTIVE_DB`` of that target's loudest frame), binary cross-entropy.
+    * The refinement stage trains last, with the official loss, on the trained separators'
+      stems of training crops (either separator at random) and, half of the time, on its own
+      output of those (its second iteration), guided by the trained SED model's
+      float16-rounded frames, as the cache builder feeds it.
 """
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ import yaml
 
 from casdri.labels import LabelSet, get_label_set
 from casdri.metric import capi_sdri, label_accuracies, label_counts
+from casdri.sed import as_cached
 
 from ..soundscapes.stats import split_difficulty
 from ..system import load_system
@@ -51,19 +60,28 @@ from .data import Clip, CropSampler, envelope, list_clips, read_crop, track_targ
 from .models import n_parameters
 
 __all__ = ["train_reference_system", "evaluate_reference_system", "class_aware_snr_loss",
-           "separation_loss", "MODEL_SPECS", "BUDGET_SHARES", "SEPARATION_LOSSES", "main"]
+           "separation_loss", "sed_targets", "MODEL_SPECS", "BUDGET_SHARES",
+           "SEPARATION_LOSSES", "SED_ACTIVE_DB", "REFINE_ITERATIONS", "main"]
 
 #: name → (class, constructor args, checkpoint file); the shipped system.yaml says the same
 MODEL_SPECS = {
     "tagger_1ch": ("Tagger1ch", {"n_classes": 18, "n_tracks": 3, "dim": 112}),
     "tagger_4ch": ("Tagger4ch", {"n_classes": 18, "n_tracks": 3, "dim": 112}),
+    "sed": ("SedDetector", {"n_classes": 18, "dim": 96, "n_layers": 3}),
     "sep_small": ("MaskSeparator", {"n_classes": 18, "n_slots": 3, "dim": 96, "hidden": 192,
                                     "n_shared": 3, "n_cond": 3}),
     "sep_large": ("BeamSeparator", {"n_classes": 18, "n_slots": 3, "dim": 128, "hidden": 256,
                                     "n_shared": 4, "n_cond": 4}),
+    "refine": ("RefineStage", {"n_classes": 18, "n_slots": 3, "dim": 64, "hidden": 128,
+                               "n_blocks": 4}),
 }
-#: share of the time left after the feature pass
-BUDGET_SHARES = {"tagger_1ch": 0.12, "tagger_4ch": 0.16, "sep_small": 0.30, "sep_large": 0.42}
+#: share of the time left after the feature pass (training order)
+BUDGET_SHARES = {"tagger_1ch": 0.10, "tagger_4ch": 0.13, "sed": 0.07, "sep_small": 0.25,
+                 "sep_large": 0.33, "refine": 0.12}
+#: a target is active in a frame within this many dB of its loudest frame (`sed_targets`)
+SED_ACTIVE_DB = 30.0
+#: iterations of the refinement stage in the system YAML (each a cache stage)
+REFINE_ITERATIONS = 2
 _MODULE = "cache_builder.reference.models"
 #: ``--loss`` choices of the separators
 SEPARATION_LOSSES = ("official", "v1")
@@ -203,6 +221,61 @@ def train_tagger(model, feats, y, seconds: float, extra=None, p_extra: float = 0
                 j = torch.randint(len(extra[0]), (int(use.sum()),), generator=gen)
                 x[use], t[use] = extra[0][j].float(), extra[1][j]
         _step(model, opt, model.loss(_augment(x, n_log, gen), t), lr, clock, losses, "")
+    model.eval()
+    return {"steps": clock.step, "seconds": time.time() - clock.t0,
+            "final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
+def sed_targets(envelopes, labels, label_set: LabelSet, n_frames: int,
+                active_db: float = SED_ACTIVE_DB) -> np.ndarray:
+    """Frame activity of one soundscape's classes, the SED model's training target.
+
+    Args:
+        envelopes: ``(n_targets, frames)`` frame energies of the oracle targets
+            (`cache_builder.reference.data.envelope`, 0.1 s frames).
+        labels: the targets' class names, in the same order.
+        n_frames: frames of the output (cropped or zero-padded).
+        active_db: a target is active where its frame energy is within this many dB of its
+            loudest frame (and non-zero).
+
+    Returns:
+        ``(n_frames, C)`` uint8 in {0, 1}.
+    """
+    out = np.zeros((n_frames, label_set.n_classes), np.uint8)
+    for env, lab in zip(envelopes, labels):
+        peak = float(env.max()) if env.size else 0.0
+        if peak <= 0:
+            continue
+        on = (env > 0) & (env >= peak * 10 ** (-active_db / 10))
+        n = min(n_frames, len(on))
+        out[:n, label_set.index(lab)] |= on[:n].astype(np.uint8)
+    return out
+
+
+def train_sed(model, feats, targets, seconds: float, batch_size: int = 32, lr: float = 2e-3,
+              seed: int = 0, max_steps: Optional[int] = None) -> dict:
+    """Train the SED model on precomputed features ``(N, F, frames)`` against
+    ``(N, n_frames, C)`` frame activity (`sed_targets`) until ``seconds`` pass (or
+    ``max_steps``); augmentation: gain, one frequency mask and a circular shift by whole SED
+    frames (features and targets together)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    clock, losses = _Clock(seconds, max_steps), []
+    n_log = model.features.mel.shape[0]
+    pool = model.pool
+    model.train()
+    while clock.running():
+        idx = torch.randint(len(feats), (batch_size,), generator=gen)
+        x, t = feats[idx].float(), targets[idx]
+        shift = int(torch.randint(t.shape[1], (1,), generator=gen))
+        x = torch.roll(x, shift * pool, dims=-1)
+        t = torch.roll(t, shift, dims=1)
+        gain = (torch.rand(batch_size, 1, 1, generator=gen) * 12 - 6) * (math.log(10) / 10)
+        x[:, :n_log] += gain
+        width = int(torch.randint(0, 9, (1,), generator=gen))
+        lo = int(torch.randint(0, max(1, n_log - width), (1,), generator=gen))
+        x[:, lo: lo + width] = x[:, :n_log].mean(dim=(1, 2), keepdim=True)
+        _step(model, opt, model.loss(x, t), lr, clock, losses, "")
     model.eval()
     return {"steps": clock.step, "seconds": time.time() - clock.t0,
             "final_loss": float(np.mean(losses[-50:])) if losses else None}
@@ -352,19 +425,54 @@ def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int
             "final_loss_db": float(np.mean(losses[-50:])) if losses else None}
 
 
+def train_refine(model, separators: list, sed_model, sampler: CropSampler, seconds: float,
+                 batch_size: int = 8, lr: float = 1e-3, p_second: float = 0.5, seed: int = 0,
+                 max_steps: Optional[int] = None) -> dict:
+    """Train the refinement stage (module conventions) with the official loss on the stems of
+    the trained ``separators`` (one at random per batch), half of the time (``p_second``) on
+    its own output of those, guided by ``sed_model``'s float16-rounded frames."""
+    gen = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    clock, losses = _Clock(seconds, max_steps), []
+    model.train()
+    batches = _Prefetch(lambda: sampler.batch(batch_size, with_silent=True))
+    while clock.running():
+        mix, lv, tgt, valid, silent = (torch.from_numpy(a) for a in batches.next())
+        with torch.no_grad():
+            sep = separators[int(gen.integers(len(separators)))]
+            stems = sep.separate(mix, lv)
+            sed = torch.from_numpy(as_cached(sed_model({"waveform": mix})["probabilities"])
+                                   .astype(np.float32))
+            if gen.random() < p_second:
+                stems = model.refine(mix, lv, stems, sed)
+        est = model.refine(mix, lv, stems, sed)
+        _step(model, opt, class_aware_snr_loss(est, tgt, valid, silent), lr, clock, losses,
+              " dB")
+    batches.close()
+    model.eval()
+    return {"steps": clock.step, "seconds": time.time() - clock.t0,
+            "final_loss_db": float(np.mean(losses[-50:])) if losses else None}
+
+
 # ----------------------------------------------------------------------------- system
 
 
 def system_yaml(label_set: LabelSet, n_tracks: int = 3) -> str:
-    """The system YAML text naming the four models (checkpoints under ``weights/``)."""
-    def block(name):
-        cls, args = MODEL_SPECS[name]
-        return {"module": _MODULE, "class": cls, "args": dict(args),
-                "checkpoint": f"weights/{name}.pt"}
+    """The system YAML text naming the six models (checkpoints under ``weights/``): the SED
+    model as ``sed`` (0.1 s frames) and the refinement stage as ``refine``, SED-guided, run
+    `REFINE_ITERATIONS` times (cache stages ``refine#1``, ``refine#2``)."""
+    def block(key, **head):
+        cls, args = MODEL_SPECS[key]
+        return {**head, "module": _MODULE, "class": cls, "args": dict(args),
+                "checkpoint": f"weights/{key}.pt"}
+    refine = block("refine", name="refine")
+    refine.update(iterations=REFINE_ITERATIONS, sed_guided=True)
+    sed = block("sed", name="sed")
+    sed["frame_hop_s"] = models.SED_HOP / 32000
     data = {"label_set": label_set.name, "sample_rate_hz": 32000, "n_tracks": n_tracks,
             "taggers": {"1ch": block("tagger_1ch"), "4ch": block("tagger_4ch")},
             "separators": {"small": block("sep_small"), "large": block("sep_large")},
-            "retagger": "1ch", "stages": [], "allow_pickle": False}
+            "retagger": "1ch", "stages": [refine], "sed": sed, "allow_pickle": False}
     head = ("# casdri reference system: written by cache_builder.reference.train\n"
             "# (checkpoint paths are relative to this file's folder)\n")
     return head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
@@ -374,7 +482,7 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
                            minutes: float = 30.0, seed: int = 0, label_set="dcase2026t4",
                            max_steps: Optional[int] = None, threads: int = 2,
                            crop_seconds: float = 3.0, loss: str = "official") -> dict:
-    """Train the four reference models on ``data_dir/train`` and save them in ``out_dir``.
+    """Train the six reference models on ``data_dir/train`` and save them in ``out_dir``.
 
     Args:
         data_dir: folder with ``train/soundscape`` and ``train/oracle_target``.
@@ -407,6 +515,12 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
     _log(f"features done in {log['feature_seconds']:.0f} s")
     left = minutes * 60 - (time.time() - t_start) - 10.0
     rng = np.random.default_rng(seed)
+    n_sed = bank["feat4"].shape[-1]
+    n_sed = -(-n_sed // models["sed"].pool)
+    sed_y = torch.from_numpy(np.stack([sed_targets(e, c.labels, label_set, n_sed)
+                                       for e, c in zip(bank["envelopes"], clips)]))
+    sampler = CropSampler(clips, bank["envelopes"], label_set, 3, int(crop_seconds * 32000),
+                          rng)
     for name, model in models.items():
         seconds = max(left * BUDGET_SHARES[name], 1.0)
         _log(f"training {name} ({n_parameters(model)} params) for {seconds:.0f} s")
@@ -417,9 +531,14 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
         elif name == "tagger_4ch":
             info = train_tagger(model, bank["feat4"], bank["y"], seconds, seed=seed + 1,
                                 max_steps=max_steps)
+        elif name == "sed":
+            info = train_sed(model, bank["feat4"], sed_y, seconds, seed=seed + 2,
+                             max_steps=max_steps)
+        elif name == "refine":
+            info = train_refine(model, [models["sep_small"], models["sep_large"]],
+                                models["sed"], sampler, seconds, seed=seed + 3,
+                                max_steps=max_steps)
         else:
-            sampler = CropSampler(clips, bank["envelopes"], label_set, 3,
-                                  int(crop_seconds * 32000), rng)
             info = train_separator(model, sampler, seconds, max_steps=max_steps, loss=loss)
         info["parameters"] = n_parameters(model)
         torch.save(model.state_dict(), out_dir / "weights" / f"{name}.pt")
@@ -443,7 +562,9 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
     the reference) and source accuracy ``tp / (tp + fp + fn)``, percent, `casdri.metric`.
     Separators: mean CAPI-SDRi (dB) with the oracle labels as the query (canonical order),
     stems against the oracle targets, mixture channel 0 as the reference; zero-target clips
-    are left out (no label on either side). ``floors`` are the split's figures that need no
+    are left out (no label on either side); ``stages`` gives the same for each cache stage
+    after each separator (``"small>refine#1"``...). SED (when the system has it): frame F1,
+    precision and recall at probability 0.5 (percent) against `sed_targets`. ``floors`` are the split's figures that need no
     model (`cache_builder.soundscapes.stats.split_difficulty`): the all-silence tagger's
     mixture accuracy, the all-silent and the least-squares-scaled-mixture CAPI-SDRi floors,
     the ideal-ratio-mask ceiling and the median SNR of the mixture against the targets; a
@@ -456,7 +577,9 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
     ls = system.label_set
     clips = list_clips(split_dir, ls)[:limit]
     counts = {name: [] for name in system.taggers}
-    sdri = {name: [] for name in system.separators}
+    stage_names = [n for n, _ in system.spec.stage_runs()]
+    sdri = {(name, k): [] for name in system.separators for k in range(1 + len(stage_names))}
+    sed_tp = sed_fp = sed_fn = 0
     for lo in range(0, len(clips), batch_size):
         chunk = clips[lo: lo + batch_size]
         audio = [read_crop(c) for c in chunk]
@@ -466,16 +589,27 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
             for p, c in zip(probs, chunk):
                 est = [ls.classes[k] for k in p.argmax(-1) if k < ls.n_classes]
                 counts[name].append(label_counts(est, list(c.labels)))
+        sed = None
+        if system.sed is not None:
+            frames = system.detect(mix)
+            sed = torch.from_numpy(frames.astype(np.float32))
+            for f, c, (_, ref) in zip(frames, chunk, audio):
+                want = sed_targets(envelope(ref), c.labels, ls, f.shape[0]).astype(bool)
+                got = f.astype(np.float32) >= 0.5
+                sed_tp += int((got & want).sum())
+                sed_fp += int((got & ~want).sum())
+                sed_fn += int((~got & want).sum())
         queries = [sorted(ls.index(lab) for lab in c.labels) for c in chunk]
         for name in system.separators:
-            stems = system.separate(name, mix, queries)[0][:, :, 0].numpy()
-            for s, q, c, (m, ref) in zip(stems, queries, chunk, audio):
-                if not q:
-                    continue
-                value = capi_sdri([ls.classes[k] for k in q], s[: len(q)], list(c.labels),
-                                  ref, m[0])
-                if value is not None:
-                    sdri[name].append(value)
+            outs = system.separate(name, mix, queries, sed=sed)
+            for k, out in enumerate(outs):
+                for s, q, c, (m, ref) in zip(out[:, :, 0].numpy(), queries, chunk, audio):
+                    if not q:
+                        continue
+                    value = capi_sdri([ls.classes[j] for j in q], s[: len(q)], list(c.labels),
+                                      ref, m[0])
+                    if value is not None:
+                        sdri[(name, k)].append(value)
     split = split_difficulty(split_dir, limit)
     out = {"n_soundscapes": len(clips), "taggers": {}, "separators": {},
            "floors": {"silence_tagger_accuracy_mix_pct": split.silence_tagger_pct,
@@ -486,9 +620,17 @@ def evaluate_reference_system(system_yaml_path: Union[str, Path], split_dir: Uni
     for name, cs in counts.items():
         acc_mix, acc_src = label_accuracies(cs)
         out["taggers"][name] = {"accuracy_mix_pct": acc_mix, "accuracy_src_pct": acc_src}
-    for name, vals in sdri.items():
-        out["separators"][name] = {"capi_sdri_db": float(np.mean(vals)) if vals else None,
-                                   "n_scored": len(vals)}
+    for (name, k), vals in sdri.items():
+        figures = {"capi_sdri_db": float(np.mean(vals)) if vals else None, "n_scored": len(vals)}
+        if k == 0:
+            out["separators"][name] = figures
+        else:
+            out.setdefault("stages", {})[f"{name}>{stage_names[k - 1]}"] = figures
+    if system.sed is not None:
+        pct = lambda a, b: 100.0 * a / b if b else None  # noqa: E731
+        out["sed"] = {"frame_f1_pct": pct(2 * sed_tp, 2 * sed_tp + sed_fp + sed_fn),
+                      "frame_precision_pct": pct(sed_tp, sed_tp + sed_fp),
+                      "frame_recall_pct": pct(sed_tp, sed_tp + sed_fn)}
     return out
 
 
