@@ -1,4 +1,4 @@
-"""The gap to the oracle labelling bound as a stacked bar figure (matplotlib, imported lazily).
+"""The gap to the oracle labelling bound as a stacked bar figure (a `matplotlib.figure.Figure`).
 
 Conventions: left, one bar per scene type plus ``all``; right, one bar per class; each bar
 is stacked by part (`casdri._gap_states.PARTS`, dB of the dataset mean, negative parts below
@@ -6,8 +6,8 @@ zero), so a bar's net height is its share of the gap. Used by `search.report` an
 """
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from ._gap_states import PART_NAMES, PARTS
 
@@ -34,14 +34,16 @@ def gap_figure(explanation, max_classes: int = 18):
         explanation: the decomposition; max_classes: classes shown (largest total first).
 
     Returns:
-        A matplotlib ``Figure`` (the caller saves and closes it).
+        A `matplotlib.figure.Figure`, not registered with pyplot (the caller saves it;
+        ``display(fig)`` shows it in a notebook).
     """
     e = explanation
     sc = e.per_scene.copy()
     total = {p: float(e.parts.set_index("part").loc[p, "gap_db"]) for p in PARTS}
     sc.loc[len(sc)] = {"scene": "all", **total, "total": e.gap_db}
     pc = e.per_class.sort_values("total", ascending=False).head(max_classes)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=[1, 2.4])
+    fig = Figure(figsize=(10, 3.8))
+    a, b = fig.subplots(1, 2, width_ratios=[1, 2.4])
     _stack(a, list(sc["scene"]), sc)
     _stack(b, list(pc["class"]), pc)
     a.set_ylabel("share of the gap (dB CAPI-SDRi)")

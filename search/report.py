@@ -16,11 +16,10 @@ import io
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+from matplotlib.figure import Figure
 
 from casdri._io import atomic_write_bytes
 from casdri.gap import explain
@@ -73,20 +72,19 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:+.3f}") -> str:
 def _fig_bytes(fig, tight: bool = True) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
-    plt.close(fig)
     return buf.getvalue()
 
 
-def _plt():
-    """pyplot on the file-only Agg backend (the report writes PNGs, it shows nothing)."""
-    matplotlib.use("Agg", force=True)
-    return plt
+def _subplots(figsize, *args, **kwargs):
+    """A `matplotlib.figure.Figure` and its axes (no pyplot: the report only writes PNGs,
+    through the Agg canvas ``savefig`` picks)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _fig_stage_gains(result: SearchResult) -> bytes:
-    plt = _plt()
     st = result.stage_table()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = _subplots((7, 3.2))
     xs = np.arange(len(st))
     ax.bar(xs - 0.2, st["tune_gain_db"].fillna(0.0), 0.4, label="tune (final chain)")
     if result.fold_results:
@@ -110,12 +108,11 @@ def _last_moves(result: SearchResult) -> dict:
 
 
 def _fig_threshold(param: str, moves: dict, names) -> bytes:
-    plt = _plt()
     n = len(names)
     ncol = 6 if n > 6 else n
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 1.8 * nrow + 0.4), squeeze=False,
-                             sharey=False)
+    fig, axes = _subplots((2.2 * ncol, 1.8 * nrow + 0.4), nrow, ncol, squeeze=False,
+                          sharey=False)
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.07, top=1 - 0.45 / (1.8 * nrow + 0.4),
                         wspace=0.35, hspace=0.55)
     for c in range(nrow * ncol):
@@ -142,8 +139,7 @@ def _fig_threshold(param: str, moves: dict, names) -> bytes:
 
 
 def _fig_per_class(table: pd.DataFrame) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 0.25 * len(table) + 1.2))
+    fig, ax = _subplots((7, 0.25 * len(table) + 1.2))
     ys = np.arange(len(table))
     ax.barh(ys - 0.2, table["baseline_db"], 0.4, label="baseline")
     ax.barh(ys + 0.2, table["final_db"], 0.4, label="final policy")
@@ -156,8 +152,7 @@ def _fig_per_class(table: pd.DataFrame) -> bytes:
 
 
 def _fig_confusion(matrix: np.ndarray, labels) -> bytes:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(0.32 * len(labels) + 2, 0.32 * len(labels) + 1.5))
+    fig, ax = _subplots((0.32 * len(labels) + 2, 0.32 * len(labels) + 1.5))
     im = ax.imshow(np.log1p(matrix), cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
@@ -242,7 +237,6 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
             table = prob.per_class_table(result.x_final)
             figs["per-class CAPI-SDRi"] = ("per_class.png", _fig_per_class(table))
         if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
-            _plt()
             figs["gap to the oracle labelling bound"] = ("gap.png", _fig_bytes(gap_figure(
                 explain(prob.cache, prob.policy, result.x_final))))
         if hasattr(prob, "confusion"):

@@ -77,3 +77,10 @@ def test_the_import_scan_can_fail(tmp_path):
     probe.write_text("import os\nif TYPE_CHECKING:\n    import sys\ndef f():\n    import json\n"
                      "class C:\n    def g(self):\n        from os import path\n")
     assert _imports_below_module_top(probe) == ["probe.py:5", "probe.py:8"]
+
+
+def test_search_modules_leave_scipy_stats_and_pyplot_unimported():
+    """The search path's imports cost every warm run; scipy.stats (~0.8 s) and pyplot are not
+    needed for it (the acceptance test's p-value comes from scipy.special)."""
+    loaded = _modules_after("import search.cli, search.run, search.report, search.acceptance")
+    assert "scipy.stats" not in loaded and "matplotlib.pyplot" not in loaded

@@ -92,14 +92,84 @@ def test_batch_of_two_equals_two_batches_of_one(name):
     x = _mixture(2, 24001, seed=1)
     x[1] *= 3.0
     with torch.no_grad():
-        if name in TAGGERS:
+        if name in TAGGERS or name == "sed":
             run = lambda i: model({"waveform": x[i]})["probabilities"]  # noqa: E731
+        elif name == "refine":
+            lv = _label_vector([[1, 4, 4], [9]])
+            stems = 0.05 * torch.randn(2, 3, 1, x.shape[-1], generator=torch.Generator()
+                                       .manual_seed(2))
+            sed = torch.rand(2, 8, C, generator=torch.Generator().manual_seed(3))
+            run = lambda i: model({"mixture": x[i], "label_vector": lv[i], "stems": stems[i],  # noqa
+                                   "sed": sed[i]})["waveform"]
         else:
             lv = _label_vector([[1, 4, 4], [9]])
             run = lambda i: model({"mixture": x[i], "label_vector": lv[i]})["waveform"]  # noqa
         both = run(slice(0, 2))
         one = torch.cat([run(slice(0, 1)), run(slice(1, 2))])
     torch.testing.assert_close(both, one, rtol=0, atol=ATOL_BATCH * float(one.abs().max()))
+
+
+@pytest.mark.parametrize("t", [16001, 7, 32000])
+def test_sed_frames_are_probabilities_at_the_sed_hop(t):
+    model = build_model("sed").eval()
+    with torch.no_grad():
+        out = model({"waveform": _mixture(2, t)})["probabilities"]
+    assert out.shape == (2, -(-(1 + t // 640) // 5), C) and out.dtype == torch.float32
+    assert ((out >= 0) & (out <= 1)).all()
+    with pytest.raises(ValueError, match="FOA"):
+        model({"waveform": _mixture(1, t)[:, :1]})
+
+
+def test_refine_stage_starts_near_identity_and_keeps_empty_slots_silent():
+    """Untrained, the stage returns about its input stems (g = 1, m = 0), so iterating it is
+    safe; an empty slot stays all-zero whatever its input stem."""
+    model = build_model("refine").eval()
+    x = _mixture(2, 16001)
+    stems = 0.05 * torch.randn(2, 3, 1, 16001, generator=torch.Generator().manual_seed(1))
+    lv = _label_vector([[3, 15], [0]])
+    sed = torch.rand(2, 6, C, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = model({"mixture": x, "label_vector": lv, "stems": stems, "sed": sed})["waveform"]
+    assert out.shape == (2, 3, 1, 16001)
+    assert not out[0, 2].any() and not out[1, 1:].any()
+    for b, s in [(0, 0), (0, 1), (1, 0)]:
+        rel = (out[b, s] - stems[b, s]).norm() / stems[b, s].norm()
+        assert float(rel) < 0.2, (b, s, float(rel))
+
+
+def test_refine_stage_computes_each_distinct_slot_once_and_equals_single_items():
+    """Queries sharing (mixture, SED, class, stem) share the refined stem bit for bit, and the
+    deduplicated batch equals each item refined alone."""
+    model = build_model("refine").eval()
+    with torch.no_grad():
+        for prm in model.parameters():  # move off the identity so slots differ
+            prm.add_(0.05 * torch.randn(prm.shape, generator=torch.Generator().manual_seed(4)))
+    x = _mixture(1, 8000).repeat(3, 1, 1)
+    sed = torch.rand(1, 3, C, generator=torch.Generator().manual_seed(5)).repeat(3, 1, 1)
+    stems = 0.05 * torch.randn(3, 3, 1, 8000, generator=torch.Generator().manual_seed(6))
+    stems[1, 0] = stems[0, 0]
+    lv = _label_vector([[3], [3, 7], [3]])
+    batch = {"mixture": x, "label_vector": lv, "stems": stems, "sed": sed}
+    with torch.no_grad():
+        out = model(batch)["waveform"]
+        alone = [model({k: v[i: i + 1] for k, v in batch.items()})["waveform"][0]
+                 for i in range(3)]
+    assert torch.equal(out[0, 0], out[1, 0])
+    assert not torch.equal(out[0, 0], out[2, 0])
+    for i in range(3):
+        torch.testing.assert_close(out[i], alone[i], rtol=0,
+                                   atol=ATOL_BATCH * float(alone[i].abs().max()))
+
+
+def test_sed_targets_mark_frames_near_each_targets_peak():
+    from cache_builder.reference.train import sed_targets
+    env = np.array([[0.0, 1.0, 0.01, 1e-4, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
+    got = sed_targets(env, ["Speech", "Cough"], DCASE2026T4, n_frames=6, active_db=30.0)
+    sp, co = DCASE2026T4.index("Speech"), DCASE2026T4.index("Cough")
+    assert got.shape == (6, C) and got.dtype == np.uint8
+    assert got[:, sp].tolist() == [0, 1, 1, 0, 0, 0]   # -20 dB in, -40 dB out
+    assert not got[:, co].any(), "a silent target marks nothing"
+    assert got.sum() == 2
 
 
 def test_duplicate_class_slots_differ():

@@ -3,12 +3,16 @@ moves, and the rule on synthetic caches with a planted per-class effect (kept) a
 noise (nothing per-class kept). The 20-seed version is `benchmarks/bench_acceptance.py`."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from casdri.errors import InputError
 from casdri.synthetic import QUIET_GATE_DB, make_synthetic_cache
-from search.acceptance import Acceptance, halves, linearised_gains, part_scores
+from search.acceptance import (Acceptance, halves, linearised_gains, one_sided_t_pvalue,
+                               part_scores)
 from search.casdri_problem import CasdriProblem
 from search.moves import best_move, threshold_ends
 from search.objective import Objective
@@ -222,3 +226,19 @@ def test_global_move_from_unequal_columns_is_replayed(recwarn):
     assert m2.best_value == m1.best_value == x[p.columns[0]]
     assert m2.best_score_db == pytest.approx(m1.best_score_db, abs=1e-12)
     assert not [w for w in recwarn if "change points" in str(w.message)]
+
+
+def test_one_sided_t_pvalue_equals_scipy_stats_ttest_1samp():
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        n = int(rng.integers(2, 300))
+        x = rng.normal(rng.normal(0, 0.3), 1, n) * 10 ** rng.uniform(-4, 1)
+        if i % 5 == 0:
+            x = np.where(rng.random(n) < 0.9, 0.0, x)   # mostly unchanged soundscapes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = stats.ttest_1samp(x, 0.0, alternative="greater").pvalue
+        np.testing.assert_allclose(one_sided_t_pvalue(x), want, rtol=1e-12, atol=0)
+    assert one_sided_t_pvalue([1.0, 1.0, 1.0]) == 0.0
+    assert one_sided_t_pvalue([-1.0, -1.0]) == 1.0
+    assert np.isnan(one_sided_t_pvalue([0.0, 0.0, 0.0]))
