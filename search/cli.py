@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "when the cache records them, else by room; default: %(default)s)")
     p.add_argument("--split", metavar="NAME", help="tune on this split of the cache only "
                    "(default: all; with --test-split the split the cache has most of)")
-    p.add_argument("--test-split", metavar="NAME", help="score the final policy on this split "
-                   "(never tuned on), beside the k-fold estimate, e.g. eval")
+    p.add_argument("--test-split", metavar="NAME|auto|none", default="auto",
+                   help="score the final policy on this split (never tuned on), beside the "
+                        "k-fold estimate (auto: the cache's eval split when it has one and "
+                        "--split is not eval; none: no test; default: %(default)s)")
     p.add_argument("--accept", choices=["evidence", "margin"], default="evidence",
                    help="how a change is kept: evidence (default; cross-fitted over two halves "
                         "of the tune set, a one-sided paired t-test over soundscapes, a minimum "

@@ -9,6 +9,9 @@ Conventions:
       has them, else its rooms). Repeat ``r`` splits with seed ``seed + r``.
     * ``--test-split NAME``: the search tunes on the other split (``--split``, default the one
       the cache has most soundscapes of) and the final policy is scored once on ``NAME``.
+      By default (``"auto"``) a cache with an ``eval`` split tests on it (unless ``--split
+      eval``), so the realised gain on the shifted split prints beside the k-fold estimate;
+      ``"none"`` (or ``None``) tests on nothing.
     * The policy written out is the ``final`` chain, tuned on every tune soundscape.
 """
 from __future__ import annotations
@@ -230,7 +233,7 @@ def _check_storage(settings: SearchSettings) -> None:
 
 
 def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=None,
-               split: Optional[str] = None, test_split: Optional[str] = None,
+               split: Optional[str] = None, test_split: Optional[str] = "auto",
                allow_incomplete: bool = False,
                on_status: Optional[Callable[[str], None]] = None,
                on_stage: Optional[Callable] = None, **kwargs) -> SearchResult:
@@ -244,7 +247,9 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
         policy_in: YAML file of policy parameters to start from (default: its defaults).
         split: tune on this split only (default: every soundscape, or with ``test_split`` the
             split the cache has most soundscapes of).
-        test_split: score the final policy once on this split (never tuned on).
+        test_split: score the final policy once on this split (never tuned on);
+            ``"auto"`` (default): ``eval`` when the cache has it and ``split`` is not
+            ``eval``, else none; ``"none"`` or None: no test split.
         allow_incomplete: search a cache whose build has not finished every chunk (see
             `casdri.cache.load_cache`); refused by default.
         on_status: called with a status line ("compiling kernels", "r0.fold-1: ...").
@@ -265,6 +270,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     path, dc = cp.open_cache(cache, allow_incomplete)
     problem = cp.CasdriProblem(dc, settings.policy)
     groups, group_by = cache_groups(dc, path, settings.group_by)
+    test_split = resolve_test_split(dc, split, test_split)
     idx = _tune_idx(dc, split, test_split)
     n_src = problem.n_sources()
     say("scoring baseline and oracle" + (
@@ -309,6 +315,21 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     result.provenance = cp.provenance(problem, path, result, policy_in)
     result.provenance.update(split=split, test_split=test_split, group_by=group_by)
     return result
+
+
+#: the split ``test_split="auto"`` tests on when the cache has it
+AUTO_TEST_SPLIT = "eval"
+
+
+def resolve_test_split(dc, split: Optional[str], test_split: Optional[str]) -> Optional[str]:
+    """The test split a search uses: ``"auto"`` → `AUTO_TEST_SPLIT` when the cache has that
+    split and ``split`` is another (else None); ``"none"``/None → None; a name → itself."""
+    if test_split is None or test_split == "none":
+        return None
+    if test_split != "auto":
+        return test_split
+    have = set(np.unique(dc.splits.astype(str)).tolist())
+    return AUTO_TEST_SPLIT if AUTO_TEST_SPLIT in have and split != AUTO_TEST_SPLIT else None
 
 
 def _tune_idx(dc, split, test_split):

@@ -97,16 +97,17 @@ def test_old_caches_without_the_columns_load_with_none(tmp_path):
 
 
 def test_search_groups_by_recording_by_default_and_by_room_on_request(grouped):
-    r = run_search(grouped, stage="select", folds=3, n_boot=200)
+    r = run_search(grouped, stage="select", folds=3, n_boot=200, test_split="none")
     f = r.folds
     assert f.group_by == "recording" and f.n_groups == 30
     dc = load_cache(grouped)
     rec0 = np.array([x[0] for x in dc.recordings])
     for rec in np.unique(rec0):
         assert np.unique(f.fold_of[rec0 == rec]).size == 1
-    r = run_search(grouped, stage="select", folds=3, n_boot=200, group_by="room")
+    r = run_search(grouped, stage="select", folds=3, n_boot=200, group_by="room",
+                   test_split="none")
     assert r.folds.group_by == "room"
-    assert run_search(grouped, stage="select", folds=3, n_boot=200,
+    assert run_search(grouped, stage="select", folds=3, n_boot=200, test_split="none",
                       group_by="none").folds.groups is None
     with pytest.raises(InputError, match="--group-by nope: .* has no column 'nope'"):
         run_search(grouped, stage="select", folds=3, group_by="nope")
@@ -128,6 +129,19 @@ def test_test_split_tunes_on_dev_and_scores_eval_once(grouped):
     assert r.test.gain.gain_db == pytest.approx(np.nanmean(v) - np.nanmean(b), abs=1e-12)
     with pytest.raises(InputError, match="no such split; it has dev .60., eval .30."):
         run_search(grouped, stage="gates", test_split="test")
+
+
+def test_a_cache_with_an_eval_split_is_tested_on_it_by_default(grouped):
+    """test_split "auto" (the default): the eval split is the test unless the user tunes on
+    it; "none" tests on nothing and tunes on every soundscape."""
+    auto = run_search(grouped, stage="select", folds=3, n_boot=100)
+    assert auto.test.split == "eval" and auto.folds.n_soundscapes == 60
+    explicit = run_search(grouped, stage="select", folds=3, n_boot=100, test_split="eval")
+    assert explicit.test.gain.gain_db == auto.test.gain.gain_db
+    on_eval = run_search(grouped, stage="select", folds=3, n_boot=100, split="eval")
+    assert on_eval.test is None and on_eval.folds.n_soundscapes == 30
+    none = run_search(grouped, stage="select", folds=3, n_boot=100, test_split="none")
+    assert none.test is None and none.folds.n_soundscapes == 90
 
 
 # ---------------------------------------------------------------- --stage auto, --repeats
