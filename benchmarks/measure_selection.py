@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--cache", help="cache directory (default: the bundled demo cache)")
     ap.add_argument("--group-by", default="auto")
-    ap.add_argument("--test-split")
+    ap.add_argument("--test-split", default="auto", help="auto: the eval split when the cache has one")
     args = ap.parse_args(argv)
 
     from search.run import run_search
