@@ -646,14 +646,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="separator loss: official class-aware -SNR (default) or v1")
     p.add_argument("--evaluate", action="store_true", help="score DATA/dev afterwards")
     p.add_argument("--evaluate-only", action="store_true", help="skip training")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate the first N dev soundscapes only (default: all)")
     a = p.parse_args(argv)
+    if a.limit is not None and a.limit < 1:
+        p.error(f"--limit must be >= 1, got {a.limit}")
     if not a.evaluate_only:
         train_reference_system(a.data, a.out, a.minutes, a.seed, threads=a.threads,
                                loss=a.loss)
     if a.evaluate or a.evaluate_only:
         torch.set_num_threads(a.threads)
         t0 = time.time()
-        metrics = evaluate_reference_system(Path(a.out) / "system.yaml", Path(a.data) / "dev")
+        metrics = evaluate_reference_system(Path(a.out) / "system.yaml", Path(a.data) / "dev",
+                                            limit=a.limit)
         metrics["seconds"] = time.time() - t0
         (Path(a.out) / "dev_metrics.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps(metrics, indent=2))
