@@ -330,3 +330,51 @@ def test_evaluate_reports_figures_beside_the_split_floors(tmp_path):
 
 def test_shipped_yaml_matches_model_specs():
     assert (REFERENCE / "system.yaml").read_text() == system_yaml(DCASE2026T4)
+
+
+def test_silent_slots_are_empty_or_silent_in_the_crop():
+    """The official loss scores 0 on empty slots and on references silent in the crop (an
+    absent class asked for); a reference 20 dB under the mixture is still scored."""
+    from cache_builder.reference.train import silent_slots
+    mix = torch.ones(1, 4, 100)
+    tgt = torch.zeros(1, 3, 100)
+    tgt[0, 0] = 0.1             # -20 dB of the mixture's channel 0: scored
+    tgt[0, 1] = 0.01            # -40 dB: silent in the crop
+    empty = torch.tensor([[False, False, True]])
+    assert silent_slots(tgt, mix, empty).tolist() == [[False, True, True]]
+
+
+def test_official_loss_does_not_push_a_silent_reference_to_tens_of_db():
+    """Without `silent_slots`, an absent class's zero reference costs tens of dB for any sound
+    (the collapse to all-silent stems); with it, the cost of the batch is the present slot's."""
+    from cache_builder.reference.train import silent_slots
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(1, 4, 800, generator=g)
+    ref = torch.zeros(1, 3, 800)
+    ref[0, 0] = mix[0, 0] * 0.5
+    est = mix[:, :1].repeat(1, 3, 1) * 0.4        # slot 0 at 20·log10(0.5/0.1) = 14 dB SNR
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    empty = torch.tensor([[False, False, True]])
+    raw = float(class_aware_snr_loss(est, ref, valid, empty))
+    fixed = float(class_aware_snr_loss(est, ref, valid, silent_slots(ref, mix, empty)))
+    assert raw > 20.0
+    # the present slot costs -14 dB, the absent and the empty one nothing: mean over 3 slots
+    assert fixed == pytest.approx(-20 * np.log10(0.5 / 0.1) / 3, abs=1e-3)
+
+
+def test_resume_reuses_trained_models_and_redoes_no_finished_work(tmp_path):
+    data = _tiny_folder(tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    first = train_reference_system(data, out, minutes=5, max_steps=1, crop_seconds=0.25)
+    before = {n: (out / "weights" / f"{n}.pt").stat().st_mtime_ns for n in MODEL_SPECS}
+    import json
+    log = json.loads((out / "train_log.json").read_text())
+    for name in ("sep_large", "refine"):   # as if killed during sep_large
+        del log["models"][name]
+    (out / "train_log.json").write_text(json.dumps(log))
+    again = train_reference_system(data, out, minutes=5, max_steps=1, crop_seconds=0.25,
+                                   resume=True)
+    after = {n: (out / "weights" / f"{n}.pt").stat().st_mtime_ns for n in MODEL_SPECS}
+    assert again["resumed"] == sorted(set(MODEL_SPECS) - {"sep_large", "refine"})
+    assert [n for n in MODEL_SPECS if after[n] != before[n]] == ["sep_large", "refine"]
+    assert again["models"]["tagger_1ch"] == first["models"]["tagger_1ch"]

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import yaml
 
+from casdri._io import atomic_write_text
 from casdri.labels import LabelSet, get_label_set
 from casdri.metric import capi_sdri, label_accuracies, label_counts
 from casdri.sed import as_cached
@@ -404,6 +405,31 @@ class _Prefetch:
         self.thread.join()
 
 
+#: a slot whose reference holds less than this (dB) of the crop's mixture channel-0 energy is
+#: silent for the official loss (an absent-class query, or an event outside the crop)
+SILENT_REFERENCE_DB = -30.0
+
+
+def silent_slots(tgt, mix, empty, level_db: float = SILENT_REFERENCE_DB):
+    """The slots the official loss scores 0: empty slots, and slots whose reference is silent
+    in the crop (energy below ``level_db`` of the mixture's channel 0: an absent class asked
+    for, or an event outside the crop).
+
+    The official training queries only the classes present in a whole 10 s soundscape, so no
+    reference is silent there; with 3 s crops and absent-class queries, the loss's
+    ``−10·log10(ε / (‖e‖² + ε))`` on a silent reference (tens of dB for any sound) pushes
+    every stem to zero within a hundred steps, a state the sigmoid mask does not leave.
+
+    Args:
+        tgt: ``(B, S, L)`` references; mix: ``(B, 4, L)`` crops; empty: ``(B, S)`` bool.
+
+    Returns:
+        ``(B, S)`` bool.
+    """
+    floor = 10 ** (level_db / 10) * mix[:, 0].pow(2).sum(-1, keepdim=True)
+    return empty | (tgt.pow(2).sum(-1) <= floor)
+
+
 def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int = 8,
                     lr: float = 1e-3, max_steps: Optional[int] = None,
                     loss: str = "official") -> dict:
@@ -416,7 +442,8 @@ def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int
     while clock.running():
         mix, lv, tgt, valid, silent = (torch.from_numpy(a) for a in batches.next())
         est = model.separate(mix, lv)
-        value = class_aware_snr_loss(est, tgt, valid, silent) if loss == "official" else \
+        value = class_aware_snr_loss(est, tgt, valid, silent_slots(tgt, mix, silent)) \
+            if loss == "official" else \
             separation_loss(est, tgt, mix[:, 0], valid)
         _step(model, opt, value, lr, clock, losses, " dB")
     batches.close()
@@ -446,8 +473,8 @@ def train_refine(model, separators: list, sed_model, sampler: CropSampler, secon
             if gen.random() < p_second:
                 stems = model.refine(mix, lv, stems, sed)
         est = model.refine(mix, lv, stems, sed)
-        _step(model, opt, class_aware_snr_loss(est, tgt, valid, silent), lr, clock, losses,
-              " dB")
+        _step(model, opt, class_aware_snr_loss(est, tgt, valid, silent_slots(tgt, mix, silent)),
+              lr, clock, losses, " dB")
     batches.close()
     model.eval()
     return {"steps": clock.step, "seconds": time.time() - clock.t0,
@@ -481,7 +508,8 @@ def system_yaml(label_set: LabelSet, n_tracks: int = 3) -> str:
 def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path],
                            minutes: float = 30.0, seed: int = 0, label_set="dcase2026t4",
                            max_steps: Optional[int] = None, threads: int = 2,
-                           crop_seconds: float = 3.0, loss: str = "official") -> dict:
+                           crop_seconds: float = 3.0, loss: str = "official",
+                           resume: bool = False) -> dict:
     """Train the six reference models on ``data_dir/train`` and save them in ``out_dir``.
 
     Args:
@@ -493,6 +521,10 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
         threads: ``torch.set_num_threads``.
         crop_seconds: separator training crop length.
         loss: separator loss, one of `SEPARATION_LOSSES`.
+        resume: reuse the models that ``out_dir/train_log.json`` lists as trained (their
+            checkpoints loaded, not retrained: a killed run redoes no finished model); the
+            models left share the time left by their `BUDGET_SHARES`. The log is written
+            after every model.
 
     Returns:
         The training log: per model steps, seconds, parameters and final loss.
@@ -509,9 +541,22 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
     clips = list_clips(Path(data_dir) / "train", label_set)
     _log(f"{len(clips)} training soundscapes; budget {minutes:.1f} min")
     models = {name: build_model(name) for name in MODEL_SPECS}
+    done: dict = {}
+    log_path = out_dir / "train_log.json"
+    if resume and log_path.is_file():
+        done = json.loads(log_path.read_text()).get("models", {})
+        for name in list(done):
+            ckpt = out_dir / "weights" / f"{name}.pt"
+            if name not in models or not ckpt.is_file():
+                done.pop(name)
+                continue
+            models[name].load_state_dict(torch.load(ckpt, weights_only=True))
+            models[name].eval()
+            _log(f"resume: {name} already trained ({done[name].get('steps')} steps), reused")
     bank = tagger_bank(clips, label_set, 3, models["tagger_1ch"], models["tagger_4ch"])
     log = {"n_train": len(clips), "seed": seed, "minutes": minutes, "loss": loss,
-           "feature_seconds": time.time() - t_start, "models": {}}
+           "feature_seconds": time.time() - t_start, "models": dict(done),
+           "resumed": sorted(done)}
     _log(f"features done in {log['feature_seconds']:.0f} s")
     left = minutes * 60 - (time.time() - t_start) - 10.0
     rng = np.random.default_rng(seed)
@@ -521,8 +566,11 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
                                        for e, c in zip(bank["envelopes"], clips)]))
     sampler = CropSampler(clips, bank["envelopes"], label_set, 3, int(crop_seconds * 32000),
                           rng)
+    todo_share = sum(BUDGET_SHARES[n] for n in models if n not in done) or 1.0
     for name, model in models.items():
-        seconds = max(left * BUDGET_SHARES[name], 1.0)
+        if name in done:
+            continue
+        seconds = max(left * BUDGET_SHARES[name] / todo_share, 1.0)
         _log(f"training {name} ({n_parameters(model)} params) for {seconds:.0f} s")
         if name == "tagger_1ch":
             info = train_tagger(model, bank["feat1"], bank["y"], seconds,
@@ -543,10 +591,11 @@ def train_reference_system(data_dir: Union[str, Path], out_dir: Union[str, Path]
         info["parameters"] = n_parameters(model)
         torch.save(model.state_dict(), out_dir / "weights" / f"{name}.pt")
         log["models"][name] = info
+        atomic_write_text(log_path, json.dumps(log, indent=2))
         _log(f"{name}: {info}")
     (out_dir / "system.yaml").write_text(system_yaml(label_set))
     log["total_seconds"] = time.time() - t_start
-    (out_dir / "train_log.json").write_text(json.dumps(log, indent=2))
+    atomic_write_text(log_path, json.dumps(log, indent=2))
     _log(f"done in {log['total_seconds'] / 60:.1f} min → {out_dir}")
     return log
 
@@ -645,6 +694,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--loss", choices=SEPARATION_LOSSES, default="official",
                    help="separator loss: official class-aware -SNR (default) or v1")
     p.add_argument("--evaluate", action="store_true", help="score DATA/dev afterwards")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the models OUT/train_log.json lists as trained (a killed run "
+                        "redoes no finished model)")
     p.add_argument("--evaluate-only", action="store_true", help="skip training")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate the first N dev soundscapes only (default: all)")
@@ -653,7 +705,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.error(f"--limit must be >= 1, got {a.limit}")
     if not a.evaluate_only:
         train_reference_system(a.data, a.out, a.minutes, a.seed, threads=a.threads,
-                               loss=a.loss)
+                               loss=a.loss, resume=a.resume)
     if a.evaluate or a.evaluate_only:
         torch.set_num_threads(a.threads)
         t0 = time.time()
