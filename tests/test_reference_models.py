@@ -378,3 +378,11 @@ def test_resume_reuses_trained_models_and_redoes_no_finished_work(tmp_path):
     assert again["resumed"] == sorted(set(MODEL_SPECS) - {"sep_large", "refine"})
     assert [n for n in MODEL_SPECS if after[n] != before[n]] == ["sep_large", "refine"]
     assert again["models"]["tagger_1ch"] == first["models"]["tagger_1ch"]
+
+
+def test_trainer_cli_refuses_a_limit_below_one(capsys):
+    from cache_builder.reference.train import main
+    with pytest.raises(SystemExit) as e:
+        main(["--data", "d", "--out", "o", "--evaluate-only", "--limit", "0"])
+    assert e.value.code == 2
+    assert "--limit must be >= 1, got 0" in capsys.readouterr().err
