@@ -5,7 +5,8 @@ the tune gain, the optimism (tune − held-out) and, for ``auto``, what it kept;
 over seeds. A script printing figures (issue 12's acceptance figures), never a test.
 
 Usage: ``python benchmarks/measure_selection.py [--stages gates all auto] [--seeds 0 1 2 3 4]
-[--repeats 1] [--cache DIR] [--group-by auto] [--test-split NAME]``
+[--repeats 1] [--cache DIR] [--group-by auto] [--test-split auto|NAME|none]
+[--policy refine]``
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--cache", help="cache directory (default: the bundled demo cache)")
     ap.add_argument("--group-by", default="auto")
+    ap.add_argument("--policy", default="refine", help="registered policy to tune")
     ap.add_argument("--test-split", default="auto", help="auto: the eval split when the cache has one")
     args = ap.parse_args(argv)
 
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
         for stage in args.stages:
             t0 = time.perf_counter()
             r = run_search(args.cache, stage=stage, seed=seed, repeats=args.repeats,
+                           policy=args.policy,
                            group_by=args.group_by, test_split=args.test_split, n_boot=4000)
             h = r.heldout
             test = (f" test {r.test.gain.gain_db:+.3f} [{r.test.gain.gain_ci_db[0]:+.3f}, "

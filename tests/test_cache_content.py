@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import casdri
+from casdri.sed import summary_of_cache
 from casdri import schema as sc
 from casdri.errors import CacheError, CacheSchemaError
 
@@ -85,7 +86,8 @@ BAD = {
                            CacheSchemaError, r"sample_rate_hz 16000, but label set "
                            r"'dcase2026t4' is scored at 32000 Hz"),
     "a whole chunk missing": (lambda c: [(c / t / "part-dev-000of001-00003.parquet").unlink()
-                                         for t in sc.REQUIRED_TABLES],
+                                         for t in sc.TABLES
+                                         if (c / t / "part-dev-000of001-00003.parquet").exists()],
                               CacheError, r"incomplete cache: split 'dev': the parts hold 275 "
                               r"of the 300 soundscapes.*--allow-incomplete"),
 }
@@ -101,14 +103,14 @@ def test_corrupt_cache_is_refused_at_load(demo, case):
 
 
 def test_demo_cache_passes_the_content_checks():
-    assert casdri.load_cache(DEMO).n_soundscapes == 300
+    assert casdri.load_cache(DEMO).n_soundscapes == 500
 
 
 def test_incomplete_cache_loads_when_told(demo):
     BAD["a whole chunk missing"][0](demo)
     with pytest.warns(UserWarning, match="incomplete cache"):
         cache = casdri.load_cache(demo, allow_incomplete=True)
-    assert cache.n_soundscapes == 275
+    assert cache.n_soundscapes == 475  # 500 less the 25 of the missing dev chunk
 
 
 @pytest.mark.parametrize("how, match", [
@@ -130,3 +132,13 @@ def test_validate_reports_a_missing_chunk_once_as_incomplete(demo):
     BAD["a whole chunk missing"][0](demo)
     problems = validate_cache(demo)
     assert any("275" in p and "300" in p for p in problems), problems
+
+
+def test_demo_cache_carries_sed_and_every_refinement_iteration():
+    """Issue 15: the demo cache holds the SED frames of every soundscape and the stages of the
+    reference system's 2-iteration refinement, for both separators."""
+    cache = casdri.load_cache(DEMO)
+    assert cache.n_stages == 3                         # sep, refine#1, refine#2
+    assert cache.sed is not None and cache.sed.models == ("sed",)
+    assert not np.isnan(summary_of_cache(cache)).any()  # SED of every soundscape
+    assert set(np.unique(cache.splits.astype(str))) == {"dev", "eval"}

@@ -112,8 +112,8 @@ def test_cli_explain_and_compare_on_the_demo_cache(tmp_path):
     assert "probability of improvement" in r.stdout and "per class" in r.stdout
     r = run_cli("compare", policy, "baseline", "--split", "dev", "--n-boot", "300")
     assert r.returncode == 0 and "300 soundscapes compared" in r.stdout, r.stderr
-    r = run_cli("explain", "--split", "eval")
-    assert r.returncode == 1 and "holds splits ['dev']" in r.stderr
+    r = run_cli("explain", "--split", "test")
+    assert r.returncode == 1 and "holds splits ['dev', 'eval']" in r.stderr
     r = run_cli("compare", "nonsense.txt", "baseline")
     assert r.returncode == 1 and "casdri compare: error:" in r.stderr
 
