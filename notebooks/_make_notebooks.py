@@ -212,8 +212,9 @@ SEARCH = [
            "the breakdown per scene type and the soundscapes that changed most. `casdri compare "
            "A B` does it for two policy YAMLs, two stem folders or two `casdri score --out` "
            "tables."),
-    ("code", "base = casdri.replay(cache, 'baseline', BaselineParams(), "
-             "per_soundscape=True).per_soundscape\n"
+    ("code", "tuned_on = cache.splits == 'dev'  # the search tuned on dev (eval was its test)\n"
+             "base = casdri.replay(cache, 'baseline', BaselineParams(), "
+             "per_soundscape=True).per_soundscape[tuned_on].reset_index(drop=True)\n"
              "held = base.assign(capi_sdri=result.heldout_values)\n"
              "cmp = casdri.compare(held, base, n_boot=2000, seed=0, name_a='tuned (held-out)', "
              "name_b='baseline')\n"
