@@ -21,7 +21,8 @@ DEMO = Path(casdri.__file__).parent / "data" / "demo_cache"
 def test_policy_yaml_records_the_models_and_apply_checks_them(tmp_path):
     cache = load_cache(DEMO)
     models = cache.meta.model_sha256()
-    assert set(models) == {"tagger/1ch", "tagger/4ch", "separator/small", "separator/large"}
+    assert set(models) == {"tagger/1ch", "tagger/4ch", "separator/small", "separator/large",
+                           "sed/sed", "stage/refine"}
     assert all(isinstance(h, str) and len(h) == 64 for h in models.values())
     result = run_search(DEMO, stage="fusion", folds=1, trials=2)
     doc = yaml.safe_load(policy_document(result))
