@@ -356,12 +356,14 @@ class _Separator(nn.Module):
         return emb.reshape(-1, emb.shape[-1])
 
     @staticmethod
-    def _first_equal(mixture: torch.Tensor) -> list[int]:
-        """Per item, the first item holding a bit-identical mixture."""
+    def _first_equal(*tensors: torch.Tensor) -> list[int]:
+        """Per item, the first item whose every tensor (a mixture; its SED...) is
+        bit-identical."""
         reps: list[int] = []
         first = []
-        for b in range(mixture.shape[0]):
-            hit = next((r for r in reps if torch.equal(mixture[b], mixture[r])), None)
+        for b in range(tensors[0].shape[0]):
+            hit = next((r for r in reps if all(torch.equal(x[b], x[r]) for x in tensors)),
+                       None)
             if hit is None:
                 reps.append(b)
                 hit = b
@@ -547,8 +549,7 @@ class RefineStage(nn.Module):
             return out.reshape(b, s, t)
         # a slot's new stem depends only on (mixture, SED, class, stem): compute each distinct
         # one once (the builder refines many queries of one soundscape, sharing stems)
-        first = _Separator._first_equal(torch.cat([mixture.float().flatten(1),
-                                                   sed.float().flatten(1)], dim=1))
+        first = _Separator._first_equal(mixture, sed)
         flat = stems.reshape(b * s, t)
         reps: dict[tuple, list[int]] = {}
         slot_of, todo = [], []

@@ -430,26 +430,37 @@ def silent_slots(tgt, mix, empty, level_db: float = SILENT_REFERENCE_DB):
     return empty | (tgt.pow(2).sum(-1) <= floor)
 
 
+def _train_on_crops(model, sampler: CropSampler, seconds: float, batch_size: int, lr: float,
+                    max_steps: Optional[int], batch_loss) -> dict:
+    """The crop training loop of the separators and the stage: batches made in a thread,
+    ``batch_loss(mix, lv, tgt, valid, silent)`` (dB) stepped on the `_lr` schedule until
+    ``seconds`` pass (or ``max_steps``)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    clock, losses = _Clock(seconds, max_steps), []
+    model.train()
+    batches = _Prefetch(lambda: sampler.batch(batch_size, with_silent=True))
+    try:
+        while clock.running():
+            batch = (torch.from_numpy(a) for a in batches.next())
+            _step(model, opt, batch_loss(*batch), lr, clock, losses, " dB")
+    finally:
+        batches.close()
+    model.eval()
+    return {"steps": clock.step, "seconds": time.time() - clock.t0,
+            "final_loss_db": float(np.mean(losses[-50:])) if losses else None}
+
+
 def train_separator(model, sampler: CropSampler, seconds: float, batch_size: int = 8,
                     lr: float = 1e-3, max_steps: Optional[int] = None,
                     loss: str = "official") -> dict:
     """Train a separator on sampler crops until ``seconds`` pass (or ``max_steps``) with the
     ``loss`` of `SEPARATION_LOSSES` (module conventions)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    clock, losses = _Clock(seconds, max_steps), []
-    model.train()
-    batches = _Prefetch(lambda: sampler.batch(batch_size, with_silent=True))
-    while clock.running():
-        mix, lv, tgt, valid, silent = (torch.from_numpy(a) for a in batches.next())
+    def batch_loss(mix, lv, tgt, valid, silent):
         est = model.separate(mix, lv)
-        value = class_aware_snr_loss(est, tgt, valid, silent_slots(tgt, mix, silent)) \
-            if loss == "official" else \
-            separation_loss(est, tgt, mix[:, 0], valid)
-        _step(model, opt, value, lr, clock, losses, " dB")
-    batches.close()
-    model.eval()
-    return {"steps": clock.step, "seconds": time.time() - clock.t0,
-            "final_loss_db": float(np.mean(losses[-50:])) if losses else None}
+        if loss == "official":
+            return class_aware_snr_loss(est, tgt, valid, silent_slots(tgt, mix, silent))
+        return separation_loss(est, tgt, mix[:, 0], valid)
+    return _train_on_crops(model, sampler, seconds, batch_size, lr, max_steps, batch_loss)
 
 
 def train_refine(model, separators: list, sed_model, sampler: CropSampler, seconds: float,
@@ -459,12 +470,8 @@ def train_refine(model, separators: list, sed_model, sampler: CropSampler, secon
     the trained ``separators`` (one at random per batch), half of the time (``p_second``) on
     its own output of those, guided by ``sed_model``'s float16-rounded frames."""
     gen = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    clock, losses = _Clock(seconds, max_steps), []
-    model.train()
-    batches = _Prefetch(lambda: sampler.batch(batch_size, with_silent=True))
-    while clock.running():
-        mix, lv, tgt, valid, silent = (torch.from_numpy(a) for a in batches.next())
+
+    def batch_loss(mix, lv, tgt, valid, silent):
         with torch.no_grad():
             sep = separators[int(gen.integers(len(separators)))]
             stems = sep.separate(mix, lv)
@@ -473,12 +480,8 @@ def train_refine(model, separators: list, sed_model, sampler: CropSampler, secon
             if gen.random() < p_second:
                 stems = model.refine(mix, lv, stems, sed)
         est = model.refine(mix, lv, stems, sed)
-        _step(model, opt, class_aware_snr_loss(est, tgt, valid, silent_slots(tgt, mix, silent)),
-              lr, clock, losses, " dB")
-    batches.close()
-    model.eval()
-    return {"steps": clock.step, "seconds": time.time() - clock.t0,
-            "final_loss_db": float(np.mean(losses[-50:])) if losses else None}
+        return class_aware_snr_loss(est, tgt, valid, silent_slots(tgt, mix, silent))
+    return _train_on_crops(model, sampler, seconds, batch_size, lr, max_steps, batch_loss)
 
 
 # ----------------------------------------------------------------------------- system
