@@ -47,8 +47,8 @@ from typing import Callable, NamedTuple
 import numba
 import numpy as np
 from numba import prange
-from numba.core.caching import FunctionCache
 
+from ._jit_cache import KernelCache, attach_cache, njit_cached
 from ._kernels_capi import (_JIT, _PJIT, A_ENT, A_FN, A_FP, A_SUM, A_TP, F_ARGMAX, F_ENERGY,
                             F_OWN, F_SIL, build_tables, clip_capi, find_key, key_code,
                             label_counts)
@@ -105,7 +105,7 @@ class Drivers(NamedTuple):
     trace: Callable
 
 
-class _TokenCache(FunctionCache):
+class _TokenCache(KernelCache):
     """Numba's on-disk cache for a driver built around a policy's decision: keyed by the
     decision's source (Numba's own key pickles the closure, which differs per process)."""
 
@@ -134,9 +134,7 @@ def _jit(fn, token: str, parallel: bool = False):
     # types) of closures loaded from the disk cache would otherwise collide with those of
     # another policy's drivers compiled in this process, and calls would bind to their code.
     fn.__qualname__ = f"{fn.__qualname__}_{token[:16]}"
-    d = numba.njit(**dict(_PJIT if parallel else _JIT, cache=False))(fn)
-    d._cache = _TokenCache(d.py_func, token)
-    return d
+    return attach_cache(numba.njit(**(_PJIT if parallel else _JIT))(fn), _TokenCache, token)
 
 
 def make_drivers(decide) -> Drivers:
@@ -268,7 +266,7 @@ def make_drivers(decide) -> Drivers:
                    _jit(pairs, token, parallel=True), _jit(pairs_ser, token), _jit(trace, token))
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def class_tally(sidx, dec, slot_rows, key_len, key_lab, ref_off, ref_lab, snr_mix, stem_snr,
                 snr_off, cls_acc):  # pragma: no cover - jitted
     """Add the per-class entries of traced decisions ``dec`` (see `Drivers.trace`) to
@@ -292,7 +290,7 @@ def class_tally(sidx, dec, slot_rows, key_len, key_lab, ref_off, ref_lab, snr_mi
                   cls_acc, np.empty(7 * nm, np.int64), np.empty(nm + 1, np.float64))
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def row_means(val):  # pragma: no cover - jitted
     """Per row: mean over non-NaN entries summed in column order (NaN when none), count."""
     out = np.empty(val.shape[0], np.float64)

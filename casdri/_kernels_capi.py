@@ -7,13 +7,13 @@ the same order). ``_JIT`` is the one place that sets the flags of every replay k
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import prange
 
+from ._jit_cache import njit_cached
 from .cache import key_code_sorted
 
-_JIT = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
+_JIT = dict(fastmath=False, error_model="numpy", nogil=True)
 _PJIT = dict(_JIT, parallel=True)
 
 #: columns of slot_f[..., :]
@@ -25,7 +25,7 @@ A_SUM, A_ENT, A_TP, A_FP, A_FN = range(5)
 # ----------------------------------------------------------------------------- CAPI of a clip
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def _best_pairing(E, nE, R, nR, k, est_rows, stem_snr, snr_off, comb, idx, used, bperm,
                   bcomb, part):  # pragma: no cover - jitted
     """Official search: combinations of R (outer) x permutations of E (inner), first max."""
@@ -72,7 +72,7 @@ def _best_pairing(E, nE, R, nR, k, est_rows, stem_snr, snr_off, comb, idx, used,
             comb[t] = comb[t - 1] + 1
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def clip_capi(est_rows, est_lab, n_est, ref_lab, snr_mix, stem_snr, snr_off, cls_acc, iw,
               fw):  # pragma: no cover - jitted
     """CAPI-SDRi sums of one clip (the rule of `casdri.metric.capi_sdri_from_snr`).
@@ -171,7 +171,7 @@ def clip_capi(est_rows, est_lab, n_est, ref_lab, snr_mix, stem_snr, snr_off, cls
     return total, count, tp, fp, fn
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def label_counts(est_lab, n_est, ref_lab):  # pragma: no cover - jitted
     """``(tp, fp, fn)`` of multisets (silence = -1 ignored); acc is ``fp == fn == 0``."""
     tp = 0
@@ -203,7 +203,7 @@ def label_counts(est_lab, n_est, ref_lab):  # pragma: no cover - jitted
 # ----------------------------------------------------------------------------- tables
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def mark_missing(j, g, tab_cnt, slot_rows, slot_f):  # pragma: no cover - jitted
     """Combo ``g`` of key ``j`` has no stems in the cache: ``tab_cnt[j, g, 0] = -1``."""
     tab_cnt[j, g, :] = -1
@@ -211,7 +211,7 @@ def mark_missing(j, g, tab_cnt, slot_rows, slot_f):  # pragma: no cover - jitted
     slot_f[j, g, :, :] = np.nan
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def score_subsets(j, g, rows, n, key_lab, rl, sm, stem_snr, snr_off, none, iw, fw, est_rows,
                   est_lab, tab_sum, tab_cnt):  # pragma: no cover - jitted
     """``tab_sum/tab_cnt[j, g, m]`` for every kept subset ``m`` of the key's ``n`` slots,
@@ -229,7 +229,7 @@ def score_subsets(j, g, rows, n, key_lab, rl, sm, stem_snr, snr_off, none, iw, f
         tab_cnt[j, g, m] = cnt
 
 
-@numba.njit(**_PJIT)
+@njit_cached(**_PJIT)
 def build_tables(key_sc, key_len, key_lab, key_stem, retag_max, energy_db, sil_min, snr_off,
                  stem_snr, ref_off, ref_lab, snr_mix, slot_rows, slot_f, tab_sum, tab_cnt,
                  tab_lab):  # pragma: no cover - jitted
@@ -307,10 +307,10 @@ def build_tables(key_sc, key_len, key_lab, key_stem, retag_max, energy_db, sil_m
 
 
 #: ``key_code(labels, n, C)``: the rule of `casdri.cache.key_code_sorted`, jitted
-key_code = numba.njit(**_JIT)(key_code_sorted)
+key_code = njit_cached(**_JIT)(key_code_sorted)
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def find_key(key_codes, lo, hi, code):  # pragma: no cover - jitted
     """Index of ``code`` in the sorted ``key_codes[lo:hi]``, or -2."""
     end = hi

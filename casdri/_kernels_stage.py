@@ -16,10 +16,10 @@ Conventions (extending `casdri._kernels`):
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import prange
 
+from ._jit_cache import njit_cached
 from ._kernels_capi import _PJIT, mark_missing, score_subsets
 
 __all__ = ["n_mixed", "build_mixed_tables"]
@@ -30,7 +30,7 @@ def n_mixed(n_stages: int, maxs: int, n_separators: int) -> int:
     return (3 if n_separators > 1 else 1) * n_stages ** maxs if n_stages > 1 else 0
 
 
-@numba.njit(**_PJIT)
+@njit_cached(**_PJIT)
 def build_mixed_tables(key_sc, key_len, key_lab, stem_snr, snr_off, ref_off, ref_lab, snr_mix,
                        n_st, slot_rows, slot_f, tab_sum, tab_cnt):  # pragma: no cover - jitted
     """Fill the mixed combos of the tables (module conventions); the uniform combos must be

@@ -13,13 +13,14 @@ NaN and Inf propagate). The replay kernels (`casdri._kernels`) use no fast-math 
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-_SUM_JIT = dict(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
+from ._jit_cache import njit_cached
+
+_SUM_JIT = dict(fastmath={"reassoc", "contract"}, error_model="numpy", nogil=True)
 
 
-@numba.njit(**_SUM_JIT)
+@njit_cached(**_SUM_JIT)
 def _sum_sq_diff(r, e):  # pragma: no cover - jitted
     s = 0.0
     for t in range(r.shape[0]):
@@ -28,7 +29,7 @@ def _sum_sq_diff(r, e):  # pragma: no cover - jitted
     return s
 
 
-@numba.njit(**_SUM_JIT)
+@njit_cached(**_SUM_JIT)
 def _sum_sq(r):  # pragma: no cover - jitted
     s = 0.0
     for t in range(r.shape[0]):
@@ -37,7 +38,7 @@ def _sum_sq(r):  # pragma: no cover - jitted
     return s
 
 
-@numba.njit(**_SUM_JIT)
+@njit_cached(**_SUM_JIT)
 def _pair_energies(est, ref, noise, ref_energy):  # pragma: no cover - jitted
     """Fill ``noise[i, j] = Σ_t (ref[j,t] − est[i,t])²`` and ``ref_energy[j] = Σ_t ref[j,t]²``."""
     for j in range(ref.shape[0]):
@@ -60,14 +61,14 @@ def pair_energies(est: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndar
     return noise, ref_energy
 
 
-@numba.njit(**_SUM_JIT)
+@njit_cached(**_SUM_JIT)
 def _indexed_energies(est, ref, est_idx, ref_idx, noise):  # pragma: no cover - jitted
     """``noise[k] = Σ_t (ref[ref_idx[k], t] − est[est_idx[k], t])²`` for a list of pairs."""
     for k in range(est_idx.shape[0]):
         noise[k] = _sum_sq_diff(ref[ref_idx[k]], est[est_idx[k]])
 
 
-@numba.njit(**_SUM_JIT)
+@njit_cached(**_SUM_JIT)
 def _row_energies(x, rows, out):  # pragma: no cover - jitted
     """``out[k] = Σ_t x[rows[k], t]²``."""
     for k in range(rows.shape[0]):

@@ -58,3 +58,54 @@ def test_drivers_of_two_processes_loaded_together(tmp_path):
             got = np.array(run[name]["values"], dtype=float)
             want = np.array(ref[name]["values"], dtype=float)
             assert np.array_equal(got, want, equal_nan=True), name
+
+
+PLACE = """
+import json, sys
+import numpy as np
+from casdri.metric import snr_db
+from casdri._jit_cache import cache_root
+r = np.random.default_rng(0).standard_normal((2, 64))
+print(json.dumps({"root": cache_root(), "snr": float(np.ravel(snr_db(r[:1] + 0.1 * r[1:], r[:1]))[0])}))
+"""
+
+
+def _compiled_files(folder: Path) -> set:
+    return {p for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+
+def _place(env_extra: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(env_extra, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", PLACE], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_kernels_are_cached_in_the_user_cache_folder_never_in_the_package(tmp_path):
+    # Files Numba writes into the package survive `pip uninstall` and turn the leftover
+    # folder into a namespace package that shadows a later editable install.
+    package = ROOT / "casdri"
+    before = _compiled_files(package)
+    out = _place({"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert Path(out["root"]) == tmp_path / "xdg" / "casdri" / "numba"
+    assert _compiled_files(tmp_path / "xdg" / "casdri" / "numba"), "nothing cached"
+    assert _compiled_files(package) == before
+    # Numba's own override wins, as in Numba.
+    out = _place({"XDG_CACHE_HOME": str(tmp_path / "xdg2"), "NUMBA_CACHE_DIR": str(tmp_path / "nb")})
+    assert Path(out["root"]) == tmp_path / "nb"
+    assert _compiled_files(tmp_path / "nb") and not (tmp_path / "xdg2").exists()
+    assert _compiled_files(package) == before
+
+
+@pytest.mark.slow
+def test_no_writable_cache_folder_compiles_without_a_disk_cache(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    before = _compiled_files(ROOT / "casdri")
+    want = _place({"XDG_CACHE_HOME": str(tmp_path / "ok")})["snr"]
+    got = _place({"XDG_CACHE_HOME": str(blocker)})["snr"]
+    assert got == want
+    assert _compiled_files(ROOT / "casdri") == before  # no fallback into the package

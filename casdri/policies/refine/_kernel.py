@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from ..._kernels import D_K, D_MAXI, D_NST, F_ARGMAX, F_ENERGY, F_OWN, F_SIL, find_key, key_code
+from ..._jit_cache import njit_cached
 from ..._kernels_capi import _JIT
 from .._jit import DECIDE_JIT
 from ._params import RefineParams
@@ -55,7 +56,7 @@ def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
     return pi, pf
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma: no cover
     """Per soundscape, the fused instances of two taggers (step (a) of `casdri.policies.refine`).
 
@@ -121,7 +122,7 @@ def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma:
             out_p[s, i, :] = np.nan
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def subset_keys(n_inst, inst_cls, key_off, key_codes, C, K, out):  # pragma: no cover
     """``out[s, bits]``: key of the instances in ``bits`` (-1 empty, -2 not cached, -3 never
     asked: more than K instances or bits beyond ``n_inst[s]``)."""
@@ -290,7 +291,7 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
         dec[r, 3] = code
 
 
-@numba.njit(**_JIT)
+@njit_cached(**_JIT)
 def confidences(X, pi, pf, off, out, sil):  # pragma: no cover - jitted
     """``out (S, MAXI)``: step (a) confidences of setting ``X[0]`` per soundscape and
     instance (NaN: absent or dropped), and ``sil (S, MAXI)`` their fused tagger silence
