@@ -34,9 +34,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import optuna
 from optuna.distributions import distribution_to_json
-from optuna.storages.journal import JournalFileBackend
-from sqlalchemy import event
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from tqdm.auto import tqdm
 
 from casdri._cli import lazy_import
@@ -139,6 +136,7 @@ def make_storage(url: Optional[str]):
             raise InputError(f"--storage {url!r}: journal URL without a file path")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         _check_journal(Path(path))
+        from optuna.storages.journal import JournalFileBackend
         try:  # replays the log: a line of no known operation fails
             storage = optuna.storages.JournalStorage(JournalFileBackend(path))
             storage.get_all_studies()
@@ -147,6 +145,7 @@ def make_storage(url: Optional[str]):
                 path, f"its operations do not replay ({type(exc).__name__}: {exc})")) from None
         return storage
     if "://" in text:
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # (0.2 s: only for RDB)
         for attempt in range(5):  # concurrent first-time schema creation can race on servers
             try:
                 kwargs = {"pool_pre_ping": True}
@@ -200,6 +199,8 @@ def _sqlite_wal(engine) -> None:
     ``synchronous=NORMAL`` on every connection of a WAL file: a commit no longer waits for a
     full sync (a crash of the process loses nothing committed; the file stays consistent),
     about 3x faster bookkeeping. A file another worker holds keeps its mode (both correct)."""
+    from sqlalchemy import event
+
     def on_connect(conn, _record):
         cur = conn.cursor()
         mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
