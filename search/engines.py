@@ -34,6 +34,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import optuna
 from optuna.distributions import distribution_to_json
+from optuna.storages.journal import JournalFileBackend
 from tqdm.auto import tqdm
 
 from casdri._cli import lazy_import
@@ -136,7 +137,6 @@ def make_storage(url: Optional[str]):
             raise InputError(f"--storage {url!r}: journal URL without a file path")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         _check_journal(Path(path))
-        from optuna.storages.journal import JournalFileBackend
         try:  # replays the log: a line of no known operation fails
             storage = optuna.storages.JournalStorage(JournalFileBackend(path))
             storage.get_all_studies()
@@ -145,7 +145,7 @@ def make_storage(url: Optional[str]):
                 path, f"its operations do not replay ({type(exc).__name__}: {exc})")) from None
         return storage
     if "://" in text:
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # (0.2 s: only for RDB)
+        sa_exc = lazy_import("sqlalchemy.exc")  # 0.2 s to import: only RDB storages need it
         for attempt in range(5):  # concurrent first-time schema creation can race on servers
             try:
                 kwargs = {"pool_pre_ping": True}
@@ -157,7 +157,8 @@ def make_storage(url: Optional[str]):
                     _sqlite_wal(storage.engine)
                 return storage
             except Exception as exc:  # sqlalchemy / alembic errors of a racing worker
-                if attempt == 4 or isinstance(exc, (ArgumentError, NoSuchModuleError)):
+                if attempt == 4 or isinstance(
+                        exc, (sa_exc.ArgumentError, sa_exc.NoSuchModuleError)):
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                     raise InputError(f"--storage {url!r}: cannot open ({first}); expected "
                                      f"{_STORAGE_FORMS}") from exc
@@ -199,8 +200,6 @@ def _sqlite_wal(engine) -> None:
     ``synchronous=NORMAL`` on every connection of a WAL file: a commit no longer waits for a
     full sync (a crash of the process loses nothing committed; the file stays consistent),
     about 3x faster bookkeeping. A file another worker holds keeps its mode (both correct)."""
-    from sqlalchemy import event
-
     def on_connect(conn, _record):
         cur = conn.cursor()
         mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
@@ -213,7 +212,7 @@ def _sqlite_wal(engine) -> None:
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    event.listen(engine, "connect", on_connect)
+    lazy_import("sqlalchemy").event.listen(engine, "connect", on_connect)
     engine.dispose()  # connections opened before the listener get it on reconnect
 
 

@@ -29,6 +29,12 @@ def test_cli_help_path_imports_no_heavy_package():
     assert not [m for m in HEAVY if m in loaded]
 
 
+def test_search_in_memory_imports_no_sqlalchemy():
+    # 0.2 s of every search's start for an RDB storage it usually does not use
+    loaded = _modules_after("import search.run, search.report, search.cli")
+    assert "optuna" in loaded and "sqlalchemy" not in loaded
+
+
 def test_every_public_name_resolves():
     for name in casdri.__all__:
         assert getattr(casdri, name) is not None, name
