@@ -204,7 +204,8 @@ class CasdriProblem:
 
 
 class ProblemFactory:
-    """Picklable recipe of a `CasdriProblem` (loads the cache again in a worker process)."""
+    """Picklable recipe of a `CasdriProblem`: a worker process loads the cache once and reuses
+    the problem for every chain it runs (`--jobs`), until a file of the cache changes."""
 
     def __init__(self, path, policy: str = "refine", allow_incomplete: bool = False):
         self.path = str(path)
@@ -212,8 +213,27 @@ class ProblemFactory:
         self.allow_incomplete = bool(allow_incomplete)
 
     def __call__(self):
-        return CasdriProblem(load_cache(self.path, allow_incomplete=self.allow_incomplete),
-                             self.policy)
+        key = (self.path, self.policy, self.allow_incomplete, _files_stamp(self.path))
+        problem = _LOADED.get(key)
+        if problem is None:
+            problem = CasdriProblem(load_cache(self.path, allow_incomplete=self.allow_incomplete),
+                                    self.policy)
+            _LOADED.clear()  # one cache per worker: a worker serves one search at a time
+            _LOADED[key] = problem
+        return problem
+
+
+#: this process's problem of the last `ProblemFactory` call, by (path, policy, incomplete, stamp)
+_LOADED: dict = {}
+
+
+def _files_stamp(path) -> tuple:
+    """(name, size, mtime_ns) of a cache's metadata and part files: changes when any is
+    rewritten, added or removed (a rebuilt cache is loaded again)."""
+    root = Path(path)
+    files = sorted([root / "_casdri_cache.json", *root.glob("*/part-*.parquet")])
+    return tuple((str(f.relative_to(root)), st.st_size, st.st_mtime_ns)
+                 for f in files for st in [f.stat()])
 
 
 def cache_hash(path) -> str:

@@ -2,6 +2,8 @@
 never below their start, seeded reproducibility, the CV protocol."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,17 @@ def test_jobs_equal_serial(tmp_path):
     b = run_search(path, jobs=2, **kw)
     assert np.array_equal(a.x_final, b.x_final)
     assert np.array_equal(a.heldout_values, b.heldout_values, equal_nan=True)
+
+
+def test_problem_factory_loads_once_per_process_until_the_cache_changes(tmp_path):
+    from search.casdri_problem import ProblemFactory
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=30, seed=4, load=False)
+    first = ProblemFactory(path)()
+    assert ProblemFactory(path)() is first  # a worker's next chain reuses its problem
+    assert ProblemFactory(path, "baseline")() is not first
+    again = ProblemFactory(path)()
+    assert again is not first and again.policy == first.policy
+    part = sorted(path.glob("separations/part-*.parquet"))[0]
+    st = part.stat()
+    os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rewritten in place
+    assert ProblemFactory(path)() is not again
