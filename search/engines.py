@@ -43,8 +43,8 @@ from casdri.errors import InputError
 from .objective import Param
 
 __all__ = [
-    "distribution", "JointResult", "SAMPLERS", "make_storage", "rdb_url", "dashboard_target",
-    "make_sampler", "optimize_joint", "study_knobs",
+    "BatchTPESampler", "distribution", "JointResult", "SAMPLERS", "make_storage", "rdb_url",
+    "dashboard_target", "make_sampler", "optimize_joint", "study_knobs",
 ]
 
 SAMPLERS = ("tpe", "cmaes")
@@ -216,8 +216,35 @@ def _sqlite_wal(engine) -> None:
     engine.dispose()  # connections opened before the listener get it on reconnect
 
 
+class BatchTPESampler(optuna.samplers.TPESampler):
+    """Optuna's ``TPESampler``, reusing a Parzen estimator while its trials are unchanged.
+
+    `optimize_joint` asks a batch of trials before it tells any. Every ask of a batch sees the
+    same finished trials, so Optuna rebuilds the same "below" estimator for each; the "above"
+    one also holds the batch's running trials and changes with every ask. Here the last
+    estimator of each kind is kept, keyed by its trials' numbers and the search space, and
+    reused while they are the same. Building one draws no random numbers, so the trials, and
+    every result, equal the plain sampler's (tested).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._last: dict = {}  # handle_below -> (key, estimator)
+
+    def _build_parzen_estimator(self, study, search_space, trials, handle_below):
+        key = (id(study._storage), study._study_id, tuple(search_space.items()),
+               tuple(t.number for t in trials))
+        kept = self._last.get(bool(handle_below))
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        est = super()._build_parzen_estimator(study, search_space, trials, handle_below)
+        self._last[bool(handle_below)] = (key, est)
+        return est
+
+
 def make_sampler(name: str, seed: int, n_startup_trials: int = 10):
-    """Seeded Optuna sampler: ``"tpe"`` (multivariate TPE) or ``"cmaes"`` (needs ``cmaes``).
+    """Seeded Optuna sampler: ``"tpe"`` (multivariate TPE, as `BatchTPESampler`) or ``"cmaes"``
+    (needs ``cmaes``).
 
     Raises:
         InputError: unknown name, or ``cmaes`` without the ``cmaes`` package.
@@ -225,7 +252,7 @@ def make_sampler(name: str, seed: int, n_startup_trials: int = 10):
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
+            return BatchTPESampler(
                 seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
     if name == "cmaes":
         if importlib.util.find_spec("cmaes") is None:

@@ -185,3 +185,43 @@ def test_journal_with_a_write_in_progress_opens(tmp_path):
         f.write('{"op_code": 4, "trial_')
     study = optuna.load_study(study_name="s", storage=make_storage(url))
     assert len(study.get_trials()) == 3
+
+
+def _batched_trials(sampler, n_batches: int = 6, batch: int = 8) -> list:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    dists = {p.name: distribution(p) for p in KNOBS}
+    out = []
+    for _ in range(n_batches):
+        trials = [study.ask(dists) for _ in range(batch)]
+        params = [dict(t.params) for t in trials]
+        for t, s in zip(trials, _score(params)):
+            study.tell(t, float(s))
+        out += params
+    return out
+
+
+def test_batch_tpe_sampler_gives_the_plain_samplers_trials():
+    import warnings
+    from search.engines import BatchTPESampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        plain = optuna.samplers.TPESampler(seed=5, multivariate=True, n_startup_trials=4)
+        batch = BatchTPESampler(seed=5, multivariate=True, n_startup_trials=4)
+    built = []
+    original = optuna.samplers.TPESampler._build_parzen_estimator
+
+    def counting(self, *args, **kwargs):
+        built.append(self is batch)
+        return original(self, *args, **kwargs)
+
+    optuna.samplers.TPESampler._build_parzen_estimator = counting
+    try:
+        want, got = _batched_trials(plain), _batched_trials(batch)
+    finally:
+        optuna.samplers.TPESampler._build_parzen_estimator = original
+    assert got == want  # the same 48 trials, bit for bit
+    n_plain, n_batch = built.count(False), built.count(True)
+    # "below" once per batch (8 asks), "above" once per ask (it holds the running trials)
+    assert n_plain > 0 and n_batch <= 0.6 * n_plain
+    assert isinstance(make_sampler("tpe", 0), BatchTPESampler)
