@@ -19,11 +19,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import yaml
-from matplotlib.figure import Figure
 
+from casdri._cli import lazy_import
 from casdri._io import atomic_write_bytes
 from casdri.gap import explain
-from casdri.gap_figure import gap_figure
 from casdri.errors import InputError
 
 from .engines import dashboard_target
@@ -67,101 +66,6 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:+.3f}") -> str:
                 cells.append(str(v))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
-
-
-def _fig_bytes(fig, tight: bool = True) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
-    return buf.getvalue()
-
-
-def _subplots(figsize, *args, **kwargs):
-    """A `matplotlib.figure.Figure` and its axes (no pyplot: the report only writes PNGs,
-    through the Agg canvas ``savefig`` picks)."""
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*args, **kwargs)
-
-
-def _fig_stage_gains(result: SearchResult) -> bytes:
-    st = result.stage_table()
-    fig, ax = _subplots((7, 3.2))
-    xs = np.arange(len(st))
-    ax.bar(xs - 0.2, st["tune_gain_db"].fillna(0.0), 0.4, label="tune (final chain)")
-    if result.fold_results:
-        ax.bar(xs + 0.2, st["heldout_gain_db"].fillna(0.0), 0.4, label="held-out (pooled folds)")
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(xs, st["stage"])
-    ax.set_ylabel("gain (dB CAPI-SDRi)")
-    ax.set_title("Gain per stage")
-    ax.legend(fontsize=8)
-    return _fig_bytes(fig)
-
-
-def _last_moves(result: SearchResult) -> dict:
-    """``{param: {cls: Move}}``: the last sweep of each per-class coordinate, final chain."""
-    out: dict = {}
-    for rec in result.final.records:
-        for m in rec.moves:
-            if m.cls is not None and m.engine in ("sweep", "grid") and m.points.size:
-                out.setdefault(m.param, {})[m.cls] = m
-    return out
-
-
-def _fig_threshold(param: str, moves: dict, names) -> bytes:
-    n = len(names)
-    ncol = 6 if n > 6 else n
-    nrow = int(np.ceil(n / ncol))
-    fig, axes = _subplots((2.2 * ncol, 1.8 * nrow + 0.4), nrow, ncol, squeeze=False,
-                          sharey=False)
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.07, top=1 - 0.45 / (1.8 * nrow + 0.4),
-                        wspace=0.35, hspace=0.55)
-    for c in range(nrow * ncol):
-        ax = axes[c // ncol][c % ncol]
-        if c >= n:
-            ax.axis("off")
-            continue
-        ax.set_title(names[c], fontsize=7, pad=2)
-        ax.tick_params(labelsize=6, length=2, pad=1)
-        ax.locator_params(nbins=3)
-        m = moves.get(c)
-        if m is None:
-            ax.text(0.5, 0.5, "not swept", ha="center", va="center", fontsize=7,
-                    transform=ax.transAxes)
-            continue
-        if m.edges is not None:  # the step curve as a line: a StepPatch costs 5x to draw
-            edges = np.asarray(m.edges, np.float64)
-            ax.plot(np.repeat(edges, 2)[1:-1], np.repeat(np.asarray(m.scores_db), 2), lw=0.9)
-        else:
-            ax.plot(m.points, m.scores_db, lw=0.9)
-        ax.axvline(m.value, color="C3", lw=0.8)
-    fig.suptitle(f"tune CAPI-SDRi (dB) against {param} per class, final chain (red: chosen)",
-                 fontsize=9)
-    return _fig_bytes(fig, tight=False)
-
-
-def _fig_per_class(table: pd.DataFrame) -> bytes:
-    fig, ax = _subplots((7, 0.25 * len(table) + 1.2))
-    ys = np.arange(len(table))
-    ax.barh(ys - 0.2, table["baseline_db"], 0.4, label="baseline")
-    ax.barh(ys + 0.2, table["final_db"], 0.4, label="final policy")
-    ax.set_yticks(ys, table["class"], fontsize=7)
-    ax.set_xlabel("per-class CAPI-SDRi (dB): mean SDRi over the class's entries")
-    ax.set_title("per class, all soundscapes (the final policy in-sample)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.invert_yaxis()
-    return _fig_bytes(fig)
-
-
-def _fig_confusion(matrix: np.ndarray, labels) -> bytes:
-    fig, ax = _subplots((0.32 * len(labels) + 2, 0.32 * len(labels) + 1.5))
-    im = ax.imshow(np.log1p(matrix), cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax.set_xlabel("estimated label")
-    ax.set_ylabel("reference label")
-    ax.set_title("label confusion of the final policy (log(1+count))", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    return _fig_bytes(fig)
 
 
 def policy_document(result: SearchResult) -> str:
@@ -210,6 +114,35 @@ def _f(v) -> Optional[float]:
     return None if np.isnan(v) else round(v, 6)
 
 
+def _last_moves(result: SearchResult) -> dict:
+    """``{param: {cls: Move}}``: the last sweep of each per-class coordinate, final chain."""
+    out: dict = {}
+    for rec in result.final.records:
+        for m in rec.moves:
+            if m.cls is not None and m.engine in ("sweep", "grid") and m.points.size:
+                out.setdefault(m.param, {})[m.cls] = m
+    return out
+
+
+def _figure_inputs(result: SearchResult):
+    """``(key, file name, kind, args)`` of every figure of the report, in report order: the
+    inputs `search.figures.render` draws from (computed here, in the search's process)."""
+    yield ("gain per stage", "gain_per_stage.png", "stage_gains",
+           (result.stage_table(), bool(result.fold_results)))
+    names = list(result.problem.class_names)
+    for param, moves in _last_moves(result).items():
+        yield f"score against {param}", f"threshold_{param}.png", "threshold", (param, moves, names)
+    prob = result.problem
+    if hasattr(prob, "per_class_table"):
+        yield ("per-class CAPI-SDRi", "per_class.png", "per_class",
+               (prob.per_class_table(result.x_final),))
+    if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
+        yield ("gap to the oracle labelling bound", "gap.png", "gap",
+               (explain(prob.cache, prob.policy, result.x_final),))
+    if hasattr(prob, "confusion"):
+        yield ("label confusion", "confusion.png", "confusion", prob.confusion(result.x_final))
+
+
 def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Outputs:
     """Write policy, trials and report into ``out_dir`` (created); returns the paths.
 
@@ -227,24 +160,11 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
     trials.to_parquet(buf, index=False)
     written["trials"] = atomic_write_bytes(out / "trials.parquet", buf.getvalue())
     figs = {}
-    if figures:
-        figs["gain per stage"] = ("gain_per_stage.png", _fig_stage_gains(result))
-        names = result.problem.class_names
-        for param, moves in _last_moves(result).items():
-            figs[f"score against {param}"] = (f"threshold_{param}.png",
-                                              _fig_threshold(param, moves, names))
-        prob = result.problem
-        if hasattr(prob, "per_class_table"):
-            table = prob.per_class_table(result.x_final)
-            figs["per-class CAPI-SDRi"] = ("per_class.png", _fig_per_class(table))
-        if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
-            figs["gap to the oracle labelling bound"] = ("gap.png", _fig_bytes(gap_figure(
-                explain(prob.cache, prob.policy, result.x_final))))
-        if hasattr(prob, "confusion"):
-            matrix, labels = prob.confusion(result.x_final)
-            figs["label confusion"] = ("confusion.png", _fig_confusion(matrix, labels))
-        for key, (name, data) in figs.items():
-            written[key] = atomic_write_bytes(out / "figures" / name, data)
+    if figures:  # matplotlib is imported only here (search.figures): --no-figures skips it
+        draw = lazy_import("search.figures").render
+        for key, name, kind, args in _figure_inputs(result):
+            figs[key] = (name, draw(kind, *args))
+            written[key] = atomic_write_bytes(out / "figures" / name, figs[key][1])
     keep = {name for name, _ in figs.values()}
     stale = sorted(p for p in (out / "figures").glob("*.png") if p.name not in keep)
     for p in stale:

@@ -90,3 +90,15 @@ def test_search_modules_leave_scipy_stats_and_pyplot_unimported():
     needed for it (the acceptance test's p-value comes from scipy.special)."""
     loaded = _modules_after("import search.cli, search.run, search.report, search.acceptance")
     assert "scipy.stats" not in loaded and "matplotlib.pyplot" not in loaded
+
+
+def test_matplotlib_is_imported_only_to_draw_figures(tmp_path):
+    """The search and its report import matplotlib (0.25 s) only when they draw figures:
+    `search.figures`, through `lazy_import` in `search.report.write_outputs`."""
+    loaded = _modules_after("import search.cli, search.run, search.report")
+    assert "matplotlib" not in loaded
+    run = ("import sys\nfrom search.cli import main\n"
+           f"rc = main(['--stage', 'gates', '--trials', '4', '--folds', '2', '--no-figures', "
+           f"'--out', {str(tmp_path / 'o')!r}])\nassert rc == 0, rc")
+    assert "matplotlib" not in _modules_after(run)
+    assert {"matplotlib", "search.figures"} <= _modules_after(run.replace(", '--no-figures'", ""))
