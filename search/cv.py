@@ -139,12 +139,18 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
     jobs = settings.jobs
     if jobs > 1 and len(tasks) > 1:
         quiet = settings.with_(progress=False)  # one bar here, none in the workers
+        # largest tune sets first (the final chain tunes on all): no worker is left with the
+        # longest chain at the end while the others idle; results come back in task order
+        order = sorted(range(len(tasks)), key=lambda t: -int(np.count_nonzero(tasks[t][1])))
         done = Parallel(n_jobs=min(jobs, len(tasks)), backend="loky", return_as="generator")(
             delayed(_chain_task)(problem_factory, None if problem_factory else problem,
-                                 x_start, mask, label, quiet, split_fn)
-            for label, mask in tasks)
-        return list(tqdm(done, total=len(tasks), desc=f"chains ({jobs} jobs)",
-                         disable=not settings.progress))
+                                 x_start, tasks[t][1], tasks[t][0], quiet, split_fn)
+            for t in order)
+        out = [None] * len(tasks)
+        for t, res in zip(order, tqdm(done, total=len(tasks), desc=f"chains ({jobs} jobs)",
+                                      disable=not settings.progress)):
+            out[t] = res
+        return out
     results = []
     storage = make_storage(settings.storage)  # once for every serial chain
     for label, mask in tasks:

@@ -122,14 +122,17 @@ def _forward(problem, x_start, tune_idx, inner, settings, label):
         pooled[pos[i]] = problem.values(xs[i][None, :], held[i])[0]
     start = current = dataset_mean(pooled)
     kept, gains, alone, left = [], {}, {}, list(settings.auto_stages)
+    runs = {}  # (stage, inner fold, setting bytes) -> x_end: a stage's run is a function of these
     while left:
         tried = {}
         for stage in left:  # every remaining stage from every inner fold's current setting
             trial, new_x = pooled.copy(), []
             for i in range(inner.k):
-                rec = run_stage(stage, xs[i], ctxs[i])
-                new_x.append(rec.x_end)
-                trial[pos[i]] = problem.values(rec.x_end[None, :], held[i])[0]
+                key = (stage, i, xs[i].tobytes())  # an inner fold the kept stage left unchanged
+                if key not in runs:                # runs the others from the same setting again
+                    runs[key] = run_stage(stage, xs[i], ctxs[i]).x_end
+                new_x.append(runs[key])
+                trial[pos[i]] = problem.values(new_x[-1][None, :], held[i])[0]
             tried[stage] = (dataset_mean(trial) - current, _se(trial, pooled), trial, new_x)
         if not kept:
             alone = {stage: tried[stage][0] for stage in left}
