@@ -292,3 +292,26 @@ def test_auto_grouping_falls_back_with_a_warning_when_groups_cannot_make_folds(t
     assert any("--group-by auto" in w and "not grouped" in w for w in r.warnings)
     with pytest.raises(InputError, match="groups by recording"):
         run_search(path, stage="gates", folds=3, trials=2, n_boot=100, group_by="recording")
+
+
+def test_auto_never_reruns_a_stage_from_the_same_setting_in_the_same_inner_fold(planted,
+                                                                                monkeypatch):
+    # A stage's run is a function of (stage, inner fold, setting): an inner fold that the kept
+    # stage left unchanged reuses the other stages' runs instead of repeating them.
+    import search.nested as nested
+    runs = []
+    real = nested.run_stage
+
+    def recording(stage, x, ctx):
+        runs.append((stage, ctx.fold, x.tobytes()))
+        return real(stage, x, ctx)
+
+    monkeypatch.setattr(nested, "run_stage", recording)
+    s = SearchSettings(stage="auto", folds=2, inner_folds=3, n_trials=6, n_boot=200)
+    r = run_search(planted, s)
+    assert runs and len(set(runs)) == len(runs)
+    steps = len(r.final.selection.stages) + 1  # the steps the final chain's selection ran
+    n_stages = len(s.auto_stages)
+    full = sum(n_stages - t for t in range(min(steps, n_stages))) * s.inner_folds
+    final = [k for k in runs if k[1].startswith("final.")]
+    assert 0 < len(final) <= full
