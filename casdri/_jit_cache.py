@@ -10,15 +10,18 @@ becomes a namespace package that shadows a later editable install (``pip install
 * ``<user cache dir>/casdri/numba``: ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, the
   platform's equivalent elsewhere (``numba.misc.appdirs``, the same rule Numba uses for its
   user-wide cache), else
-* no disk cache at all when neither is writable: kernels compile in every process (slower
-  starts, the same numbers).
+* ``<temp dir>/casdri-numba-<user>`` when neither is writable (a read-only home on a CI
+  runner: the kernels still compile once per machine boot, not once per process), else
+* no disk cache at all: kernels compile in every process (slower starts, the same numbers).
 
 Inside that folder Numba's own layout is kept: one sub-folder per source file path (two
 checkouts never share entries) and entries stamped by the source file's time and size.
 """
 from __future__ import annotations
 
+import getpass
 import os
+import tempfile
 
 import numba
 from numba.core import config
@@ -49,10 +52,23 @@ class _UserCacheLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
         return self._cache_path
 
 
+class _TempCacheLocator(_UserCacheLocator):
+    """Last resort: ``<temp dir>/casdri-numba-<user>/<source path digest>``."""
+
+    def __init__(self, py_func, py_file):
+        super().__init__(py_func, py_file)
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no user name (some containers): one shared folder
+            user = "user"
+        self._cache_path = os.path.join(tempfile.gettempdir(), f"casdri-numba-{user}",
+                                        self.get_suitable_cache_subpath(py_file))
+
+
 class _Impl(CompileResultCacheImpl):
-    # Numba's list without its in-tree locator (the package folder) and with ours before its
-    # user-wide one; `$NUMBA_CACHE_DIR` first, as in Numba.
-    _locator_classes = [UserProvidedCacheLocator, _UserCacheLocator]
+    # Numba's list without its in-tree locator (the package folder): `$NUMBA_CACHE_DIR` first,
+    # as in Numba, then the user cache folder, then the temp folder.
+    _locator_classes = [UserProvidedCacheLocator, _UserCacheLocator, _TempCacheLocator]
 
 
 class KernelCache(FunctionCache):

@@ -101,11 +101,16 @@ def test_kernels_are_cached_in_the_user_cache_folder_never_in_the_package(tmp_pa
 
 
 @pytest.mark.slow
-def test_no_writable_cache_folder_compiles_without_a_disk_cache(tmp_path):
+def test_an_unwritable_user_cache_falls_back_to_the_temp_folder(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     before = _compiled_files(ROOT / "casdri")
     want = _place({"XDG_CACHE_HOME": str(tmp_path / "ok")})["snr"]
-    got = _place({"XDG_CACHE_HOME": str(blocker)})["snr"]
+    # a read-only home (a CI runner): the temp folder holds the kernels
+    (tmp_path / "tmp").mkdir()
+    assert _place({"XDG_CACHE_HOME": str(blocker), "TMPDIR": str(tmp_path / "tmp")})["snr"] == want
+    assert _compiled_files(tmp_path / "tmp"), "nothing cached in the temp folder"
+    # an unusable TMPDIR as well (Python then picks its next temp candidate): the same numbers
+    got = _place({"XDG_CACHE_HOME": str(blocker), "TMPDIR": str(blocker)})["snr"]
     assert got == want
-    assert _compiled_files(ROOT / "casdri") == before  # no fallback into the package
+    assert _compiled_files(ROOT / "casdri") == before  # never a fallback into the package
