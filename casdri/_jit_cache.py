@@ -41,12 +41,16 @@ def cache_root() -> str:
 
 
 class _UserCacheLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
-    """Numba locator for ``<user cache dir>/casdri/numba/<source path digest>``."""
+    """Numba locator for ``<_root()>/<source path digest>``, the root being `cache_root`."""
 
     def __init__(self, py_func, py_file):
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        self._cache_path = os.path.join(cache_root(), self.get_suitable_cache_subpath(py_file))
+        self._cache_path = os.path.join(self._root(), self.get_suitable_cache_subpath(py_file))
+
+    @staticmethod
+    def _root() -> str:
+        return cache_root()
 
     def get_cache_path(self):
         return self._cache_path
@@ -55,14 +59,13 @@ class _UserCacheLocator(_SourceFileBackedLocatorMixin, _CacheLocator):
 class _TempCacheLocator(_UserCacheLocator):
     """Last resort: ``<temp dir>/casdri-numba-<user>/<source path digest>``."""
 
-    def __init__(self, py_func, py_file):
-        super().__init__(py_func, py_file)
+    @staticmethod
+    def _root() -> str:
         try:
             user = getpass.getuser()
         except Exception:  # noqa: BLE001 - no user name (some containers): one shared folder
             user = "user"
-        self._cache_path = os.path.join(tempfile.gettempdir(), f"casdri-numba-{user}",
-                                        self.get_suitable_cache_subpath(py_file))
+        return os.path.join(tempfile.gettempdir(), f"casdri-numba-{user}")
 
 
 class _Impl(CompileResultCacheImpl):

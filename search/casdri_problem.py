@@ -227,21 +227,24 @@ class ProblemFactory:
 _LOADED: dict = {}
 
 
+def _cache_files(root: Path) -> list:
+    """The metadata file and every Parquet part of a cache, sorted (what identifies it)."""
+    return sorted([root / "_casdri_cache.json", *root.glob("*/part-*.parquet")])
+
+
 def _files_stamp(path) -> tuple:
-    """(name, size, mtime_ns) of a cache's metadata and part files: changes when any is
-    rewritten, added or removed (a rebuilt cache is loaded again)."""
+    """(name, size, mtime_ns) of `_cache_files`: changes when any is rewritten, added or
+    removed (a rebuilt cache is loaded again)."""
     root = Path(path)
-    files = sorted([root / "_casdri_cache.json", *root.glob("*/part-*.parquet")])
     return tuple((str(f.relative_to(root)), st.st_size, st.st_mtime_ns)
-                 for f in files for st in [f.stat()])
+                 for f in _cache_files(root) for st in [f.stat()])
 
 
 def cache_hash(path) -> str:
-    """sha256 over the metadata file and every Parquet part (names and bytes), hex."""
+    """sha256 over `_cache_files` (names and bytes), hex."""
     h = hashlib.sha256()
     root = Path(path)
-    files = sorted([root / "_casdri_cache.json", *root.glob("*/part-*.parquet")])
-    for f in files:
+    for f in _cache_files(root):
         h.update(str(f.relative_to(root)).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

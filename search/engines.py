@@ -231,7 +231,7 @@ class BatchTPESampler(optuna.samplers.TPESampler):
         super().__init__(*args, **kwargs)
         self._last: dict = {}  # handle_below -> (key, estimator)
 
-    def _build_parzen_estimator(self, study, search_space, trials, handle_below):
+    def _build_parzen_estimator(self, study, search_space, trials, handle_below=False):
         key = (id(study._storage), study._study_id, tuple(search_space.items()),
                tuple(t.number for t in trials))
         kept = self._last.get(bool(handle_below))

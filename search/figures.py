@@ -1,5 +1,6 @@
 """The PNG figures of a search report, drawn with matplotlib from plain inputs (tables,
-arrays, sweep moves): no search state, so a worker process can draw them (`render`).
+arrays, sweep moves, a gap explanation); `search.report` imports this module only when it
+draws, so a run without figures never imports matplotlib.
 
 Conventions: every function returns PNG bytes (110 dpi) of a `matplotlib.figure.Figure` drawn
 on the Agg canvas ``savefig`` picks (no pyplot, nothing registered globally).
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 
 from casdri.gap_figure import gap_figure
 
-__all__ = ["KINDS", "render", "stage_gains", "threshold", "per_class", "confusion", "gap"]
+__all__ = ["stage_gains", "threshold", "per_class", "confusion", "gap"]
 
 
 def _fig_bytes(fig, tight: bool = True) -> bytes:
@@ -33,14 +34,14 @@ def _subplots(figsize, *args, **kwargs):
 def stage_gains(table: pd.DataFrame, heldout: bool) -> bytes:
     """Bars of ``table`` (`search.result.SearchResult.stage_table`): tune gain per stage, and
     the pooled held-out gain beside it when ``heldout``."""
-    st = table
     fig, ax = _subplots((7, 3.2))
-    xs = np.arange(len(st))
-    ax.bar(xs - 0.2, st["tune_gain_db"].fillna(0.0), 0.4, label="tune (final chain)")
+    xs = np.arange(len(table))
+    ax.bar(xs - 0.2, table["tune_gain_db"].fillna(0.0), 0.4, label="tune (final chain)")
     if heldout:
-        ax.bar(xs + 0.2, st["heldout_gain_db"].fillna(0.0), 0.4, label="held-out (pooled folds)")
+        ax.bar(xs + 0.2, table["heldout_gain_db"].fillna(0.0), 0.4,
+               label="held-out (pooled folds)")
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(xs, st["stage"])
+    ax.set_xticks(xs, table["stage"])
     ax.set_ylabel("gain (dB CAPI-SDRi)")
     ax.set_title("Gain per stage")
     ax.legend(fontsize=8)
@@ -113,16 +114,3 @@ def gap(explanation) -> bytes:
     """`casdri.gap_figure.gap_figure` of a `casdri.gap.GapExplanation`, as PNG bytes."""
     return _fig_bytes(gap_figure(explanation))
 
-
-#: the figure kinds `render` draws
-KINDS = {"stage_gains": stage_gains, "threshold": threshold, "per_class": per_class,
-         "confusion": confusion, "gap": gap}
-
-
-def render(kind: str, *args) -> bytes:
-    """PNG bytes of figure ``kind`` (a key of `KINDS`) drawn from ``args``.
-
-    Raises:
-        KeyError: an unknown kind.
-    """
-    return KINDS[kind](*args)

@@ -124,23 +124,24 @@ def _last_moves(result: SearchResult) -> dict:
     return out
 
 
-def _figure_inputs(result: SearchResult):
-    """``(key, file name, kind, args)`` of every figure of the report, in report order: the
-    inputs `search.figures.render` draws from (computed here, in the search's process)."""
-    yield ("gain per stage", "gain_per_stage.png", "stage_gains",
-           (result.stage_table(), bool(result.fold_results)))
+def _figures(result: SearchResult, draw):
+    """``(key, file name, PNG bytes)`` of every figure of the report, in report order, drawn
+    by ``draw`` (the `search.figures` module)."""
+    yield ("gain per stage", "gain_per_stage.png",
+           draw.stage_gains(result.stage_table(), bool(result.fold_results)))
     names = list(result.problem.class_names)
     for param, moves in _last_moves(result).items():
-        yield f"score against {param}", f"threshold_{param}.png", "threshold", (param, moves, names)
+        yield f"score against {param}", f"threshold_{param}.png", draw.threshold(param, moves,
+                                                                                  names)
     prob = result.problem
     if hasattr(prob, "per_class_table"):
-        yield ("per-class CAPI-SDRi", "per_class.png", "per_class",
-               (prob.per_class_table(result.x_final),))
+        yield "per-class CAPI-SDRi", "per_class.png", draw.per_class(
+            prob.per_class_table(result.x_final))
     if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
-        yield ("gap to the oracle labelling bound", "gap.png", "gap",
-               (explain(prob.cache, prob.policy, result.x_final),))
+        yield "gap to the oracle labelling bound", "gap.png", draw.gap(
+            explain(prob.cache, prob.policy, result.x_final))
     if hasattr(prob, "confusion"):
-        yield ("label confusion", "confusion.png", "confusion", prob.confusion(result.x_final))
+        yield "label confusion", "confusion.png", draw.confusion(*prob.confusion(result.x_final))
 
 
 def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Outputs:
@@ -161,10 +162,9 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
     written["trials"] = atomic_write_bytes(out / "trials.parquet", buf.getvalue())
     figs = {}
     if figures:  # matplotlib is imported only here (search.figures): --no-figures skips it
-        draw = lazy_import("search.figures").render
-        for key, name, kind, args in _figure_inputs(result):
-            figs[key] = (name, draw(kind, *args))
-            written[key] = atomic_write_bytes(out / "figures" / name, figs[key][1])
+        for key, name, data in _figures(result, lazy_import("search.figures")):
+            figs[key] = (name, data)
+            written[key] = atomic_write_bytes(out / "figures" / name, data)
     keep = {name for name, _ in figs.values()}
     stale = sorted(p for p in (out / "figures").glob("*.png") if p.name not in keep)
     for p in stale:
