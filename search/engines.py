@@ -41,6 +41,7 @@ from casdri._cli import lazy_import
 from casdri.errors import InputError
 
 from .objective import Param
+from .parzen import VectorParzenEstimator
 
 __all__ = [
     "BatchTPESampler", "distribution", "JointResult", "SAMPLERS", "make_storage", "rdb_url",
@@ -217,18 +218,21 @@ def _sqlite_wal(engine) -> None:
 
 
 class BatchTPESampler(optuna.samplers.TPESampler):
-    """Optuna's ``TPESampler``, reusing a Parzen estimator while its trials are unchanged.
+    """Optuna's ``TPESampler`` for batches of asks: estimators reused and evaluated vectorised.
 
     `optimize_joint` asks a batch of trials before it tells any. Every ask of a batch sees the
     same finished trials, so Optuna rebuilds the same "below" estimator for each; the "above"
     one also holds the batch's running trials and changes with every ask. Here the last
     estimator of each kind is kept, keyed by its trials' numbers and the search space, and
-    reused while they are the same. Building one draws no random numbers, so the trials, and
-    every result, equal the plain sampler's (tested).
+    reused while they are the same (building one draws no random numbers). The estimators are
+    `search.parzen.VectorParzenEstimator`: Optuna's kernels, evaluated with SciPy instead of
+    one Python call per element, 40 % of a ``--stage gates`` search before. The trials equal
+    the plain sampler's to rounding (1e-9; tested): the same draws, the same rule.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._parzen_estimator_cls = VectorParzenEstimator
         self._last: dict = {}  # handle_below -> (key, estimator)
 
     def _build_parzen_estimator(self, study, search_space, trials, handle_below=False):
@@ -348,7 +352,7 @@ def optimize_joint(
     while done < n_trials:
         k = min(batch_size, n_trials - done)
         trials = [study.ask(dists) for _ in range(k)]
-        params = [{name: t.params[name] for name in dists} for t in trials]
+        params = [{name: p[name] for name in dists} for p in (t.params for t in trials)]
         scores = np.asarray(score_batch(params), dtype=np.float64)
         n_eval += k
         for t, s in zip(trials, scores):

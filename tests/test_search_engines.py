@@ -201,7 +201,9 @@ def _batched_trials(sampler, n_batches: int = 6, batch: int = 8) -> list:
     return out
 
 
-def test_batch_tpe_sampler_gives_the_plain_samplers_trials():
+def test_batch_tpe_sampler_follows_the_plain_samplers_trials():
+    """The same 48 trials as Optuna's own TPESampler, to rounding (its estimator evaluates
+    the same kernels with SciPy: `search.parzen`), with fewer estimators built."""
     import warnings
     from search.engines import BatchTPESampler
     with warnings.catch_warnings():
@@ -220,7 +222,11 @@ def test_batch_tpe_sampler_gives_the_plain_samplers_trials():
         want, got = _batched_trials(plain), _batched_trials(batch)
     finally:
         optuna.samplers.TPESampler._build_parzen_estimator = original
-    assert got == want  # the same 48 trials, bit for bit
+    assert len(got) == len(want) == 48
+    for g, w in zip(got, want):
+        assert g["m"] == w["m"]  # the categorical choice itself
+        assert g["a"] == pytest.approx(w["a"], abs=1e-9)
+        assert g["b"] == pytest.approx(w["b"], abs=1e-9)
     n_plain, n_batch = built.count(False), built.count(True)
     # "below" once per batch (8 asks), "above" once per ask (it holds the running trials)
     assert n_plain > 0 and n_batch <= 0.6 * n_plain
