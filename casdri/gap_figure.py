@@ -7,6 +7,7 @@ zero), so a bar's net height is its share of the gap. Used by `search.report` an
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from ._gap_states import PART_NAMES, PARTS
@@ -15,16 +16,22 @@ __all__ = ["gap_figure"]
 
 
 def _stack(ax, names, table) -> None:
+    """One stacked bar per name: a `PolyCollection` of rectangles per part (one artist per
+    part, not one per bar: a third of the figure's drawing time), then the net as a dash."""
     pos, neg = np.zeros(len(names)), np.zeros(len(names))
-    xs = np.arange(len(names))
+    xs = np.arange(len(names), dtype=np.float64)
     for k, p in enumerate(PARTS):
         v = np.asarray(table[p], np.float64)
-        base = np.where(v >= 0, pos, neg)
-        ax.bar(xs, v, 0.7, bottom=base, color=f"C{k}", label=PART_NAMES[p])
+        y0 = np.where(v >= 0, pos, neg)
+        x0, x1, y1 = xs - 0.35, xs + 0.35, y0 + v
+        corners = np.stack([np.c_[x0, y0], np.c_[x0, y1], np.c_[x1, y1], np.c_[x1, y0]], axis=1)
+        ax.add_collection(PolyCollection(corners, facecolors=f"C{k}", edgecolors="none",
+                                         label=PART_NAMES[p]))
         pos, neg = pos + np.maximum(v, 0), neg + np.minimum(v, 0)
     ax.plot(xs, np.asarray(table["total"], np.float64), "k_", ms=14, mew=1.5)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
+    ax.autoscale_view()
 
 
 def gap_figure(explanation, max_classes: int = 18):
