@@ -11,11 +11,18 @@ Conventions:
     * A closed stdout (``casdri-cache info CACHE | head``) ends quietly with 0.
     * Heavy or optional modules are imported where they are used, through `lazy_import`, so
       that ``--help`` stays fast and a missing extra gets its ``pip install`` hint.
+    * A command run from the process's own command line (``argv`` None) owns the process's
+      cyclic garbage collector (`CLI_GC_THRESHOLD`): collections run less often while it
+      imports and loads (most objects then live until the end), and the objects alive when
+      it returns are frozen (``gc.freeze``), so the interpreter's teardown does not scan
+      them. Both took about 1 s of a 5 s warm ``casdri-search --stage gates``. A call with
+      an explicit ``argv`` (tests, notebooks) leaves the collector alone.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import importlib
 import os
 import sys
@@ -26,7 +33,10 @@ from .errors import CasdriError, MissingDependencyError
 
 __all__ = ["EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
            "Parser", "UsageError", "int_at_least", "number", "lazy_import", "run",
-           "OPTIONAL_MODULES"]
+           "OPTIONAL_MODULES", "CLI_GC_THRESHOLD"]
+
+#: ``gc.set_threshold`` of a command that owns its process (Python's default: 700, 10, 10)
+CLI_GC_THRESHOLD = (10_000, 10, 10)
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -151,7 +161,17 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
     Returns:
         The exit code (module conventions).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # this process's own command line: see the module's conventions
+        gc.set_threshold(*CLI_GC_THRESHOLD)
+        try:
+            return _run(parser, handler, sys.argv[1:])
+        finally:
+            gc.freeze()
+    return _run(parser, handler, argv)
+
+
+def _run(parser, handler, argv: Sequence[str]) -> int:
+    argv = list(argv)
     debug = "--debug" in argv
     prog = parser.prog
     try:

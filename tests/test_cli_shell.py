@@ -84,3 +84,32 @@ def test_score_out_that_is_a_folder_is_a_user_error(capsys, tmp_path):
                      str(tmp_path / "r.json")]) == EXIT_USER
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("casdri score: error: cannot write --out")
+
+
+@pytest.fixture
+def restored_gc():
+    import gc
+    before = gc.get_threshold()
+    yield gc
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+def test_a_command_owning_its_process_tunes_and_freezes_the_gc(restored_gc, monkeypatch):
+    """From the process's own command line (argv None) the collector runs less often and the
+    objects alive at the end are frozen (teardown does not scan them), even after an error;
+    an explicit argv (tests, notebooks) leaves the collector as it was."""
+    from casdri._cli import CLI_GC_THRESHOLD
+    gc = restored_gc
+    gc.unfreeze()
+    parser, handler = _toy(None)
+    seen = []
+    assert run(parser, lambda args: seen.append(gc.get_threshold()) or 0, ["--n", "1"]) == 0
+    assert gc.get_freeze_count() == 0 and seen[-1] != CLI_GC_THRESHOLD
+    monkeypatch.setattr("sys.argv", ["toy", "--n", "1"])
+    assert run(parser, lambda args: seen.append(gc.get_threshold()) or 0) == 0
+    assert seen[-1] == CLI_GC_THRESHOLD and gc.get_freeze_count() > 1000
+    gc.unfreeze()
+    parser, handler = _toy(ZeroDivisionError("x"))
+    assert run(parser, handler) == EXIT_INTERNAL
+    assert gc.get_freeze_count() > 1000
