@@ -13,10 +13,10 @@ Conventions:
     * Covered: mixtures of plain float kernels (``FloatDistribution`` without ``log`` or
       ``step``) and categorical ones, the only kinds `search.engines.distribution` makes. Any
       other kind falls back to Optuna's own code, unchanged.
-    * Equal to Optuna's estimator to rounding: ``log_pdf`` within 1e-9 dB-free log units and
-      ``sample`` (same random state) within 1e-9 of the parameter range
-      (`tests/test_search_engines.py`), so the sampler follows TPE's rule; its trials may differ
-      from the plain sampler's in the last bits.
+    * Equal to Optuna's estimator to rounding: ``log_pdf`` within 1e-9 (natural log) and
+      ``sample`` (same random state) within 1e-9 in parameter units (`tests/test_search_parzen.py`;
+      `tests/test_search_engines.py` compares whole studies), so the sampler follows TPE's rule;
+      its trials may differ from the plain sampler's in the last bits.
 
 Source of the kernel model: Optuna ``optuna/samplers/_tpe`` (``_ParzenEstimator``,
 ``_MixtureOfProductDistribution``), and Watanabe, "Tree-structured Parzen estimator:
