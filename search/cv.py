@@ -26,7 +26,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .engines import make_storage
+from .engines import open_storage
 from .nested import Selection, select_stages
 from .objective import Objective
 from .settings import SearchSettings
@@ -91,6 +91,10 @@ def run_fold_chain(problem, x_start: np.ndarray, tune_mask: np.ndarray, fold: st
     ``storage``: the Optuna storage of ``settings.storage`` already opened by the caller
     (`run_chains` opens it once for its serial chains: opening an RDB storage checks its
     schema, about 0.1-0.4 s); by default it is opened here."""
+    if storage is _OPEN:
+        with open_storage(settings.storage) as opened:
+            return run_fold_chain(problem, x_start, tune_mask, fold, settings, split_fn,
+                                  on_stage, opened)
     with single_numba_thread():
         mask = np.asarray(tune_mask, bool)
         selection = None
@@ -101,8 +105,6 @@ def run_fold_chain(problem, x_start: np.ndarray, tune_mask: np.ndarray, fold: st
         else:
             stages = settings.chains[0]
         obj = Objective(problem, mask)
-        if storage is _OPEN:
-            storage = make_storage(settings.storage)
         ctx = StageContext(objective=obj, settings=settings, fold=fold, storage=storage)
         records = run_chain(stages, x_start, ctx, on_stage)
         t0 = records[0].start_score_db if records else obj.score(x_start)
@@ -152,12 +154,12 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
             out[t] = res
         return out
     results = []
-    storage = make_storage(settings.storage)  # once for every serial chain
-    for label, mask in tasks:
-        if on_chain is not None:
-            on_chain(label)
-        results.append(run_fold_chain(problem, x_start, mask, label, settings, split_fn,
-                                      on_stage, storage))
+    with open_storage(settings.storage) as storage:  # once for every serial chain
+        for label, mask in tasks:
+            if on_chain is not None:
+                on_chain(label)
+            results.append(run_fold_chain(problem, x_start, mask, label, settings, split_fn,
+                                          on_stage, storage))
     return results
 
 

@@ -27,6 +27,7 @@ import math
 import sqlite3
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -41,10 +42,10 @@ from casdri._cli import lazy_import
 from casdri.errors import InputError
 
 from .objective import Param
-from .parzen import VectorParzenEstimator
 
 __all__ = [
     "BatchTPESampler", "distribution", "JointResult", "SAMPLERS", "make_storage", "rdb_url",
+    "open_storage", "close_storage",
     "dashboard_target", "make_sampler", "optimize_joint", "study_knobs",
 ]
 
@@ -224,15 +225,19 @@ class BatchTPESampler(optuna.samplers.TPESampler):
     same finished trials, so Optuna rebuilds the same "below" estimator for each; the "above"
     one also holds the batch's running trials and changes with every ask. Here the last
     estimator of each kind is kept, keyed by its trials' numbers and the search space, and
-    reused while they are the same (building one draws no random numbers). The estimators are
+    reused while they are the same (building one draws no random numbers). On the Optuna
+    versions it follows (`search.parzen.optuna_supported`) the estimators are
     `search.parzen.VectorParzenEstimator`: Optuna's kernels, evaluated with SciPy instead of
-    one Python call per element, 40 % of a ``--stage gates`` search before. The trials equal
-    the plain sampler's to rounding (1e-9; tested): the same draws, the same rule.
+    one Python call per element (that was 40 % of a ``--stage gates`` search). The trials
+    equal the plain sampler's to rounding (1e-9; tested): the same draws, the same rule. On
+    other versions Optuna's own estimator is used, and the trials are the plain sampler's.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._parzen_estimator_cls = VectorParzenEstimator
+        vector = _vector_estimator()
+        if vector is not None:
+            self._parzen_estimator_cls = vector
         self._last: dict = {}  # handle_below -> (key, estimator)
 
     def _build_parzen_estimator(self, study, search_space, trials, handle_below=False):
@@ -244,6 +249,37 @@ class BatchTPESampler(optuna.samplers.TPESampler):
         est = super()._build_parzen_estimator(study, search_space, trials, handle_below)
         self._last[bool(handle_below)] = (key, est)
         return est
+
+
+@contextmanager
+def open_storage(url: Optional[str]):
+    """`make_storage` (``url``) for a ``with`` block: an RDB storage's connections are closed
+    when the block ends (`close_storage`); None stays None."""
+    storage = make_storage(url)
+    try:
+        yield storage
+    finally:
+        close_storage(storage)
+
+
+def close_storage(storage) -> None:
+    """Close an RDB storage's session and pooled connections (SQLite then folds its
+    write-ahead log into the ``.db`` file, so the file alone holds every trial); other
+    storages hold nothing open between operations."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def _vector_estimator():
+    """`search.parzen.VectorParzenEstimator` where this Optuna is one it follows
+    (`search.parzen.optuna_supported`), else None: Optuna's own estimator (slower, the same
+    rule)."""
+    try:
+        parzen = importlib.import_module("search.parzen")
+    except ImportError:  # Optuna's private estimator modules moved
+        return None
+    return parzen.VectorParzenEstimator if parzen.optuna_supported() else None
 
 
 def make_sampler(name: str, seed: int, n_startup_trials: int = 10):

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 from casdri.gap_figure import gap_figure
 
-__all__ = ["stage_gains", "threshold", "per_class", "confusion", "gap"]
+__all__ = ["stage_gains", "threshold", "threshold_figure", "per_class", "confusion", "gap",
+           "MIN_SPAN_DB"]
 
 
 def _fig_bytes(fig, tight: bool = True) -> bytes:
@@ -51,21 +52,34 @@ def stage_gains(table: pd.DataFrame, heldout: bool) -> bytes:
     return _fig_bytes(fig)
 
 
+#: the smallest score span a threshold panel stretches to its height (dB): flatter curves are
+#: drawn flat, not as full steps
+MIN_SPAN_DB = 1e-3
+
+
 def threshold(param: str, moves: dict, names) -> bytes:
     """Tune score against ``param`` per class: ``moves`` ``{class index: sweep Move}`` (the
-    final chain's last sweep of each class), ``names`` the class names.
+    final chain's last sweep of each class), ``names`` the class names (`threshold_figure`).
+    """
+    return _fig_bytes(threshold_figure(param, moves, names), tight=False)
 
-    Small multiples on one axes (a grid of panels, each scaled to its own ranges, printed at
-    its edges; the chosen value in red and in the panel's title): a matplotlib ``Axes`` per
-    class cost 0.5 s a figure, mostly its ticks, and most of a default search's report.
+
+def threshold_figure(param: str, moves: dict, names) -> Figure:
+    """The `threshold` figure: small multiples on one axes.
+
+    A grid of panels, 6 a row, each scaled to its own ranges (printed at its edges; a score
+    span under `MIN_SPAN_DB` is centred, not stretched); the curve breaks where a score or an
+    edge is not finite; the chosen value is a red line (at the range's end when it is off,
+    ±inf) and in the panel's title. Drawn as three `LineCollection` (frames, curves, chosen
+    values) on one axes: an ``Axes`` per class cost 0.5 s a figure, mostly its ticks.
     """
     n = len(names)
     ncol = 6 if n > 6 else n
     nrow = int(np.ceil(n / ncol))
-    fig, ax = _subplots((2.2 * ncol, 1.8 * nrow + 0.4))
+    fig, ax = _subplots((max(2.2 * ncol, 9.0), 1.8 * nrow + 0.4))
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=1 - 0.45 / (1.8 * nrow + 0.4))
     ax.set_axis_off()
-    ax.set_xlim(0, ncol)
+    ax.set_xlim(0, max(ncol, 9.0 / 2.2))
     ax.set_ylim(nrow, 0)  # row 0 on top
     w, h = 0.74, 0.56  # the plot area of a panel, in panel units
     curves, chosen, frames = [], [], []
@@ -74,41 +88,41 @@ def threshold(param: str, moves: dict, names) -> bytes:
         x0, y0 = c % ncol + 0.2, c // ncol + 0.2
         frames.append([(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h), (x0, y0)])
         m = moves.get(c)
-        if m is None:
-            ax.text(x0 + w / 2, y0 - 0.04, names[c], ha="center", fontsize=7)
-            ax.text(x0 + w / 2, y0 + h / 2, "not swept", ha="center", va="center", fontsize=7)
-            continue
-        if m.edges is not None:  # the exact sweep's step curve
+        if m is not None and m.edges is not None:  # the exact sweep's step curve
             edges = np.asarray(m.edges, np.float64)
             xs, ys = np.repeat(edges, 2)[1:-1], np.repeat(np.asarray(m.scores_db, np.float64), 2)
-        else:
+        elif m is not None:
             xs, ys = np.asarray(m.points, np.float64), np.asarray(m.scores_db, np.float64)
-        ok = np.isfinite(xs) & np.isfinite(ys)
-        xs, ys = xs[ok], ys[ok]
-        if not xs.size:
+        ok = np.isfinite(xs) & np.isfinite(ys) if m is not None else np.zeros(0, bool)
+        if not ok.any():
+            ax.text(x0 + w / 2, y0 - 0.04, names[c], ha="center", fontsize=7)
+            ax.text(x0 + w / 2, y0 + h / 2, "not swept" if m is None else "no finite score",
+                    ha="center", va="center", fontsize=7)
             continue
-        lo, hi, ylo, yhi = xs.min(), xs.max(), ys.min(), ys.max()
+        lo, hi = xs[ok].min(), xs[ok].max()
+        ylo, yhi = ys[ok].min(), ys[ok].max()
+        if yhi - ylo < MIN_SPAN_DB:
+            mid = 0.5 * (ylo + yhi)
+            ylo, yhi = mid - MIN_SPAN_DB / 2, mid + MIN_SPAN_DB / 2
         u = (xs - lo) / (hi - lo) if hi > lo else np.full(xs.size, 0.5)
-        v = (ys - ylo) / (yhi - ylo) if yhi > ylo else np.full(ys.size, 0.5)
-        curves.append(np.c_[x0 + w * u, y0 + h * (1 - v)])
-        value = float(np.clip(m.value, lo, hi)) if not np.isnan(m.value) else None
-        if value is not None:
-            uc = (value - lo) / (hi - lo) if hi > lo else 0.5
+        v = (ys - ylo) / (yhi - ylo)
+        pts = np.c_[x0 + w * u, y0 + h * (1 - v)]
+        runs = np.split(np.arange(xs.size), np.flatnonzero(np.diff(ok.astype(np.int8))) + 1)
+        curves += [pts[r] for r in runs if ok[r[0]]]  # the finite runs, each its own line
+        if not np.isnan(m.value):
+            uc = (float(np.clip(m.value, lo, hi)) - lo) / (hi - lo) if hi > lo else 0.5
             chosen.append([(x0 + w * uc, y0), (x0 + w * uc, y0 + h)])
         ax.text(x0 + w / 2, y0 - 0.04, f"{names[c]}: {m.value:.3g}", ha="center", fontsize=7)
         ax.text(x0, y0 + h + 0.03, f"{lo:.3g}", ha="left", va="top", **small)
         ax.text(x0 + w, y0 + h + 0.03, f"{hi:.3g}", ha="right", va="top", **small)
-        if yhi > ylo:
-            ax.text(x0 - 0.02, y0, f"{yhi:.3f}", ha="right", va="center", **small)
-            ax.text(x0 - 0.02, y0 + h, f"{ylo:.3f}", ha="right", va="center", **small)
-        else:  # flat: its one value
-            ax.text(x0 - 0.02, y0 + h / 2, f"{ylo:.3f}", ha="right", va="center", **small)
-    ax.add_collection(LineCollection(frames, colors="0.75", linewidths=0.6))
-    ax.add_collection(LineCollection(curves, colors="C0", linewidths=0.9))
-    ax.add_collection(LineCollection(chosen, colors="C3", linewidths=0.8))
+        ax.text(x0 - 0.02, y0, f"{yhi:.3f}", ha="right", va="center", **small)
+        ax.text(x0 - 0.02, y0 + h, f"{ylo:.3f}", ha="right", va="center", **small)
+    ax.add_collection(LineCollection(frames, colors="0.75", linewidths=0.6, label="frames"))
+    ax.add_collection(LineCollection(curves, colors="C0", linewidths=0.9, label="curves"))
+    ax.add_collection(LineCollection(chosen, colors="C3", linewidths=0.8, label="chosen"))
     fig.suptitle(f"tune CAPI-SDRi (dB, each panel's range at its left) against {param} per "
-                 "class, final chain (red and in the title: chosen)", fontsize=9)
-    return _fig_bytes(fig, tight=False)
+                 "class, final chain\n(red and in the title: the chosen value)", fontsize=9)
+    return fig
 
 
 def per_class(table: pd.DataFrame) -> bytes:

@@ -14,9 +14,14 @@ Conventions:
       ``step``) and categorical ones, the only kinds `search.engines.distribution` makes. Any
       other kind falls back to Optuna's own code, unchanged.
     * Equal to Optuna's estimator to rounding: ``log_pdf`` within 1e-9 (natural log) and
-      ``sample`` (same random state) within 1e-9 in parameter units (`tests/test_search_parzen.py`;
-      `tests/test_search_engines.py` compares whole studies), so the sampler follows TPE's rule;
-      its trials may differ from the plain sampler's in the last bits.
+      ``sample`` (same random state) within about 1e-12 of the parameter's range
+      (`tests/test_search_parzen.py`; `tests/test_search_engines.py` compares whole studies),
+      so the sampler follows TPE's rule; its trials may differ from the plain sampler's in the
+      last bits.
+    * It relies on Optuna's private estimator and on its order of random draws (categorical
+      parameters first, then one array for the floats), verified for Optuna 4.5 to 5.x
+      (`optuna_supported`); `search.engines.BatchTPESampler` uses Optuna's own estimator on
+      any other version, or when these private modules cannot be imported.
 
 Source of the kernel model: Optuna ``optuna/samplers/_tpe`` (``_ParzenEstimator``,
 ``_MixtureOfProductDistribution``), and Watanabe, "Tree-structured Parzen estimator:
@@ -34,9 +39,24 @@ from optuna.samplers._tpe.probability_distributions import (
 )
 from scipy.special import log_ndtr, ndtr, ndtri_exp
 
-__all__ = ["VectorParzenEstimator", "log_gauss_mass", "truncnorm_ppf"]
+__all__ = ["VectorParzenEstimator", "log_gauss_mass", "truncnorm_ppf", "optuna_supported",
+           "OPTUNA_VERSIONS"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+#: Optuna versions ``[from, to)`` whose estimator and order of draws this module follows
+OPTUNA_VERSIONS = ((4, 5), (6, 0))
+
+
+def optuna_supported(version: str | None = None) -> bool:
+    """Whether the installed Optuna (or ``version``) is in `OPTUNA_VERSIONS`."""
+    import optuna
+    parts = (version or optuna.__version__).split(".")[:2]
+    try:
+        have = tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
+    except ValueError:
+        return False
+    return OPTUNA_VERSIONS[0] <= have < OPTUNA_VERSIONS[1]
 
 
 def log_gauss_mass(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from casdri.replay import kernels_cached
 
 from . import casdri_problem as cp
 from .cv import run_chains
-from .engines import make_sampler, make_storage
+from .engines import make_sampler, open_storage
 from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordings
 from .folds import stratified_folds
 from .result import MIN_FOLD_SIZE, SearchResult, TestFigure, pooled_heldout, summarize
@@ -222,9 +222,9 @@ def _check_storage(settings: SearchSettings) -> None:
     """Refuse studies of ``study_name`` already in the storage unless ``--resume``."""
     if settings.storage is None:
         return
-    storage = make_storage(settings.storage)
-    names = [n for n in optuna.get_all_study_names(storage)
-             if n.startswith(settings.study_name + ".")]
+    with open_storage(settings.storage) as storage:
+        names = [n for n in optuna.get_all_study_names(storage)
+                 if n.startswith(settings.study_name + ".")]
     if names and not settings.resume:
         raise InputError(
             f"--storage {settings.storage}: it already holds {len(names)} studies named "

@@ -124,3 +124,23 @@ def test_cli_zero_gain_warns_plainly(tmp_path):
     assert len(warning) == 2 and "includes zero" in warning[0]
     assert "small sample: held-out folds of 8-8 soundscapes" in warning[1]  # 24 / 3 folds
     assert "not shown to beat the baseline on unseen soundscapes" in warning[0]
+
+
+def test_a_sqlite_study_file_alone_holds_every_trial(cache_dir, tmp_path):
+    """The search closes its storage: SQLite folds its write-ahead log into the .db file, so a
+    copy of that one file (what a user shares) holds every trial, and no -wal file is left."""
+    import shutil
+
+    import optuna
+    db = tmp_path / "study.db"
+    p = run_cli("--cache", cache_dir, "--stage", "gates", "--folds", "2", "--trials", "4",
+                "--no-figures", "--storage", f"sqlite:///{db}", "--out", tmp_path / "out")
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "study.db-wal").exists()
+    alone = tmp_path / "copy" / "study.db"
+    alone.parent.mkdir()
+    shutil.copy(db, alone)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{alone}")
+    studies = optuna.get_all_study_summaries(storage)
+    assert len(studies) >= 3 and all(s.n_trials >= 4 for s in studies)
+    storage.engine.dispose()

@@ -231,3 +231,22 @@ def test_batch_tpe_sampler_follows_the_plain_samplers_trials():
     # "below" once per batch (8 asks), "above" once per ask (it holds the running trials)
     assert n_plain > 0 and n_batch <= 0.6 * n_plain
     assert isinstance(make_sampler("tpe", 0), BatchTPESampler)
+
+
+def test_batch_tpe_sampler_uses_optunas_estimator_on_versions_it_does_not_follow(monkeypatch):
+    """Where `search.parzen` does not follow the installed Optuna, the sampler keeps Optuna's
+    own estimator, and its trials are the plain sampler's, bit for bit."""
+    import warnings
+    from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
+    import search.parzen as parzen
+    from search.engines import BatchTPESampler
+    assert parzen.optuna_supported("4.5.0") and parzen.optuna_supported("5.2.0.dev0")
+    assert not parzen.optuna_supported("4.4.0") and not parzen.optuna_supported("6.0.0")
+    assert BatchTPESampler(seed=1)._parzen_estimator_cls is parzen.VectorParzenEstimator
+    monkeypatch.setattr(parzen, "optuna_supported", lambda version=None: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        plain = optuna.samplers.TPESampler(seed=5, multivariate=True, n_startup_trials=4)
+        batch = BatchTPESampler(seed=5, multivariate=True, n_startup_trials=4)
+    assert batch._parzen_estimator_cls is _ParzenEstimator
+    assert _batched_trials(batch) == _batched_trials(plain)
