@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import optuna
 from optuna.samplers._tpe.parzen_estimator import _ParzenEstimator
 from optuna.samplers._tpe.probability_distributions import (
     _BatchedCategoricalDistributions,
@@ -50,7 +51,6 @@ OPTUNA_VERSIONS = ((4, 5), (6, 0))
 
 def optuna_supported(version: str | None = None) -> bool:
     """Whether the installed Optuna (or ``version``) is in `OPTUNA_VERSIONS`."""
-    import optuna
     parts = (version or optuna.__version__).split(".")[:2]
     try:
         have = tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
