@@ -145,3 +145,34 @@ def test_mask_kinds(cache):
                         ([0, S], r"outside 0\.\.")):
         with pytest.raises(PolicyError, match=match):
             replay(cache, "refine", RefineParams(), mask=mask)
+
+
+def test_encoded_check_equals_the_rule_of_every_value(cache):
+    """The compiled check of encoded settings accepts exactly the matrices whose every value
+    `allowed` (numeric fields, whole numbers where declared) and the choices accept: random
+    matrices with values off range, at the off values, NaN, fractions and wrong codes."""
+    from casdri.policies import StagedParams
+    from casdri.policies._validate import allowed, encoded_allowed
+    rng = np.random.default_rng(0)
+    for cls in (RefineParams, StagedParams):
+        P, names, choices, numeric, fast = cls._check_spec(cache)
+        x = cls().encode(cache)
+        for _ in range(300):
+            X = np.repeat(x[None], 3, axis=0)
+            for _ in range(rng.integers(0, 3)):
+                i, j = rng.integers(0, 3), rng.integers(0, P)
+                X[i, j] = rng.choice([NAN, INF, -INF, -1.0, 0.5, 1.0, 2.0, 7.0, -80.0,
+                                      float(rng.uniform(-100, 100))])
+            want = all(allowed(X[:, cols], md).all() for cols, md, _ in numeric) and all(
+                np.isin(X[:, col], codes).all() for col, codes, _ in choices)
+            assert encoded_allowed(X, *fast) == want, (cls.__name__, X[X != x[None]])
+
+
+def test_a_fraction_in_a_whole_number_field_is_refused_in_encoded_settings(cache):
+    from casdri.policies import StagedParams
+    lay = StagedParams.layout(cache)
+    x = StagedParams().encode(cache)
+    x[lay["stage_by_class"][0]] = 0.5
+    with pytest.raises(PolicyError, match=r"staged\.stage_by_class=0\.5 in setting 0: expected "
+                                          r"a whole number"):
+        StagedParams.check_encoded(x[None], cache)

@@ -26,7 +26,7 @@ import yaml
 from .._decide_io import Lookup, SlotStem, SoundscapeInputs
 from ..errors import PolicyError
 from ..labels import SILENCE, LabelSet, get_label_set
-from ._validate import allowed, allowed_text, check_field
+from ._validate import allowed, allowed_text, check_field, encoded_allowed
 
 __all__ = ["PolicyParams", "ParamRange", "scalar", "threshold", "choice", "SoundscapeInputs",
            "SlotStem", "Decision", "Lookup", "resolve_space", "pick_slots"]
@@ -278,13 +278,20 @@ class PolicyParams:
             else:
                 numeric.append((np.asarray(r.columns), md[r.name], r.name))
         lo, hi, off = (np.full(len(names), np.nan) for _ in range(3))
+        whole = np.zeros(len(names), bool)
         for cols, m, _ in numeric:  # the rules of `allowed`, one vector per bound
             lo[cols], hi[cols] = m["low"], m["high"]
+            whole[cols] = bool(m.get("integer"))
             if m.get("off") is not None:
                 off[cols] = m["off"]
         num = np.flatnonzero(~np.isnan(lo))
-        fast = (num, lo[num], hi[num], off[num],
-                [(col, np.asarray(codes, np.float64)) for col, codes, _ in choices])
+        width = max([len(codes) for _, codes, _ in choices], default=0)
+        codes = np.full((len(choices), width), np.nan)
+        for j, (_, c, _) in enumerate(choices):
+            codes[j, :len(c)] = c
+        fast = (num.astype(np.int64), lo[num], hi[num], off[num], whole[num],
+                np.array([col for col, _, _ in choices], np.int64), codes,
+                np.array([len(c) for _, c, _ in choices], np.int64))
         spec = (len(names), names, choices, numeric, fast)
         if memo is not None:
             memo[key] = spec
@@ -300,16 +307,12 @@ class PolicyParams:
                 cannot serve (named).
         """
         X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, np.float64)))
-        P, names, choices, numeric, (num, lo, hi, off, codes) = cls._check_spec(space)
+        P, names, choices, numeric, fast = cls._check_spec(space)
         if X.ndim != 2 or X.shape[1] != P:
             raise PolicyError(f"{cls.policy}: settings must be (n, {P}), got {X.shape}")
-        # every rule at once (NaN fails every comparison); the checks below name the first
-        # failure only when this finds one
-        Xn = X[:, num]
-        ok = bool((((Xn >= lo) & (Xn <= hi)) | (Xn == off)).all())
-        for col, c in codes:
-            ok = ok and bool((X[:, col, None] == c).any(axis=1).all())
-        if ok:
+        # every rule in one compiled pass (NaN fails every comparison); the checks below name
+        # the first failure only when it finds one
+        if encoded_allowed(X, *fast):
             return X
         nan = np.isnan(X)
         if nan.any():

@@ -22,9 +22,46 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._jit_cache import njit_cached
+from .._kernels_capi import _JIT
 from ..errors import PolicyError
 
-__all__ = ["check_field", "allowed", "allowed_text"]
+__all__ = ["check_field", "allowed", "allowed_text", "encoded_allowed"]
+
+
+@njit_cached(**_JIT)
+def encoded_allowed(X, num, lo, hi, off, whole, code_cols, codes, n_codes):  # pragma: no cover
+    """Whether every row of encoded settings obeys the rules of `allowed` and of the choices:
+    one pass over ``X``, stopping at the first value that does not.
+
+    Args:
+        X: ``(n, P)`` float64 settings.
+        num: ``(m,)`` int64 numeric columns; lo, hi, off: ``(m,)`` float64 bounds and "off"
+            values (NaN: none); whole: ``(m,)`` bool, whole numbers only.
+        code_cols: ``(k,)`` int64 choice columns; codes: ``(k, c)`` float64 allowed codes,
+            the first ``n_codes[j]`` of row ``j`` used.
+
+    Returns:
+        True when every value is allowed (NaN never is). Used by
+        `casdri.policies._base.PolicyParams.check_encoded`, which names a failure in Python.
+    """
+    for i in range(X.shape[0]):
+        for j in range(num.shape[0]):
+            v = X[i, num[j]]
+            if v == off[j]:
+                continue
+            if not (v >= lo[j] and v <= hi[j]):
+                return False
+            if whole[j] and v != np.floor(v):
+                return False
+        for j in range(code_cols.shape[0]):
+            v = X[i, code_cols[j]]
+            k = 0
+            while k < n_codes[j] and v != codes[j, k]:
+                k += 1
+            if k == n_codes[j]:
+                return False
+    return True
 
 
 def allowed_text(md: Mapping) -> str:
