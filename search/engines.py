@@ -201,8 +201,17 @@ def _sqlite_wal(engine) -> None:
     """Write-ahead log for a sqlite storage (set once; it stays in the file) and
     ``synchronous=NORMAL`` on every connection of a WAL file: a commit no longer waits for a
     full sync (a crash of the process loses nothing committed; the file stays consistent),
-    about 3x faster bookkeeping. A file another worker holds keeps its mode (both correct)."""
+    about 3x faster bookkeeping. A file another worker holds keeps its mode (both correct).
+
+    Every transaction also begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite,
+    whose driver otherwise begins a transaction only at the first write): a read-then-write
+    such as Optuna's "take the waiting trial if it still waits" is then atomic across
+    workers. Without it two workers of a shared study could both take the enqueued start
+    trial, and the second one's tell failed ("Cannot tell a COMPLETE trial")."""
+    sqlalchemy = lazy_import("sqlalchemy")
+
     def on_connect(conn, _record):
+        conn.isolation_level = None  # the driver emits no BEGIN; on_begin does
         cur = conn.cursor()
         mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -214,7 +223,11 @@ def _sqlite_wal(engine) -> None:
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    lazy_import("sqlalchemy").event.listen(engine, "connect", on_connect)
+    def on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", on_connect)
+    sqlalchemy.event.listen(engine, "begin", on_begin)
     engine.dispose()  # connections opened before the listener get it on reconnect
 
 
