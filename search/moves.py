@@ -137,6 +137,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
     cps = obj.problem.change_points(param.name, cls, x, obj.idx) if exact else None
     if cps is not None and not param.integer:
         res = _sparse(obj, x, param, cls, cps, parts, v0)
+        moved = _moved(obj, cps)
         new, predicted = res.value, res.score_db
         ends = threshold_ends(param) if (cls is None and param.per_class) else ()
         Ve = obj.values(with_values(x, param, ends, cls)) if ends else np.zeros((0, 0))
@@ -150,9 +151,10 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
         if parts is not None:
             halves = _pick_sweep(
                 res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends), Ve, parts, v0,
-                lambda v: obj.values(with_values(x, param, [v], cls))[0], old)
+                lambda v: obj.values_moved(with_values(x, param, [v], cls), v0, moved)[0], old)
         return _finish(obj, x, param, cls, old, new, predicted, score_db, acc,
-                       "sweep", res.points, res.scores_db, res.edges, v0, halves)
+                       "sweep", res.points, res.scores_db, res.edges, v0, halves,
+                       lambda X: obj.values_moved(X, v0, moved))
     pts = np.linspace(param.low, param.high, GRID_POINTS)
     if param.integer:
         pts = np.unique(np.round(pts))
@@ -233,10 +235,17 @@ def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0, values_at, old
     return out
 
 
+def _moved(obj: Objective, cps) -> np.ndarray:
+    """``(n_tune,) bool``: the tune soundscapes the change points ``cps`` name (the only ones
+    the coordinate can change)."""
+    moved = np.zeros(obj.idx.shape[0], dtype=bool)
+    moved[np.asarray(cps[0], np.int64)] = True
+    return moved
+
+
 def _sparse(obj: Objective, x, param: Param, cls, cps, parts=None, v0=None) -> SweepResult:
     pos, values = cps
-    moved = np.zeros(obj.idx.shape[0], dtype=bool)
-    moved[pos] = True
+    moved = _moved(obj, cps)
     if parts is None:
         base_sum, base_count = obj.sums(x, ~moved)
     else:  # per half, from the current values already replayed
@@ -271,7 +280,11 @@ def _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores, v0, e
 
 
 def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
-            v0=None, halves=None):
+            v0=None, halves=None, values=None):
+    """The move's result: its choice replayed in full (the truth a sweep's prediction is
+    checked against), the acceptance rule's verdict (the halves' values from ``values``,
+    ``obj.values`` by default; a sweep's `Objective.values_moved`)."""
+    values = obj.values if values is None else values
     same = _unchanged(x, param, cls, new)
     replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
     if engine == "sweep" and np.isfinite(predicted) and abs(replayed - predicted) > CHECK_TOL_DB:
@@ -292,7 +305,7 @@ def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
     honest = None
     if halves is not None and np.isfinite(replayed) and gain > 0:
         need = [h[0] for h in halves if h is not None and h[1] is None]
-        got = dict(zip(need, obj.values(with_values(x, param, need, cls)))) if need else {}
+        got = dict(zip(need, values(with_values(x, param, need, cls)))) if need else {}
         honest = honest_values(v0, [None if h is None else (h[1] if h[1] is not None
                                                              else got[h[0]]) for h in halves],
                                acc.parts)

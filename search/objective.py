@@ -134,6 +134,24 @@ class Objective:
         self.n_clip_evals += int(np.asarray(idx).shape[0])
         return self.problem.pair_values(np.atleast_2d(X), np.asarray(idx))
 
+    def values_moved(self, X: np.ndarray, base: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        """``(n, n_tune)`` per-soundscape values of settings ``X`` that differ from one setting
+        only in one coordinate, given that setting's values ``base`` (``(n_tune,)``) and the
+        tune soundscapes ``moved`` (``(n_tune,) bool``) that the coordinate's change points
+        name: replayed there, ``base`` elsewhere (a soundscape they never name cannot
+        change: `Problem.change_points`). Equal to `values` (tested); not remembered, so a
+        full replay of the same setting (a sweep's check of its choice) stays independent.
+        """
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        moved = np.asarray(moved, dtype=bool)
+        self.n_settings += X.shape[0]
+        out = np.repeat(np.asarray(base, dtype=np.float64)[None, :], X.shape[0], axis=0)
+        sel = self.idx[moved]
+        if sel.shape[0]:
+            out[:, moved] = self.problem.values(X, sel)
+            self.n_clip_evals += X.shape[0] * sel.shape[0]
+        return out
+
     def sums(self, x: np.ndarray, keep: np.ndarray) -> tuple[float, int]:
         """Sum and count of non-None values of setting ``x`` on the tune soundscapes where
         ``keep`` (``(n_tune,) bool``) is true (the clips a sweep does not move)."""

@@ -10,7 +10,7 @@ from casdri.policies.refine import change_points
 from casdri.replay import prepare, scored_mean, trace
 from casdri.synthetic import make_synthetic_cache, random_settings
 from search.casdri_problem import CasdriProblem
-from search.objective import Objective
+from search.objective import Objective, with_values
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,51 @@ def test_change_point_memo_equals_a_fresh_computation(problem, name):
             a, b = memo(name, cls, x, idx), fresh()(name, cls, x, idx)
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("name", ["drop_thr", "prob_gate", "tagger_silence_gate", "verify_thr",
+                                  "energy_gate_db", "silence_thr", "solo_keep_4ch"])
+def test_values_moved_equals_a_full_replay(problem, name):
+    """A sweep's halves are scored by replaying only the soundscapes the coordinate's change
+    points name (`Objective.values_moved`): bit for bit the full replay, for global and
+    per-class moves, at values inside, between and beyond the change points."""
+    mask = np.arange(problem.n_soundscapes) % 4 != 1
+    obj = Objective(problem, mask)
+    param = problem.params[name]
+    named = []
+    for x in random_settings(problem.cache, "refine", 3, np.random.default_rng(7)):
+        v0 = problem.values(x[None, :], obj.idx)[0]
+        for cls in (None, 0, 4, 11):
+            cps = problem.change_points(name, cls, x, obj.idx)
+            moved = np.zeros(obj.idx.shape[0], bool)
+            moved[cps[0]] = True
+            named.append(moved.sum())
+            assert moved.sum() < moved.shape[0]  # a real saving, not a full replay
+            pts = np.unique(np.concatenate([
+                cps[1][np.isfinite(cps[1])][:20], [param.low, param.high, 0.5 * (
+                    param.low + param.high)]]))
+            pts = pts[(pts >= param.low) & (pts <= param.high)]
+            X = with_values(x, param, pts, cls)
+            n = obj.n_clip_evals
+            got = obj.values_moved(X, v0, moved)
+            assert obj.n_clip_evals - n == len(pts) * moved.sum()
+            np.testing.assert_array_equal(got, problem.values(X, obj.idx))
+    assert max(named) > 0  # and moves that change something
+
+
+def test_values_moved_trusts_its_soundscapes(problem):
+    """It replays only where told (so the sweep's full replay of its choice stays the check):
+    a `moved` set that leaves out a soundscape the move changes gives the old value there."""
+    obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+    x = problem.start_vector()
+    param = problem.params["prob_gate"]
+    X = with_values(x, param, [param.high], None)  # gates every stem: many values change
+    v0 = problem.values(x[None, :], obj.idx)[0]
+    full = problem.values(X, obj.idx)[0]
+    changed = np.flatnonzero(~((full == v0) | (np.isnan(full) & np.isnan(v0))))
+    assert changed.size > 1
+    moved = np.ones(obj.idx.shape[0], bool)
+    moved[changed[0]] = False
+    got = obj.values_moved(X, v0, moved)[0]
+    assert got[changed[0]] == v0[changed[0]] != full[changed[0]]
+    np.testing.assert_array_equal(np.delete(got, changed[0]), np.delete(full, changed[0]))
