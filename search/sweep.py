@@ -25,6 +25,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from casdri._jit_cache import njit_cached
 from casdri.errors import InputError
 
 __all__ = [
@@ -153,6 +154,84 @@ def sweep_dense(
                        int(points.shape[0]) * max(int(n_soundscapes), 1))
 
 
+@njit_cached(nogil=True)
+def _local_intervals(p2, v2, ids, inner, lo, hi):  # pragma: no cover - jitted
+    """Each affected soundscape's own intervals: ``thr`` their midpoints, ``start`` the first
+    global interval each holds, ``owner`` the position in ``ids`` of its soundscape.
+
+    ``p2``/``v2``: change points (soundscape, value) sorted by both and distinct, values
+    inside the global grid; ``ids``: the affected soundscapes, ascending; ``inner``: the
+    grid's inner edges. Soundscape ``ids[q]`` with ``m`` change points owns ``m + 1`` local
+    intervals, ``[lo, v_1], [v_1, v_2], ..., [v_m, hi]``.
+    """
+    n = p2.shape[0] + ids.shape[0]
+    thr = np.empty(n, np.float64)
+    start = np.empty(n, np.int64)
+    owner = np.empty(n, np.int64)
+    i = 0  # next change point
+    t = 0  # next local interval
+    for q in range(ids.shape[0]):
+        left = lo
+        k = 0
+        while True:
+            last = i >= p2.shape[0] or p2[i] != ids[q]
+            right = hi if last else v2[i]
+            thr[t] = 0.5 * (left + right)
+            start[t] = 0 if k == 0 else np.searchsorted(inner, left) + 1
+            owner[t] = q
+            t += 1
+            if last:
+                break
+            left = right
+            i += 1
+            k += 1
+    return thr, start, owner
+
+
+@njit_cached(nogil=True)
+def _interval_sums(values, start, owner, g_of, n_g, n_int, base_s, base_c):  # pragma: no cover
+    """Per part ``g`` and global interval ``j``: the sum and count of non-None values
+    (``base`` plus the cumulative per-clip deltas, in local-interval order), and their sums
+    over the parts: ``(g_total (G, n_int), g_count (G, n_int), total (n_int,), count
+    (n_int,))``. A clip's value enters at its first local interval's start and changes at
+    each later one's; summation orders are fixed (deltas in input order, then a running sum
+    per part, then the parts in order)."""
+    d_sum = np.zeros((n_g, n_int), np.float64)
+    d_cnt = np.zeros((n_g, n_int), np.float64)
+    prev_s = 0.0
+    prev_c = 0.0
+    for t in range(values.shape[0]):
+        v = values[t]
+        ok = v == v
+        vs = v if ok else 0.0
+        vc = 1.0 if ok else 0.0
+        if t == 0 or owner[t] != owner[t - 1]:
+            prev_s = 0.0
+            prev_c = 0.0
+        g = g_of[owner[t]]
+        d_sum[g, start[t]] += vs - prev_s
+        d_cnt[g, start[t]] += vc - prev_c
+        prev_s = vs
+        prev_c = vc
+    g_total = np.empty((n_g, n_int), np.float64)
+    g_count = np.empty((n_g, n_int), np.float64)
+    for g in range(n_g):
+        run_s = 0.0
+        run_c = 0.0
+        for j in range(n_int):
+            run_s += d_sum[g, j]
+            run_c += d_cnt[g, j]
+            g_total[g, j] = base_s[g] + run_s
+            g_count[g, j] = base_c[g] + np.rint(run_c)
+    total = g_total[0].copy()
+    count = g_count[0].copy()
+    for g in range(1, n_g):
+        for j in range(n_int):
+            total[j] += g_total[g, j]
+            count[j] += g_count[g, j]
+    return g_total, g_count, total, count
+
+
 def sweep_sparse(
     clip_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
     clip_pos: np.ndarray,
@@ -198,40 +277,20 @@ def sweep_sparse(
     if p2.size:
         dup = np.concatenate([[False], (p2[1:] == p2[:-1]) & (v2[1:] == v2[:-1])])
         p2, v2 = p2[~dup], v2[~dup]
-    first = np.searchsorted(p2, ids, side="left")
-    m = np.searchsorted(p2, ids, side="right") - first
-    n_local = m + 1
-    group = np.repeat(np.arange(ids.shape[0]), n_local)
-    k = np.arange(int(n_local.sum())) - np.repeat(np.cumsum(n_local) - n_local, n_local)
-    last_k = k == m[group]
-    li = np.clip(first[group] + k - 1, 0, max(v2.shape[0] - 1, 0))
-    ri = np.clip(first[group] + k, 0, max(v2.shape[0] - 1, 0))
-    v2_or = v2 if v2.size else np.zeros(1)
-    left = np.where(k == 0, float(lo), v2_or[li])
-    right = np.where(last_k, float(hi), v2_or[ri])
-    thr = 0.5 * (left + right)
-    start = np.where(k == 0, 0, np.searchsorted(inner, left) + 1)
-    values = (np.asarray(clip_fn(thr, ids[group]), dtype=np.float64) if thr.size
+    thr, start, owner = _local_intervals(p2, v2, ids, inner, float(lo), float(hi))
+    values = (np.asarray(clip_fn(thr, ids[owner]), dtype=np.float64) if thr.size
               else np.zeros(0))
-    okv = ~np.isnan(values)
-    vs, vc = np.where(okv, values, 0.0), okv.astype(np.float64)
-    prev_vs = np.where(k == 0, 0.0, np.roll(vs, 1))
-    prev_vc = np.where(k == 0, 0.0, np.roll(vc, 1))
     if groups is None:
-        g_of, n_g = np.zeros(start.shape[0], np.int64), 1
+        g_of, n_g = np.zeros(ids.shape[0], np.int64), 1
         base_s, base_c = np.array([base_sum_db], np.float64), np.array([base_count], np.float64)
     else:
         groups = np.asarray(groups, np.int64)
         n_g = int(groups.max()) + 1 if groups.size else 1
-        g_of = groups[ids[group]]
-        base_s = np.broadcast_to(np.asarray(base_sum_db, np.float64), (n_g,))
-        base_c = np.broadcast_to(np.asarray(base_count, np.float64), (n_g,))
-    key = g_of * n_int + start
-    d_sum = np.bincount(key, weights=vs - prev_vs, minlength=n_g * n_int).reshape(n_g, n_int)
-    d_cnt = np.bincount(key, weights=vc - prev_vc, minlength=n_g * n_int).reshape(n_g, n_int)
-    g_total = base_s[:, None] + np.cumsum(d_sum, axis=1)
-    g_count = base_c[:, None] + np.rint(np.cumsum(d_cnt, axis=1))
-    total, count = g_total.sum(0), g_count.sum(0)
+        g_of = groups[ids]
+        base_s = np.ascontiguousarray(np.broadcast_to(np.asarray(base_sum_db, np.float64), (n_g,)))
+        base_c = np.ascontiguousarray(np.broadcast_to(np.asarray(base_count, np.float64), (n_g,)))
+    g_total, g_count, total, count = _interval_sums(values, start, owner, g_of, n_g, n_int,
+                                                    base_s, base_c)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         g_scores = np.where(g_count > 0, g_total / np.maximum(g_count, 1), np.nan)
