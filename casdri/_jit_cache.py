@@ -29,7 +29,7 @@ from numba.core.caching import (CompileResultCacheImpl, FunctionCache, UserProvi
                                 _CacheLocator, _SourceFileBackedLocatorMixin)
 from numba.misc.appdirs import AppDirs
 
-__all__ = ["cache_root", "KernelCache", "attach_cache", "njit_cached"]
+__all__ = ["cache_root", "KernelCache", "attach_cache", "njit_cached", "is_cached"]
 
 
 def cache_root() -> str:
@@ -88,6 +88,20 @@ def attach_cache(dispatcher, cache_class=KernelCache, *args):
     except RuntimeError:  # Numba: "no locator available" (no writable cache folder)
         pass
     return dispatcher
+
+
+def is_cached(dispatcher) -> bool:
+    """True when ``dispatcher`` is compiled in this process or stored in its on-disk cache
+    (loading it then takes well under a second); compiles nothing."""
+    if dispatcher.signatures:
+        return True
+    cache = getattr(dispatcher, "_cache", None)
+    try:
+        index = cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - no cache, unreadable index: not cached
+        return False
+    token = getattr(cache, "_token", None)
+    return any(token is None or k[2][1] == token for k in index)
 
 
 def njit_cached(**flags):

@@ -29,6 +29,7 @@ import pandas as pd
 
 from . import _kernels as K_
 from . import _kernels_stage as KS
+from ._jit_cache import is_cached
 from .errors import CacheKeyError, PolicyError
 from .labels import SILENCE
 from .policies import PolicyParams, drivers, get_policy, params_class
@@ -445,18 +446,7 @@ def kernels_cached(policy: Union[str, ModuleType] = "refine") -> bool:
     Numba's on-disk cache (then loading them takes well under a second); False means the
     first replay compiles them (tens of seconds: say "compiling kernels (first run only)").
     A cheap check: it compiles nothing."""
-    for d in _dispatchers(policy):
-        if d.signatures:
-            continue
-        cache = getattr(d, "_cache", None)
-        try:
-            index = cache._cache_file._load_index()
-        except Exception:  # noqa: BLE001 - no cache, unreadable index: not cached
-            return False
-        token = getattr(cache, "_token", None)
-        if not any(token is None or k[2][1] == token for k in index):
-            return False
-    return True
+    return all(is_cached(d) for d in _dispatchers(policy))
 
 
 def warm_up(cache, policy: Union[str, ModuleType] = "refine") -> float:

@@ -30,6 +30,7 @@ from casdri.errors import InputError
 from casdri.replay import kernels_cached
 
 from . import casdri_problem as cp
+from . import sweep
 from .cv import run_chains
 from .engines import make_sampler, open_storage
 from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordings
@@ -273,10 +274,14 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     test_split = resolve_test_split(dc, split, test_split)
     idx = _tune_idx(dc, split, test_split)
     n_src = problem.n_sources()
+    sweeps_ready = sweep.kernels_cached()
     say("scoring baseline and oracle" + (
-        "" if all(kernels_cached(p) for p in {"baseline", "oracle", settings.policy})
+        "" if sweeps_ready and all(kernels_cached(p) for p in {"baseline", "oracle",
+                                                               settings.policy})
         else " (compiling kernels: first run only, about a minute)"))
     base, oracle = problem.policy_values("baseline"), problem.policy_values("oracle")
+    if not sweeps_ready:  # compiled under the status line above, not silently mid-search
+        sweep.warm_up()
     x_start = problem.start_vector(policy_in)
     factory = (cp.ProblemFactory(path, settings.policy, allow_incomplete)
                if (settings.jobs > 1 and path is not None) else None)

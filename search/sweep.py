@@ -25,11 +25,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from casdri._jit_cache import njit_cached
+from casdri._jit_cache import is_cached, njit_cached
 from casdri.errors import InputError
 
 __all__ = [
     "TIE_TOL_DB", "SweepResult", "interval_grid", "pick_best", "sweep_dense", "sweep_sparse",
+    "kernels_cached", "warm_up",
 ]
 
 #: Scores closer than this (dB) count as tied (cumulative sums differ from a direct mean by
@@ -297,3 +298,18 @@ def sweep_sparse(
     value, j = pick_best(edges, scores)
     return SweepResult(value, float(scores[j]), edges, points, scores, int(values.shape[0]),
                        None if groups is None else g_scores)
+
+
+def kernels_cached() -> bool:
+    """True when the sweep's jitted passes are compiled or in Numba's on-disk cache (a cheap
+    check: it compiles nothing)."""
+    return is_cached(_local_intervals) and is_cached(_interval_sums)
+
+
+def warm_up() -> None:
+    """Compile (or load from the disk cache) the sweep's jitted passes, with and without
+    parts, on a two-soundscape sweep (about 2 s the first time on a machine)."""
+    for groups in (None, np.array([0, 1])):
+        base = 0.0 if groups is None else np.zeros(2)
+        sweep_sparse(lambda ts, ids: ts, np.array([0, 1]), np.array([0.5, 0.25]), 0.0, 1.0,
+                     base, base, groups=groups)
