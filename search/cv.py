@@ -17,13 +17,14 @@ Conventions:
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numba
 import numpy as np
-from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 from tqdm.auto import tqdm
 
 from .engines import open_storage
@@ -122,8 +123,8 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
                split_fn: Optional[Callable] = None, problem_factory: Optional[Callable] = None,
                on_chain: Optional[Callable[[str], None]] = None,
                on_stage: Optional[Callable[[StageRecord], None]] = None) -> list:
-    """Run chains ``tasks`` (``[(label, tune_mask)]``), in parallel processes when
-    ``settings.jobs > 1``.
+    """Run chains ``tasks`` (``[(label, tune_mask)]``), in ``settings.jobs`` processes (this
+    one and ``jobs - 1`` workers: `_run_chains_parallel`) when ``jobs > 1``.
 
     Args:
         problem: the `search.objective.Problem`.
@@ -140,19 +141,8 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
     """
     jobs = settings.jobs
     if jobs > 1 and len(tasks) > 1:
-        quiet = settings.with_(progress=False)  # one bar here, none in the workers
-        # largest tune sets first (the final chain tunes on all): no worker is left with the
-        # longest chain at the end while the others idle; results come back in task order
-        order = sorted(range(len(tasks)), key=lambda t: -int(np.count_nonzero(tasks[t][1])))
-        done = Parallel(n_jobs=min(jobs, len(tasks)), backend="loky", return_as="generator")(
-            delayed(_chain_task)(problem_factory, None if problem_factory else problem,
-                                 x_start, tasks[t][1], tasks[t][0], quiet, split_fn)
-            for t in order)
-        out = [None] * len(tasks)
-        for t, res in zip(order, tqdm(done, total=len(tasks), desc=f"chains ({jobs} jobs)",
-                                      disable=not settings.progress)):
-            out[t] = res
-        return out
+        return _run_chains_parallel(problem, x_start, tasks, settings, split_fn,
+                                    problem_factory)
     results = []
     with open_storage(settings.storage) as storage:  # once for every serial chain
         for label, mask in tasks:
@@ -161,6 +151,73 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
             results.append(run_fold_chain(problem, x_start, mask, label, settings, split_fn,
                                           on_stage, storage))
     return results
+
+
+def _run_chains_parallel(problem, x_start, tasks, settings, split_fn, factory) -> list:
+    """The chains on ``settings.jobs`` processes: this one and ``jobs - 1`` loky workers.
+
+    Largest tune sets first (the final chain tunes on all), handed out one at a time to
+    whoever is free: a worker gets its next chain the moment it returns one, and this process
+    (whose problem is loaded and whose kernels are warm) takes the next one whenever it
+    finishes its own, so no worker starts up (imports, cache load) while this process idles.
+    Results come back in task order; a chain's result does not depend on who ran it.
+    """
+    quiet = settings.with_(progress=False)  # one bar here, none in the chains
+    pending = sorted(range(len(tasks)), key=lambda t: -int(np.count_nonzero(tasks[t][1])))
+    out = [None] * len(tasks)
+    done = threading.Condition()
+    state = {"left": len(tasks), "error": None}
+    futures = []
+    bar = tqdm(total=len(tasks), desc=f"chains ({settings.jobs} jobs)",
+               disable=not settings.progress)
+    executor = get_reusable_executor(max_workers=settings.jobs - 1)
+
+    def take():
+        with done:
+            return pending.pop(0) if pending and state["error"] is None else None
+
+    def submit():
+        t = take()
+        if t is not None:
+            f = executor.submit(_chain_task, factory, None if factory else problem, x_start,
+                                tasks[t][1], tasks[t][0], quiet, split_fn)
+            with done:
+                futures.append(f)
+            f.add_done_callback(lambda f, t=t: finished(t, f))
+
+    def finished(t, f=None, result=None):
+        with done:
+            if f is not None and (f.cancelled() or f.exception() is not None):
+                if state["error"] is None and not f.cancelled():
+                    state["error"] = f.exception()
+            else:
+                out[t] = f.result() if f is not None else result
+                state["left"] -= 1
+                bar.update()
+            done.notify_all()
+        if f is not None:
+            submit()  # this worker's next chain
+
+    try:
+        for _ in range(settings.jobs - 1):
+            submit()
+        while (t := take()) is not None:
+            finished(t, result=run_fold_chain(problem, x_start, tasks[t][1], tasks[t][0],
+                                              quiet, split_fn))
+        with done:
+            while state["left"] > 0 and state["error"] is None:
+                done.wait()
+            if state["error"] is not None:
+                raise state["error"]
+    except BaseException:
+        with done:
+            pending.clear()
+            for f in futures:
+                f.cancel()
+        raise
+    finally:
+        bar.close()
+    return out
 
 
 def _chain_task(factory, problem, x_start, mask, label, settings, split_fn):

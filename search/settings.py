@@ -66,7 +66,7 @@ class SearchSettings:
         seed: seed of folds, samplers and bootstrap (>= 0).
         storage: Optuna storage URL or None (in memory); study_name: prefix of the studies.
         resume: add trials to existing studies of ``study_name`` in ``storage`` (else refused).
-        jobs: chains run in parallel processes.
+        jobs: processes the chains run in (this one and ``jobs - 1`` workers).
         n_boot: bootstrap resamples; max_passes: refine passes at most.
         progress: status lines and tqdm bars on stderr.
         accept, alpha, stage_alpha, min_changed: the acceptance rule of every move and joint

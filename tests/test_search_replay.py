@@ -162,3 +162,62 @@ def test_problem_factory_loads_once_per_process_until_the_cache_changes(tmp_path
     st = part.stat()
     os.utime(part, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rewritten in place
     assert ProblemFactory(path)() is not again
+
+
+class _BrokenFactory:
+    """A problem recipe whose worker side fails (as a cache deleted under a search would)."""
+
+    def __call__(self):
+        raise RuntimeError("worker: the cache is gone")
+
+
+def _chain_tasks(n_soundscapes, k):
+    folds = np.arange(n_soundscapes) % k
+    return [(f"fold-{i}", folds != i) for i in range(k)] + [("final", np.ones(n_soundscapes,
+                                                                              bool))]
+
+
+def test_parallel_chains_run_here_and_in_workers_with_the_serial_results(tmp_path,
+                                                                          monkeypatch):
+    """`--jobs 2` runs chains in this process and in a worker, handing each the next chain as
+    it frees up; every chain's result equals the serial run's, in task order."""
+    from search import cv
+    from search.casdri_problem import ProblemFactory
+    from search.settings import SearchSettings
+
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=60, seed=2, load=False)
+    factory = ProblemFactory(path)
+    problem = factory()
+    x0 = problem.start_vector()
+    tasks = _chain_tasks(problem.n_soundscapes, 5)
+    settings = SearchSettings(stage="fusion", n_trials=5, seed=1, progress=False).validate()
+    serial = cv.run_chains(problem, x0, tasks, settings)
+    here = []
+    run_here = cv.run_fold_chain
+    def counted(*a, **k):  # this process's chains (a worker imports the module afresh)
+        if len(a) < 8:  # not the call it makes to itself with the storage it opened
+            here.append(a[3])
+        return run_here(*a, **k)
+
+    monkeypatch.setattr(cv, "run_fold_chain", counted)
+    par = cv.run_chains(problem, x0, tasks, settings.with_(jobs=2), problem_factory=factory)
+    assert [r.fold for r in par] == [t[0] for t in tasks]
+    for a, b in zip(serial, par):
+        assert np.array_equal(a.x_end, b.x_end)
+        assert np.array_equal(a.heldout_values, b.heldout_values, equal_nan=True)
+    assert 1 <= len(here) < len(tasks)  # this process worked, and so did the worker
+    assert "final" not in here  # the largest tune set went to the worker first
+
+
+def test_a_chain_failing_in_a_worker_fails_the_search(tmp_path):
+    """An error in a worker's chain is raised here (not a hang, not a result with a hole)."""
+    from search import cv
+    from search.settings import SearchSettings
+
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=30, seed=2, load=False)
+    from search.casdri_problem import ProblemFactory
+    problem = ProblemFactory(path)()
+    settings = SearchSettings(stage="fusion", n_trials=3, seed=1, progress=False, jobs=2).validate()
+    with pytest.raises(RuntimeError, match="the cache is gone"):
+        cv.run_chains(problem, problem.start_vector(), _chain_tasks(30, 3), settings,
+                      problem_factory=_BrokenFactory())
