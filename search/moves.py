@@ -27,7 +27,7 @@ import numpy as np
 
 from casdri.replay import scored_mean
 
-from .acceptance import (Acceptance, Evidence, choose_on_parts, gain_standard_error,
+from .acceptance import (TIE_DB, Acceptance, Evidence, choose_on_parts, gain_standard_error,
                          honest_values, part_scores, simplest_within_se)
 from .objective import Objective, Param, with_values
 from .sweep import TIE_TOL_DB, SweepResult, pick_best, sweep_sparse
@@ -38,6 +38,10 @@ __all__ = ["GRID_POINTS", "threshold_ends", "Move", "best_move"]
 GRID_POINTS = 33
 #: A sweep's predicted score and the replayed score of its choice must agree to this (dB).
 CHECK_TOL_DB = 1e-7
+#: A sweep whose predicted gain is at most this (dB) is dropped without its halves and its full
+#: replay (`_no_gain`): the replayed gain differs from the prediction by rounding (~1e-13 dB),
+#: so it stays <= `search.acceptance.TIE_DB` and the rule keeps nothing.
+NO_GAIN_DB = TIE_DB / 2
 
 
 def threshold_ends(param: Param) -> tuple:
@@ -147,6 +151,10 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
             if np.isfinite(se[k]) and (not np.isfinite(predicted)
                                        or se[k] > predicted + TIE_TOL_DB):
                 new, predicted = float(ends[k]), float(se[k])
+        if np.isfinite(score_db) and np.isfinite(predicted) and predicted - score_db <= NO_GAIN_DB:
+            m = _no_gain(obj, x, param, cls, old, new, score_db, acc, res, v0, moved)
+            if m is not None:
+                return m
         halves = None
         if parts is not None:
             halves = _pick_sweep(
@@ -277,6 +285,25 @@ def _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores, v0, e
             engine == "sweep" and abs(r - scores[j]) > CHECK_TOL_DB):
         return new, replayed  # the replay is the truth: keep the best
     return float(pts[j]), r
+
+
+def _no_gain(obj, x, param, cls, old, new, score_db, acc, res, v0, moved) -> Optional[Move]:
+    """A sweep that finds no gain: its choice scored on the soundscapes it can change (the
+    current values serve the rest), no halves, no full replay. The rule drops it as the full
+    path would (a tune gain <= `search.acceptance.TIE_DB` keeps nothing), with the same
+    recorded score and evidence; None (take the full path) should that score show a gain."""
+    same = _unchanged(x, param, cls, new)
+    if same:
+        replayed = score_db
+    else:
+        v0 = obj.values(x[None, :])[0] if v0 is None else v0
+        replayed = float(scored_mean(obj.values_moved(with_values(x, param, [new], cls), v0,
+                                                      moved))[0])
+    if replayed - score_db > TIE_DB:
+        return None
+    ev = acc.judge(float(replayed - score_db), v0, None)
+    return Move(param.name, cls, old, new, score_db, replayed, False, "sweep", res.points,
+                res.scores_db, res.edges, ev)
 
 
 def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
