@@ -142,6 +142,7 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
     if cps is not None and not param.integer:
         res = _sparse(obj, x, param, cls, cps, parts, v0)
         moved = _moved(obj, cps)
+        base = obj.values(x[None, :])[0] if v0 is None else v0  # (the margin rule has none)
         new, predicted = res.value, res.score_db
         ends = threshold_ends(param) if (cls is None and param.per_class) else ()
         Ve = obj.values(with_values(x, param, ends, cls)) if ends else np.zeros((0, 0))
@@ -152,17 +153,17 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
                                        or se[k] > predicted + TIE_TOL_DB):
                 new, predicted = float(ends[k]), float(se[k])
         if np.isfinite(score_db) and np.isfinite(predicted) and predicted - score_db <= NO_GAIN_DB:
-            m = _no_gain(obj, x, param, cls, old, new, score_db, acc, res, v0, moved)
+            m = _no_gain(obj, x, param, cls, old, new, score_db, acc, res, base, moved)
             if m is not None:
                 return m
         halves = None
         if parts is not None:
             halves = _pick_sweep(
                 res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends), Ve, parts, v0,
-                lambda v: obj.values_moved(with_values(x, param, [v], cls), v0, moved)[0], old)
+                lambda v: obj.values_moved(with_values(x, param, [v], cls), base, moved)[0], old)
         return _finish(obj, x, param, cls, old, new, predicted, score_db, acc,
                        "sweep", res.points, res.scores_db, res.edges, v0, halves,
-                       lambda X: obj.values_moved(X, v0, moved))
+                       lambda X: obj.values_moved(X, base, moved))
     pts = np.linspace(param.low, param.high, GRID_POINTS)
     if param.integer:
         pts = np.unique(np.round(pts))
@@ -293,12 +294,8 @@ def _no_gain(obj, x, param, cls, old, new, score_db, acc, res, v0, moved) -> Opt
     path would (a tune gain <= `search.acceptance.TIE_DB` keeps nothing), with the same
     recorded score and evidence; None (take the full path) should that score show a gain."""
     same = _unchanged(x, param, cls, new)
-    if same:
-        replayed = score_db
-    else:
-        v0 = obj.values(x[None, :])[0] if v0 is None else v0
-        replayed = float(scored_mean(obj.values_moved(with_values(x, param, [new], cls), v0,
-                                                      moved))[0])
+    replayed = score_db if same else float(scored_mean(obj.values_moved(
+        with_values(x, param, [new], cls), v0, moved))[0])
     if replayed - score_db > TIE_DB:
         return None
     ev = acc.judge(float(replayed - score_db), v0, None)
@@ -308,12 +305,20 @@ def _no_gain(obj, x, param, cls, old, new, score_db, acc, res, v0, moved) -> Opt
 
 def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
             v0=None, halves=None, values=None):
-    """The move's result: its choice replayed in full (the truth a sweep's prediction is
-    checked against), the acceptance rule's verdict (the halves' values from ``values``,
-    ``obj.values`` by default; a sweep's `Objective.values_moved`)."""
+    """The move's result: its choice scored (the truth a sweep's prediction is checked
+    against) and the acceptance rule's verdict. ``values``: the per-soundscape values of
+    settings (``obj.values`` by default; a sweep's `Objective.values_moved`, which replays
+    only the soundscapes its change points name). A kept move scored that way is replayed in
+    full as well: should the two differ (change points that miss a decision boundary, a bug
+    to report), it is decided again on full replays."""
+    incremental = values is not None
     values = obj.values if values is None else values
+
+    def score_of(v) -> float:
+        return float(scored_mean(values(with_values(x, param, [v], cls)))[0])
+
     same = _unchanged(x, param, cls, new)
-    replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
+    replayed = score_of(new) if not same else score_db
     if engine == "sweep" and np.isfinite(predicted) and abs(replayed - predicted) > CHECK_TOL_DB:
         # the midpoint of a tied run sat on a change point: take the widest single interval
         j = int(np.searchsorted(edges[1:-1], new, side="right"))
@@ -321,7 +326,7 @@ def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
         j = int(good[np.argmax(np.diff(edges)[good])]) if good.size else j
         new = float(pts[j])
         same = _unchanged(x, param, cls, new)
-        replayed = obj.score(with_values(x, param, [new], cls)[0]) if not same else score_db
+        replayed = score_of(new) if not same else score_db
         if abs(replayed - predicted) > CHECK_TOL_DB:  # the replay is the truth; keep going
             warnings.warn(
                 f"exact sweep of {param.name}[{cls}] predicted {predicted!r} dB at {new!r} but "
@@ -338,6 +343,14 @@ def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
                                acc.parts)
     ev = acc.judge(float(gain), v0, honest)
     kept = bool(np.isfinite(replayed) and ev.accepted)
+    if kept and incremental and not same and obj.score(
+            with_values(x, param, [new], cls)[0]) != replayed:
+        warnings.warn(
+            f"{param.name}[{cls}] = {new!r}: the replay of the soundscapes its change points "
+            "name differs from the full replay (please report); decided on full replays",
+            RuntimeWarning, stacklevel=3)
+        return _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
+                       scores, edges, v0, halves)
     if kept and acc.cross_fitted and engine in ("sweep", "grid") and np.isfinite(new) \
             and np.isfinite(score_db):
         new, replayed = _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores,

@@ -278,3 +278,32 @@ def test_a_sweep_without_gain_ends_as_the_full_path_would(noise_cache, monkeypat
         assert a.best_score_db == b.best_score_db  # bit for bit
         assert (a.evidence.accepted, a.evidence.reason) == (b.evidence.accepted,
                                                             b.evidence.reason)
+
+
+class _MissingPoints(ToyProblem):
+    """A toy whose change points leave out the even soundscapes (a bug)."""
+
+    def change_points(self, name, cls, x, idx):
+        pos, vals = super().change_points(name, cls, x, idx)
+        drop = np.asarray(idx)[pos] % 2 == 0
+        return pos[~drop], vals[~drop]
+
+
+@pytest.mark.parametrize("accept, n, seed, cls", [("margin", 90, 4, None),
+                                                   ("evidence", 200, 5, 0)])
+def test_a_kept_move_is_checked_on_a_full_replay(accept, n, seed, cls):
+    """A sweep scores its candidates on the soundscapes its change points name; a move it
+    keeps is replayed on every tune soundscape too. With change points that miss soundscapes
+    the two differ: the search says so and decides the move on full replays, so the score it
+    records is the full replay's."""
+    toy = _MissingPoints(n_soundscapes=n, seed=seed)
+    obj = Objective(toy, np.ones(n, bool))
+    acc = Acceptance("margin", margin_db=0.0) if accept == "margin" else \
+        Acceptance(parts=halves(n, 1, "x"), min_changed=1, alpha=0.5)
+    p = toy.params["prob_gate"]
+    with pytest.warns(RuntimeWarning, match="full replay .please report"):
+        m = best_move(obj, toy.start, p, cls, obj.score(toy.start), accept=acc)
+    assert m.kept
+    x = toy.start.copy()
+    x[p.columns if cls is None else p.columns[[cls]]] = m.best_value
+    assert m.best_score_db == obj.score(x)  # the full replay, bit for bit
