@@ -160,17 +160,19 @@ def _run_chains_parallel(problem, x_start, tasks, settings, split_fn, factory) -
     whoever is free: a worker gets its next chain the moment it returns one, and this process
     (whose problem is loaded and whose kernels are warm) takes the next one whenever it
     finishes its own, so no worker starts up (imports, cache load) while this process idles.
-    Results come back in task order; a chain's result does not depend on who ran it.
+    Results come back in task order; a chain's result does not depend on who ran it. An error
+    in any chain (a worker's is raised once this process's current chain ends) or Ctrl-C
+    stops the workers.
     """
     quiet = settings.with_(progress=False)  # one bar here, none in the chains
     pending = sorted(range(len(tasks)), key=lambda t: -int(np.count_nonzero(tasks[t][1])))
     out = [None] * len(tasks)
     done = threading.Condition()
     state = {"left": len(tasks), "error": None}
-    futures = []
     bar = tqdm(total=len(tasks), desc=f"chains ({settings.jobs} jobs)",
                disable=not settings.progress)
-    executor = get_reusable_executor(max_workers=settings.jobs - 1)
+    n_workers = min(settings.jobs, len(tasks)) - 1
+    executor = get_reusable_executor(max_workers=n_workers)
 
     def take():
         with done:
@@ -181,25 +183,30 @@ def _run_chains_parallel(problem, x_start, tasks, settings, split_fn, factory) -
         if t is not None:
             f = executor.submit(_chain_task, factory, None if factory else problem, x_start,
                                 tasks[t][1], tasks[t][0], quiet, split_fn)
-            with done:
-                futures.append(f)
             f.add_done_callback(lambda f, t=t: finished(t, f))
 
     def finished(t, f=None, result=None):
-        with done:
-            if f is not None and (f.cancelled() or f.exception() is not None):
-                if state["error"] is None and not f.cancelled():
-                    state["error"] = f.exception()
-            else:
-                out[t] = f.result() if f is not None else result
-                state["left"] -= 1
-                bar.update()
-            done.notify_all()
-        if f is not None:
-            submit()  # this worker's next chain
+        # (a worker's callback runs on loky's thread, which drops exceptions: record them)
+        try:
+            with done:
+                if f is not None and (f.cancelled() or f.exception() is not None):
+                    if state["error"] is None and not f.cancelled():
+                        state["error"] = f.exception()
+                else:
+                    out[t] = f.result() if f is not None else result
+                    state["left"] -= 1
+                    bar.update()
+            if f is not None:
+                submit()  # this worker's next chain
+        except BaseException as e:  # noqa: BLE001 - raised in the parent below
+            with done:
+                state["error"] = state["error"] or e
+        finally:
+            with done:
+                done.notify_all()
 
     try:
-        for _ in range(settings.jobs - 1):
+        for _ in range(n_workers):
             submit()
         while (t := take()) is not None:
             finished(t, result=run_fold_chain(problem, x_start, tasks[t][1], tasks[t][0],
@@ -212,8 +219,9 @@ def _run_chains_parallel(problem, x_start, tasks, settings, split_fn, factory) -
     except BaseException:
         with done:
             pending.clear()
-            for f in futures:
-                f.cancel()
+        # a running chain cannot be cancelled: stop the workers, or the error (or Ctrl-C)
+        # would wait for their chains, here and at the interpreter's exit
+        executor.shutdown(wait=False, kill_workers=True)
         raise
     finally:
         bar.close()

@@ -38,9 +38,9 @@ __all__ = ["GRID_POINTS", "threshold_ends", "Move", "best_move"]
 GRID_POINTS = 33
 #: A sweep's predicted score and the replayed score of its choice must agree to this (dB).
 CHECK_TOL_DB = 1e-7
-#: A sweep whose predicted gain is at most this (dB) is dropped without its halves and its full
-#: replay (`_no_gain`): the replayed gain differs from the prediction by rounding (~1e-13 dB),
-#: so it stays <= `search.acceptance.TIE_DB` and the rule keeps nothing.
+#: A sweep whose predicted gain is at most this (dB) is decided without its halves: its scored
+#: gain differs from the prediction by rounding (~1e-13 dB), so it stays <=
+#: `search.acceptance.TIE_DB` and the rule keeps nothing (should it not, the full path runs).
 NO_GAIN_DB = TIE_DB / 2
 
 
@@ -140,9 +140,10 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
                        "choices", pts, scores, None, v0, halves)
     cps = obj.problem.change_points(param.name, cls, x, obj.idx) if exact else None
     if cps is not None and not param.integer:
-        res = _sparse(obj, x, param, cls, cps, parts, v0)
         moved = _moved(obj, cps)
         base = obj.values(x[None, :])[0] if v0 is None else v0  # (the margin rule has none)
+        res = _sparse(obj, x, param, cls, cps, parts, v0, moved)
+        incremental = lambda X: obj.values_moved(X, base, moved)  # noqa: E731
         new, predicted = res.value, res.score_db
         ends = threshold_ends(param) if (cls is None and param.per_class) else ()
         Ve = obj.values(with_values(x, param, ends, cls)) if ends else np.zeros((0, 0))
@@ -153,17 +154,17 @@ def best_move(obj: Objective, x: np.ndarray, param: Param, cls: Optional[int], s
                                        or se[k] > predicted + TIE_TOL_DB):
                 new, predicted = float(ends[k]), float(se[k])
         if np.isfinite(score_db) and np.isfinite(predicted) and predicted - score_db <= NO_GAIN_DB:
-            m = _no_gain(obj, x, param, cls, old, new, score_db, acc, res, base, moved)
-            if m is not None:
+            m = _finish(obj, x, param, cls, old, new, predicted, score_db, acc, "sweep",
+                        res.points, res.scores_db, res.edges, v0, None, incremental)
+            if not m.evidence.tune_gain_db > TIE_DB:  # dropped as the full path drops it
                 return m
         halves = None
         if parts is not None:
             halves = _pick_sweep(
                 res, lambda v: _unchanged(x, param, cls, v), np.asarray(ends), Ve, parts, v0,
-                lambda v: obj.values_moved(with_values(x, param, [v], cls), base, moved)[0], old)
+                lambda v: incremental(with_values(x, param, [v], cls))[0], old)
         return _finish(obj, x, param, cls, old, new, predicted, score_db, acc,
-                       "sweep", res.points, res.scores_db, res.edges, v0, halves,
-                       lambda X: obj.values_moved(X, base, moved))
+                       "sweep", res.points, res.scores_db, res.edges, v0, halves, incremental)
     pts = np.linspace(param.low, param.high, GRID_POINTS)
     if param.integer:
         pts = np.unique(np.round(pts))
@@ -252,9 +253,10 @@ def _moved(obj: Objective, cps) -> np.ndarray:
     return moved
 
 
-def _sparse(obj: Objective, x, param: Param, cls, cps, parts=None, v0=None) -> SweepResult:
+def _sparse(obj: Objective, x, param: Param, cls, cps, parts=None, v0=None,
+            moved=None) -> SweepResult:
     pos, values = cps
-    moved = _moved(obj, cps)
+    moved = _moved(obj, cps) if moved is None else moved
     if parts is None:
         base_sum, base_count = obj.sums(x, ~moved)
     else:  # per half, from the current values already replayed
@@ -288,29 +290,15 @@ def _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores, v0, e
     return float(pts[j]), r
 
 
-def _no_gain(obj, x, param, cls, old, new, score_db, acc, res, v0, moved) -> Optional[Move]:
-    """A sweep that finds no gain: its choice scored on the soundscapes it can change (the
-    current values serve the rest), no halves, no full replay. The rule drops it as the full
-    path would (a tune gain <= `search.acceptance.TIE_DB` keeps nothing), with the same
-    recorded score and evidence; None (take the full path) should that score show a gain."""
-    same = _unchanged(x, param, cls, new)
-    replayed = score_db if same else float(scored_mean(obj.values_moved(
-        with_values(x, param, [new], cls), v0, moved))[0])
-    if replayed - score_db > TIE_DB:
-        return None
-    ev = acc.judge(float(replayed - score_db), v0, None)
-    return Move(param.name, cls, old, new, score_db, replayed, False, "sweep", res.points,
-                res.scores_db, res.edges, ev)
-
-
 def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts, scores, edges,
             v0=None, halves=None, values=None):
     """The move's result: its choice scored (the truth a sweep's prediction is checked
     against) and the acceptance rule's verdict. ``values``: the per-soundscape values of
     settings (``obj.values`` by default; a sweep's `Objective.values_moved`, which replays
     only the soundscapes its change points name). A kept move scored that way is replayed in
-    full as well: should the two differ (change points that miss a decision boundary, a bug
-    to report), it is decided again on full replays."""
+    full as well: should the two differ (change points that miss a soundscape, a bug to
+    report), it warns and decides the move again with full replays of its choice and of the
+    halves' candidates (the halves' choices stay those made on the incremental values)."""
     incremental = values is not None
     values = obj.values if values is None else values
 

@@ -65,7 +65,8 @@ class Objective:
 
     Attributes:
         n_settings: settings scored so far; n_clip_evals: soundscape-settings replayed (a
-            setting scored again is served from the memo and replays nothing).
+            setting `values` scores again is served from the memo and replays nothing;
+            `values_moved` keeps no memo).
 
     Memo: the per-soundscape values of the last `MEMO_SIZE` distinct settings are kept (keyed
     by the setting's bytes) and served again without a replay: a move replays the current
@@ -139,8 +140,9 @@ class Objective:
         only in one coordinate, given that setting's values ``base`` (``(n_tune,)``) and the
         tune soundscapes ``moved`` (``(n_tune,) bool``) that the coordinate's change points
         name: replayed there, ``base`` elsewhere (a soundscape they never name cannot
-        change: `Problem.change_points`). Equal to `values` (tested); not remembered, so a
-        full replay of the same setting (a sweep's check of its choice) stays independent.
+        change: `Problem.change_points`). Equal to `values` (tested); not remembered (each
+        call replays), so the full replay of a move a sweep keeps (the check of its change
+        points) stays independent of it.
         """
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         moved = np.asarray(moved, dtype=bool)

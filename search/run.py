@@ -274,7 +274,8 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     test_split = resolve_test_split(dc, split, test_split)
     idx = _tune_idx(dc, split, test_split)
     n_src = problem.n_sources()
-    sweeps_ready = sweep.kernels_cached()
+    sweeps_ready = sweep.kernels_cached() or not {"per-class", "refine"} & set(
+        settings.chains[0])  # (the stages that sweep)
     say("scoring baseline and oracle" + (
         "" if sweeps_ready and all(kernels_cached(p) for p in {"baseline", "oracle",
                                                                settings.policy})

@@ -246,20 +246,21 @@ def test_one_sided_t_pvalue_equals_scipy_stats_ttest_1samp():
 
 @pytest.mark.parametrize("rule", ["evidence", "margin"])
 def test_a_sweep_without_gain_ends_as_the_full_path_would(noise_cache, monkeypatch, rule):
-    """A sweep whose exact prediction gains nothing skips its halves and its full replay
-    (`search.moves._no_gain`); every move of a per-class and a refine stage ends with the
-    value, score, verdict and evidence of the full path (forced by disabling the shortcut),
-    and the shortcut did serve some of them."""
+    """A sweep whose exact prediction gains nothing is decided without its halves
+    (`search.moves.NO_GAIN_DB`); every move of a per-class and a refine stage ends with the
+    value, score, verdict and evidence of the full path (the shortcut off), also when every
+    move tries the shortcut first (those that gain fall back to the full path)."""
     import search.moves as M
 
     problem = CasdriProblem(noise_cache)
     mask = np.arange(problem.n_soundscapes) % 4 != 0
-    served = []
-    shortcut = M._no_gain
-    monkeypatch.setattr(M, "_no_gain", lambda *a: served.append(a[2].name) or shortcut(*a))
+    halves_picked = []
+    pick = M._pick_sweep
+    monkeypatch.setattr(M, "_pick_sweep", lambda *a: halves_picked.append(1) or pick(*a))
 
     def moves(no_gain_db):
         monkeypatch.setattr(M, "NO_GAIN_DB", no_gain_db)
+        halves_picked.clear()
         obj = Objective(problem, mask)
         ctx = StageContext(obj, SearchSettings(seed=2, accept=rule))
         x, out = problem.start_vector(), []
@@ -267,17 +268,20 @@ def test_a_sweep_without_gain_ends_as_the_full_path_would(noise_cache, monkeypat
             rec = run_stage(stage, x, ctx)
             x = rec.x_end
             out += rec.moves
-        return out
+        return out, len(halves_picked)
 
-    fast, n_fast = moves(M.TIE_DB / 2), len(served)
-    full = moves(-np.inf)
-    assert n_fast > 10 and len(served) == n_fast  # used, then switched off
-    assert len(fast) == len(full)
-    for a, b in zip(fast, full):
-        assert (a.param, a.cls, a.best_value, a.kept) == (b.param, b.cls, b.best_value, b.kept)
-        assert a.best_score_db == b.best_score_db  # bit for bit
-        assert (a.evidence.accepted, a.evidence.reason) == (b.evidence.accepted,
-                                                            b.evidence.reason)
+    full, n_full = moves(-np.inf)
+    for no_gain_db in (M.TIE_DB / 2, np.inf):
+        fast, n_fast = moves(no_gain_db)
+        assert len(fast) == len(full)
+        for a, b in zip(fast, full):
+            assert (a.param, a.cls, a.best_value, a.kept) == (b.param, b.cls, b.best_value,
+                                                              b.kept)
+            assert a.best_score_db == b.best_score_db  # bit for bit
+            assert (a.evidence.accepted, a.evidence.reason, a.evidence.tune_gain_db) == (
+                b.evidence.accepted, b.evidence.reason, b.evidence.tune_gain_db)
+        if rule == "evidence":
+            assert n_fast < n_full - 10  # the shortcut served moves: fewer halves picked
 
 
 class _MissingPoints(ToyProblem):

@@ -103,8 +103,8 @@ def test_values_moved_equals_a_full_replay(problem, name):
 
 
 def test_values_moved_trusts_its_soundscapes(problem):
-    """It replays only where told (so the sweep's full replay of its choice stays the check):
-    a `moved` set that leaves out a soundscape the move changes gives the old value there."""
+    """It replays only where told (so the full replay of a kept move stays the check): a
+    `moved` set that leaves out a soundscape the move changes gives the old value there."""
     obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
     x = problem.start_vector()
     param = problem.params["prob_gate"]

@@ -254,20 +254,35 @@ def test_report_of_auto_flags_losses_and_removes_stale_figures(planted, tmp_path
     assert not list((out / "figures").glob("*.png"))  # --no-figures leaves no stale figure
 
 
+@pytest.mark.parametrize("stage, sweeps", [("per-class", True), ("gates", False)])
+def test_sweep_kernels_compile_under_the_status_line(planted, monkeypatch, stage, sweeps):
+    """Where the sweep's kernels are not cached and the chain sweeps, the search says
+    "compiling kernels" and compiles them then (not silently mid-search); a chain without a
+    sweeping stage neither says it nor compiles them."""
+    import search.run as R
+
+    warmed = []
+    monkeypatch.setattr(R.sweep, "kernels_cached", lambda: False)
+    monkeypatch.setattr(R.sweep, "warm_up", lambda: warmed.append(1))
+    lines = []
+    run_search(planted, stage=stage, folds=1, trials=2, n_boot=50, on_status=lines.append)
+    scoring = [line for line in lines if line.startswith("scoring baseline and oracle")]
+    assert len(warmed) == int(sweeps)
+    if sweeps:
+        assert "compiling kernels" in scoring[0]
+
+
 def test_status_lines_from_the_start_and_per_chain(planted):
     from casdri.replay import kernels_cached
-    from search import sweep
 
     lines, stages = [], []
-    cached = all(kernels_cached(p) for p in ("baseline", "oracle", "refine")) and \
-        sweep.kernels_cached()
+    cached = all(kernels_cached(p) for p in ("baseline", "oracle", "refine"))
     run_search(planted, stage="gates", folds=2, trials=4, n_boot=100, on_status=lines.append,
                on_stage=stages.append)
     assert lines[0] == "loading the decision cache"
     scoring = [line for line in lines if line.startswith("scoring baseline and oracle")]
     assert len(scoring) == 1  # "compiling kernels" is said exactly when they are not cached
     assert ("compiling kernels" in scoring[0]) == (not cached)
-    assert sweep.kernels_cached()  # compiled (or loaded) under that line, if need be
     assert [line for line in lines if line.endswith(": tuning")] == [
         "fold-0: tuning", "fold-1: tuning", "final: tuning"]
     assert [(r.fold, r.stage) for r in stages] == [("fold-0", "gates"), ("fold-1", "gates"),

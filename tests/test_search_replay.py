@@ -3,6 +3,7 @@ never below their start, seeded reproducibility, the CV protocol."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,57 @@ def test_a_chain_failing_in_a_worker_fails_the_search(tmp_path):
     with pytest.raises(RuntimeError, match="the cache is gone"):
         cv.run_chains(problem, problem.start_vector(), _chain_tasks(30, 3), settings,
                       problem_factory=_BrokenFactory())
+
+
+STOPS_WORKERS = """
+import sys, time
+import numpy as np
+from casdri.synthetic import make_synthetic_cache
+from search import cv
+from search.casdri_problem import ProblemFactory
+from search.settings import SearchSettings
+
+class SlowFactory:  # a worker's chain that takes a minute
+    def __init__(self, path):
+        self.path = path
+    def __call__(self):
+        time.sleep(60)
+        return ProblemFactory(self.path)()
+
+class Failing:  # this process's chains fail at once
+    def __init__(self, problem):
+        self.__dict__.update(problem.__dict__)
+        self._p = problem
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+    def values(self, X, idx=None):
+        raise RuntimeError("parent chain failed")
+
+path = make_synthetic_cache(sys.argv[1], n_soundscapes=30, seed=2, load=False)
+problem = ProblemFactory(path)()
+masks = [("fold-0", np.arange(30) % 2 == 0), ("final", np.ones(30, bool))]
+settings = SearchSettings(stage="fusion", n_trials=3, seed=1, progress=False, jobs=2).validate()
+t = time.perf_counter()
+try:
+    cv.run_chains(Failing(problem), problem.start_vector(), masks, settings,
+                  problem_factory=SlowFactory(str(path)))
+except RuntimeError as e:
+    print("raised", str(e), round(time.perf_counter() - t, 1), flush=True)
+"""
+
+
+def test_an_error_here_stops_the_workers(tmp_path):
+    """A chain that fails in this process while a worker is busy raises at once, and the
+    process exits without waiting for the worker's chain (a minute here)."""
+    import subprocess
+    import sys
+    import time
+
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", STOPS_WORKERS, str(tmp_path / "c")],
+                       capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    wall = time.perf_counter() - t
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "raised parent chain failed" in r.stdout
+    assert wall < 40, wall  # not the worker's 60 s
