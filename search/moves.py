@@ -208,10 +208,11 @@ def _pick_rows(V, pts, parts, v0, old) -> list:
 
 
 def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0, values_at, old) -> list:
-    """Per half, the value the full selection would write if that half were the tune set: the
-    sweep's widest best run on the half (or a better end), then the one-standard-error rule
-    on the half (the interval nearest the current value within one standard error); None when
-    nothing beats the current value there."""
+    """Per half, ``(value, its values on the tune set or None)``: the value the full
+    selection would write if that half were the tune set (the sweep's widest best run on the
+    half, or a better end, then the one-standard-error rule on the half: the interval nearest
+    the current value within one standard error); None when nothing beats the current value
+    there."""
     cur = part_scores(v0[None, :], parts)[:, 0]
     se = part_scores(Ve, parts) if ends.size else np.zeros((2, 0))
     out = []
@@ -240,7 +241,10 @@ def _pick_sweep(res: SweepResult, unchanged, ends, Ve, parts, v0, values_at, old
             cost = np.abs(pts - old) if np.isfinite(old) else (pts if old < 0 else -pts)
             j = simplest_within_se(gs, cand_s[0], se_g, cur[g], cost)
             if j >= 0 and pts[j] != value and not unchanged(pts[j]):
-                value = float(pts[j])
+                out.append((float(pts[j]), None))
+                continue
+            out.append((value, v_best))  # (its values, already replayed)
+            continue
         out.append((value, None))
     return out
 
@@ -337,8 +341,10 @@ def _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
             f"{param.name}[{cls}] = {new!r}: the replay of the soundscapes its change points "
             "name differs from the full replay (please report); decided on full replays",
             RuntimeWarning, stacklevel=3)
+        full = None if halves is None else [None if h is None else (h[0], None)
+                                             for h in halves]  # (their values replayed anew)
         return _finish(obj, x, param, cls, old, new, predicted, score_db, acc, engine, pts,
-                       scores, edges, v0, halves)
+                       scores, edges, v0, full)
     if kept and acc.cross_fitted and engine in ("sweep", "grid") and np.isfinite(new) \
             and np.isfinite(score_db):
         new, replayed = _one_se(obj, x, param, cls, old, new, replayed, score_db, pts, scores,

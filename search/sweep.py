@@ -30,7 +30,7 @@ from casdri.errors import InputError
 
 __all__ = [
     "TIE_TOL_DB", "SweepResult", "interval_grid", "pick_best", "sweep_dense", "sweep_sparse",
-    "kernels_cached", "warm_up",
+    "distinct_points", "kernels_cached", "warm_up",
 ]
 
 #: Scores closer than this (dB) count as tied (cumulative sums differ from a direct mean by
@@ -155,6 +155,19 @@ def sweep_dense(
                        int(points.shape[0]) * max(int(n_soundscapes), 1))
 
 
+def distinct_points(pos: np.ndarray, val: np.ndarray, inner: np.ndarray) -> tuple:
+    """``(pos, val)`` of the change points that are inner edges of the grid (in range, finite,
+    kept by `interval_grid`'s merge), sorted by soundscape then value, each pair once."""
+    ok = np.isin(val, inner)
+    p2, v2 = pos[ok], val[ok]
+    order = np.lexsort((v2, p2))
+    p2, v2 = p2[order], v2[order]
+    if p2.size:
+        dup = np.concatenate([[False], (p2[1:] == p2[:-1]) & (v2[1:] == v2[:-1])])
+        p2, v2 = p2[~dup], v2[~dup]
+    return p2, v2
+
+
 @njit_cached(nogil=True)
 def _local_intervals(p2, v2, ids, inner, lo, hi):  # pragma: no cover - jitted
     """Each affected soundscape's own intervals: ``thr`` their midpoints, ``start`` the first
@@ -271,13 +284,7 @@ def sweep_sparse(
     edges, points = interval_grid(val, lo, hi)
     inner = edges[1:-1]
     n_int = points.shape[0]
-    ok = np.isin(val, inner)  # in range, finite, and kept by the narrow-interval merge
-    p2, v2 = pos[ok], val[ok]
-    order = np.lexsort((v2, p2))
-    p2, v2 = p2[order], v2[order]
-    if p2.size:
-        dup = np.concatenate([[False], (p2[1:] == p2[:-1]) & (v2[1:] == v2[:-1])])
-        p2, v2 = p2[~dup], v2[~dup]
+    p2, v2 = distinct_points(pos, val, inner)
     thr, start, owner = _local_intervals(p2, v2, ids, inner, float(lo), float(hi))
     values = (np.asarray(clip_fn(thr, ids[owner]), dtype=np.float64) if thr.size
               else np.zeros(0))

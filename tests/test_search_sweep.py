@@ -89,19 +89,14 @@ def test_sparse_with_base():
 
 
 def _reference_sparse_scores(values_fn, pos, val, lo, hi, base_sum, base_count, groups):
-    """`sweep_sparse`'s scores by its first implementation (numpy, main 836d595): the jitted
-    one must give the same numbers bit for bit (same sums in the same order)."""
+    """`sweep_sparse`'s scores by its first implementation (numpy, main 836d595; the change
+    points it reads, `sweep.distinct_points`, are shared): the jitted passes must give the
+    same numbers bit for bit (same sums in the same order)."""
     ids = np.unique(pos)
     edges, points = interval_grid(val, lo, hi)
     inner = edges[1:-1]
     n_int = points.shape[0]
-    ok = np.isin(val, inner)
-    p2, v2 = pos[ok], val[ok]
-    order = np.lexsort((v2, p2))
-    p2, v2 = p2[order], v2[order]
-    if p2.size:
-        dup = np.concatenate([[False], (p2[1:] == p2[:-1]) & (v2[1:] == v2[:-1])])
-        p2, v2 = p2[~dup], v2[~dup]
+    p2, v2 = sweep.distinct_points(pos, val, inner)
     first = np.searchsorted(p2, ids, side="left")
     m = np.searchsorted(p2, ids, side="right") - first
     n_local = m + 1
