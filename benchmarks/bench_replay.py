@@ -9,7 +9,8 @@ and all 1,512): settings/s parallel and serial, CPU ns per (setting, soundscape)
 new (their values are checked bit-equal first); the plain-Python reference
 (tests/naive_replay.py) for scale.
 The search's paths (refine, one thread, kernels called directly, old and new bit-equal): one
-setting on every soundscape (what a coordinate move replays), (setting, soundscape) pairs
+setting on every soundscape (what a coordinate move replays; the start setting, and random
+settings one at a time), (setting, soundscape) pairs
 (what an exact sweep replays: each affected soundscape at its own change points), and one
 exact 1-D sweep of a per-class threshold (`search.moves`' sparse path against replaying every
 interval on every soundscape), as settings/s equivalent.
@@ -54,6 +55,18 @@ OLD_FIELDS = {"baseline": ("tagger", "separator", "stage"),
                          "select_separator", "stage")}
 
 
+def old_inputs(policy: str, prep: dict) -> tuple:
+    """``(pi, pf)`` of ``prep`` in the old kernel's layout: its refine ``pf`` holds the four
+    probability kinds of every instance as four float64 blocks (p_4ch of each instance, then
+    p_1ch, s_4ch, s_1ch), where today's holds one instance's four values side by side in float32
+    (`casdri.policies.refine._kernel`; the same values)."""
+    pi, pf = prep["policy"]
+    if policy == "refine":
+        pf = np.ascontiguousarray(np.concatenate([pf[:, k::4] for k in range(4)], axis=1),
+                                  dtype=np.float64)
+    return pi, pf
+
+
 def interleaved(fns: dict, repeat: int) -> dict:
     """``{key: (best wall, best CPU seconds)}`` of each function, run in turn ``repeat`` times
     (old and new alternate, so a burst of load on a shared machine hits both)."""
@@ -70,7 +83,7 @@ def old_replay(cache, policy, X, sidx, parallel):
     prep = prepare(cache, policy)
     lay = params_class(policy).layout(cache)
     Xo = np.ascontiguousarray(X[:, np.concatenate([lay[f] for f in OLD_FIELDS[policy]])])
-    pi, pf = prep["policy"]
+    pi, pf = old_inputs(policy, prep)
     n = X.shape[0]
     val = np.empty((n, len(sidx)), np.float64)
     lab = np.zeros((1, len(sidx), 3), np.int64)
@@ -99,6 +112,7 @@ def search_paths(cache, repeat: int) -> None:
     """The replays a search makes (refine, one thread), old and new kernels; then one sweep."""
     prep = prepare(cache, "refine")
     pi, pf = prep["policy"]
+    pfo = old_inputs("refine", prep)[1]
     drv = drivers(get_policy("refine"))
     problem = CasdriProblem(cache)
     x = problem.start_vector()
@@ -107,31 +121,42 @@ def search_paths(cache, repeat: int) -> None:
     S = cache.n_soundscapes
     print(f"search paths (refine, 1 thread, kernels called directly; load average "
           f"{os.getloadavg()[0]:.2f}):")
-    # one setting on every soundscape, as a coordinate move replays it
+    # one setting on every soundscape, as a coordinate move replays it: the start setting
+    # 50 times, and 50 random settings (new fields off) one at a time
     sidx = np.arange(S, dtype=np.int64)
-    X1 = x[None, :].copy()
-    X1o = np.ascontiguousarray(X1[:, cols])
-    outs, fns, reps = {}, {}, 50
-    for name in ("old", "new"):
-        val = np.empty((1, S), np.float64)
-        lab = np.zeros((1, S, 3), np.int64)
-        tot = np.zeros((1, 4), np.int64)
-        err = np.zeros((1, 3), np.int64)
-        if name == "old":
-            def f():
-                old.replay_ser(old.POLICY_REFINE, X1o, sidx, pi, pf, prep["tab"], prep["dims"],
-                               val, lab, False, tot, err, 8)
-        else:
-            def f():
-                drv.ser(X1, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, lab,
-                        False, tot, err, 8)
-        f()
-        outs[name] = val.copy()
-        fns[name] = (lambda f: lambda: [f() for _ in range(reps)])(f)
-    assert np.array_equal(outs["old"], outs["new"], equal_nan=True), "one-setting values differ"
-    for name, (_, cpu) in interleaved(fns, repeat).items():
-        print(f"  one setting x {S} soundscapes   {name}: {cpu / reps / S * 1e9:7.1f} ns CPU/cell "
-              f"({reps * S / max(cpu, 1e-12):,.0f} cells/s)")
+    reps = 50
+    Xr = random_settings(cache, "refine", reps, np.random.default_rng(3))
+    for fld in set(lay) - set(OLD_FIELDS["refine"]):  # fields the old kernel lacks: off
+        Xr[:, lay[fld]] = x[lay[fld]]
+    val = np.empty((1, S), np.float64)
+    lab = np.zeros((1, S, 3), np.int64)
+    tot = np.zeros((1, 4), np.int64)
+    err = np.zeros((1, 3), np.int64)
+    for what, X1 in (("start setting", np.repeat(x[None, :], reps, axis=0)),
+                     ("random settings", Xr)):
+        X1o = np.ascontiguousarray(X1[:, cols])
+        outs, fns = {}, {}
+        for name in ("old", "new"):
+            if name == "old":
+                def f(i):
+                    old.replay_ser(old.POLICY_REFINE, X1o[i:i + 1], sidx, pi, pfo, prep["tab"],
+                                   prep["dims"], val, lab, False, tot, err, 8)
+            else:
+                def f(i):
+                    drv.ser(X1[i:i + 1], sidx, pi, pf, prep["off"], prep["tab"], prep["dims"],
+                            val, lab, False, tot, err, 8)
+            got = []
+            for i in range(reps):
+                f(i)
+                got.append(val.copy())
+            outs[name] = np.concatenate(got)
+            fns[name] = (lambda f: lambda: [f(i) for i in range(reps)])(f)
+        assert np.array_equal(outs["old"], outs["new"], equal_nan=True), \
+            "one-setting values differ"
+        for name, (_, cpu) in interleaved(fns, repeat).items():
+            print(f"  one setting x {S} soundscapes, {what:15s} {name}: "
+                  f"{cpu / reps / S * 1e9:7.1f} ns CPU/cell ({reps * S / max(cpu, 1e-12):,.0f} "
+                  "cells/s)")
     # pairs: random settings on random soundscapes, as an exact sweep replays them
     rng = np.random.default_rng(2)
     n = 20000
@@ -146,7 +171,7 @@ def search_paths(cache, repeat: int) -> None:
         err = np.zeros((n, 3), np.int64)
         if name == "old":
             def f():
-                _old_pairs(old.POLICY_REFINE, Xpo, ps, pi, pf, prep["tab"], prep["dims"], val,
+                _old_pairs(old.POLICY_REFINE, Xpo, ps, pi, pfo, prep["tab"], prep["dims"], val,
                            err)
         else:
             def f():

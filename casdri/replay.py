@@ -175,7 +175,10 @@ def prepare(cache, policy=None) -> dict:
     if mod is not None:
         key = ("policy", mod.NAME)
         if key not in cache.memo or cache.memo[key][0] is not mod:
-            cache.memo[key] = (mod, mod.prepare(cache), mod.PARAMS.offsets(cache))
+            # the offsets as a tuple: passed by value, so a driver keeps them in registers
+            # across soundscapes (an array's entries are reloaded after every store)
+            cache.memo[key] = (mod, mod.prepare(cache),
+                               tuple(int(v) for v in mod.PARAMS.offsets(cache)))
         out = dict(out, policy=cache.memo[key][1], off=cache.memo[key][2])
     return out
 

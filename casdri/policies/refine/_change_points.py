@@ -69,14 +69,15 @@ class RefineChangePoints:
         n_inst = pi[:, 0]
         self.valid = np.arange(maxi)[None, :] < n_inst[:, None]          # (S, maxi)
         self.icls = np.where(self.valid, pi[:, 1:1 + maxi], 0)            # (S, maxi)
-        self.a = np.where(self.valid, pf[:, :maxi], np.nan)               # p_4ch
-        self.b = np.where(self.valid, pf[:, maxi:2 * maxi], np.nan)       # p_1ch
+        inst = pf[:, :4 * maxi].reshape(-1, maxi, 4).astype(np.float64)  # (_kernel.prepare)
+        self.a = np.where(self.valid, inst[:, :, 0], np.nan)              # p_4ch
+        self.b = np.where(self.valid, inst[:, :, 1], np.nan)              # p_1ch
         self.paired = ~np.isnan(self.a) & ~np.isnan(self.b)
         self.solo4 = ~np.isnan(self.a) & np.isnan(self.b)
         self.solo1 = np.isnan(self.a) & ~np.isnan(self.b)
         _, self.key_len, self.key_lab, self.slot_f = prep["tab"][:4]
-        self.sa = np.where(self.valid, pf[:, 2 * maxi:3 * maxi], np.nan)  # silence, 4ch track
-        self.sb = np.where(self.valid, pf[:, 3 * maxi:4 * maxi], np.nan)  # silence, 1ch track
+        self.sa = np.where(self.valid, inst[:, :, 2], np.nan)             # silence, 4ch track
+        self.sb = np.where(self.valid, inst[:, :, 3], np.nan)             # silence, 1ch track
         self.maxi = maxi
         # the columns step (a) reads (`_kernel.confidences`): its results are memoised on them
         self._conf_cols = np.concatenate([self.lay[f] for f in (

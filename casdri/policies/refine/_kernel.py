@@ -3,9 +3,11 @@
 column offsets of `RefineParams` (never hard-coded ones).
 
 Kernel inputs: ``pi (S, 1 + 2K + 2^(2K)) int64`` = (n_inst, instance classes, subset of
-instances → key); ``pf (S, 8K) float64`` = (p_4ch, p_1ch, s_4ch, s_1ch) per instance: class and
-silence probabilities of its tracks (NaN: absent). MAXI = 2K instances at most (each track of
-each tagger role proposes one class).
+instances → key); ``pf (S, 8K) float32``: instance ``i``'s (p_4ch, p_1ch, s_4ch, s_1ch) at
+columns ``4i .. 4i + 3``, the class and silence probabilities of its tracks (NaN: absent), the
+cache's float32 values unchanged (the kernel computes in float64); one instance's four values
+are adjacent, so a decision reads one or two cache lines of ``pf``. MAXI = 2K instances at most
+(each track of each tagger role proposes one class).
 """
 from __future__ import annotations
 
@@ -47,12 +49,12 @@ def prepare(cache) -> tuple[np.ndarray, np.ndarray]:
     probs_b = np.ascontiguousarray(cache.tagger_probs[ib if ib >= 0 else ia])
     n = np.zeros(S, np.int64)
     cls = np.zeros((S, maxi), np.int64)
-    p = np.zeros((S, maxi, 4), np.float64)
+    p = np.zeros((S, maxi, 4), np.float32)
     fusion_instances(probs_a, probs_b, ib >= 0, n, cls, p)
     sub = np.zeros((S, 1 << maxi), np.int64)
     subset_keys(n, cls, cache.key_offsets, cache.key_codes, cache.n_classes, K, sub)
     pi = np.ascontiguousarray(np.concatenate([n[:, None], cls, sub], axis=1))
-    pf = np.ascontiguousarray(np.concatenate([p[:, :, k] for k in range(4)], axis=1))
+    pf = np.ascontiguousarray(p.reshape(S, 4 * maxi))
     return pi, pf
 
 
@@ -63,8 +65,8 @@ def fusion_instances(probs_a, probs_b, use_b, out_n, out_cls, out_p):  # pragma:
     Args:
         probs_a, probs_b: ``(S, K, C + 1) float32`` softmax of the 4ch and 1ch roles.
         use_b: False when the cache has one tagger (every instance is a 4ch solo).
-        out_n: ``(S,)``; out_cls ``(S, 2K)``; out_p ``(S, 2K, 4)`` (p_4ch, p_1ch, and the
-            silence probabilities of the same tracks, s_4ch, s_1ch; NaN absent).
+        out_n: ``(S,)``; out_cls ``(S, 2K)``; out_p ``(S, 2K, 4) float32`` (p_4ch, p_1ch,
+            and the silence probabilities of the same tracks, s_4ch, s_1ch; NaN absent).
     """
     S, K, C1 = probs_a.shape
     C = C1 - 1
@@ -159,16 +161,20 @@ def _fused(w, a, b):  # pragma: no cover - jitted
 
 
 @numba.njit(**DECIDE_JIT)
-def _confidence(w, a, b, keep_4ch, keep_1ch, sil, margin):  # pragma: no cover - jitted
-    """Step (a) for one instance: fused confidence, NaN for a dropped solo or when its fused
-    tagger silence ``sil`` exceeds it by more than ``margin`` (scalars only, so that inlining
-    it costs no reference counting)."""
+def _confidence(w, a, b, keep_4ch, keep_1ch):  # pragma: no cover - jitted
+    """Step (a) for one instance before the silence margin: fused confidence, NaN for a
+    dropped solo (scalars only, so that inlining it costs no reference counting)."""
     if a == a and b == b:
-        conf = w * a + (1.0 - w) * b
-    elif a == a:
-        conf = a if a >= keep_4ch else np.nan
-    else:
-        conf = b if b >= keep_1ch else np.nan
+        return w * a + (1.0 - w) * b
+    if a == a:
+        return a if a >= keep_4ch else np.nan
+    return b if b >= keep_1ch else np.nan
+
+
+@numba.njit(**DECIDE_JIT)
+def _silenced(conf, sil, margin):  # pragma: no cover - jitted
+    """The silence margin of step (a): NaN (not proposed) when the instance's fused tagger
+    silence ``sil`` exceeds its confidence by more than ``margin``, else ``conf``."""
     return np.nan if sil - conf > margin else conf
 
 
@@ -179,8 +185,9 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
 
     Scratch (indexed in place, never viewed: see `casdri.policies._jit`): ``wf[i]`` the
     confidence of instance ``i`` (NaN: not proposed); ``wi[k]`` the instance of slot ``k``.
-    The fused tagger silence of an instance is computed where it is read: in (a) only when the
-    margin is on, in (d) for the kept slots only.
+    The fused tagger silence of an instance is computed where it is read, and only for a rule
+    that is on: in (a) when the margin is finite, in (d) per slot when its class's tagger
+    silence gate is finite (+inf is off: the slot passes it without a read, as in `decide`).
     """
     key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
     K = dims[D_K]
@@ -203,9 +210,12 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
             margin_on = margin < np.inf  # off (+inf): no silence can exceed it, skip fusing
             for i in range(n_inst):  # (a) fusion
                 c = pi[s, 1 + i]
-                si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i]) if margin_on else 0.0
-                wf[i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[n, o_s4 + c],
-                                      X[n, o_s1 + c], si, margin)
+                conf = _confidence(w, pf[s, 4 * i], pf[s, 4 * i + 1], X[n, o_s4 + c],
+                                   X[n, o_s1 + c])
+                if margin_on:  # a branch, so that an off margin costs nothing per instance
+                    conf = _silenced(conf, _fused(w, pf[s, 4 * i + 2], pf[s, 4 * i + 3]),
+                                     margin)
+                wf[i] = conf
             bits = 0
             k = 0
             for _ in range(K):  # K most confident, ties to the lower instance
@@ -280,8 +290,10 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                 c = key_lab[j, i]
                 u = wi[i]
                 keep = (slot_f[j, g, i, F_ENERGY] >= X[n, o_en + c]) & \
-                    (wf[u] >= X[n, o_pg + c]) & (slot_f[j, g, i, F_SIL] < X[n, o_sil + c]) & \
-                    (_fused(w, pf[s, 2 * maxi + u], pf[s, 3 * maxi + u]) < X[n, o_tg + c])
+                    (wf[u] >= X[n, o_pg + c]) & (slot_f[j, g, i, F_SIL] < X[n, o_sil + c])
+                gate = X[n, o_tg + c]
+                if gate < np.inf:  # +inf: off, and the silence is not read
+                    keep &= _fused(w, pf[s, 4 * u + 2], pf[s, 4 * u + 3]) < gate
                 m |= np.int64(keep) << i
             break
         r = n - n0
@@ -304,7 +316,8 @@ def confidences(X, pi, pf, off, out, sil):  # pragma: no cover - jitted
             sil[s, i] = np.nan
         for i in range(pi[s, 0]):
             c = pi[s, 1 + i]
-            si = _fused(w, pf[s, 2 * maxi + i], pf[s, 3 * maxi + i])
+            si = _fused(w, pf[s, 4 * i + 2], pf[s, 4 * i + 3])
             sil[s, i] = si
-            out[s, i] = _confidence(w, pf[s, i], pf[s, maxi + i], X[0, off[SOLO_4CH] + c],
-                                    X[0, off[SOLO_1CH] + c], si, X[0, off[TAG_SIL_MARGIN]])
+            conf = _confidence(w, pf[s, 4 * i], pf[s, 4 * i + 1], X[0, off[SOLO_4CH] + c],
+                               X[0, off[SOLO_1CH] + c])
+            out[s, i] = _silenced(conf, si, X[0, off[TAG_SIL_MARGIN]])
