@@ -195,7 +195,7 @@ def search_paths(cache, repeat: int) -> None:
           f"{len(np.unique(cps[c][0]))} of {S} soundscapes affected, {res.n_evaluations} pairs "
           f"replayed: {wall * 1e3:.1f} ms = {m / wall:,.0f} settings/s equivalent")
     Xd = with_values(x, param, res.points, c)
-    wall_d, _ = timed(lambda: replay_matrix(cache, "refine", Xd, parallel=False), 1)
+    wall_d, _ = timed(lambda: replay_matrix(cache, "refine", Xd, parallel=False), repeat)
     print(f"  the same intervals replayed on every soundscape (dense, 1 thread): "
           f"{wall_d * 1e3:.1f} ms = {m / wall_d:,.0f} settings/s")
 
