@@ -6,8 +6,9 @@ figures, not a test).
 
 Figures: cache size on disk, load and prepare time; per policy and per soundscape count (300
 and all 1,512): settings/s parallel and serial, CPU ns per (setting, soundscape) cell, old and
-new (their values are checked bit-equal first); the plain-Python reference
-(tests/naive_replay.py) for scale.
+new kernels called alike, and ``replay_matrix`` (the facade over the new kernel: it also
+checks the settings and builds the NaN mask), their values checked bit-equal first; the
+plain-Python reference (tests/naive_replay.py) for scale.
 The search's paths (refine, one thread, kernels called directly, old and new bit-equal): one
 setting on every soundscape (what a coordinate move replays; the start setting, and random
 settings one at a time), (setting, soundscape) pairs
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import _old_kernels as old  # noqa: E402
 from _timing import timed  # noqa: E402
+from casdri._kernels import BLOCK  # noqa: E402
 from casdri.cache import load_cache  # noqa: E402
 from casdri.policies import drivers, get_policy, params_class  # noqa: E402
 from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
@@ -93,6 +95,26 @@ def old_replay(cache, policy, X, sidx, parallel):
     block = int(min(old.BLOCK, max(8, -(-n // (2 * threads)))))
     kern = old.replay_par if parallel else old.replay_ser
     kern(OLD_ID[policy], Xo, sidx, pi, pf, prep["tab"], prep["dims"], val, lab, False, tot, err,
+         block)
+    return val
+
+
+def new_replay(cache, policy, X, sidx, parallel):
+    """``values (n, len(sidx))`` of today's kernel called as `old_replay` calls the old one
+    (buffers allocated here, blocks sized by `casdri.replay`'s rule), without the facade's
+    checks of the settings and its NaN mask (`replay_matrix` is timed apart)."""
+    prep = prepare(cache, policy)
+    pi, pf = prep["policy"]
+    n = X.shape[0]
+    val = np.empty((n, len(sidx)), np.float64)
+    lab = np.zeros((1, len(sidx), 3), np.int64)
+    tot = np.zeros((n, 4), np.int64)
+    err = np.zeros((n, 3), np.int64)
+    threads = numba.get_num_threads() if parallel else 1
+    block = int(min(BLOCK, max(8, -(-n // (2 * threads)))))
+    drv = drivers(get_policy(policy))
+    kern = drv.par if parallel else drv.ser
+    kern(X, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, lab, False, tot, err,
          block)
     return val
 
@@ -244,11 +266,15 @@ def main(argv=None) -> int:
             old_v = old_replay(cache, policy, X, sidx, True)
             same = np.array_equal(new_v, old_v, equal_nan=True)
             assert same, f"{policy}: new kernel differs from the old one"
+            assert np.array_equal(new_replay(cache, policy, X, sidx, True), new_v,
+                                  equal_nan=True)
             runs = {
                 "old": (lambda: old_replay(cache, policy, X, sidx, True),
                         lambda: old_replay(cache, policy, X, sidx, False)),
-                "new": (lambda: replay_matrix(cache, policy, X, mask=sidx),
-                        lambda: replay_matrix(cache, policy, X, mask=sidx, parallel=False))}
+                "new": (lambda: new_replay(cache, policy, X, sidx, True),
+                        lambda: new_replay(cache, policy, X, sidx, False)),
+                "facade": (lambda: replay_matrix(cache, policy, X, mask=sidx),
+                           lambda: replay_matrix(cache, policy, X, mask=sidx, parallel=False))}
             best = interleaved({(name, kind): fn for name, fns in runs.items()
                                 for kind, fn in zip(("par", "ser"), fns)}, args.repeat)
             for name in runs:

@@ -19,7 +19,9 @@ Conventions:
       ``decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec)``: settings ``X[n0:n1]``
       (at most `BLOCK`) on soundscape ``s``, writing ``dec[n - n0] = (j, g, m, code)``;
       ``pi``/``pf`` the policy's per-soundscape inputs; ``off`` the first column of each
-      parameter field (``PolicyParams.offsets``); ``tab`` = (key_sc, key_len, key_lab, slot_f,
+      parameter field (``PolicyParams.offsets``, as a tuple of ints: passed by value, the
+      offsets stay in registers across soundscapes, where an array's entries would be read
+      again after every store); ``tab`` = (key_sc, key_len, key_lab, slot_f,
       tab_sum, tab_cnt, tab_lab, n_ref); ``dims`` (`D_C` ...); ``wi``/``wf`` int64/float64
       scratch of ``pi.shape[1] + 1`` / ``pf.shape[1] + 1`` entries. ``j = -1`` is the empty
       query (no stems); ``code`` 0 ok, 1 = query not in the cache, 2 = separator/stage combo

@@ -225,7 +225,7 @@ def test_kernel_equals_naive_replay(tmp_path_factory, spec, setting_seed):
             for p, sid in enumerate(ids):
                 v, lc = want[sid]
                 got = m.values[n, p]
-                assert (v is None) == np.isnan(got), (policy, n, sid)
+                assert (v is None) == np.isnan(got) == m.is_none[n, p], (policy, n, sid)
                 if v is not None:
                     assert abs(got - v) <= TOL_REPLAY_DB, (policy, n, sid, got, v)
                 assert tuple(m.labels[n, p]) == (lc.tp, lc.fp, lc.fn), (policy, n, sid)
