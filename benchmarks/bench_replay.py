@@ -80,43 +80,39 @@ def interleaved(fns: dict, repeat: int) -> dict:
     return best
 
 
+def _run(kernel, max_block: int, X, sidx, parallel: bool, *args):
+    """``values (n, len(sidx))`` of a dense driver, called alike for the old and the new kernel:
+    buffers allocated here, blocks sized by `casdri.replay`'s rule (at least 2 per thread, at
+    most ``max_block`` settings). ``args``: the driver's inputs between ``sidx`` and ``val``."""
+    n = X.shape[0]
+    val = np.empty((n, len(sidx)), np.float64)
+    lab = np.zeros((1, len(sidx), 3), np.int64)
+    tot = np.zeros((n, 4), np.int64)
+    err = np.zeros((n, 3), np.int64)
+    threads = numba.get_num_threads() if parallel else 1
+    block = int(min(max_block, max(8, -(-n // (2 * threads)))))
+    kernel(X, sidx, *args, val, lab, False, tot, err, block)
+    return val
+
+
 def old_replay(cache, policy, X, sidx, parallel):
     """``values (n, len(sidx))`` of the old kernel (its own column layout)."""
     prep = prepare(cache, policy)
     lay = params_class(policy).layout(cache)
     Xo = np.ascontiguousarray(X[:, np.concatenate([lay[f] for f in OLD_FIELDS[policy]])])
-    pi, pf = old_inputs(policy, prep)
-    n = X.shape[0]
-    val = np.empty((n, len(sidx)), np.float64)
-    lab = np.zeros((1, len(sidx), 3), np.int64)
-    tot = np.zeros((n, 4), np.int64)
-    err = np.zeros((n, 3), np.int64)
-    threads = numba.get_num_threads() if parallel else 1
-    block = int(min(old.BLOCK, max(8, -(-n // (2 * threads)))))
     kern = old.replay_par if parallel else old.replay_ser
-    kern(OLD_ID[policy], Xo, sidx, pi, pf, prep["tab"], prep["dims"], val, lab, False, tot, err,
-         block)
-    return val
+    return _run(lambda *a: kern(OLD_ID[policy], *a), old.BLOCK, Xo, sidx, parallel,
+                *old_inputs(policy, prep), prep["tab"], prep["dims"])
 
 
 def new_replay(cache, policy, X, sidx, parallel):
-    """``values (n, len(sidx))`` of today's kernel called as `old_replay` calls the old one
-    (buffers allocated here, blocks sized by `casdri.replay`'s rule), without the facade's
-    checks of the settings and its NaN mask (`replay_matrix` is timed apart)."""
+    """``values (n, len(sidx))`` of today's kernel called as `old_replay` calls the old one,
+    without the facade's checks of the settings and its NaN mask (`replay_matrix` is timed
+    apart)."""
     prep = prepare(cache, policy)
-    pi, pf = prep["policy"]
-    n = X.shape[0]
-    val = np.empty((n, len(sidx)), np.float64)
-    lab = np.zeros((1, len(sidx), 3), np.int64)
-    tot = np.zeros((n, 4), np.int64)
-    err = np.zeros((n, 3), np.int64)
-    threads = numba.get_num_threads() if parallel else 1
-    block = int(min(BLOCK, max(8, -(-n // (2 * threads)))))
     drv = drivers(get_policy(policy))
-    kern = drv.par if parallel else drv.ser
-    kern(X, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, lab, False, tot, err,
-         block)
-    return val
+    return _run(drv.par if parallel else drv.ser, BLOCK, X, sidx, parallel, *prep["policy"],
+                prep["off"], prep["tab"], prep["dims"])
 
 
 @numba.njit(cache=True)
