@@ -120,12 +120,35 @@ class _TokenCache(KernelCache):
         return (sig, codegen.magic_tuple(), (code, self._token))
 
 
+def _sources(fn) -> list:
+    """The source files the drivers of decision ``fn`` are compiled from, besides
+    `casdri._kernels` itself (whose own stamp Numba checks): the decision's module, and the
+    modules of its own top-level package that module imports from (modules, functions,
+    classes), since a decision inlines their helpers and reads their constants: ``staged``
+    calls refine's decision, ``baseline`` inlines `casdri.policies._jit.one_key`, ``refine``
+    reads `casdri._kernels_capi`'s column constants. Sorted paths."""
+    top = fn.__module__.split(".")[0]
+    files = {inspect.getsourcefile(fn)}
+    for obj in list(fn.__globals__.values()):
+        obj = getattr(obj, "py_func", obj)  # a Numba dispatcher: its Python function
+        mod = obj if inspect.ismodule(obj) else (
+            inspect.getmodule(obj) if inspect.isfunction(obj) or inspect.isclass(obj) else None)
+        if mod is not None and mod.__name__.split(".")[0] == top:
+            try:
+                files.add(inspect.getsourcefile(mod))
+            except TypeError:  # pragma: no cover - a built-in or namespace module
+                pass
+    return sorted(f for f in files if f)
+
+
 def _token(decide) -> str:
-    """Digest of the decision's defining source file and name (changes when either does)."""
+    """Digest of the decision's name and of every file in `_sources` (changes when any
+    does, so that an edit to a helper the decision inlines recompiles its drivers)."""
     fn = getattr(decide, "py_func", decide)
     h = hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}".encode())
     try:
-        h.update(Path(inspect.getsourcefile(fn)).read_bytes())
+        for f in _sources(fn):
+            h.update(f.encode() + b"\0" + Path(f).read_bytes())
     except (TypeError, OSError):  # pragma: no cover - no source: key on the bytecode only
         h.update(fn.__code__.co_code)
     return h.hexdigest()

@@ -18,6 +18,7 @@ the query's classes; bad settings raise `PolicyError`.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from types import ModuleType
@@ -101,7 +102,7 @@ class ReplayMatrix:
 
     Attributes:
         values: ``(n, S_sel) float64`` clip CAPI-SDRi in dB, NaN = None.
-        is_none: ``(n, S_sel) bool`` (``np.isnan(values)``, computed when read).
+        is_none: ``(n, S_sel) bool`` (``np.isnan(values)``, computed on first read).
         soundscapes: ``(S_sel,) int64`` cache rows of the columns.
         n_acc, tp, fp, fn: ``(n,) int64`` label totals over the columns.
         labels: ``(n, S_sel, 3) int64`` per-clip (tp, fp, fn) when ``counts=True``.
@@ -115,10 +116,10 @@ class ReplayMatrix:
     fn: np.ndarray
     labels: Optional[np.ndarray] = None
 
-    @property
+    @functools.cached_property
     def is_none(self) -> np.ndarray:
-        # not stored: the search reads only the values (a mask of every call's 1,512 x 2,000
-        # cells cost 10-20 % of a one-lookup policy's replay)
+        # built on first read: the search reads only the values (a mask of every call's
+        # 1,512 x 2,000 cells cost 10-20 % of a one-lookup policy's replay)
         return np.isnan(self.values)
 
 
@@ -163,7 +164,7 @@ def prepare(cache, policy=None) -> dict:
     """Build (once) the shared tables and, if ``policy`` is given, its kernel inputs.
 
     Returns:
-        ``{"tab", "dims", "slot_rows"[, "policy"]}`` (a stable contract; see
+        ``{"tab", "dims", "slot_rows"[, "policy", "off"]}`` (a stable contract; see
         `casdri._kernels` conventions for the meaning):
         ``tab = (key_sc, key_len, key_labels, slot_f, tab_sum, tab_cnt, tab_lab, n_ref)`` with
         ``slot_f (NK, G, MAXS, 4) float64`` = (retag prob of the slot class, energy_db, retag
@@ -171,7 +172,8 @@ def prepare(cache, policy=None) -> dict:
         ``tab_sum/tab_cnt (NK, G, 2^MAXS)`` Σ SDRi (dB) / entries per keep mask, ``tab_lab
         (NK, 2^MAXS, 3)`` tp/fp/fn; ``dims = [C, K, n_stages, MAXS, 2^MAXS, 2K, n_separators]``;
         ``slot_rows (NK, G, MAXS)`` stem rows; ``policy = (pi, pf)`` from the policy's
-        ``prepare``; ``off`` the policy's field offsets (``PARAMS.offsets(cache)``). A policy
+        ``prepare``; ``off`` the policy's field offsets (``PARAMS.offsets(cache)`` as a tuple
+        of ints: a decision indexes it, array methods do not apply). A policy
         with ``MIXED_STAGES = True`` gets the mixed-stage combos appended
         (`casdri._kernels_stage`; multi-stage caches only).
     """

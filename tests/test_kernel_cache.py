@@ -114,3 +114,28 @@ def test_an_unwritable_user_cache_falls_back_to_the_temp_folder(tmp_path):
     got = _place({"XDG_CACHE_HOME": str(blocker), "TMPDIR": str(blocker)})["snr"]
     assert got == want
     assert _compiled_files(ROOT / "casdri") == before  # never a fallback into the package
+
+
+def test_a_drivers_cache_key_follows_the_helpers_its_decision_inlines(monkeypatch):
+    """A decision compiled into a policy's drivers inlines code from other modules of its
+    package (``staged`` calls refine's decision, ``baseline`` inlines ``one_key``): an edit
+    there must change the drivers' cache key (else a later process would load stale compiled
+    code), an edit elsewhere must not."""
+    import casdri._kernels as K
+    from casdri.policies import _jit, get_policy
+    from casdri.policies.refine import _kernel as refine_kernel
+    staged = get_policy("staged").kernel_decide.py_func
+    baseline = get_policy("baseline").kernel_decide.py_func
+    assert refine_kernel.__file__ in K._sources(staged)
+    assert _jit.__file__ in K._sources(baseline)
+    assert refine_kernel.__file__ not in K._sources(baseline)
+    before = {p: K._token(f) for p, f in (("staged", staged), ("baseline", baseline))}
+    read = Path.read_bytes
+
+    def edited(path):  # refine's kernel file as if edited
+        data = read(path)
+        return data + b"\n# edited\n" if str(path) == refine_kernel.__file__ else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert K._token(staged) != before["staged"]
+    assert K._token(baseline) == before["baseline"]

@@ -8,7 +8,8 @@ Conventions:
         - ``prepare(cache) -> (pi, pf)``: per-soundscape kernel inputs (built once per cache);
         - ``kernel_decide``: its jitted decision (``numba.njit(inline="always")``, signature
           in `casdri._kernels`), reading settings at ``off[field index] (+ class)``, where
-          ``off = PARAMS.offsets(cache)``; the shared tables score it (no CAPI code to write);
+          ``off = PARAMS.offsets(cache)`` as a tuple of ints; the shared tables score it (no
+          CAPI code to write);
         - ``decide(inputs, params, lookup) -> Decision``: the same decision in plain Python
           (used live, and tested equal to the kernel);
         - ``required_keys(inputs, search_space=None)``: the queries it can ask for;

@@ -186,8 +186,8 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     Scratch (indexed in place, never viewed: see `casdri.policies._jit`): ``wf[i]`` the
     confidence of instance ``i`` (NaN: not proposed); ``wi[k]`` the instance of slot ``k``.
     The fused tagger silence of an instance is computed where it is read, and only for a rule
-    that is on: in (a) when the margin is finite, in (d) per slot when its class's tagger
-    silence gate is finite (+inf is off: the slot passes it without a read, as in `decide`).
+    that is on: in (a) when the margin is not +inf, in (d) per slot when its class's tagger
+    silence gate is not +inf (+inf is off: the slot passes it without a read, as in `decide`).
     """
     key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
     K = dims[D_K]
