@@ -41,7 +41,7 @@ from _timing import timed  # noqa: E402
 from casdri._kernels import BLOCK  # noqa: E402
 from casdri.cache import load_cache  # noqa: E402
 from casdri.policies import drivers, get_policy, params_class  # noqa: E402
-from casdri.replay import prepare, replay, replay_matrix  # noqa: E402
+from casdri.replay import block_size, prepare, replay, replay_matrix  # noqa: E402
 from casdri.synthetic import make_synthetic_cache, random_settings  # noqa: E402
 from naive_replay import load_raw, naive_replay  # noqa: E402
 from search.casdri_problem import CasdriProblem  # noqa: E402
@@ -83,16 +83,14 @@ def interleaved(fns: dict, repeat: int) -> dict:
 
 def _run(kernel, max_block: int, X, sidx, parallel: bool, *args):
     """``values (n, len(sidx))`` of a dense driver, called alike for the old and the new kernel:
-    buffers allocated here, blocks sized by `casdri.replay`'s rule (at least 2 per thread, at
-    most ``max_block`` settings). ``args``: the driver's inputs between ``sidx`` and ``val``."""
+    buffers allocated here, blocks sized by `casdri.replay.block_size` (at most ``max_block``
+    settings). ``args``: the driver's inputs between ``sidx`` and ``val``."""
     n = X.shape[0]
     val = np.empty((n, len(sidx)), np.float64)
     lab = np.zeros((1, len(sidx), 3), np.int64)
     tot = np.zeros((n, 4), np.int64)
     err = np.zeros((n, 3), np.int64)
-    threads = numba.get_num_threads() if parallel else 1
-    block = int(min(max_block, max(8, -(-n // (2 * threads)))))
-    kernel(X, sidx, *args, val, lab, False, tot, err, block)
+    kernel(X, sidx, *args, val, lab, False, tot, err, block_size(n, parallel, max_block))
     return val
 
 
@@ -114,8 +112,7 @@ def old_replay(cache, policy, Xo, sidx, parallel, inputs=None):
 
 def new_replay(cache, policy, X, sidx, parallel):
     """``values (n, len(sidx))`` of today's kernel called as `old_replay` calls the old one,
-    without the facade's checks of the settings and its NaN mask (`replay_matrix` is timed
-    apart)."""
+    without the facade's checks of the settings (`replay_matrix` is timed apart)."""
     prep = prepare(cache, policy)
     drv = drivers(get_policy(policy))
     return _run(drv.par if parallel else drv.ser, BLOCK, X, sidx, parallel, *prep["policy"],

@@ -37,7 +37,7 @@ from .policies import PolicyParams, drivers, get_policy, params_class
 
 __all__ = ["ReplayResult", "ReplayMatrix", "replay", "replay_matrix", "replay_pairs",
            "scored_mean", "decisions", "trace", "encode_settings", "prepare", "kernels_cached",
-           "warm_up"]
+           "warm_up", "block_size"]
 
 
 def scored_mean(values):
@@ -239,6 +239,13 @@ def _raise_key_error(cache, mod, x, s: int, code: int):
                         f"a query the cache {cache.path} does not hold (code {code})")
 
 
+def block_size(n: int, parallel: bool, cap: int = K_.BLOCK) -> int:
+    """Settings per block of a dense replay of ``n`` settings: at least 2 blocks per thread
+    when ``parallel``, at most ``cap`` (`casdri._kernels.BLOCK`), at least 8."""
+    threads = numba.get_num_threads() if parallel else 1
+    return int(min(cap, max(8, -(-n // (2 * threads)))))
+
+
 def _run(cache, mod, X, sidx, want_lab: bool, parallel: bool):
     prep = prepare(cache, mod)
     pi, pf = prep["policy"]
@@ -249,10 +256,8 @@ def _run(cache, mod, X, sidx, want_lab: bool, parallel: bool):
     err = np.zeros((n, 3), np.int64)
     drv = drivers(mod)
     kern = drv.par if parallel else drv.ser
-    threads = numba.get_num_threads() if parallel else 1
-    block = int(min(K_.BLOCK, max(8, -(-n // (2 * threads)))))  # >= 2 blocks per thread
     kern(X, sidx, pi, pf, prep["off"], prep["tab"], prep["dims"], val, lab, want_lab, tot, err,
-         block)
+         block_size(n, parallel))
     bad = np.flatnonzero(err[:, 0] >= 0)
     if len(bad):
         i = int(bad[0])
