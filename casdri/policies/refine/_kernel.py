@@ -23,6 +23,10 @@ from ._params import RefineParams
 __all__ = ["prepare", "fusion_roles", "kernel_decide", "confidences", "fusion_instances",
            "subset_keys"]
 
+#: an index known not to be negative, as Numba's unsigned type: indexing with it skips the
+#: negative-index test a signed index gets (`kernel_decide`)
+U = np.uint64
+
 #: field positions (index into the offsets vector the kernel receives)
 _F = RefineParams.field_index()
 W, SOLO_1CH, SOLO_4CH, VERIFY_THR, DROP_THR, ENERGY_GATE, PROB_GATE, SILENCE_THR, VERIFY_MODE, \
@@ -188,18 +192,24 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
     The fused tagger silence of an instance is computed where it is read, and only for a rule
     that is on: in (a) when the margin is not +inf, in (d) per slot when its class's tagger
     silence gate is not +inf (+inf is off: the slot passes it without a read, as in `decide`).
+
+    Indices computed from data are cast to unsigned (`U`): Numba tests every signed index
+    for a negative value (Python's wrap-around), and these cannot be negative. The tests cost
+    6-9 % of a dense refine replay (benchmarks/bench_replay.py).
     """
     key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
     K = dims[D_K]
     maxi = dims[D_MAXI]
     n_st = dims[D_NST]
-    n_inst = pi[s, 0]
+    su = U(s)
+    n_inst = pi[su, 0]
     o_w, o_s1, o_s4 = off[W], off[SOLO_1CH], off[SOLO_4CH]
     o_tm, o_tg = off[TAG_SIL_MARGIN], off[TAG_SIL_GATE]
     o_ver, o_drop, o_mode = off[VERIFY_THR], off[DROP_THR], off[VERIFY_MODE]
     o_en, o_pg, o_sil = off[ENERGY_GATE], off[PROB_GATE], off[SILENCE_THR]
     o_sel, o_st = off[SELECT], off[STAGE]
     for n in range(n0, n1):
+        nu = U(n)
         j = -1
         g = 0
         m = 0
@@ -209,20 +219,20 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
             margin = X[n, o_tm]
             margin_on = margin < np.inf  # off (+inf): no silence can exceed it, skip fusing
             for i in range(n_inst):  # (a) fusion
-                c = pi[s, 1 + i]
-                conf = _confidence(w, pf[s, 4 * i], pf[s, 4 * i + 1], X[n, o_s4 + c],
-                                   X[n, o_s1 + c])
+                c = pi[su, U(1 + i)]
+                conf = _confidence(w, pf[su, U(4 * i)], pf[su, U(4 * i + 1)],
+                                   X[nu, U(o_s4 + c)], X[nu, U(o_s1 + c)])
                 if margin_on:  # a branch, so that an off margin costs nothing per instance
-                    conf = _silenced(conf, _fused(w, pf[s, 4 * i + 2], pf[s, 4 * i + 3]),
-                                     margin)
-                wf[i] = conf
+                    conf = _silenced(conf, _fused(w, pf[su, U(4 * i + 2)],
+                                                  pf[su, U(4 * i + 3)]), margin)
+                wf[U(i)] = conf
             bits = 0
             k = 0
             for _ in range(K):  # K most confident, ties to the lower instance
                 best = -1
                 bc = 0.0
                 for i in range(n_inst):
-                    ci = wf[i]
+                    ci = wf[U(i)]
                     if (bits >> i) & 1 or ci != ci:
                         continue
                     if best < 0 or ci > bc:
@@ -240,31 +250,34 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                 q = a2 - 1
                 while q >= 0:
                     u = wi[q]
-                    cu = pi[s, 1 + u]
-                    cv = pi[s, 1 + v]
-                    if cu > cv or (cu == cv and (wf[u] < wf[v] or
-                                                 (wf[u] == wf[v] and u > v))):
+                    cu = pi[su, U(1 + u)]
+                    cv = pi[su, U(1 + v)]
+                    fu = wf[U(u)]
+                    fv = wf[U(v)]
+                    if cu > cv or (cu == cv and (fu < fv or (fu == fv and u > v))):
                         wi[q + 1] = u
                         q -= 1
                     else:
                         break
                 wi[q + 1] = v
-            j = pi[s, 1 + maxi + bits]  # (b) separate
+            j = pi[su, U(1 + maxi + bits)]  # (b) separate
             if j < 0:
                 code = 1
                 m = bits
                 break
             g = int(X[n, o_sel]) * n_st + int(X[n, o_st])
-            if tab_cnt[j, g, 0] < 0:
+            ju, gu = U(j), U(g)
+            if tab_cnt[ju, gu, 0] < 0:
                 code = 2
                 break
             argmax_mode = X[n, o_mode] > 0.5
             dropped = 0
             for i in range(k):  # (c) verify the (f)+(e) stems, drop unsure unconfirmed
-                c = key_lab[j, i]  # (branch-free: thresholds vary from setting to setting)
-                ok = (argmax_mode & (slot_f[j, g, i, F_ARGMAX] > 0.5)) | \
-                    ((not argmax_mode) & (slot_f[j, g, i, F_OWN] >= X[n, o_ver + c]))
-                dropped |= np.int64((not ok) & (wf[wi[i]] < X[n, o_drop + c])) << i
+                iu = U(i)  # (branch-free: thresholds vary from setting to setting)
+                c = key_lab[ju, iu]
+                ok = (argmax_mode & (slot_f[ju, gu, iu, F_ARGMAX] > 0.5)) | \
+                    ((not argmax_mode) & (slot_f[ju, gu, iu, F_OWN] >= X[nu, U(o_ver + c)]))
+                dropped |= np.int64((not ok) & (wf[U(wi[i])] < X[nu, U(o_drop + c)])) << i
             if dropped:
                 bits = 0
                 k2 = 0
@@ -278,22 +291,25 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                     j = -1
                     g = 0
                     break
-                j = pi[s, 1 + maxi + bits]
+                j = pi[su, U(1 + maxi + bits)]
                 if j < 0:
                     code = 1
                     m = bits
                     break
-                if tab_cnt[j, g, 0] < 0:
+                ju = U(j)
+                if tab_cnt[ju, gu, 0] < 0:
                     code = 2
                     break
             for i in range(k):  # (d) gates (no NaN here: >= is "not <")
-                c = key_lab[j, i]
+                iu = U(i)
+                c = key_lab[ju, iu]
                 u = wi[i]
-                keep = (slot_f[j, g, i, F_ENERGY] >= X[n, o_en + c]) & \
-                    (wf[u] >= X[n, o_pg + c]) & (slot_f[j, g, i, F_SIL] < X[n, o_sil + c])
-                gate = X[n, o_tg + c]
+                keep = (slot_f[ju, gu, iu, F_ENERGY] >= X[nu, U(o_en + c)]) & \
+                    (wf[U(u)] >= X[nu, U(o_pg + c)]) & \
+                    (slot_f[ju, gu, iu, F_SIL] < X[nu, U(o_sil + c)])
+                gate = X[nu, U(o_tg + c)]
                 if gate < np.inf:  # +inf: off, and the silence is not read
-                    keep &= _fused(w, pf[s, 4 * u + 2], pf[s, 4 * u + 3]) < gate
+                    keep &= _fused(w, pf[su, U(4 * u + 2)], pf[su, U(4 * u + 3)]) < gate
                 m |= np.int64(keep) << i
             break
         r = n - n0
