@@ -20,7 +20,7 @@ import numpy as np
 from .errors import InputError
 from .replay import scored_mean
 
-__all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap"]
+__all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap", "paired_bootstrap_parts"]
 
 _BATCH = 500  # resamples per block (bounds memory at _BATCH * S)
 
@@ -113,24 +113,75 @@ def paired_bootstrap(
         1.5
     """
     a, b = _validate_pair(tuned, base)
+    _check_boot(n_boot, confidence)
+    ba, bb = _resampled_means([a, b], b.shape[0], n_boot, seed)
+    return _gain(a, b, ba, bb, n_boot, confidence, seed)
+
+
+def paired_bootstrap_parts(
+    tuned: np.ndarray,
+    start: np.ndarray,
+    base: np.ndarray,
+    n_boot: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[BootstrapGain, BootstrapGain, BootstrapGain]:
+    """The gain of ``tuned`` over ``base`` and its two parts, on one set of resamples: ``start``
+    over ``base`` and ``tuned`` over ``start`` (the first gain is the sum of the other two).
+
+    Each equals `paired_bootstrap` of that pair with the same ``seed`` (the same resamples,
+    bit for bit); the soundscapes are gathered once per resample for all three.
+
+    Args:
+        tuned: ``(S,)`` or ``(R, S)`` as in `paired_bootstrap`; start, base: ``(S,) float64``
+            (dB, NaN = None), e.g. an untuned start policy and the baseline.
+        n_boot, confidence, seed: as in `paired_bootstrap`.
+
+    Returns:
+        ``(tuned vs base, start vs base, tuned vs start)``, each a `BootstrapGain`.
+
+    Raises:
+        InputError: as `paired_bootstrap`, for either pair.
+    """
+    a, b = _validate_pair(tuned, base)
+    st, _ = _validate_pair(start, base)
+    if st.ndim != 1:
+        raise InputError(f"start: expected one value per soundscape, got shape {st.shape}")
+    _check_boot(n_boot, confidence)
+    ba, bs, bb = _resampled_means([a, st, b], b.shape[0], n_boot, seed)
+    return (_gain(a, b, ba, bb, n_boot, confidence, seed),
+            _gain(st, b, bs, bb, n_boot, confidence, seed),
+            _gain(a, st, ba, bs, n_boot, confidence, seed))
+
+
+def _check_boot(n_boot, confidence) -> None:
     if not 0.0 < confidence < 1.0:
         raise InputError(f"confidence must be in (0, 1), got {confidence}")
     if int(n_boot) < 1:
         raise InputError(f"n_boot must be >= 1, got {n_boot}")
-    rows = a if a.ndim == 2 else a[None, :]
-    S = b.shape[0]
-    mean_a, mean_b = float(np.mean([dataset_mean(r) for r in rows])), dataset_mean(b)
+
+
+def _resampled_means(arrays, S: int, n_boot: int, seed: int) -> list:
+    """Per array (``(S,)``, or ``(R, S)`` rows whose dataset means are averaged): its dataset
+    mean on each of ``n_boot`` resamples of the ``S`` soundscapes, the same resamples for
+    every array (drawn in blocks of `_BATCH` from ``default_rng(seed)``)."""
+    rows = [x if x.ndim == 2 else x[None, :] for x in arrays]
     rng = np.random.default_rng(seed)
-    boot_a, boot_b = [], []
+    out = [[] for _ in rows]
     left = int(n_boot)
     while left > 0 and S > 0:
         n = min(_BATCH, left)
         idx = rng.integers(0, S, size=(n, S))
-        boot_a.append(np.mean([scored_mean(r[idx]) for r in rows], axis=0))
-        boot_b.append(scored_mean(b[idx]))
+        for k, r in enumerate(rows):
+            out[k].append(np.mean([scored_mean(x[idx]) for x in r], axis=0))
         left -= n
-    ba = np.concatenate(boot_a) if boot_a else np.zeros(0)
-    bb = np.concatenate(boot_b) if boot_b else np.zeros(0)
+    return [np.concatenate(o) if o else np.zeros(0) for o in out]
+
+
+def _gain(a, b, ba, bb, n_boot, confidence, seed) -> BootstrapGain:
+    """`BootstrapGain` of ``a`` over ``b`` from their resampled means ``ba``/``bb``."""
+    rows = a if a.ndim == 2 else a[None, :]
+    mean_a, mean_b = float(np.mean([dataset_mean(r) for r in rows])), dataset_mean(b)
     good = np.isfinite(ba) & np.isfinite(bb)
     tail = 100.0 * (1.0 - confidence) / 2.0
     prob = float(np.mean(ba[good] > bb[good])) if good.any() else float("nan")
@@ -142,6 +193,6 @@ def paired_bootstrap(
         gain_ci = tuned_ci = (float("nan"), float("nan"))
     return BootstrapGain(
         tuned_db=mean_a, base_db=mean_b, gain_db=mean_a - mean_b, gain_ci_db=gain_ci,
-        tuned_ci_db=tuned_ci, n_soundscapes=S, n_boot=int(n_boot), confidence=float(confidence),
-        seed=int(seed), prob_gain_positive=prob,
+        tuned_ci_db=tuned_ci, n_soundscapes=b.shape[0], n_boot=int(n_boot),
+        confidence=float(confidence), seed=int(seed), prob_gain_positive=prob,
     )

@@ -101,12 +101,22 @@ def _scores(result: SearchResult) -> dict:
             "capi_sdri_db": _f(h.tuned_db), "ci95_db": [_f(v) for v in h.tuned_ci_db],
             "gain_db": _f(h.gain_db), "gain_ci95_db": [_f(v) for v in h.gain_ci_db],
             "n_boot": h.n_boot, "gap_closed": _f(result.gap_closed),
-            "repeat_gains_db": [_f(g) for g in result.repeat_gains_db]},
+            "repeat_gains_db": [_f(g) for g in result.repeat_gains_db],
+            **_parts(result.start_gain, result.tuning_gain)},
         "test": None if t is None else {
             "split": t.split, "gain_db": _f(t.gain.gain_db),
             "gain_ci95_db": [_f(v) for v in t.gain.gain_ci_db],
-            "capi_sdri_db": _f(t.gain.tuned_db), "n_soundscapes": t.gain.n_soundscapes},
+            "capi_sdri_db": _f(t.gain.tuned_db), "n_soundscapes": t.gain.n_soundscapes,
+            **_parts(t.start, t.tuning)},
     }
+
+
+def _parts(start, tuning) -> dict:
+    """The two parts of a gain over the baseline (`search.result` conventions): the untuned
+    start's and tuning's, each with its 95% CI."""
+    return {f"{name}_gain_db": None if b is None else {
+        "gain_db": _f(b.gain_db), "ci95_db": [_f(v) for v in b.gain_ci_db]}
+        for name, b in (("start", start), ("tuning", tuning))}
 
 
 def _f(v) -> Optional[float]:

@@ -35,9 +35,10 @@ from .cv import run_chains
 from .engines import make_sampler, open_storage
 from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordings
 from .folds import stratified_folds
-from .result import MIN_FOLD_SIZE, SearchResult, TestFigure, pooled_heldout, summarize
+from .result import (MIN_FOLD_SIZE, SearchResult, TestFigure, pooled_heldout,
+                     start_shift_note, summarize)
 from .settings import SearchSettings
-from casdri.stats import dataset_mean, paired_bootstrap
+from casdri.stats import dataset_mean, paired_bootstrap_parts
 
 __all__ = ["SearchResult", "run_search", "search_problem", "summarize", "make_split"]
 
@@ -88,6 +89,7 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
     base = np.asarray(baseline_values, np.float64)
     warnings = []
     heldout, heldout_values, repeat_gains = None, np.full(S, np.nan), []
+    start_gain = tuning = None
     if fold_results:
         k = splits[0].k
         per_repeat = [pooled_heldout(fold_results[i:i + k], S)
@@ -98,7 +100,8 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
             ok = ~np.isnan(stack)
             heldout_values = np.where(ok.any(0), np.where(ok, stack, 0).sum(0)
                                       / np.maximum(ok.sum(0), 1), np.nan)
-        heldout = paired_bootstrap(stack, base, n_boot=settings.n_boot, seed=settings.seed)
+        heldout, start_gain, tuning = paired_bootstrap_parts(
+            stack, start_values, base, n_boot=settings.n_boot, seed=settings.seed)
         gains = np.array([f.tune_end_db - dataset_mean(base[f.tune_idx]) for f in fold_results])
         tune_gain = float(np.mean(gains[np.isfinite(gains)])) if np.isfinite(gains).any() \
             else float("nan")
@@ -120,7 +123,8 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
         oracle_values=np.asarray(oracle_values, np.float64), start_values=start_values,
         final_values=final_values, heldout_values=heldout_values, heldout=heldout,
         repeat_gains_db=repeat_gains, tune_gain_db=tune_gain,
-        seconds=time.perf_counter() - t0, warnings=warnings)
+        seconds=time.perf_counter() - t0, warnings=warnings, start_gain=start_gain,
+        tuning_gain=tuning)
     if fold_results:
         for _, r in result.stage_table().iterrows():
             if r.heldout_gain_db < 0:
@@ -314,9 +318,13 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
                             on_stage=on_stage)
     if test_split is not None:
         test = np.flatnonzero(dc.split_mask(test_split))
-        v = problem.values(result.x_final[None, :], test)[0]
-        result.test = TestFigure(test_split, paired_bootstrap(
-            v, base[test], n_boot=settings.n_boot, seed=settings.seed))
+        v, v_start = problem.values(np.stack([result.x_final, x_start]), test)
+        gain, start, tuning = paired_bootstrap_parts(v, v_start, base[test],
+                                                     n_boot=settings.n_boot, seed=settings.seed)
+        result.test = TestFigure(test_split, gain, start=start, tuning=tuning)
+        note = start_shift_note(result)
+        if note:
+            result.warnings.append(note)
     result.warnings[:0] = notes
     result.provenance = cp.provenance(problem, path, result, policy_in)
     result.provenance.update(split=split, test_split=test_split, group_by=group_by)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from casdri.errors import InputError
 from search.folds import stratified_folds
-from casdri.stats import dataset_mean, paired_bootstrap
+from casdri.stats import dataset_mean, paired_bootstrap, paired_bootstrap_parts
 
 
 @settings(max_examples=60, deadline=None)
@@ -91,6 +91,30 @@ def test_paired_bootstrap_includes_zero_flag():
     base = rng.normal(5, 3, 200)
     r = paired_bootstrap(base + rng.normal(0, 1, 200), base, n_boot=500)
     assert r.ci_includes_zero
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_paired_bootstrap_parts_equal_the_three_pairs_and_add_up(repeats):
+    """One set of resamples for a gain and its two parts: each part equals `paired_bootstrap`
+    of its pair with the same seed, bit for bit; the point gains add up."""
+    rng = np.random.default_rng(7)
+    S = 240
+    base = rng.normal(1.0, 2.0, S)
+    base[rng.random(S) < 0.2] = np.nan  # None clips: each policy has its own
+    start = base + rng.normal(0.3, 1.0, S)
+    start[rng.random(S) < 0.2] = np.nan
+    tuned = start + rng.normal(0.1, 1.0, (repeats, S))
+    tuned = tuned[0] if repeats == 1 else tuned
+    total, st, tun = paired_bootstrap_parts(tuned, start, base, n_boot=700, seed=3)
+    assert total == paired_bootstrap(tuned, base, n_boot=700, seed=3)
+    assert st == paired_bootstrap(start, base, n_boot=700, seed=3)
+    assert tun == paired_bootstrap(tuned, start, n_boot=700, seed=3)
+    assert st.gain_db + tun.gain_db == pytest.approx(total.gain_db, abs=1e-12)
+    assert total.gain_db != st.gain_db  # the parts are not the same figure
+    with pytest.raises(InputError, match="start: expected one value per soundscape"):
+        paired_bootstrap_parts(tuned, np.stack([start, start]), base)
+    with pytest.raises(InputError, match="same length"):
+        paired_bootstrap_parts(tuned, start[:-1], base)
 
 
 @pytest.mark.parametrize("a, b, kw, match", [

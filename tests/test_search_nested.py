@@ -2,6 +2,8 @@
 `--repeats`, `--test-split` and honest storages, on small synthetic caches."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +13,7 @@ from casdri.cache import load_cache
 from casdri.errors import InputError
 from casdri.synthetic import make_synthetic_cache
 from search.folds import grouped_folds, groups_from_labels, groups_from_recordings
+from search.result import start_shift_note, summarize
 from search.run import run_search
 from search.settings import SearchSettings
 
@@ -142,6 +145,62 @@ def test_a_cache_with_an_eval_split_is_tested_on_it_by_default(grouped):
     assert on_eval.test is None and on_eval.folds.n_soundscapes == 30
     none = run_search(grouped, stage="select", folds=3, n_boot=100, test_split="none")
     assert none.test is None and none.folds.n_soundscapes == 90
+
+
+def test_a_gain_is_the_untuned_start_plus_tuning_held_out_and_on_the_test_split(grouped):
+    """Gain over the baseline = the untuned start's + tuning's, held out and on the test split;
+    each part equals means of replays made here, and lies inside its own CI."""
+    from search.casdri_problem import CasdriProblem
+
+    r = run_search(grouped, stage="gates", folds=3, trials=6, n_boot=300, test_split="eval")
+    dc = load_cache(grouped)
+    p = CasdriProblem(dc)
+    dev, ev = (np.flatnonzero(dc.split_mask(s)) for s in ("dev", "eval"))
+    base = p.policy_values("baseline")
+    start = p.values(r.x_start[None, :])[0]
+    tuned_ev = p.values(r.x_final[None, :], ev)[0]
+    assert r.start_gain.gain_db == pytest.approx(
+        np.nanmean(start[dev]) - np.nanmean(base[dev]), abs=1e-12)
+    assert r.tuning_gain.gain_db == pytest.approx(
+        np.nanmean(r.heldout_values) - np.nanmean(start[dev]), abs=1e-12)
+    assert r.start_gain.gain_db + r.tuning_gain.gain_db == pytest.approx(r.heldout.gain_db,
+                                                                         abs=1e-12)
+    t = r.test
+    assert t.start.gain_db == pytest.approx(np.nanmean(start[ev]) - np.nanmean(base[ev]),
+                                            abs=1e-12)
+    assert t.tuning.gain_db == pytest.approx(np.nanmean(tuned_ev) - np.nanmean(start[ev]),
+                                             abs=1e-12)
+    assert t.start.gain_db + t.tuning.gain_db == pytest.approx(t.gain.gain_db, abs=1e-12)
+    for b in (r.start_gain, r.tuning_gain, t.start, t.tuning):
+        assert b.gain_ci_db[0] <= b.gain_db <= b.gain_ci_db[1] and b.n_boot == 300
+    lines = summarize(r)
+    assert sum(line.startswith("  = untuned start ") for line in lines) == 2
+
+
+def test_the_start_shift_note_follows_the_start_gain_ci(grouped):
+    """The note names a test split where the untuned start's gain lies outside its 95% CI on
+    the tune soundscapes, and only then (both sides)."""
+    r = run_search(grouped, stage="select", folds=3, n_boot=300, test_split="eval")
+    lo, hi = r.start_gain.gain_ci_db
+    for gain, shifted in (((lo + hi) / 2, False), (lo, False), (hi, False),
+                          (hi + 0.01, True), (lo - 0.01, True)):
+        r.test = dataclasses.replace(r.test, start=dataclasses.replace(r.test.start,
+                                                                       gain_db=gain))
+        note = start_shift_note(r)
+        assert (note is not None) == shifted, gain
+        if shifted:
+            assert f"{gain:+.3f} dB over the baseline on 'eval', outside its 95% CI" in note
+    r.test = dataclasses.replace(r.test, start=None)
+    assert start_shift_note(r) is None
+
+
+def test_the_demo_eval_shift_is_in_the_untuned_start():
+    """The bundled demo cache (README, "Search a cache"): the untuned start's gain over the
+    baseline does not carry over from dev to eval, and the search says so."""
+    r = run_search(None, stage="select", folds=2, n_boot=300)
+    assert r.test.split == "eval"
+    assert not r.start_gain.gain_ci_db[0] <= r.test.start.gain_db <= r.start_gain.gain_ci_db[1]
+    assert any(w.startswith("NOTE: the untuned start policy gains") for w in r.warnings)
 
 
 # ---------------------------------------------------------------- --stage auto, --repeats
