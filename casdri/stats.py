@@ -9,18 +9,23 @@ Conventions:
       policies) and recomputes both dataset means on each resample; the gain is the difference
       of the two means, not the mean of per-soundscape differences (a clip can be None under one
       policy and scored under the other). Resamples where either mean is undefined are dropped.
+    * With ``clusters`` (e.g. each soundscape's source recordings) the resamples draw clusters,
+      not soundscapes (`cluster_weights`): soundscapes that share a recording share its
+      uncertainty, and the interval speaks for soundscapes made of other recordings.
     * Intervals are percentile intervals (two-sided, ``confidence`` mass).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .replay import scored_mean
 
-__all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap", "paired_bootstrap_parts"]
+__all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap", "paired_bootstrap_parts",
+           "cluster_weights"]
 
 _BATCH = 500  # resamples per block (bounds memory at _BATCH * S)
 
@@ -89,6 +94,7 @@ def paired_bootstrap(
     n_boot: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters: Optional[Sequence] = None,
 ) -> BootstrapGain:
     """Paired bootstrap CI of the dataset-CAPI-SDRi gain of ``tuned`` over ``base``.
 
@@ -100,6 +106,10 @@ def paired_bootstrap(
         n_boot: number of resamples.
         confidence: interval mass in (0, 1).
         seed: seed of the resampling (same seed, same interval).
+        clusters: None (resample soundscapes), or per soundscape the ids of the clusters it
+            belongs to, e.g. its source recordings (None or empty: a cluster of its own):
+            resample the clusters instead (`cluster_weights`), for the uncertainty of the
+            gain on soundscapes made of other recordings.
 
     Returns:
         `BootstrapGain`.
@@ -114,7 +124,7 @@ def paired_bootstrap(
     """
     a, b = _validate_pair(tuned, base)
     _check_boot(n_boot, confidence)
-    ba, bb = _resampled_means([a, b], b.shape[0], n_boot, seed)
+    ba, bb = _resampled_means([a, b], b.shape[0], n_boot, seed, clusters)
     return _gain(a, b, ba, bb, n_boot, confidence, seed)
 
 
@@ -125,6 +135,7 @@ def paired_bootstrap_parts(
     n_boot: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters: Optional[Sequence] = None,
 ) -> tuple[BootstrapGain, BootstrapGain, BootstrapGain]:
     """The gain of ``tuned`` over ``base`` and its two parts, on one set of resamples: ``start``
     over ``base`` and ``tuned`` over ``start`` (the first gain is the sum of the other two).
@@ -135,7 +146,7 @@ def paired_bootstrap_parts(
     Args:
         tuned: ``(S,)`` or ``(R, S)`` as in `paired_bootstrap`; start, base: ``(S,) float64``
             (dB, NaN = None), e.g. an untuned start policy and the baseline.
-        n_boot, confidence, seed: as in `paired_bootstrap`.
+        n_boot, confidence, seed, clusters: as in `paired_bootstrap`.
 
     Returns:
         ``(tuned vs base, start vs base, tuned vs start)``, each a `BootstrapGain`.
@@ -148,7 +159,7 @@ def paired_bootstrap_parts(
     if st.ndim != 1:
         raise InputError(f"start: expected one value per soundscape, got shape {st.shape}")
     _check_boot(n_boot, confidence)
-    ba, bs, bb = _resampled_means([a, st, b], b.shape[0], n_boot, seed)
+    ba, bs, bb = _resampled_means([a, st, b], b.shape[0], n_boot, seed, clusters)
     return (_gain(a, b, ba, bb, n_boot, confidence, seed),
             _gain(st, b, bs, bb, n_boot, confidence, seed),
             _gain(a, st, ba, bs, n_boot, confidence, seed))
@@ -161,21 +172,85 @@ def _check_boot(n_boot, confidence) -> None:
         raise InputError(f"n_boot must be >= 1, got {n_boot}")
 
 
-def _resampled_means(arrays, S: int, n_boot: int, seed: int) -> list:
+def _resampled_means(arrays, S: int, n_boot: int, seed: int, clusters=None) -> list:
     """Per array (``(S,)``, or ``(R, S)`` rows whose dataset means are averaged): its dataset
-    mean on each of ``n_boot`` resamples of the ``S`` soundscapes, the same resamples for
-    every array (drawn in blocks of `_BATCH` from ``default_rng(seed)``)."""
+    mean on each of ``n_boot`` resamples, the same resamples for every array, drawn in blocks
+    of `_BATCH` from ``default_rng(seed)``: of the ``S`` soundscapes (with replacement), or,
+    with ``clusters``, as the weights of `cluster_weights` (a weighted mean over the scored
+    clips: Σ w·v / Σ w)."""
     rows = [x if x.ndim == 2 else x[None, :] for x in arrays]
     rng = np.random.default_rng(seed)
+    members = None if clusters is None else _members(clusters, S)
     out = [[] for _ in rows]
     left = int(n_boot)
     while left > 0 and S > 0:
         n = min(_BATCH, left)
-        idx = rng.integers(0, S, size=(n, S))
-        for k, r in enumerate(rows):
-            out[k].append(np.mean([scored_mean(x[idx]) for x in r], axis=0))
+        if members is None:
+            idx = rng.integers(0, S, size=(n, S))
+            for k, r in enumerate(rows):
+                out[k].append(np.mean([scored_mean(x[idx]) for x in r], axis=0))
+        else:
+            w = _product_weights(members, n, rng)
+            for k, r in enumerate(rows):
+                out[k].append(np.mean([_weighted_mean(w, x) for x in r], axis=0))
         left -= n
     return [np.concatenate(o) if o else np.zeros(0) for o in out]
+
+
+def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``(n_boot, S) float64`` bootstrap weights that resample clusters, not soundscapes.
+
+    Every cluster draws a Poisson(1) count per resample; a soundscape's weight is the product
+    of the counts of the clusters it belongs to (a soundscape in none is a cluster of its own).
+    Soundscapes that share a source recording are therefore kept or dropped together, and a
+    resample stands for soundscapes made of other recordings. The product-weight bootstrap for
+    crossed (multi-membership) data: Owen & Eckles, "Bootstrapping data arrays of arbitrary
+    order", Annals of Applied Statistics 6(3), 2012.
+
+    Args:
+        clusters: per soundscape, a sequence of hashable cluster ids (None or empty: its own).
+        n_boot: resamples; seed: seed of the counts.
+
+    Example:
+        >>> w = cluster_weights([["a"], ["a", "b"], None], 1000, seed=0)
+        >>> w.shape, bool(np.all(w[w[:, 0] == 0, 1] == 0))  # no "a": soundscape 1 is out too
+        ((1000, 3), True)
+    """
+    members = _members(clusters, len(clusters))
+    return _product_weights(members, int(n_boot), np.random.default_rng(seed))
+
+
+def _members(clusters, S: int) -> np.ndarray:
+    """``(S, m) int64`` cluster numbers per soundscape, padded with ``M`` (a cluster of weight
+    1); a soundscape in no cluster gets a number of its own."""
+    if len(clusters) != S:
+        raise InputError(f"clusters: expected one entry per soundscape ({S}), got {len(clusters)}")
+    ids: dict = {}
+    rows = []
+    for s, c in enumerate(clusters):
+        keys = [("", k) for k in dict.fromkeys(c)] if c is not None and len(c) else [("\0own", s)]
+        rows.append([ids.setdefault(k, len(ids)) for k in keys])
+    width = max((len(r) for r in rows), default=1)
+    out = np.full((S, width), len(ids), np.int64)
+    for s, r in enumerate(rows):
+        out[s, :len(r)] = r
+    return out
+
+
+def _product_weights(members: np.ndarray, n: int, rng) -> np.ndarray:
+    counts = np.ones((n, int(members.max(initial=0)) + 1), np.float64)
+    counts[:, :-1] = rng.poisson(1.0, size=(n, counts.shape[1] - 1))
+    return counts[:, members].prod(axis=2)
+
+
+def _weighted_mean(w: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per row of weights ``w (n, S)``: the weighted dataset mean of ``v (S,)`` over its scored
+    (non-NaN) clips, NaN where their weights sum to 0."""
+    ok = ~np.isnan(v)
+    num = w[:, ok] @ v[ok]
+    den = w[:, ok].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _gain(a, b, ba, bb, n_boot, confidence, seed) -> BootstrapGain:

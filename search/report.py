@@ -102,12 +102,13 @@ def _scores(result: SearchResult) -> dict:
             "gain_db": _f(h.gain_db), "gain_ci95_db": [_f(v) for v in h.gain_ci_db],
             "n_boot": h.n_boot, "gap_closed": _f(result.gap_closed),
             "repeat_gains_db": [_f(g) for g in result.repeat_gains_db],
-            **_parts(result.start_gain, result.tuning_gain)},
+            **_parts(result.start_gain, result.tuning_gain),
+            "by_recording": _by_recording(result.by_recording)},
         "test": None if t is None else {
             "split": t.split, "gain_db": _f(t.gain.gain_db),
             "gain_ci95_db": [_f(v) for v in t.gain.gain_ci_db],
             "capi_sdri_db": _f(t.gain.tuned_db), "n_soundscapes": t.gain.n_soundscapes,
-            **_parts(t.start, t.tuning)},
+            **_parts(t.start, t.tuning), "by_recording": _by_recording(t.by_recording)},
     }
 
 
@@ -117,6 +118,14 @@ def _parts(start, tuning) -> dict:
     return {f"{name}_gain_db": None if b is None else {
         "gain_db": _f(b.gain_db), "ci95_db": [_f(v) for v in b.gain_ci_db]}
         for name, b in (("start", start), ("tuning", tuning))}
+
+
+def _by_recording(parts) -> Optional[dict]:
+    """The 95% CIs of (gain, start, tuning) that resample source recordings, or None."""
+    if parts is None:
+        return None
+    return {f"{name}_ci95_db": [_f(v) for v in b.gain_ci_db]
+            for name, b in zip(("gain", "start", "tuning"), parts)}
 
 
 def _f(v) -> Optional[float]:

@@ -46,12 +46,15 @@ class TestFigure:
             baseline on that split's soundscapes (`BootstrapGain`).
         start: the untuned start policy against the baseline there; tuning: the final policy
             against the start there (``gain = start + tuning``; same resamples).
+        by_recording: ``(gain, start, tuning)`` again, resampling the split's source
+            recordings (`casdri.stats.cluster_weights`); None when the cache has none.
     """
 
     split: str
     gain: BootstrapGain
     start: Optional[BootstrapGain] = None
     tuning: Optional[BootstrapGain] = None
+    by_recording: Optional[tuple] = None
 
 
 @dataclass
@@ -74,6 +77,10 @@ class SearchResult:
             of held-out vs the start policy, on the resamples of ``heldout`` (None when
             ``k == 1``): ``heldout.gain_db == start_gain.gain_db + tuning_gain.gain_db`` (to
             rounding).
+        by_recording: ``(heldout, start_gain, tuning_gain)`` with CIs that resample the
+            soundscapes' source recordings instead of the soundscapes
+            (`casdri.stats.cluster_weights`: what a split of other recordings may bring); None
+            without recordings in the cache or without folds.
         repeat_gains_db: the held-out gain of each repeat.
         tune_gain_db: mean over fold chains of the tune-set gain over baseline (the final
             chain's gain on all soundscapes when ``k == 1``).
@@ -101,6 +108,7 @@ class SearchResult:
     seconds: float = 0.0
     start_gain: Optional[BootstrapGain] = None
     tuning_gain: Optional[BootstrapGain] = None
+    by_recording: Optional[tuple] = None
     warnings: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
 
@@ -223,25 +231,45 @@ def _gain_ci(b: BootstrapGain) -> str:
     return f"{b.gain_db:+.3f} dB [{b.gain_ci_db[0]:+.3f}, {b.gain_ci_db[1]:+.3f}]"
 
 
+def _ci(b: BootstrapGain) -> str:
+    return f"[{b.gain_ci_db[0]:+.3f}, {b.gain_ci_db[1]:+.3f}]"
+
+
+def _recording_line(parts) -> str:
+    gain, start, tuning = parts
+    return (f"  95% CIs resampling recordings: gain {_ci(gain)}, start {_ci(start)}, tuning "
+            f"{_ci(tuning)} (for soundscapes of other recordings)")
+
+
 def start_shift_note(result: SearchResult) -> Optional[str]:
     """A note when the untuned start policy's gain over the baseline on the test split lies
-    outside its 95% CI on the tune split: the splits differ in a way that resampling the tune
-    split cannot show, whatever the folds (None otherwise, or without a test split)."""
+    outside its 95% CI on the tune soundscapes (None otherwise, or without a test split). It
+    says whether the CI that resamples the tune soundscapes' recordings holds it (a gain that
+    rests on a few recordings) or not (the splits differ by more than their recordings)."""
     t, s = result.test, result.start_gain
     if t is None or t.start is None or s is None:
         return None
     lo, hi = s.gain_ci_db
-    if lo <= t.start.gain_db <= hi:
+    g = t.start.gain_db
+    if lo <= g <= hi:
         return None
+    rec = ""
+    if result.by_recording is not None:
+        r_lo, r_hi = result.by_recording[1].gain_ci_db
+        rec = (f" but inside the CI that resamples their recordings ([{r_lo:+.3f}, {r_hi:+.3f}]):"
+               " a gain that rests on the tune split's recordings"
+               if r_lo <= g <= r_hi else
+               f" and outside the CI that resamples their recordings ([{r_lo:+.3f}, "
+               f"{r_hi:+.3f}]): the splits differ by more than their recordings")
+    else:
+        rec = ": the splits differ in a way no fold of the tune split can show"
     tuned = "" if t.tuning is None else (
         f" Tuning added {t.tuning.gain_db:+.3f} dB there" + (
             f" (k-fold estimate {result.tuning_gain.gain_db:+.3f} dB)."
             if result.tuning_gain is not None else "."))
-    return (f"NOTE: the untuned start policy gains {t.start.gain_db:+.3f} dB over the baseline "
-            f"on {t.split!r}, outside its 95% CI on the tune soundscapes ({s.gain_db:+.3f} dB "
-            f"[{lo:+.3f}, {hi:+.3f}]): the splits differ in a way no fold of the tune split can "
-            f"show, and the choice of the start policy carries that shift, not the tuning."
-            f"{tuned}")
+    return (f"NOTE: the untuned start policy gains {g:+.3f} dB over the baseline on {t.split!r}, "
+            f"outside its 95% CI on the tune soundscapes ({s.gain_db:+.3f} dB [{lo:+.3f}, "
+            f"{hi:+.3f}]){rec}.{tuned}")
 
 
 def summarize(result: SearchResult) -> list:
@@ -272,6 +300,8 @@ def summarize(result: SearchResult) -> list:
         if result.start_gain is not None and result.tuning_gain is not None:
             lines.append(f"  = untuned start {_gain_ci(result.start_gain)} + tuning "
                          f"{_gain_ci(result.tuning_gain)} (held out)")
+        if result.by_recording is not None:
+            lines.append(_recording_line(result.by_recording))
         lines.append(f"optimism (tune - held-out): {result.tune_gain_db - h.gain_db:+7.3f} dB")
     if result.test is not None:
         t = result.test.gain
@@ -284,6 +314,8 @@ def summarize(result: SearchResult) -> list:
                    if result.tuning_gain is not None else "")
             lines.append(f"  = untuned start {_gain_ci(result.test.start)} + tuning "
                          f"{_gain_ci(result.test.tuning)}{est}")
+        if result.test.by_recording is not None:
+            lines.append(_recording_line(result.test.by_recording))
     lines.append(f"final policy, all (tune) : {result.final_tune_db:8.3f} dB")
     lines.append(f"oracle labelling bound   : {result.oracle_db:8.3f} dB")
     lines.append(f"share of gap closed      : {100 * result.gap_closed:8.1f} %")

@@ -60,11 +60,13 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
                    settings: SearchSettings = SearchSettings(), groups=None,
                    group_by: Optional[str] = None, problem_factory: Optional[Callable] = None,
                    on_chain: Optional[Callable] = None,
-                   on_stage: Optional[Callable] = None) -> SearchResult:
+                   on_stage: Optional[Callable] = None, clusters=None) -> SearchResult:
     """`run_search` on any `search.objective.Problem` (the cache-free core; see `run_search`).
 
     Args:
         groups: ``(S,) int64`` groups the folds never split (None: stratified folds only).
+        clusters: per soundscape its source recordings (`casdri.stats.cluster_weights`): the
+            held-out gain and its parts also get CIs that resample recordings.
     """
     t0 = time.perf_counter()
     settings.validate()
@@ -89,7 +91,7 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
     base = np.asarray(baseline_values, np.float64)
     warnings = []
     heldout, heldout_values, repeat_gains = None, np.full(S, np.nan), []
-    start_gain = tuning = None
+    start_gain = tuning = by_recording = None
     if fold_results:
         k = splits[0].k
         per_repeat = [pooled_heldout(fold_results[i:i + k], S)
@@ -102,6 +104,10 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
                                       / np.maximum(ok.sum(0), 1), np.nan)
         heldout, start_gain, tuning = paired_bootstrap_parts(
             stack, start_values, base, n_boot=settings.n_boot, seed=settings.seed)
+        if clusters is not None:
+            by_recording = paired_bootstrap_parts(stack, start_values, base,
+                                                  n_boot=settings.n_boot, seed=settings.seed,
+                                                  clusters=clusters)
         gains = np.array([f.tune_end_db - dataset_mean(base[f.tune_idx]) for f in fold_results])
         tune_gain = float(np.mean(gains[np.isfinite(gains)])) if np.isfinite(gains).any() \
             else float("nan")
@@ -124,7 +130,7 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
         final_values=final_values, heldout_values=heldout_values, heldout=heldout,
         repeat_gains_db=repeat_gains, tune_gain_db=tune_gain,
         seconds=time.perf_counter() - t0, warnings=warnings, start_gain=start_gain,
-        tuning_gain=tuning)
+        tuning_gain=tuning, by_recording=by_recording)
     if fold_results:
         for _, r in result.stage_table().iterrows():
             if r.heldout_gain_db < 0:
@@ -313,15 +319,19 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
             groups, group_by = None, None
     what = ("selecting stages (inner cross-validation), then tuning"
             if settings.stage == "auto" else "tuning")
+    recordings = None if dc.recordings is None else list(
+        dc.recordings if idx is None else dc.recordings[idx])
     result = search_problem(tuned, x_start, n_src, base_t, oracle_t, settings, groups,
                             group_by, factory, on_chain=lambda lab: say(f"{lab}: {what}"),
-                            on_stage=on_stage)
+                            on_stage=on_stage, clusters=recordings)
     if test_split is not None:
         test = np.flatnonzero(dc.split_mask(test_split))
         v, v_start = problem.values(np.stack([result.x_final, x_start]), test)
-        gain, start, tuning = paired_bootstrap_parts(v, v_start, base[test],
-                                                     n_boot=settings.n_boot, seed=settings.seed)
-        result.test = TestFigure(test_split, gain, start=start, tuning=tuning)
+        boot = functools.partial(paired_bootstrap_parts, v, v_start, base[test],
+                                 n_boot=settings.n_boot, seed=settings.seed)
+        gain, start, tuning = boot()
+        result.test = TestFigure(test_split, gain, start=start, tuning=tuning, by_recording=(
+            None if dc.recordings is None else boot(clusters=list(dc.recordings[test]))))
         note = start_shift_note(result)
         if note:
             result.warnings.append(note)

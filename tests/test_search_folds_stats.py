@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from casdri.errors import InputError
 from search.folds import stratified_folds
-from casdri.stats import dataset_mean, paired_bootstrap, paired_bootstrap_parts
+from casdri.stats import (cluster_weights, dataset_mean, paired_bootstrap,
+                          paired_bootstrap_parts)
 
 
 @settings(max_examples=60, deadline=None)
@@ -115,6 +116,39 @@ def test_paired_bootstrap_parts_equal_the_three_pairs_and_add_up(repeats):
         paired_bootstrap_parts(tuned, np.stack([start, start]), base)
     with pytest.raises(InputError, match="same length"):
         paired_bootstrap_parts(tuned, start[:-1], base)
+
+
+def test_cluster_weights_keep_a_recordings_soundscapes_together():
+    """A soundscape's weight is the product of its recordings' Poisson(1) counts; soundscapes
+    in no cluster are clusters of their own (independent, mean 1)."""
+    w = cluster_weights([["a"], ["a", "b"], ["b", "b"], None, []], 20_000, seed=3)
+    assert w.shape == (20_000, 5)
+    assert np.array_equal(w[:, 1], w[:, 0] * w[:, 2])  # a repeated id counts once
+    assert np.all(w[w[:, 0] == 0, 1] == 0)
+    assert np.abs(w[:, [0, 2, 3, 4]].mean(0) - 1).max() < 0.03
+    assert abs(np.corrcoef(w[:, 3], w[:, 4])[0, 1]) < 0.03
+    assert abs(np.corrcoef(w[:, 0], w[:, 3])[0, 1]) < 0.03
+    with pytest.raises(InputError, match="one entry per soundscape"):
+        paired_bootstrap(np.zeros(3), np.zeros(3), clusters=[["a"]])
+
+
+def test_a_cluster_bootstrap_covers_the_gain_on_new_recordings():
+    """Planted: each soundscape mixes 2 of 30 recordings, and its gain is the mean of their
+    (random) effects plus noise, so the gain on soundscapes of new recordings is 0. Over 40
+    draws the CI that resamples recordings holds 0 at about its nominal rate; the one that
+    resamples soundscapes, too narrow for new recordings, much less often."""
+    hits = {"recordings": 0, "soundscapes": 0}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        effect = rng.normal(0.0, 1.0, 30)
+        recs = [rng.choice(30, 2, replace=False) for _ in range(300)]
+        base = rng.normal(2.0, 1.0, 300)
+        tuned = base + np.array([effect[r].mean() for r in recs]) + rng.normal(0, 0.5, 300)
+        for name, cl in (("recordings", [list(r) for r in recs]), ("soundscapes", None)):
+            lo, hi = paired_bootstrap(tuned, base, n_boot=400, seed=seed, clusters=cl).gain_ci_db
+            hits[name] += lo <= 0.0 <= hi
+    assert hits["recordings"] >= 33, hits  # nominal 38 of 40
+    assert hits["soundscapes"] <= 26, hits
 
 
 @pytest.mark.parametrize("a, b, kw, match", [

@@ -179,19 +179,42 @@ def test_a_gain_is_the_untuned_start_plus_tuning_held_out_and_on_the_test_split(
 
 def test_the_start_shift_note_follows_the_start_gain_ci(grouped):
     """The note names a test split where the untuned start's gain lies outside its 95% CI on
-    the tune soundscapes, and only then (both sides)."""
+    the tune soundscapes, and only then (both sides); it says whether the CI that resamples
+    recordings holds that gain."""
     r = run_search(grouped, stage="select", folds=3, n_boot=300, test_split="eval")
+    assert r.by_recording is not None and r.test.by_recording is not None
     lo, hi = r.start_gain.gain_ci_db
+    r_lo, r_hi = r.by_recording[1].gain_ci_db
+    start = r.test.start
     for gain, shifted in (((lo + hi) / 2, False), (lo, False), (hi, False),
-                          (hi + 0.01, True), (lo - 0.01, True)):
-        r.test = dataclasses.replace(r.test, start=dataclasses.replace(r.test.start,
-                                                                       gain_db=gain))
+                          (hi + 0.01, True), (lo - 0.01, True), (max(hi, r_hi) + 0.01, True)):
+        r.test = dataclasses.replace(r.test, start=dataclasses.replace(start, gain_db=gain))
         note = start_shift_note(r)
         assert (note is not None) == shifted, gain
         if shifted:
             assert f"{gain:+.3f} dB over the baseline on 'eval', outside its 95% CI" in note
+            inside = r_lo <= gain <= r_hi
+            assert ("but inside the CI that resamples their recordings" in note) == inside
+            assert ("and outside the CI that resamples their recordings" in note) != inside
+    r.by_recording = None
+    assert "the splits differ in a way no fold" in start_shift_note(r)
     r.test = dataclasses.replace(r.test, start=None)
     assert start_shift_note(r) is None
+
+
+def test_recording_cis_resample_recordings_and_keep_the_point_gains(grouped):
+    """With recordings in the cache, each gain gets a second CI that resamples them; the point
+    gains are the same figures, and a cache without recordings gets none."""
+    r = run_search(grouped, stage="gates", folds=3, trials=6, n_boot=300, test_split="eval")
+    for parts, plain in ((r.by_recording, (r.heldout, r.start_gain, r.tuning_gain)),
+                         (r.test.by_recording, (r.test.gain, r.test.start, r.test.tuning))):
+        for b, p in zip(parts, plain):
+            assert b.gain_db == p.gain_db and b.gain_ci_db != p.gain_ci_db
+            assert b.gain_ci_db[0] <= b.gain_db <= b.gain_ci_db[1]
+    assert sum(line.startswith("  95% CIs resampling recordings: ") for line in summarize(r)) == 2
+    plain = make_synthetic_cache(grouped.parent / "plain", n_soundscapes=40, seed=2, load=False)
+    r = run_search(plain, stage="select", folds=2, n_boot=100)
+    assert r.by_recording is None and not any("resampling recordings" in x for x in summarize(r))
 
 
 def test_the_demo_eval_shift_is_in_the_untuned_start():
@@ -200,7 +223,8 @@ def test_the_demo_eval_shift_is_in_the_untuned_start():
     r = run_search(None, stage="select", folds=2, n_boot=300)
     assert r.test.split == "eval"
     assert not r.start_gain.gain_ci_db[0] <= r.test.start.gain_db <= r.start_gain.gain_ci_db[1]
-    assert any(w.startswith("NOTE: the untuned start policy gains") for w in r.warnings)
+    note = [w for w in r.warnings if w.startswith("NOTE: the untuned start policy gains")]
+    assert len(note) == 1 and "but inside the CI that resamples their recordings" in note[0]
 
 
 # ---------------------------------------------------------------- --stage auto, --repeats
