@@ -83,6 +83,7 @@ class CasdriProblem:
         policy: the policy's name; module: its plug-in; Params: its parameter dataclass.
         params: ``{name: Param}`` from ``Params.search_space(cache)`` (field order).
         plan: ``{stage name: (Param names)}``, the policy's ``SEARCH_PLAN``.
+        features: ``{feature name: (Param names)}``, the policy's ``FEATURES`` (optional).
         n_soundscapes, n_classes, class_names: of the cache.
 
     Raises:
@@ -109,6 +110,8 @@ class CasdriProblem:
         self.layout = {k: p.columns for k, p in self.params.items()}
         self.plan = {stage: tuple(n for n in names if n in self.params)
                      for stage, names in self.module.SEARCH_PLAN.items()}
+        self.features = {f: tuple(n for n in names if n in self.params)
+                         for f, names in getattr(self.module, "FEATURES", {}).items()}
         factory = getattr(self.module, "change_points", None)
         self._cp = None if factory is None else factory(
             cache, prepare(cache, self.module),

@@ -104,6 +104,10 @@ def _scores(result: SearchResult) -> dict:
             "repeat_gains_db": [_f(g) for g in result.repeat_gains_db],
             **_parts(result.start_gain, result.tuning_gain),
             "by_recording": _by_recording(result.by_recording)},
+        "features": {f.feature: {"fields": list(f.fields), "heldout_gain_db": _f(f.gain_db),
+                                 "heldout_changed": f.changed,
+                                 "test_gain_db": _f(f.test_gain_db),
+                                 "test_changed": f.test_changed} for f in result.features},
         "test": None if t is None else {
             "split": t.split, "gain_db": _f(t.gain.gain_db),
             "gain_ci95_db": [_f(v) for v in t.gain.gain_ci_db],

@@ -31,7 +31,8 @@ from .cv import ChainResult
 from .settings import STAGE_ORDER, SearchSettings
 from casdri.stats import BootstrapGain, dataset_mean
 
-__all__ = ["SearchResult", "TestFigure", "summarize", "start_shift_note", "MIN_FOLD_SIZE"]
+__all__ = ["SearchResult", "TestFigure", "FeatureGain", "summarize", "start_shift_note",
+           "MIN_FOLD_SIZE"]
 
 #: held-out folds smaller than this many soundscapes get a sample-size warning
 MIN_FOLD_SIZE = 30
@@ -55,6 +56,28 @@ class TestFigure:
     start: Optional[BootstrapGain] = None
     tuning: Optional[BootstrapGain] = None
     by_recording: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class FeatureGain:
+    """What one decision feature of the policy (``FEATURES``) is worth: the tuned policy
+    against itself with the feature's fields at their start values (an ablation).
+
+    Attributes:
+        feature: its name; fields: the policy fields it holds.
+        gain_db: held out: per repeat, the pooled held-out mean of the fold policies minus that
+            of the same policies with the feature reset; the mean over repeats.
+        changed: held-out soundscapes whose value the reset changes (mean over repeats).
+        test_gain_db, test_changed: the same for the final policy on the test split (NaN and
+            -1 without one).
+    """
+
+    feature: str
+    fields: tuple
+    gain_db: float
+    changed: int
+    test_gain_db: float = float("nan")
+    test_changed: int = -1
 
 
 @dataclass
@@ -81,6 +104,8 @@ class SearchResult:
             soundscapes' source recordings instead of the soundscapes
             (`casdri.stats.cluster_weights`: what a split of other recordings may bring); None
             without recordings in the cache or without folds.
+        features: one `FeatureGain` per decision feature the policy declares (``FEATURES``),
+            when there are folds.
         repeat_gains_db: the held-out gain of each repeat.
         tune_gain_db: mean over fold chains of the tune-set gain over baseline (the final
             chain's gain on all soundscapes when ``k == 1``).
@@ -109,6 +134,7 @@ class SearchResult:
     start_gain: Optional[BootstrapGain] = None
     tuning_gain: Optional[BootstrapGain] = None
     by_recording: Optional[tuple] = None
+    features: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
 
@@ -334,5 +360,14 @@ def summarize(result: SearchResult) -> list:
         kept = f"kept {r.kept}; " if s.stage == "auto" else ""
         lines.append(f"  {r.stage:<10} {r.engine:<7} {tune}{held}  [{kept}{int(r.settings)} "
                      f"settings, {r.seconds:.1f} s]{note}{flag}")
+    if result.features:
+        test = f" / on {result.test.split!r}" if result.test is not None else ""
+        lines.append(f"decision features (tuned vs the same with the feature at its start "
+                     f"value; held out{test}):")
+        for f in result.features:
+            t = (f" / {f.test_gain_db:+.3f}" if result.test is not None else "")
+            tc = (f" / {f.test_changed}" if result.test is not None else "")
+            lines.append(f"  {f.feature:<24} {f.gain_db:+.3f}{t} dB  ({f.changed}{tc} "
+                         f"soundscapes change)")
     lines.extend(result.warnings)
     return lines

@@ -16,6 +16,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -35,12 +36,13 @@ from .cv import run_chains
 from .engines import make_sampler, open_storage
 from .folds import Folds, grouped_folds, groups_from_labels, groups_from_recordings
 from .folds import stratified_folds
-from .result import (MIN_FOLD_SIZE, SearchResult, TestFigure, pooled_heldout,
+from .result import (MIN_FOLD_SIZE, FeatureGain, SearchResult, TestFigure, pooled_heldout,
                      start_shift_note, summarize)
 from .settings import SearchSettings
 from casdri.stats import dataset_mean, paired_bootstrap_parts
 
-__all__ = ["SearchResult", "run_search", "search_problem", "summarize", "make_split"]
+__all__ = ["SearchResult", "run_search", "search_problem", "summarize", "make_split",
+           "feature_heldout", "feature_columns"]
 
 
 def make_split(n_sources: np.ndarray, groups: Optional[np.ndarray], group_by: Optional[str],
@@ -53,6 +55,55 @@ def make_split(n_sources: np.ndarray, groups: Optional[np.ndarray], group_by: Op
         return stratified_folds(strata, min(k, len(idx)), seed)
     g = np.asarray(groups, np.int64)[idx]
     return grouped_folds(strata, g, min(k, np.unique(g).size), seed, group_by)
+
+
+def feature_columns(problem) -> dict:
+    """``{feature: (columns,) int64}`` of the problem's decision features (its optional
+    ``features``: ``{name: (Param names)}``), those with at least one column."""
+    out = {}
+    for name, params in (getattr(problem, "features", None) or {}).items():
+        cols = [problem.params[p].columns for p in params if p in problem.params]
+        if cols:
+            out[name] = np.concatenate(cols).astype(np.int64)
+    return out
+
+
+def _ablated(x: np.ndarray, x_start: np.ndarray, cols: dict) -> np.ndarray:
+    """``(1 + F, P)``: ``x``, then ``x`` with each feature's columns at ``x_start``'s."""
+    X = np.repeat(np.asarray(x, np.float64)[None, :], 1 + len(cols), axis=0)
+    for i, c in enumerate(cols.values()):
+        X[1 + i, c] = x_start[c]
+    return X
+
+
+def _worth(V: np.ndarray) -> tuple:
+    """Per feature row ``V[1 + i]`` against ``V[0]``: (gain dB, soundscapes that differ)."""
+    same = (V[1:] == V[0]) | (np.isnan(V[1:]) & np.isnan(V[0]))
+    return ([dataset_mean(V[0]) - dataset_mean(v) for v in V[1:]],
+            (~same).sum(axis=1).tolist())
+
+
+def feature_heldout(problem, x_start, fold_results: list, k: int, S: int) -> list:
+    """One `search.result.FeatureGain` per decision feature (`feature_columns`), held out:
+    each fold policy and its ablations replayed on its held-out soundscapes, pooled per
+    repeat, averaged over repeats."""
+    cols = feature_columns(problem)
+    if not cols:
+        return []
+    x_start = np.asarray(x_start, np.float64)
+    gains, changed = [], []
+    for i in range(0, len(fold_results), k):
+        pooled = np.full((1 + len(cols), S), np.nan)
+        for f in fold_results[i:i + k]:
+            if f.heldout_idx.size:
+                pooled[:, f.heldout_idx] = problem.values(_ablated(f.x_end, x_start, cols),
+                                                          f.heldout_idx)
+        g, c = _worth(pooled)
+        gains.append(g)
+        changed.append(c)
+    g, c = np.mean(gains, axis=0), np.mean(changed, axis=0)
+    return [FeatureGain(name, tuple(getattr(problem, "features")[name]), float(g[j]),
+                        int(round(c[j]))) for j, name in enumerate(cols)]
 
 
 def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
@@ -122,6 +173,8 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
         tune_gain = dataset_mean(final_values) - dataset_mean(base)
         warnings.append("WARNING: --folds 1: no held-out validation; the gain shown is the "
                         "tune-set gain and is optimistic")
+    features = (feature_heldout(problem, x_start, fold_results, splits[0].k, S)
+                if fold_results else [])
     result = SearchResult(
         settings=settings, stages=final.stages, splits=splits, problem=problem,
         x_start=np.asarray(x_start, np.float64), x_final=final.x_end, final=final,
@@ -130,7 +183,7 @@ def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
         final_values=final_values, heldout_values=heldout_values, heldout=heldout,
         repeat_gains_db=repeat_gains, tune_gain_db=tune_gain,
         seconds=time.perf_counter() - t0, warnings=warnings, start_gain=start_gain,
-        tuning_gain=tuning, by_recording=by_recording)
+        tuning_gain=tuning, by_recording=by_recording, features=features)
     if fold_results:
         for _, r in result.stage_table().iterrows():
             if r.heldout_gain_db < 0:
@@ -332,6 +385,12 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
         gain, start, tuning = boot()
         result.test = TestFigure(test_split, gain, start=start, tuning=tuning, by_recording=(
             None if dc.recordings is None else boot(clusters=list(dc.recordings[test]))))
+        if result.features:
+            g, c = _worth(problem.values(_ablated(result.x_final, x_start,
+                                                  feature_columns(problem)), test))
+            result.features = [dataclasses.replace(f, test_gain_db=float(g[j]),
+                                                   test_changed=int(c[j]))
+                               for j, f in enumerate(result.features)]
         note = start_shift_note(result)
         if note:
             result.warnings.append(note)

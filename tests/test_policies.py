@@ -87,6 +87,9 @@ BAD_PLUGINS = [
     (type("Taken", (_Fake,), {"NAME": "oracle", "PARAMS": OracleParams}), "taken"),
     (type("BadPlan", (_Fake,), {"NAME": "oracle", "PARAMS": OracleParams,
                                 "SEARCH_PLAN": {"gates": ("nope",)}}), "unknown fields"),
+    (type("BadFeature", (_Fake,), {"NAME": "oracle", "PARAMS": OracleParams,
+                                   "FEATURES": {"stage": ("stage", "nope")}}),
+     r"FEATURES\['stage'\] names unknown fields \['nope'\]"),
 ]
 
 

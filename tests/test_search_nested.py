@@ -217,6 +217,37 @@ def test_recording_cis_resample_recordings_and_keep_the_point_gains(grouped):
     assert r.by_recording is None and not any("resampling recordings" in x for x in summarize(r))
 
 
+def test_feature_worth_is_each_fold_policy_against_its_ablation(grouped):
+    """A decision feature's held-out worth equals, replayed here, the pooled held-out values of
+    the fold policies minus those of the same policies with the feature's fields at their
+    start values; on the test split, the final policy's."""
+    from search.casdri_problem import CasdriProblem
+
+    r = run_search(grouped, stage="refine", folds=3, n_boot=100, test_split="eval")
+    dc = load_cache(grouped)
+    p = CasdriProblem(dc)
+    dev = np.flatnonzero(dc.split_mask("dev"))
+    cols = np.concatenate([p.params[n].columns for n in ("tagger_silence_margin",
+                                                         "tagger_silence_gate")])
+    full, abl = np.full(dev.size, np.nan), np.full(dev.size, np.nan)
+    for f in r.fold_results:
+        y = f.x_end.copy()
+        y[cols] = r.x_start[cols]
+        full[f.heldout_idx], abl[f.heldout_idx] = p.values(np.stack([f.x_end, y]),
+                                                           dev[f.heldout_idx])
+    (feat,) = r.features
+    assert feat.feature == "tagger silence"
+    assert feat.fields == ("tagger_silence_margin", "tagger_silence_gate")
+    assert feat.gain_db == pytest.approx(np.nanmean(full) - np.nanmean(abl), abs=1e-12)
+    assert feat.changed == int((~((full == abl) | np.isnan(full) & np.isnan(abl))).sum())
+    ev = np.flatnonzero(dc.split_mask("eval"))
+    y = r.x_final.copy()
+    y[cols] = r.x_start[cols]
+    vf, va = p.values(np.stack([r.x_final, y]), ev)
+    assert feat.test_gain_db == pytest.approx(np.nanmean(vf) - np.nanmean(va), abs=1e-12)
+    assert any(line.startswith("  tagger silence ") for line in summarize(r))
+
+
 def test_the_demo_eval_shift_is_in_the_untuned_start():
     """The bundled demo cache (README, "Search a cache"): the untuned start's gain over the
     baseline does not carry over from dev to eval, and the search says so."""

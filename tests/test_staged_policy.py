@@ -266,6 +266,11 @@ def test_cli_searches_staged_and_finds_the_planted_rule(tmp_path):
     dur = params.per_class("sed_min_dur_s", load_cache(path).label_set)
     c = load_cache(path).label_set.index(PLANTED)
     assert 0.0 < dur[c] <= (k + 2) * SED_HOP_S and (np.delete(dur, c) == 0.0).all(), dur
+    # the planted rule's worth is reported held out under its feature, and only there
+    feats = yaml.safe_load((out / "policy.yaml").read_text())["provenance"]["features"]
+    assert feats["SED gates"]["heldout_gain_db"] > 0 and feats["SED gates"]["heldout_changed"] > 0
+    assert all(v["heldout_changed"] == 0 for k, v in feats.items() if k != "SED gates"), feats
+    assert "  SED gates " in p.stdout
     assert yaml.safe_load((out / "policy.yaml").read_text())["policy"] == "staged"
 
 

@@ -17,7 +17,10 @@ Conventions:
         - ``change_points``: ``None``, or ``change_points(cache, prep, trace)`` → a callable
           ``(name, cls, x, idx) -> (pos, values) or None`` (see `search.objective.Problem`);
         - optional ``START``: the search's untuned start (a ``PARAMS`` instance; default
-          ``PARAMS()``).
+          ``PARAMS()``);
+        - optional ``FEATURES``: ``{feature name: field names}``, the decision features whose
+          held-out worth the search reports (the tuned policy against itself with that
+          feature's fields at their start values).
     * `register_policy` adds one to `POLICIES` (checked); the drivers around its decision are
       built on first use (`drivers`) and cached on disk by Numba.
     * Built in: ``baseline`` (official rule), ``refine`` (tagging-driven refinement),
@@ -64,7 +67,7 @@ def register_policy(policy: Any, replace: bool = False) -> Any:
 
     Raises:
         PolicyError: a missing attribute, a ``PARAMS`` that is not a `PolicyParams` of this
-            policy, a search plan naming an unknown field, or a name already taken by
+            policy, a search plan or a feature naming an unknown field, or a name already taken by
             another object (unless ``replace``).
     """
     where = getattr(policy, "__name__", repr(policy))
@@ -81,6 +84,11 @@ def register_policy(policy: Any, replace: bool = False) -> Any:
         unknown = [n for n in names if n not in fields]
         if unknown:
             raise PolicyError(f"policy {name!r}: SEARCH_PLAN[{stage!r}] names unknown fields "
+                              f"{unknown}; fields are {sorted(fields)}")
+    for feature, names in getattr(policy, "FEATURES", {}).items():
+        unknown = [n for n in names if n not in fields]
+        if unknown:
+            raise PolicyError(f"policy {name!r}: FEATURES[{feature!r}] names unknown fields "
                               f"{unknown}; fields are {sorted(fields)}")
     old = POLICIES.get(name)
     if old is not None and old is not policy and not replace:

@@ -54,8 +54,9 @@ from ._change_points import RefineChangePoints
 from ._kernel import fusion_roles, kernel_decide, prepare
 from ._params import NAME, RefineParams
 
-__all__ = ["NAME", "PARAMS", "START", "RefineParams", "SEARCH_PLAN", "prepare", "kernel_decide",
-           "decide", "required_keys", "change_points", "fusion_roles", "fused_instances"]
+__all__ = ["NAME", "PARAMS", "START", "RefineParams", "SEARCH_PLAN", "FEATURES", "prepare",
+           "kernel_decide", "decide", "required_keys", "change_points", "fusion_roles",
+           "fused_instances"]
 
 PARAMS = RefineParams
 
@@ -77,6 +78,8 @@ SEARCH_PLAN = {
     "select": ("select_separator", "stage"),
     "refine": tuple(RefineParams.field_index()),  # coordinate descent: every field
 }
+#: decision features whose held-out worth the search reports (`search.result`)
+FEATURES = {"tagger silence": ("tagger_silence_margin", "tagger_silence_gate")}
 
 
 def change_points(cache, prep: dict, trace) -> RefineChangePoints:

@@ -48,9 +48,9 @@ from ._change_points import StagedChangePoints
 from ._kernel import kernel_decide, prepare
 from ._params import MAX_STAGE, NAME, STAGED_FIELDS, StagedParams
 
-__all__ = ["NAME", "PARAMS", "START", "StagedParams", "SEARCH_PLAN", "MIXED_STAGES", "prepare",
-           "kernel_decide", "decide", "required_keys", "change_points", "final_stages",
-           "MAX_STAGE", "STAGED_FIELDS"]
+__all__ = ["NAME", "PARAMS", "START", "StagedParams", "SEARCH_PLAN", "FEATURES",
+           "MIXED_STAGES", "prepare", "kernel_decide", "decide", "required_keys",
+           "change_points", "final_stages", "MAX_STAGE", "STAGED_FIELDS"]
 
 PARAMS = StagedParams
 #: the search's untuned start: refine's (every staged field off)
@@ -66,6 +66,13 @@ SEARCH_PLAN = {
     "per-class": refine.SEARCH_PLAN["per-class"] + ("stage_by_class",) + _GATES,
     "select": refine.SEARCH_PLAN["select"] + ("reclass_stage", "reclass_other", "sed_level"),
     "refine": tuple(StagedParams.field_index()),
+}
+#: decision features whose held-out worth the search reports (`search.result`)
+FEATURES = {
+    **refine.FEATURES,
+    "per-class stage choice": ("stage_by_class",),
+    "re-classification": ("reclass_stage", "reclass_silence_thr", "reclass_other"),
+    "SED gates": ("sed_level", "sed_min_dur_s", "sed_max_gate", "sed_agree_gap"),
 }
 
 
