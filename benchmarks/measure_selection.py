@@ -83,7 +83,7 @@ def purged(args) -> None:
     from casdri.stats import dataset_mean
     from search import casdri_problem as cp
     from search.cv import run_fold_chain
-    from search.run import resolve_test_split
+    from search.run import _tune_idx, resolve_test_split
     from search.settings import SearchSettings
 
     path, dc = cp.open_cache(args.cache, False)
@@ -93,8 +93,8 @@ def purged(args) -> None:
     base = problem.policy_values("baseline")
     test_split = resolve_test_split(dc, None, args.test_split)
     test = np.flatnonzero(dc.split_mask(test_split)) if test_split else None
-    tune = (np.flatnonzero(~dc.split_mask(test_split)) if test_split
-            else np.arange(dc.n_soundscapes))
+    tune = _tune_idx(dc, None, test_split)  # the soundscapes run_search tunes on
+    tune = np.arange(dc.n_soundscapes) if tune is None else np.asarray(tune, np.int64)
     x0 = problem.start_vector(None)
     settings = SearchSettings().with_(folds=1, policy=args.policy).validate()
     recs = sorted({r for s in tune for r in (dc.recordings[s] or ())})

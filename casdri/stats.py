@@ -25,7 +25,7 @@ from .errors import InputError
 from .replay import scored_mean
 
 __all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap", "paired_bootstrap_parts",
-           "cluster_weights"]
+           "gain_difference", "cluster_weights"]
 
 _BATCH = 500  # resamples per block (bounds memory at _BATCH * S)
 
@@ -190,11 +190,50 @@ def _resampled_means(arrays, S: int, n_boot: int, seed: int, clusters=None) -> l
             for k, r in enumerate(rows):
                 out[k].append(np.mean([scored_mean(x[idx]) for x in r], axis=0))
         else:
-            w = _product_weights(members, n, rng)
+            w = _product_weights(*members, n, rng)
             for k, r in enumerate(rows):
                 out[k].append(np.mean([_weighted_mean(w, x) for x in r], axis=0))
         left -= n
     return [np.concatenate(o) if o else np.zeros(0) for o in out]
+
+
+def gain_difference(
+    tuned_1: np.ndarray,
+    base_1: np.ndarray,
+    tuned_2: np.ndarray,
+    base_2: np.ndarray,
+    n_boot: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    clusters_1: Optional[Sequence] = None,
+    clusters_2: Optional[Sequence] = None,
+) -> tuple[float, tuple[float, float]]:
+    """How much a gain differs between two independent samples of soundscapes (e.g. a tune
+    split and a test split): ``(gain_1 - gain_2, its percentile interval)`` in dB, each sample
+    resampled on its own (its soundscapes, or with ``clusters_k`` its clusters, as in
+    `paired_bootstrap`), so both samples' sampling error counts.
+
+    Args:
+        tuned_k, base_k: ``(S_k,) float64`` per-soundscape values of sample ``k`` (dB, NaN =
+            None); n_boot, confidence, seed, clusters_k: as in `paired_bootstrap`.
+
+    Raises:
+        InputError: as `paired_bootstrap`, for either sample.
+    """
+    a1, b1 = _validate_pair(tuned_1, base_1)
+    a2, b2 = _validate_pair(tuned_2, base_2)
+    _check_boot(n_boot, confidence)
+    s1, s2 = np.random.SeedSequence(seed).spawn(2)
+    m = [_resampled_means([a, b], b.shape[0], n_boot, ss, cl)
+         for a, b, ss, cl in ((a1, b1, s1, clusters_1), (a2, b2, s2, clusters_2))]
+    d = (m[0][0] - m[0][1]) - (m[1][0] - m[1][1])
+    d = d[np.isfinite(d)]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    ci = (tuple(float(x) for x in np.percentile(d, [tail, 100.0 - tail])) if d.size
+          else (float("nan"), float("nan")))
+    diff = (_gain(a1, b1, *m[0], n_boot, confidence, seed).gain_db
+            - _gain(a2, b2, *m[1], n_boot, confidence, seed).gain_db)
+    return float(diff), ci
 
 
 def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -203,9 +242,14 @@ def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarra
     Every cluster draws a Poisson(1) count per resample; a soundscape's weight is the product
     of the counts of the clusters it belongs to (a soundscape in none is a cluster of its own).
     Soundscapes that share a source recording are therefore kept or dropped together, and a
-    resample stands for soundscapes made of other recordings. The product-weight bootstrap for
-    crossed (multi-membership) data: Owen & Eckles, "Bootstrapping data arrays of arbitrary
-    order", Annals of Applied Statistics 6(3), 2012.
+    resample stands for soundscapes made of other recordings. Source: the random-weight
+    bootstrap of Owen & Eckles, "Bootstrapping data arrays of arbitrary order", Annals of
+    Applied Statistics 6(3), 2012, which multiplies one mean-1, variance-1 weight per factor of
+    a crossed design. Here the product also runs over the several recordings of one soundscape
+    (multi-membership), an extension: a soundscape of ``m`` recordings weighs with variance
+    ``2**m - 1`` and is left out of a resample with probability ``1 - 0.632**m``, so the
+    interval is wider the more recordings a soundscape mixes (measured coverage on planted data:
+    `tests/test_search_folds_stats.py`).
 
     Args:
         clusters: per soundscape, a sequence of hashable cluster ids (None or empty: its own).
@@ -216,13 +260,13 @@ def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarra
         >>> w.shape, bool(np.all(w[w[:, 0] == 0, 1] == 0))  # no "a": soundscape 1 is out too
         ((1000, 3), True)
     """
-    members = _members(clusters, len(clusters))
-    return _product_weights(members, int(n_boot), np.random.default_rng(seed))
+    members, k = _members(clusters, len(clusters))
+    return _product_weights(members, k, int(n_boot), np.random.default_rng(seed))
 
 
-def _members(clusters, S: int) -> np.ndarray:
-    """``(S, m) int64`` cluster numbers per soundscape, padded with ``M`` (a cluster of weight
-    1); a soundscape in no cluster gets a number of its own."""
+def _members(clusters, S: int) -> tuple[np.ndarray, int]:
+    """``((S, m) int64, K)``: cluster numbers ``0 .. K-1`` per soundscape, padded with ``K``
+    (a cluster of weight 1); a soundscape in no cluster gets a number of its own."""
     if len(clusters) != S:
         raise InputError(f"clusters: expected one entry per soundscape ({S}), got {len(clusters)}")
     ids: dict = {}
@@ -234,12 +278,14 @@ def _members(clusters, S: int) -> np.ndarray:
     out = np.full((S, width), len(ids), np.int64)
     for s, r in enumerate(rows):
         out[s, :len(r)] = r
-    return out
+    return out, len(ids)
 
 
-def _product_weights(members: np.ndarray, n: int, rng) -> np.ndarray:
-    counts = np.ones((n, int(members.max(initial=0)) + 1), np.float64)
-    counts[:, :-1] = rng.poisson(1.0, size=(n, counts.shape[1] - 1))
+def _product_weights(members: np.ndarray, k: int, n: int, rng) -> np.ndarray:
+    """``(n, S)``: per resample, each of the ``k`` clusters draws a Poisson(1) count (the
+    padding cluster ``k`` weighs 1), a soundscape the product of its clusters' counts."""
+    counts = np.ones((n, k + 1), np.float64)
+    counts[:, :k] = rng.poisson(1.0, size=(n, k))
     return counts[:, members].prod(axis=2)
 
 

@@ -107,7 +107,8 @@ def _scores(result: SearchResult) -> dict:
         "features": {f.feature: {"fields": list(f.fields), "heldout_gain_db": _f(f.gain_db),
                                  "heldout_changed": f.changed,
                                  "test_gain_db": _f(f.test_gain_db),
-                                 "test_changed": f.test_changed} for f in result.features},
+                                 "test_changed": f.test_changed if f.test_changed >= 0
+                                 else None} for f in result.features},
         "test": None if t is None else {
             "split": t.split, "gain_db": _f(t.gain.gain_db),
             "gain_ci95_db": [_f(v) for v in t.gain.gain_ci_db],

@@ -39,7 +39,7 @@ from .folds import stratified_folds
 from .result import (MIN_FOLD_SIZE, FeatureGain, SearchResult, TestFigure, pooled_heldout,
                      start_shift_note, summarize)
 from .settings import SearchSettings
-from casdri.stats import dataset_mean, paired_bootstrap_parts
+from casdri.stats import dataset_mean, gain_difference, paired_bootstrap_parts
 
 __all__ = ["SearchResult", "run_search", "search_problem", "summarize", "make_split",
            "feature_heldout", "feature_columns"]
@@ -370,6 +370,10 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
                          f"{settings.folds} balanced folds; folds are not grouped, so the "
                          f"held-out estimate may be optimistic if soundscapes share a {group_by}")
             groups, group_by = None, None
+    if policy_in is not None:
+        notes.append(f"WARNING: --policy-in {policy_in}: the start policy's part of the gain is "
+                     "scored on the tune soundscapes, not held out; if that policy was tuned on "
+                     "them, its part is optimistic")
     what = ("selecting stages (inner cross-validation), then tuning"
             if settings.stage == "auto" else "tuning")
     recordings = None if dc.recordings is None else list(
@@ -383,8 +387,14 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
         boot = functools.partial(paired_bootstrap_parts, v, v_start, base[test],
                                  n_boot=settings.n_boot, seed=settings.seed)
         gain, start, tuning = boot()
-        result.test = TestFigure(test_split, gain, start=start, tuning=tuning, by_recording=(
-            None if dc.recordings is None else boot(clusters=list(dc.recordings[test]))))
+        rec_test = None if dc.recordings is None else list(dc.recordings[test])
+        shift = functools.partial(gain_difference, result.start_values, base_t, v_start,
+                                  base[test], n_boot=settings.n_boot, seed=settings.seed)
+        result.test = TestFigure(
+            test_split, gain, start=start, tuning=tuning,
+            by_recording=None if rec_test is None else boot(clusters=rec_test),
+            start_shift=(*shift(), None if rec_test is None else
+                         shift(clusters_1=recordings, clusters_2=rec_test)[1]))
         if result.features:
             g, c = _worth(problem.values(_ablated(result.x_final, x_start,
                                                   feature_columns(problem)), test))

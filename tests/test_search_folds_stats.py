@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from casdri.errors import InputError
 from search.folds import stratified_folds
-from casdri.stats import (cluster_weights, dataset_mean, paired_bootstrap,
+from casdri.stats import (cluster_weights, dataset_mean, gain_difference, paired_bootstrap,
                           paired_bootstrap_parts)
 
 
@@ -111,6 +111,10 @@ def test_paired_bootstrap_parts_equal_the_three_pairs_and_add_up(repeats):
     assert st == paired_bootstrap(start, base, n_boot=700, seed=3)
     assert tun == paired_bootstrap(tuned, start, n_boot=700, seed=3)
     assert st.gain_db + tun.gain_db == pytest.approx(total.gain_db, abs=1e-12)
+    recs = [[f"r{i % 37}", f"r{(i * 7) % 37}"] for i in range(S)]
+    by_rec = paired_bootstrap_parts(tuned, start, base, n_boot=300, seed=3, clusters=recs)
+    assert by_rec[1] == paired_bootstrap(start, base, n_boot=300, seed=3, clusters=recs)
+    assert by_rec[2] == paired_bootstrap(tuned, start, n_boot=300, seed=3, clusters=recs)
     assert total.gain_db != st.gain_db  # the parts are not the same figure
     with pytest.raises(InputError, match="start: expected one value per soundscape"):
         paired_bootstrap_parts(tuned, np.stack([start, start]), base)
@@ -128,27 +132,57 @@ def test_cluster_weights_keep_a_recordings_soundscapes_together():
     assert np.abs(w[:, [0, 2, 3, 4]].mean(0) - 1).max() < 0.03
     assert abs(np.corrcoef(w[:, 3], w[:, 4])[0, 1]) < 0.03
     assert abs(np.corrcoef(w[:, 0], w[:, 3])[0, 1]) < 0.03
+    for clusters in ([["a"], ["b"], ["c"]], [["a", "b"], ["b", "c"]], [None, None]):
+        w = cluster_weights(clusters, 4000, seed=1)  # no padding: every cluster is drawn
+        assert (w.std(axis=0) > 0.5).all(), (clusters, w.std(axis=0))
     with pytest.raises(InputError, match="one entry per soundscape"):
         paired_bootstrap(np.zeros(3), np.zeros(3), clusters=[["a"]])
 
 
-def test_a_cluster_bootstrap_covers_the_gain_on_new_recordings():
-    """Planted: each soundscape mixes 2 of 30 recordings, and its gain is the mean of their
-    (random) effects plus noise, so the gain on soundscapes of new recordings is 0. Over 40
-    draws the CI that resamples recordings holds 0 at about its nominal rate; the one that
-    resamples soundscapes, too narrow for new recordings, much less often."""
+@pytest.mark.parametrize("width", ["two", "one to five"])
+def test_a_cluster_bootstrap_covers_the_gain_on_new_recordings(width):
+    """Planted: each soundscape mixes 2 (or 1 to 5) of 30 recordings, and its gain is the mean
+    of their (random) effects plus noise, so the gain on soundscapes of new recordings is 0.
+    Over 40 draws the CI that resamples recordings holds 0 at about its nominal rate without
+    being much wider than the spread of the gain itself; the one that resamples soundscapes,
+    too narrow for new recordings, holds it much less often."""
     hits = {"recordings": 0, "soundscapes": 0}
+    widths, gains = [], []
     for seed in range(40):
         rng = np.random.default_rng(seed)
         effect = rng.normal(0.0, 1.0, 30)
-        recs = [rng.choice(30, 2, replace=False) for _ in range(300)]
+        m = [2] * 300 if width == "two" else rng.integers(1, 6, 300)
+        recs = [rng.choice(30, k, replace=False) for k in m]
         base = rng.normal(2.0, 1.0, 300)
         tuned = base + np.array([effect[r].mean() for r in recs]) + rng.normal(0, 0.5, 300)
+        gains.append(np.mean(tuned - base))
         for name, cl in (("recordings", [list(r) for r in recs]), ("soundscapes", None)):
             lo, hi = paired_bootstrap(tuned, base, n_boot=400, seed=seed, clusters=cl).gain_ci_db
             hits[name] += lo <= 0.0 <= hi
+            if cl is not None:
+                widths.append(hi - lo)
     assert hits["recordings"] >= 33, hits  # nominal 38 of 40
     assert hits["soundscapes"] <= 26, hits
+    # an honest width: about 2 x 1.96 sd of the gain over draws, not an everything-interval
+    assert np.median(widths) < 1.6 * 2 * 1.96 * np.std(gains), (np.median(widths),
+                                                                 np.std(gains))
+
+
+def test_a_gain_difference_between_two_samples_flags_shifts_not_noise():
+    """Two independent samples, each resampled on its own: the difference of their gains has
+    an interval that excludes 0 about 5 % of the time on pure noise, and nearly always for a
+    planted 0.5 dB shift of the same size as the demo's start shift."""
+    fires = {0.0: 0, 0.5: 0}
+    for shift in fires:
+        for seed in range(40):
+            rng = np.random.default_rng(seed)
+            b1, b2 = rng.normal(1, 2, 300), rng.normal(1, 2, 200)
+            a1 = b1 + rng.normal(0.3, 1.5, 300)
+            a2 = b2 + rng.normal(0.3 - shift, 1.5, 200)
+            d, (lo, hi) = gain_difference(a1, b1, a2, b2, n_boot=400, seed=seed)
+            assert d == pytest.approx((a1.mean() - b1.mean()) - (a2.mean() - b2.mean()))
+            fires[shift] += not lo <= 0.0 <= hi
+    assert fires[0.0] <= 5 and fires[0.5] >= 36, fires
 
 
 @pytest.mark.parametrize("a, b, kw, match", [

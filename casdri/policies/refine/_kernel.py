@@ -195,7 +195,10 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
 
     Indices computed from data are cast to unsigned (`U`): Numba tests every signed index
     for a negative value (Python's wrap-around), and these cannot be negative. The tests cost
-    6-9 % of a dense refine replay (benchmarks/bench_replay.py).
+    6-9 % of a dense refine replay (benchmarks/bench_replay.py). Precondition: settings the
+    facade checked (`casdri.replay.encode_settings`: choices are valid codes, so the combo
+    ``g`` is in range; ``j`` is cast only after its ``j < 0`` test); a driver called with
+    unchecked settings could read outside its arrays.
     """
     key_lab, slot_f, tab_cnt = tab[2], tab[3], tab[5]
     K = dims[D_K]
