@@ -16,7 +16,7 @@ split better than the k-fold estimate?
 
 Usage: ``python benchmarks/measure_selection.py [--stages gates all auto] [--seeds 0 1 2 3 4]
 [--repeats 1] [--cache DIR] [--group-by auto] [--test-split auto|NAME|none]
-[--policy refine] [--purged 3]``
+[--policy refine] [--purged 3] [--accept evidence|margin]``
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--policy", default="refine", help="registered policy to tune")
     ap.add_argument("--test-split", default="auto", help="auto: the eval split when the cache has one")
     ap.add_argument("--purged", type=int, default=0, help="recording-purged splits to measure")
+    ap.add_argument("--accept", default="evidence", choices=["evidence", "margin"],
+                    help="the acceptance rule of the searches")
     args = ap.parse_args(argv)
 
     from search.run import run_search
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             r = run_search(args.cache, stage=stage, seed=seed, repeats=args.repeats,
                            policy=args.policy,
-                           group_by=args.group_by, test_split=args.test_split, n_boot=4000)
+                           group_by=args.group_by, test_split=args.test_split, n_boot=4000,
+                           accept=args.accept)
             h = r.heldout
             test = (f" test {r.test.gain.gain_db:+.3f} [{r.test.gain.gain_ci_db[0]:+.3f}, "
                     f"{r.test.gain.gain_ci_db[1]:+.3f}]" if r.test else "")

@@ -208,10 +208,12 @@ def gain_difference(
     clusters_1: Optional[Sequence] = None,
     clusters_2: Optional[Sequence] = None,
 ) -> tuple[float, tuple[float, float]]:
-    """How much a gain differs between two independent samples of soundscapes (e.g. a tune
-    split and a test split): ``(gain_1 - gain_2, its percentile interval)`` in dB, each sample
-    resampled on its own (its soundscapes, or with ``clusters_k`` its clusters, as in
-    `paired_bootstrap`), so both samples' sampling error counts.
+    """How much a gain differs between two samples of soundscapes (e.g. a tune split and a
+    test split): ``(gain_1 - gain_2, its percentile interval)`` in dB. Each sample's soundscapes
+    are resampled on their own, so both samples' sampling error counts; with ``clusters_k``
+    (both or neither) the clusters are resampled instead, with one draw of counts over the
+    union of both samples' clusters, so a cluster the two share moves both (as in
+    `paired_bootstrap`; independent draws for clusters they do not share).
 
     Args:
         tuned_k, base_k: ``(S_k,) float64`` per-soundscape values of sample ``k`` (dB, NaN =
@@ -222,17 +224,32 @@ def gain_difference(
     """
     a1, b1 = _validate_pair(tuned_1, base_1)
     a2, b2 = _validate_pair(tuned_2, base_2)
+    if a1.ndim != 1 or a2.ndim != 1 or not b1.size or not b2.size:
+        raise InputError(f"gain_difference: expected two non-empty samples of one value per "
+                         f"soundscape, got shapes {a1.shape} and {a2.shape}")
     _check_boot(n_boot, confidence)
-    s1, s2 = np.random.SeedSequence(seed).spawn(2)
-    m = [_resampled_means([a, b], b.shape[0], n_boot, ss, cl)
-         for a, b, ss, cl in ((a1, b1, s1, clusters_1), (a2, b2, s2, clusters_2))]
-    d = (m[0][0] - m[0][1]) - (m[1][0] - m[1][1])
+    if (clusters_1 is None) != (clusters_2 is None):
+        raise InputError("gain_difference: give clusters for both samples or for neither")
+    if clusters_1 is None:  # each sample's soundscapes, from streams of their own
+        s1, s2 = np.random.SeedSequence(seed).spawn(2)
+        m1 = _resampled_means([a1, b1], b1.shape[0], n_boot, s1)
+        m2 = _resampled_means([a2, b2], b2.shape[0], n_boot, s2)
+    else:  # one draw of counts over the union of clusters: a cluster both samples share
+        S1 = b1.shape[0]  # moves both (independent draws where they share none)
+        m = _resampled_means([np.concatenate([a1, np.full_like(a2, np.nan)]),
+                              np.concatenate([b1, np.full_like(b2, np.nan)]),
+                              np.concatenate([np.full_like(a1, np.nan), a2]),
+                              np.concatenate([np.full_like(b1, np.nan), b2])],
+                             S1 + b2.shape[0], n_boot, seed,
+                             list(clusters_1) + list(clusters_2))
+        m1, m2 = m[:2], m[2:]
+    d = (m1[0] - m1[1]) - (m2[0] - m2[1])
     d = d[np.isfinite(d)]
     tail = 100.0 * (1.0 - confidence) / 2.0
     ci = (tuple(float(x) for x in np.percentile(d, [tail, 100.0 - tail])) if d.size
           else (float("nan"), float("nan")))
-    diff = (_gain(a1, b1, *m[0], n_boot, confidence, seed).gain_db
-            - _gain(a2, b2, *m[1], n_boot, confidence, seed).gain_db)
+    diff = (float(np.mean([dataset_mean(a1)])) - dataset_mean(b1)) - (
+        float(np.mean([dataset_mean(a2)])) - dataset_mean(b2))
     return float(diff), ci
 
 

@@ -113,7 +113,12 @@ def _scores(result: SearchResult) -> dict:
             "split": t.split, "gain_db": _f(t.gain.gain_db),
             "gain_ci95_db": [_f(v) for v in t.gain.gain_ci_db],
             "capi_sdri_db": _f(t.gain.tuned_db), "n_soundscapes": t.gain.n_soundscapes,
-            **_parts(t.start, t.tuning), "by_recording": _by_recording(t.by_recording)},
+            **_parts(t.start, t.tuning), "by_recording": _by_recording(t.by_recording),
+            "start_shift": None if t.start_shift is None else {
+                "difference_db": _f(t.start_shift[0]),
+                "ci95_db": [_f(v) for v in t.start_shift[1]],
+                "recording_ci95_db": None if t.start_shift[2] is None
+                else [_f(v) for v in t.start_shift[2]]}},
     }
 
 

@@ -49,10 +49,10 @@ class TestFigure:
             against the start there (``gain = start + tuning``; same resamples).
         by_recording: ``(gain, start, tuning)`` again, resampling the split's source
             recordings (`casdri.stats.cluster_weights`); None when the cache has none.
-        start_shift: ``(d, ci, ci_recordings)``: the untuned start's gain over the baseline on
-            the tune soundscapes minus on this split (dB), with 95% intervals that resample each
-            split's soundscapes, and each split's recordings (None without recordings), on
-            their own (`casdri.stats.gain_difference`).
+        start_shift: ``(d, ci, ci_recordings)``: the start's gain over the baseline on the
+            tune soundscapes minus on this split (dB), with 95% intervals that resample each
+            split's soundscapes on their own, and the two splits' recordings (one draw over
+            their union; None without recordings) (`casdri.stats.gain_difference`).
     """
 
     split: str
@@ -270,8 +270,9 @@ def _start_name(result) -> str:
 
 
 def _db(v: float) -> str:
-    """``+0.123``; a value that rounds to zero prints as ``+0.000`` (never ``-0.000``)."""
-    return f"{(0.0 if abs(v) < 5e-4 else v):+.3f}"
+    """``+0.123``; below 0.0005 in size, four decimals (``-0.0001``: a sign is never hidden
+    behind ``-0.000``); exactly 0 as ``+0.000``."""
+    return f"{v:+.4f}" if 0 < abs(v) < 5e-4 else f"{v + 0.0:+.3f}"
 
 
 def _ci(b: BootstrapGain) -> str:
@@ -284,20 +285,22 @@ def _recording_line(parts) -> str:
             f"{_ci(tuning)} (for soundscapes of other recordings)")
 
 
-def start_shift_note(result: SearchResult) -> Optional[str]:
+def start_shift_note(result: SearchResult, from_file: Optional[bool] = None) -> Optional[str]:
     """A note when the start policy's gain over the baseline differs between the tune
     soundscapes and the test split by more than sampling soundscapes explains: the 95% interval
-    of the difference (`TestFigure.start_shift`, each split resampled on its own) excludes 0.
-    It says whether resampling recordings explains it. None otherwise, or without a test split.
-    (On pure noise such an interval excludes 0 about 5 % of the time: `gain_difference`'s
-    tests.)"""
+    of the difference (`TestFigure.start_shift`, each split's soundscapes resampled on their
+    own) excludes 0.
+    It says whether resampling recordings explains it. None otherwise, without a test split, or
+    when the interval is undefined. (On pure noise such an interval excludes 0 about 5 % of the
+    time: `gain_difference`'s tests.) ``from_file``: the start came from ``--policy-in``
+    (default: what the result's provenance says)."""
     t = result.test
-    if t is None or t.start_shift is None or result.start_gain is None:
+    if t is None or t.start_shift is None or t.start is None:
         return None
     d, (lo, hi), rec = t.start_shift
-    if lo <= 0.0 <= hi or not np.isfinite(d):
+    if not (np.isfinite(d) and np.isfinite(lo) and np.isfinite(hi)) or lo <= 0.0 <= hi:
         return None
-    if rec is None:
+    if rec is None or not np.all(np.isfinite(rec)):
         why = ""
     elif rec[0] <= 0.0 <= rec[1]:
         why = (f", but [{rec[0]:+.3f}, {rec[1]:+.3f}] resampling the splits' recordings: "
@@ -308,10 +311,18 @@ def start_shift_note(result: SearchResult) -> Optional[str]:
         f" Tuning added {t.tuning.gain_db:+.3f} dB there" + (
             f" (k-fold estimate {result.tuning_gain.gain_db:+.3f} dB)."
             if result.tuning_gain is not None else "."))
-    return (f"NOTE: the start policy's gain over the baseline is {result.start_gain.gain_db:+.3f} "
-            f"dB on the tune soundscapes and {t.start.gain_db:+.3f} dB on {t.split!r}: a "
+    if from_file is None:
+        from_file = bool(result.provenance.get("policy_in"))
+    if from_file:
+        cause = (" The start came from --policy-in: if it was tuned on the tune soundscapes, "
+                 "this difference is its selection bias, not a shift between the splits.")
+    else:
+        cause = (" k-fold validation cannot detect this: the start is not tuned, so every fold "
+                 "measures it on soundscapes like the tune split's.")
+    return (f"NOTE: the start policy's gain over the baseline is {t.start.gain_db + d:+.3f} dB "
+            f"on the tune soundscapes and {t.start.gain_db:+.3f} dB on {t.split!r}: a "
             f"difference of {d:+.3f} dB, 95% CI [{lo:+.3f}, {hi:+.3f}] resampling soundscapes"
-            f"{why}. No fold shows this (every fold scores the same start).{tuned}")
+            f"{why}.{cause}{tuned}")
 
 
 def summarize(result: SearchResult) -> list:
@@ -320,7 +331,9 @@ def summarize(result: SearchResult) -> list:
     h, s = result.heldout, result.settings
     lines.append(f"baseline policy          : {result.baseline_db:8.3f} dB CAPI-SDRi "
                  f"({result.folds.n_soundscapes} soundscapes)")
-    lines.append(f"start policy (untuned)   : {result.start_db:8.3f} dB (the stages start here)")
+    from_file = bool(result.provenance.get("policy_in"))
+    label = "start policy (--policy-in):" if from_file else "start policy (untuned)   :"
+    lines.append(f"{label} {result.start_db:8.3f} dB (the stages start here)")
     f = result.folds
     if f.groups is not None:
         lines.append(f"folds grouped by {f.group_by}: {f.n_groups} groups (soundscapes sharing "
@@ -334,7 +347,8 @@ def summarize(result: SearchResult) -> list:
                      f"[{h.tuned_ci_db[0]:.3f}, {h.tuned_ci_db[1]:.3f}]")
         lines.append(f"held-out gain vs baseline: {h.gain_db:+8.3f} dB, 95% CI "
                      f"[{h.gain_ci_db[0]:+.3f}, {h.gain_ci_db[1]:+.3f}] (paired bootstrap, "
-                     f"{h.n_boot} resamples)")
+                     f"{h.n_boot} resamples)" + (" (the start is not held out)" if from_file
+                                                  else ""))
         if s.repeats > 1:
             g = np.asarray(result.repeat_gains_db)
             lines.append(f"  over {s.repeats} repeated splits: mean {g.mean():+.3f} dB, sd "

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import numpy as np
 import optuna
 import pyarrow.parquet as pq
+import yaml
 
 from casdri import schema as sc
 from casdri.errors import InputError
@@ -282,6 +283,23 @@ def cache_groups(dc, path, group_by: Optional[str]):
     return groups_from_labels([values.get(s) for s in dc.soundscape_ids]), group_by
 
 
+def _policy_in_warning(policy_in, dc, split: Optional[str]) -> str:
+    """The warning for a start read from ``--policy-in``: every fold starts from it and its
+    part of the gain is not held out, so a start tuned on these soundscapes makes the held-out
+    figures optimistic. Says so outright when the file's provenance names this cache."""
+    try:
+        prov = (yaml.safe_load(Path(policy_in).read_text()) or {}).get("provenance") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        prov = {}
+    where = f" (split {prov['split']!r})" if prov.get("split") else ""
+    tuned = (f"its provenance says it was tuned on this cache{where}, so "
+             if prov.get("cache_id") == dc.meta.cache_id
+             else "if it was tuned on these soundscapes, ")
+    return (f"WARNING: --policy-in {policy_in}: every fold starts from that policy and its part "
+            f"of the gain is not held out; {tuned}the held-out gain and the start's part are "
+            "optimistic (selection bias), and so is any difference the NOTE below reports")
+
+
 def _check_storage(settings: SearchSettings) -> None:
     """Refuse studies of ``study_name`` already in the storage unless ``--resume``."""
     if settings.storage is None:
@@ -371,9 +389,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
                          f"held-out estimate may be optimistic if soundscapes share a {group_by}")
             groups, group_by = None, None
     if policy_in is not None:
-        notes.append(f"WARNING: --policy-in {policy_in}: the start policy's part of the gain is "
-                     "scored on the tune soundscapes, not held out; if that policy was tuned on "
-                     "them, its part is optimistic")
+        notes.append(_policy_in_warning(policy_in, dc, split))
     what = ("selecting stages (inner cross-validation), then tuning"
             if settings.stage == "auto" else "tuning")
     recordings = None if dc.recordings is None else list(
@@ -401,7 +417,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
             result.features = [dataclasses.replace(f, test_gain_db=float(g[j]),
                                                    test_changed=int(c[j]))
                                for j, f in enumerate(result.features)]
-        note = start_shift_note(result)
+        note = start_shift_note(result, from_file=policy_in is not None)
         if note:
             result.warnings.append(note)
     result.warnings[:0] = notes

@@ -183,6 +183,24 @@ def test_a_gain_difference_between_two_samples_flags_shifts_not_noise():
             assert d == pytest.approx((a1.mean() - b1.mean()) - (a2.mean() - b2.mean()))
             fires[shift] += not lo <= 0.0 <= hi
     assert fires[0.0] <= 5 and fires[0.5] >= 36, fires
+    # each sample resampled on its own: the same sample twice gives a difference sqrt(2) as
+    # wide as the gain's own interval (one shared stream would give a zero-width interval)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, 300), rng.normal(0.8, 1, 300)
+    lo, hi = gain_difference(a, b, a, b, n_boot=4000)[1]
+    g_lo, g_hi = paired_bootstrap(a, b, n_boot=4000).gain_ci_db
+    assert (hi - lo) / (g_hi - g_lo) == pytest.approx(np.sqrt(2), rel=0.1)
+    # clusters: one draw over the union, so a cluster both samples share moves both
+    recs = [[f"r{i % 20}"] for i in range(300)]
+    assert gain_difference(a, b, a, b, n_boot=500, clusters_1=recs, clusters_2=recs) == \
+        (0.0, (0.0, 0.0))
+    other = [[f"q{i % 20}"] for i in range(300)]
+    lo, hi = gain_difference(a, b, a, b, n_boot=500, clusters_1=recs, clusters_2=other)[1]
+    assert lo < -0.05 and hi > 0.05
+    with pytest.raises(InputError, match="both samples or for neither"):
+        gain_difference(a, b, a, b, clusters_1=recs)
+    with pytest.raises(InputError, match="non-empty samples"):
+        gain_difference(a, b, a[:0], b[:0])
 
 
 @pytest.mark.parametrize("a, b, kw, match", [

@@ -185,8 +185,10 @@ def test_the_start_shift_note_follows_the_interval_of_the_difference(grouped):
     d, ci, rec = r.test.start_shift
     assert rec is not None and ci[0] <= d <= ci[1]
     assert d == pytest.approx(r.start_gain.gain_db - r.test.start.gain_db, abs=1e-12)
+    nan = float("nan")
     cases = [((-0.1, 0.3), (-0.5, 0.7), None), ((0.1, 0.3), (-0.5, 0.7), "consistent"),
-             ((-0.4, -0.1), (-0.9, -0.05), "and"), ((0.1, 0.3), None, "plain")]
+             ((-0.4, -0.1), (-0.9, -0.05), "and"), ((0.1, 0.3), None, "plain"),
+             ((nan, nan), (-0.5, 0.7), None), ((0.1, 0.3), (nan, nan), "plain")]
     for ci, rec, expect in cases:
         r.test = dataclasses.replace(r.test, start_shift=(0.2, ci, rec))
         note = start_shift_note(r)
@@ -196,8 +198,27 @@ def test_the_start_shift_note_follows_the_interval_of_the_difference(grouped):
         assert f"95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}] resampling soundscapes" in note
         assert ("consistent with the spread between recordings" in note) == (expect == "consistent")
         assert ("resampling the splits' recordings" in note) == (expect != "plain")
+        assert f"{r.test.start.gain_db + 0.2:+.3f} dB on the tune soundscapes" in note
+        assert "k-fold validation cannot detect this" in note
+        assert "selection bias" in start_shift_note(r, from_file=True)
     r.test = dataclasses.replace(r.test, start_shift=None)
     assert start_shift_note(r) is None
+
+
+def test_the_start_shift_note_needs_no_folds(grouped):
+    """With --folds 1 (no held-out figures) the test split's start shift is still measured
+    and noted."""
+    r = run_search(grouped, stage="select", folds=1, n_boot=200, test_split="eval")
+    assert r.start_gain is None and r.test.start_shift is not None
+    r.test = dataclasses.replace(r.test, start_shift=(0.2, (0.1, 0.3), None))
+    assert start_shift_note(r) is not None
+
+
+def test_small_gains_keep_their_sign_in_print():
+    from search.result import _db
+
+    assert [_db(v) for v in (-0.000132, 0.0, -0.0, 0.1234, -0.0006)] == \
+        ["-0.0001", "+0.000", "+0.000", "+0.123", "-0.001"]
 
 
 def test_recording_cis_resample_recordings_and_keep_the_point_gains(grouped):
@@ -210,6 +231,17 @@ def test_recording_cis_resample_recordings_and_keep_the_point_gains(grouped):
             assert b.gain_db == p.gain_db and b.gain_ci_db != p.gain_ci_db
             assert b.gain_ci_db[0] <= b.gain_db <= b.gain_ci_db[1]
     assert sum(line.startswith("  95% CIs resampling recordings: ") for line in summarize(r)) == 2
+    import yaml
+
+    from search.report import policy_document
+
+    doc = yaml.safe_load(policy_document(r))["provenance"]
+    assert doc["test"]["start_shift"]["difference_db"] == pytest.approx(r.test.start_shift[0],
+                                                                        abs=1e-6)
+    assert len(doc["test"]["start_shift"]["recording_ci95_db"]) == 2
+    untested = run_search(grouped, stage="refine", folds=2, n_boot=100, test_split="none")
+    feats = yaml.safe_load(policy_document(untested))["provenance"]["features"]
+    assert feats["tagger silence"]["test_changed"] is None
     plain = make_synthetic_cache(grouped.parent / "plain", n_soundscapes=40, seed=2, load=False)
     r = run_search(plain, stage="select", folds=2, n_boot=100)
     assert r.by_recording is None and not any("resampling recordings" in x for x in summarize(r))
@@ -261,8 +293,18 @@ def test_a_start_from_policy_in_is_named_so_and_warned_about(grouped, tmp_path):
                    policy_in=y)
     lines = summarize(r)
     assert sum(line.startswith("  = start (--policy-in) ") for line in lines) == 2
-    assert any(w.startswith(f"WARNING: --policy-in {y}: the start policy's part") for w in
-               r.warnings)
+    assert any(line.startswith("start policy (--policy-in):") for line in lines)
+    assert any(line.startswith("held-out gain vs baseline:") and
+               line.endswith("(the start is not held out)") for line in lines)
+    assert any(w.startswith(f"WARNING: --policy-in {y}: every fold starts from that policy")
+               and "if it was tuned on these soundscapes" in w for w in r.warnings)
+    # a policy the search wrote for this cache says so in its provenance
+    from search.report import policy_document
+
+    y.write_text(policy_document(r))
+    r2 = run_search(grouped, stage="select", folds=3, n_boot=100, test_split="eval",
+                    policy_in=y)
+    assert any("its provenance says it was tuned on this cache" in w for w in r2.warnings)
     plain = summarize(run_search(grouped, stage="select", folds=3, n_boot=100,
                                  test_split="eval"))
     assert not any("--policy-in" in line for line in plain)
