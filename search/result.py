@@ -398,7 +398,8 @@ def summarize(result: SearchResult) -> list:
         for f in result.features:
             t = f" / {_db(f.test_gain_db)}" if on_test else ""
             tc = f" / {f.test_changed}" if on_test else ""
+            flag = "  HELD-OUT LOSS" if f.gain_db < 0 else ""
             lines.append(f"  {f.feature:<24} {_db(f.gain_db)}{t} dB  ({f.changed}{tc} "
-                         f"soundscapes change)")
+                         f"soundscapes change){flag}")
     lines.extend(result.warnings)
     return lines

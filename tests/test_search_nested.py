@@ -279,7 +279,11 @@ def test_feature_worth_is_each_fold_policy_against_its_ablation(grouped):
     y[cols] = r.x_start[cols]
     vf, va = p.values(np.stack([r.x_final, y]), ev)
     assert feat.test_gain_db == pytest.approx(np.nanmean(vf) - np.nanmean(va), abs=1e-12)
-    assert any(line.startswith("  tagger silence ") for line in summarize(r))
+    (line,) = [x for x in summarize(r) if x.startswith("  tagger silence ")]
+    assert line.endswith("HELD-OUT LOSS") == (feat.gain_db < 0)  # flagged as stages are
+    r.features = [dataclasses.replace(feat, gain_db=-abs(feat.gain_db) - 1e-3)]
+    assert [x for x in summarize(r) if x.startswith("  tagger silence ")][0].endswith(
+        "HELD-OUT LOSS")
 
 
 def test_a_start_from_policy_in_is_named_so_and_warned_about(grouped, tmp_path):
