@@ -244,13 +244,8 @@ def gain_difference(
                              list(clusters_1) + list(clusters_2))
         m1, m2 = m[:2], m[2:]
     d = (m1[0] - m1[1]) - (m2[0] - m2[1])
-    d = d[np.isfinite(d)]
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    ci = (tuple(float(x) for x in np.percentile(d, [tail, 100.0 - tail])) if d.size
-          else (float("nan"), float("nan")))
-    diff = (float(np.mean([dataset_mean(a1)])) - dataset_mean(b1)) - (
-        float(np.mean([dataset_mean(a2)])) - dataset_mean(b2))
-    return float(diff), ci
+    diff = (dataset_mean(a1) - dataset_mean(b1)) - (dataset_mean(a2) - dataset_mean(b2))
+    return float(diff), _interval(d[np.isfinite(d)], confidence)
 
 
 def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -316,19 +311,23 @@ def _weighted_mean(w: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
+def _interval(x: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Two-sided percentile interval of resampled values ``x`` (NaNs when there are none)."""
+    if not x.size:
+        return float("nan"), float("nan")
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    lo, hi = np.percentile(x, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
 def _gain(a, b, ba, bb, n_boot, confidence, seed) -> BootstrapGain:
     """`BootstrapGain` of ``a`` over ``b`` from their resampled means ``ba``/``bb``."""
     rows = a if a.ndim == 2 else a[None, :]
     mean_a, mean_b = float(np.mean([dataset_mean(r) for r in rows])), dataset_mean(b)
     good = np.isfinite(ba) & np.isfinite(bb)
-    tail = 100.0 * (1.0 - confidence) / 2.0
     prob = float(np.mean(ba[good] > bb[good])) if good.any() else float("nan")
-    if good.any():
-        g = ba[good] - bb[good]
-        gain_ci = tuple(float(x) for x in np.percentile(g, [tail, 100.0 - tail]))
-        tuned_ci = tuple(float(x) for x in np.percentile(ba[good], [tail, 100.0 - tail]))
-    else:
-        gain_ci = tuned_ci = (float("nan"), float("nan"))
+    gain_ci = _interval(ba[good] - bb[good], confidence)
+    tuned_ci = _interval(ba[good], confidence)
     return BootstrapGain(
         tuned_db=mean_a, base_db=mean_b, gain_db=mean_a - mean_b, gain_ci_db=gain_ci,
         tuned_ci_db=tuned_ci, n_soundscapes=b.shape[0], n_boot=int(n_boot),

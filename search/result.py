@@ -260,7 +260,7 @@ def kept_line(records, rule: str) -> str:
 
 
 def _gain_ci(b: BootstrapGain) -> str:
-    return f"{b.gain_db:+.3f} dB [{b.gain_ci_db[0]:+.3f}, {b.gain_ci_db[1]:+.3f}]"
+    return f"{b.gain_db:+.3f} dB {_ci(b)}"
 
 
 def _start_name(result) -> str:

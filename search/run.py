@@ -103,8 +103,8 @@ def feature_heldout(problem, x_start, fold_results: list, k: int, S: int) -> lis
         gains.append(g)
         changed.append(c)
     g, c = np.mean(gains, axis=0), np.mean(changed, axis=0)
-    return [FeatureGain(name, tuple(getattr(problem, "features")[name]), float(g[j]),
-                        int(round(c[j]))) for j, name in enumerate(cols)]
+    return [FeatureGain(name, tuple(problem.features[name]), float(g[j]), int(round(c[j])))
+            for j, name in enumerate(cols)]
 
 
 def search_problem(problem, x_start: np.ndarray, n_sources: np.ndarray,
@@ -283,7 +283,7 @@ def cache_groups(dc, path, group_by: Optional[str]):
     return groups_from_labels([values.get(s) for s in dc.soundscape_ids]), group_by
 
 
-def _policy_in_warning(policy_in, dc, split: Optional[str]) -> str:
+def _policy_in_warning(policy_in, dc) -> str:
     """The warning for a start read from ``--policy-in``: every fold starts from it and its
     part of the gain is not held out, so a start tuned on these soundscapes makes the held-out
     figures optimistic. Says so outright when the file's provenance names this cache."""
@@ -389,7 +389,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
                          f"held-out estimate may be optimistic if soundscapes share a {group_by}")
             groups, group_by = None, None
     if policy_in is not None:
-        notes.append(_policy_in_warning(policy_in, dc, split))
+        notes.append(_policy_in_warning(policy_in, dc))
     what = ("selecting stages (inner cross-validation), then tuning"
             if settings.stage == "auto" else "tuning")
     recordings = None if dc.recordings is None else list(
