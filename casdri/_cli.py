@@ -6,7 +6,10 @@ Conventions:
       `casdri.errors.CasdriError` or an ``OSError``: one line ``prog: error: ...``);
       `EXIT_USAGE` 2 a usage error (one line ``prog: error: ... (see 'prog --help')``, as
       argparse's own code); `EXIT_INTERNAL` 3 anything else (a bug: one line naming the
-      exception type, asking for ``--debug`` and a report); 130 interrupted.
+      exception type, asking for ``--debug`` and a report); 130 interrupted (Ctrl-C); 143
+      terminated (SIGTERM, e.g. ``kill`` or a batch scheduler's time limit, for a command run
+      from the process's own command line: it unwinds as Ctrl-C does, so half-written temp
+      files are removed and grouped writes finish, `casdri._io.deferred_interrupts`).
     * ``--debug`` anywhere on the command line shows the traceback instead of the one line.
     * A closed stdout (``casdri-cache info CACHE | head``) ends quietly with 0.
     * Heavy or optional modules are imported where they are used, through `lazy_import`, so
@@ -27,6 +30,7 @@ import errno
 import gc
 import importlib
 import os
+import signal
 import sys
 from types import ModuleType
 from typing import Callable, Optional, Sequence
@@ -34,6 +38,7 @@ from typing import Callable, Optional, Sequence
 from .errors import CasdriError, MissingDependencyError
 
 __all__ = ["EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
+           "EXIT_TERMINATED", "Terminated",
            "Parser", "UsageError", "int_at_least", "number", "lazy_import", "run",
            "OPTIONAL_MODULES", "CLI_GC_THRESHOLD"]
 
@@ -41,11 +46,21 @@ __all__ = ["EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUP
 CLI_GC_THRESHOLD = (10_000, 10, 10)
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: optional top-level modules → the casdri extra that installs them
 OPTIONAL_MODULES = {"torch": "builder", "torchaudio": "builder", "pyroomacoustics": "builder",
                     "optuna_dashboard": "notebooks", "nbclient": "notebooks",
                     "jupyter": "notebooks"}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread of a command (module conventions); a
+    ``BaseException`` like ``KeyboardInterrupt``, so ``except Exception`` does not swallow it."""
+
+
+def _terminated(_signum, _frame):
+    raise Terminated
 
 
 class UsageError(Exception):
@@ -165,9 +180,11 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
     """
     if argv is None:  # this process's own command line: see the module's conventions
         gc.set_threshold(*CLI_GC_THRESHOLD)
+        before = signal.signal(signal.SIGTERM, _terminated)
         try:
             return _run(parser, handler, sys.argv[1:])
         finally:
+            signal.signal(signal.SIGTERM, before)
             gc.collect()
             gc.freeze()
     return _run(parser, handler, argv)
@@ -187,6 +204,9 @@ def _run(parser, handler, argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # the reader of stdout left: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

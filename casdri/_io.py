@@ -8,6 +8,10 @@ Conventions:
     * Temp names are ``.<name>.tmp-<pid>-<8 hex>`` so concurrent writers never collide and a
       crashed run's leftovers are recognisable (`TEMP_PATTERN`).
     * Written files get the usual mode (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    * Files that belong together (a search's policy, trials, figures and report) are rendered
+      first and written in one `deferred_interrupts` block, so a Ctrl-C or a SIGTERM arriving
+      while they are written takes effect after the last one: the folder holds the old set or
+      the new one, not a mix.
 """
 from __future__ import annotations
 
@@ -15,12 +19,14 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
+import threading
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file",
-           "TEMP_PATTERN"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "deferred_interrupts",
+           "sha256_file", "TEMP_PATTERN"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -87,6 +93,31 @@ def atomic_write_bytes(path: PathLike, data: Union[bytes, Callable[[Path], None]
             with open(tmp, "wb") as fh:
                 fh.write(data)
     return path
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs, then deliver the first one that came.
+
+    For a short group of writes that must land together (module conventions). The signal is
+    raised again after the block under the handlers that were in place before it (Python's
+    ``KeyboardInterrupt`` for SIGINT; for SIGTERM, the previous handler, by default the end of
+    the process). Outside the main thread (where Python cannot set handlers) the block runs
+    unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -178,14 +178,15 @@ def _cmd_score(args) -> int:
     result = score_folders(*dirs, label_set=args.label_set, metric=args.metric, jobs=args.jobs,
                            progress=not args.no_progress)
     lines = summary_lines(result)
-    print("\n".join(lines + _class_table(result.per_class)))
-    print(f"\n{result.n_soundscapes} soundscapes, {result.n_scored} scored "
-          f"({result.n_soundscapes - result.n_scored} with no class on either side: None)")
-    if args.out:
+    if args.out:  # before stdout: a reader that leaves early (| head) must not cost the file
         inputs = {"soundscape_dir": str(dirs[0]), "oracle_dir": str(dirs[1]),
                   "estimate_dir": str(dirs[2]), "label_set": args.label_set,
                   "metric": args.metric}
         _write_out(Path(args.out), result, inputs, lines)
+    print("\n".join(lines + _class_table(result.per_class)))
+    print(f"\n{result.n_soundscapes} soundscapes, {result.n_scored} scored "
+          f"({result.n_soundscapes - result.n_scored} with no class on either side: None)")
+    if args.out:
         print(f"casdri: wrote {args.out}", file=sys.stderr)
     return 0
 

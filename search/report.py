@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from casdri._cli import lazy_import
-from casdri._io import atomic_write_bytes
+from casdri._io import atomic_write_bytes, deferred_interrupts
 from casdri.gap import explain
 from casdri.errors import InputError
 
@@ -176,30 +176,36 @@ def _figures(result: SearchResult, draw):
 def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Outputs:
     """Write policy, trials and report into ``out_dir`` (created); returns the paths.
 
-    PNG files in ``OUT/figures`` that this run did not write (an earlier run's) are deleted,
-    so the folder shows only figures the report lists; their paths are in ``["removed"]``.
+    Every file is rendered in memory first (the figures take seconds) and only then written,
+    each atomically and all in one `casdri._io.deferred_interrupts` block: a run stopped by
+    Ctrl-C or SIGTERM leaves the folder as it was (an earlier run's files, whole), never a new
+    policy beside an old report. PNG files in ``OUT/figures`` that this run did not write (an
+    earlier run's) are deleted in the same block, so the folder shows only figures the report
+    lists; their paths are in ``["removed"]``.
 
     Raises:
         InputError: see `check_out_dir`.
     """
     out = check_out_dir(out_dir)
-    written = Outputs()
-    written["policy"] = atomic_write_bytes(out / "policy.yaml", policy_document(result).encode())
-    trials = result.trials_table()
-    buf = io.BytesIO()
-    trials.to_parquet(buf, index=False)
-    written["trials"] = atomic_write_bytes(out / "trials.parquet", buf.getvalue())
+    trials = io.BytesIO()
+    result.trials_table().to_parquet(trials, index=False)
+    files = [("policy", "policy.yaml", policy_document(result).encode()),
+             ("trials", "trials.parquet", trials.getvalue())]
     figs = {}
     if figures:  # matplotlib is imported only here (search.figures): --no-figures skips it
         for key, name, data in _figures(result, lazy_import("search.figures")):
             figs[key] = (name, data)
-            written[key] = atomic_write_bytes(out / "figures" / name, data)
+            files.append((key, f"figures/{name}", data))
+    files.append(("report", "report.md", _markdown(result, figs).encode()))
+    written = Outputs()
     keep = {name for name, _ in figs.values()}
-    stale = sorted(p for p in (out / "figures").glob("*.png") if p.name not in keep)
-    for p in stale:
-        p.unlink()
+    with deferred_interrupts():
+        for key, name, data in files:
+            written[key] = atomic_write_bytes(out / name, data)
+        stale = sorted(p for p in (out / "figures").glob("*.png") if p.name not in keep)
+        for p in stale:
+            p.unlink()
     written["removed"] = stale
-    written["report"] = atomic_write_bytes(out / "report.md", _markdown(result, figs).encode())
     return written
 
 

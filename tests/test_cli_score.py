@@ -119,3 +119,21 @@ def test_example_is_used_without_folders(capsys):
     assert captured.out.startswith("CAPI-SDRi: ")
     assert "scoring the bundled example" in captured.err
     assert cli.main(["score", "--example", "--no-progress"]) == 0
+
+
+def test_out_is_written_when_the_stdout_reader_leaves_early(tmp_path):
+    """``casdri score --out r.json | head -1``: the reader closes the pipe before the summary is
+    printed; the command still writes ``--out`` (it did exit 0 without the file)."""
+    import os
+    out = tmp_path / "r.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE (BrokenPipeError)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "casdri.cli", "score", "--example",
+                               "--no-progress", "--out", str(out)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file(), proc.stderr
+    assert set(json.loads(out.read_text())) >= {"capi_sdri", "n_soundscapes"}

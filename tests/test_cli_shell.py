@@ -113,3 +113,28 @@ def test_a_command_owning_its_process_tunes_and_freezes_the_gc(restored_gc, monk
     parser, handler = _toy(ZeroDivisionError("x"))
     assert run(parser, handler) == EXIT_INTERNAL
     assert gc.get_freeze_count() > 1000
+
+
+def test_sigterm_ends_a_command_like_ctrl_c_with_its_own_code(restored_gc, monkeypatch, capsys):
+    """SIGTERM (``kill``, a scheduler's time limit) unwinds the command: ``finally`` blocks run,
+    one line says so, exit 143; the handler is the process's own again afterwards."""
+    import signal
+
+    from casdri._cli import EXIT_TERMINATED
+    restored_gc.unfreeze()
+    parser, _ = _toy(None)
+    cleaned = []
+
+    def handler(args):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        finally:
+            cleaned.append(True)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("sys.argv", ["toy", "--n", "1"])
+    assert run(parser, handler) == EXIT_TERMINATED == 143
+    assert cleaned == [True]
+    assert capsys.readouterr().err.strip() == "toy: terminated"
+    assert signal.getsignal(signal.SIGTERM) is before

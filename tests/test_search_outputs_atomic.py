@@ -1,0 +1,77 @@
+"""``write_outputs`` under interruption: the output folder holds one run's files, never a mix
+(`casdri._io.deferred_interrupts`)."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from casdri._io import deferred_interrupts
+from casdri.synthetic import make_synthetic_cache
+from search import report
+from search.run import run_search
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    cache = make_synthetic_cache(tmp_path_factory.mktemp("atomic") / "cache",
+                                 n_soundscapes=60, seed=2, load=False)
+    return [run_search(cache, stage="gates", folds=3, trials=4, seed=s) for s in (1, 2)]
+
+
+def _snapshot(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_an_interrupt_while_rendering_leaves_the_earlier_run_whole(results, tmp_path,
+                                                                   monkeypatch):
+    out = tmp_path / "out"
+    report.write_outputs(results[0], out)
+    before = _snapshot(out)
+    assert {"policy.yaml", "trials.parquet", "report.md"} <= set(before)
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt  # Ctrl-C while matplotlib draws (seconds on a real run)
+        yield  # noqa: unreachable - makes this a generator, as report._figures is
+
+    monkeypatch.setattr(report, "_figures", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_outputs(results[1], out)
+    assert _snapshot(out) == before
+
+
+def test_a_signal_while_writing_lands_after_the_last_file(results, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    report.write_outputs(results[0], out)
+    old = _snapshot(out)
+    real = report.atomic_write_bytes
+    calls = []
+
+    def write_then_interrupt(path, data):
+        calls.append(path)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C after the first of the files
+        return real(path, data)
+
+    monkeypatch.setattr(report, "atomic_write_bytes", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_outputs(results[1], out)
+    new = _snapshot(out)
+    assert len(calls) == len(new) >= 4  # every file of the new run was written
+    for name in ("policy.yaml", "trials.parquet", "report.md"):
+        assert new[name] != old[name], name
+    assert b"seed: 2" in new["policy.yaml"] and b"seed 2" in new["report.md"]
+
+
+def test_deferred_interrupts_delivers_the_first_signal_once_after_the_block():
+    got = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))
+    try:
+        with deferred_interrupts():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            assert got == []  # held
+        assert got == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
