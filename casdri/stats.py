@@ -165,11 +165,11 @@ def paired_bootstrap_parts(
             _gain(a, st, ba, bs, n_boot, confidence, seed))
 
 
-def _check_boot(n_boot, confidence) -> None:
-    if not 0.0 < confidence < 1.0:
+def _check_boot(n_boot, confidence=0.95) -> None:
+    if not 0.0 < float(confidence) < 1.0:
         raise InputError(f"confidence must be in (0, 1), got {confidence}")
-    if int(n_boot) < 1:
-        raise InputError(f"n_boot must be >= 1, got {n_boot}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise InputError(f"n_boot must be an int >= 1, got {n_boot!r}")
 
 
 def _resampled_means(arrays, S: int, n_boot: int, seed: int, clusters=None) -> list:
@@ -264,14 +264,19 @@ def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarra
     `tests/test_search_folds_stats.py`).
 
     Args:
-        clusters: per soundscape, a sequence of hashable cluster ids (None or empty: its own).
-        n_boot: resamples; seed: seed of the counts.
+        clusters: per soundscape, a sequence of hashable cluster ids, or one id (a ``str``
+            is one id, not a sequence of characters); None or empty: its own cluster.
+        n_boot: resamples (an int >= 1); seed: seed of the counts.
+
+    Raises:
+        InputError: ``clusters`` not of length S, or a bad ``n_boot``.
 
     Example:
         >>> w = cluster_weights([["a"], ["a", "b"], None], 1000, seed=0)
         >>> w.shape, bool(np.all(w[w[:, 0] == 0, 1] == 0))  # no "a": soundscape 1 is out too
         ((1000, 3), True)
     """
+    _check_boot(n_boot)
     members, k = _members(clusters, len(clusters))
     return _product_weights(members, k, int(n_boot), np.random.default_rng(seed))
 
@@ -284,6 +289,8 @@ def _members(clusters, S: int) -> tuple[np.ndarray, int]:
     ids: dict = {}
     rows = []
     for s, c in enumerate(clusters):
+        if isinstance(c, (str, bytes)):
+            c = (c,)  # one id ("rec1"), not its characters
         keys = [("", k) for k in dict.fromkeys(c)] if c is not None and len(c) else [("\0own", s)]
         rows.append([ids.setdefault(k, len(ids)) for k in keys])
     width = max((len(r) for r in rows), default=1)

@@ -209,6 +209,28 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
     return written
 
 
+def _rule(s) -> str:
+    """The acceptance rule in one phrase (`search.acceptance`)."""
+    if s.accept == "margin":
+        return f"margin rule ({s.margin} dB)"
+    return (f"evidence rule (alpha {s.alpha}, stage alpha {s.stage_alpha}, at least "
+            f"{s.min_changed} soundscapes changed)")
+
+
+def _stage_rows(st: pd.DataFrame, auto: bool) -> pd.DataFrame:
+    """The report's stage table: ``kept`` (the chains whose stage list holds the stage) is
+    `--stage auto`'s choice, so it is shown, renamed, only for auto; every run shows what the
+    stage did to the final policy (the console's ``(result dropped: ...)`` note)."""
+    out = st.drop(columns=["note"])
+    out = (out.rename(columns={"kept": "chosen by auto"}) if auto
+           else out.drop(columns=["kept", "inner_alone_db"]))
+    out.insert(2, "final chain", [
+        "changed the policy" if g > 0 else
+        ("not in the final chain" if np.isnan(g) else "unchanged" + (f" ({n})" if n else ""))
+        for g, n in zip(st["tune_gain_db"], st["note"])])
+    return out
+
+
 def _markdown(result: SearchResult, figs: dict) -> str:
     s = result.settings
     prov = result.provenance
@@ -224,15 +246,16 @@ def _markdown(result: SearchResult, figs: dict) -> str:
            "inside every tune set)" if s.stage == "auto" else f"Stages `{chain}`")
     lines += [f"{how}, {f.k} folds ({grouping}stratified by number of sources)"
               f"{f' x {s.repeats} repeats' if s.repeats > 1 else ''}, {s.n_trials} Optuna "
-              f"trials per joint stage ({s.sampler}), margin {s.margin} dB, seed {s.seed}, "
+              f"trials per joint stage ({s.sampler}), {_rule(s)}, seed {s.seed}, "
               f"{result.seconds:.1f} s.", ""]
     lines += ["## Result", "", "```", *summarize(result), "```", ""]
     for w in result.warnings:
         lines += [f"> **{w}**", ""]
     st = result.stage_table()
     lines += ["## Stages", "", "Tune gain of the final chain beside the pooled held-out gain "
-              "(per stage, averaged over repeats); **negative held-out gains are flagged**.", "",
-              _md_table(st.drop(columns=["note"])), ""]
+              "(per stage, averaged over repeats); **negative held-out gains are flagged**. "
+              "`final chain`: whether the stage's result changed the final policy, or why not.",
+              "", _md_table(_stage_rows(st, s.stage == "auto")), ""]
     for _, r in st[st["heldout_gain_db"] < 0].iterrows():
         lines += [f"> **Stage `{r.stage}` loses {r.heldout_gain_db:+.3f} dB held out.**", ""]
     lines += ["## Folds", "", "Soundscapes per fold and number of sources:", ""]

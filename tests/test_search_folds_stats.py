@@ -212,3 +212,17 @@ def test_a_gain_difference_between_two_samples_flags_shifts_not_noise():
 def test_paired_bootstrap_bad_input(a, b, kw, match):
     with pytest.raises(InputError, match=match):
         paired_bootstrap(a, b, **kw)
+
+
+def test_cluster_weights_take_a_string_as_one_id_and_refuse_a_bad_n_boot():
+    """``["rec1", "rec2"]`` names one recording per soundscape (it was split into characters:
+    every id shares ``r``, ``e``, ``c``); a negative, fractional or bool ``n_boot`` is refused."""
+    from casdri.errors import InputError
+    from casdri.stats import cluster_weights
+    ids = ["rec1", "rec2", "rec3", "rec4"]
+    w = cluster_weights(ids, 2000, seed=0)
+    assert np.array_equal(w, cluster_weights([[i] for i in ids], 2000, seed=0))
+    assert abs(np.corrcoef(w[:, 0], w[:, 1])[0, 1]) < 0.1  # independent recordings
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(InputError, match="n_boot must be an int >= 1"):
+            cluster_weights(ids, bad)

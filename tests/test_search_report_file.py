@@ -1,5 +1,5 @@
-"""``write_outputs`` under interruption: the output folder holds one run's files, never a mix
-(`casdri._io.deferred_interrupts`)."""
+"""``write_outputs``: what ``report.md`` says, and the output folder under interruption (it
+holds one run's files, never a mix: `casdri._io.deferred_interrupts`)."""
 from __future__ import annotations
 
 import signal
@@ -75,3 +75,21 @@ def test_deferred_interrupts_delivers_the_first_signal_once_after_the_block():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_the_report_names_the_rule_and_what_each_stage_did_to_the_final_policy(results, tmp_path):
+    """It said ``margin 0.05 dB`` under the evidence rule, and ``kept 5/5 folds, final`` for
+    stages whose result the rule dropped (auto's column, meaningless without auto)."""
+    result = results[0]
+    text = report.write_outputs(result, tmp_path / "out", figures=False)["report"].read_text()
+    assert "evidence rule (alpha 0.01, stage alpha 0.05, at least 5 soundscapes changed)" in text
+    assert "margin 0.05" not in text
+    header = next(line for line in text.splitlines() if line.startswith("| stage |"))
+    assert "final chain" in header and "kept" not in header and "auto" not in header
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip()
+            for line in text.splitlines() if line.startswith("| gates ")}
+    rec = next(r for r in result.final.records if r.stage == "gates")
+    want = "changed the policy" if rec.gain_db > 0 else "unchanged"
+    assert rows["gates"].startswith(want), rows
+    if rec.note:
+        assert rec.note in rows["gates"]
