@@ -428,7 +428,7 @@ def test_report_of_auto_flags_losses_and_removes_stale_figures(planted, tmp_path
     listed = (out / "report.md").read_text()
     for p in (out / "figures").glob("*.png"):
         assert f"figures/{p.name}" in listed  # every figure left is one the report shows
-    assert "`--stage auto` (kept" in listed and "| kept |" in listed
+    assert "`--stage auto` (kept" in listed and "| chosen by auto |" in listed
     for _, row in r.stage_table().iterrows():
         if row.heldout_gain_db < 0:
             assert f"Stage `{row.stage}` loses" in listed
