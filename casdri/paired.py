@@ -184,7 +184,7 @@ def load_system(spec, cache):
         return POLICIES[str(spec)], params_class(str(spec))()
     p = Path(str(spec))
     if p.is_file() and p.suffix in (".yaml", ".yml"):
-        return load_policy_yaml(p, cache.label_set)  # errors name the file
+        return load_policy_yaml(p, cache.label_set, cache)  # errors name the file
     raise InputError(f"{spec}: not a policy ({', '.join(sorted(POLICIES))}), a policy YAML "
                      "file, a stem folder or a score table (.csv/.parquet/.json of casdri score "
                      "--out); check the path")

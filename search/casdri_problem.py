@@ -152,7 +152,7 @@ class CasdriProblem:
         p = Path(policy_in)
         if not p.is_file():
             raise InputError(f"--policy-in {policy_in}: no such file")
-        mod, params = load_policy_yaml(p, self.cache.label_set)  # errors name the file
+        mod, params = load_policy_yaml(p, self.cache.label_set, self.cache)  # errors name it
         if mod.NAME != self.policy:
             raise PolicyError(f"--policy-in {policy_in}: policy {mod.NAME!r}; the search tunes "
                               f"{self.policy!r}")

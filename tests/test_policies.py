@@ -130,7 +130,8 @@ BAD_YAML = [
     ({"params": {"nope": 1}, "policy": "refine"}, "unknown parameters"),
     ({"params": {}, "policy": "oracle"}, "not 'refine'"),
     ({"params": {"verify_thr": [0.1, 0.2]}, "policy": "refine"}, "18 numbers"),
-    ({"params": {}, "policy": "refine", "label_set": "dcase2025t4"}, "label set"),
+    ({"params": {}, "policy": "refine", "label_set": "dcase2025t4"},
+     "label_set .dcase2025t4. of the policy YAML differs"),
 ]
 
 

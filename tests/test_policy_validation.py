@@ -176,3 +176,23 @@ def test_a_fraction_in_a_whole_number_field_is_refused_in_encoded_settings(cache
     with pytest.raises(PolicyError, match=r"staged\.stage_by_class=0\.5 in setting 0: expected "
                                           r"a whole number"):
         StagedParams.check_encoded(x[None], cache)
+
+
+def test_errors_of_a_policy_file_name_it_and_the_fix(cache, tmp_path):
+    """``casdri compare a.yaml b.yaml`` said ``RefineParams: unknown parameters [...]`` without
+    saying which file; a label set mismatch named neither file nor fix; a cache-dependent choice
+    failed later, at encoding, without the file."""
+    head = "policy: refine\nlabel_set: dcase2026t4\nparams:\n"
+    cases = [(head + "  verfy_thr: 0.5\n", None, r"unknown parameters \['verfy_thr'\]"),
+             (head.replace("dcase2026t4", "dcase2025t4") + "  w: 0.5\n", "dcase2026t4",
+              r"label_set 'dcase2025t4' of the policy YAML differs from 'dcase2026t4', the "
+              r"cache's; use a policy tuned on a 'dcase2026t4' cache"),
+             (head + "  stage: 3\n", cache, r"RefineParams\.stage=3: expected one of")]
+    for i, (text, against, match) in enumerate(cases):
+        f = tmp_path / f"p{i}.yaml"
+        f.write_text(text)
+        kw = {"cache": against} if against is cache else {"label_set": against}
+        with pytest.raises(PolicyError, match=match) as err:
+            load_policy_yaml(f, **kw)
+        assert str(err.value).startswith(f"{f}: "), err.value
+    load_policy_yaml(tmp_path / "p2.yaml")  # stage 3 is fine without a cache to check it

@@ -128,18 +128,36 @@ def drivers(policy) -> Drivers:
     return _DRIVERS[mod.NAME]
 
 
-def load_policy_yaml(source, label_set=None) -> tuple[Any, PolicyParams]:
+def load_policy_yaml(source, label_set=None, cache=None) -> tuple[Any, PolicyParams]:
     """``(policy plug-in, params)`` from a policy YAML (text, path or mapping).
+
+    ``cache`` (a `casdri.cache.DecisionCache` or its metadata), when given, also checks the
+    values whose choices depend on it (a stage or separator index), so that their errors, too,
+    name the file.
 
     Raises:
         PolicyError: no ``policy`` key, an unknown top-level key (`POLICY_YAML_KEYS`), an
-            unknown policy, or a bad parameter (named).
+            unknown policy, or a bad parameter (named); read from a file, the message starts
+            with its path.
     """
-    doc = source
+    doc, path = source, None
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
-        doc = parse_policy_yaml(Path(source))
+        path = Path(source)
+        doc = parse_policy_yaml(path)
     elif isinstance(doc, str):
         doc = parse_policy_yaml(doc)
+    try:
+        mod, params = _from_document(doc, label_set)
+        if cache is not None:
+            params.check(cache)
+        return mod, params
+    except PolicyError as e:  # name the file: a command may read several (casdri compare)
+        if path is None or str(e).startswith(str(path)):
+            raise
+        raise PolicyError(f"{path}: {e}") from None
+
+
+def _from_document(doc, label_set) -> tuple[Any, PolicyParams]:
     if not isinstance(doc, Mapping) or "policy" not in doc:
         raise PolicyError(f"policy YAML needs a 'policy' key (one of {sorted(POLICIES)})")
     unknown = [k for k in doc if k not in POLICY_YAML_KEYS]

@@ -374,7 +374,10 @@ class PolicyParams:
             if label_set is not None and name is not None:
                 want = label_set if isinstance(label_set, LabelSet) else get_label_set(label_set)
                 if want.name != name:
-                    raise PolicyError(f"YAML label set {name!r} != {want.name!r}")
+                    raise PolicyError(
+                        f"label_set {name!r} of the policy YAML differs from {want.name!r}, the "
+                        f"cache's; use a policy tuned on a {want.name!r} cache (or correct its "
+                        "'label_set' line if the classes are the same)")
             label_set = label_set if label_set is not None else name
             doc = doc["params"] or {}
         names = {f.name for f in cls._fields()}
