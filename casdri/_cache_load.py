@@ -167,8 +167,11 @@ def build_arrays(meta: sc.CacheMeta, tables: dict) -> dict:
     if (seen != 1).any():
         ti, s, k = (int(v[0]) for v in np.nonzero(seen != 1))
         what = "missing" if seen[ti, s, k] == 0 else "duplicated"
+        fix = ("a tagger part file is missing or incomplete; 'casdri-cache validate' on this "
+               "cache names the part to delete and rebuild" if what == "missing" else
+               "two parts hold the same rows; remove one of them")
         raise CacheSchemaError(f"tagger rows {what}: soundscape {names[s]!r}, tagger "
-                               f"{meta.taggers[ti]!r}, track {k}")
+                               f"{meta.taggers[ti]!r}, track {k} ({fix})")
     out["tagger_probs"] = probs
     out.update(_separations(meta, tables["separations"], names, n_ref))
     if tables.get("sed"):

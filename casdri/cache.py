@@ -360,7 +360,12 @@ def load_cache(path: Union[str, Path], label_set=None, *,
                 f"label set {want.name!r} ({want.n_classes} classes); rebuild the cache for "
                 "this label set or pass the cache's label set")
     tables = read_tables(path, meta)
-    arrays = build_arrays(meta, tables)
+    try:
+        arrays = build_arrays(meta, tables)
+    except CacheSchemaError as e:  # name the cache where no part file is named
+        if str(path) in str(e):
+            raise
+        raise CacheSchemaError(f"{path}: {e}") from None
     _load.check_complete(path, arrays["soundscape_ids"], arrays["splits"], allow_incomplete)
     sed = arrays.pop("sed", None)
     return DecisionCache(meta=meta, path=path,

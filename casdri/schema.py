@@ -182,9 +182,10 @@ class CacheMeta:
             v = getattr(self, name)
             if not v or len(set(v)) != len(v):
                 raise CacheSchemaError(f"{name} must be unique and non-empty, got {list(v)}")
-        if self.n_tracks < 1 or self.n_stages < 1:
-            raise CacheSchemaError(f"n_tracks and n_stages must be >= 1, got {self.n_tracks}, "
-                                   f"{self.n_stages}")
+        for name in ("sample_rate_hz", "n_tracks", "n_stages"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise CacheSchemaError(f"{name} must be an integer >= 1, got {v!r}")
 
     @property
     def n_classes(self) -> int:

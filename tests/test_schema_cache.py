@@ -174,6 +174,10 @@ BAD = [
      CacheSchemaError, r"slots must be 0\.\.\d exactly once"),
     ("missing tagger row", lambda p: _rewrite(p, "tagger", lambda t: t.slice(1)), {},
      CacheSchemaError, r"tagger rows missing: soundscape 'synth_"),
+    ("deleted tagger part", lambda p: (p / "tagger/part-001.parquet").unlink(), {},
+     CacheSchemaError, r"^/.*: tagger rows missing: soundscape 'synth_\d+', tagger '\w+', track "
+                       r"\d \(a tagger part file is missing or incomplete; 'casdri-cache "
+                       r"validate' on this cache names the part to delete and rebuild\)"),
     ("query order", lambda p: _rewrite(p, "separations", _reverse_queries), {},
      CacheSchemaError, "not in canonical order"),
     ("unknown separator", lambda p: _set_meta(p, separators=["sepA", "zzz"]), {},
@@ -211,6 +215,18 @@ def test_meta_round_trip_and_units(small):
     schema = pq.read_schema(sorted((small / "separations").glob("*"))[0])
     assert schema.field(sc.SNR_DB).metadata[b"unit"] == b"dB"
     assert json.loads(schema.metadata[sc.PART_META_KEY])["schema_version"] == 1
+
+
+@pytest.mark.parametrize("field,value", [("n_tracks", "three"), ("n_tracks", 0),
+                                         ("n_stages", 1.5), ("sample_rate_hz", True)])
+def test_meta_names_a_bad_integer_field(small, field, value):
+    """``"n_tracks": "three"`` gave ``bad metadata: '<' not supported between instances of
+    'str' and 'int'``, naming no field."""
+    d = json.loads((small / sc.META_FILE).read_text())
+    d[field] = value
+    with pytest.raises(CacheSchemaError, match=rf"cache\.json: bad metadata: {field} must be an "
+                       rf"integer >= 1, got {value!r}"):
+        sc.CacheMeta.from_dict(d, where="cache.json")
 
 
 def test_optional_group_columns_round_trip_and_stay_optional():
