@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-stages", type=_stage_list, default=None, metavar="S1,S2,...",
                    help="the stages --stage auto may keep (default: "
                         + ",".join(AUTO_STAGES) + ")")
-    p.add_argument("--inner-folds", type=int_at_least(2), default=3, metavar="K",
+    p.add_argument("--inner-folds", type=int_at_least(2), default=None, metavar="K",
                    help="folds of the inner cross-validation of --stage auto (default: "
-                        "%(default)s)")
+                        f"{SearchSettings.inner_folds})")
     p.add_argument("--group-by", default="auto", metavar="recording|room|COLUMN|none",
                    help="folds never split a group of soundscapes (auto: by source recording "
                         "when the cache records them, else by room; default: %(default)s)")
@@ -130,11 +130,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def settings_from_args(args):
     """The `search.settings.SearchSettings` of parsed arguments (one place maps flags)."""
-    optional = {k: getattr(args, k) for k in ("auto_stages", "margin", "alpha", "stage_alpha",
-                                               "min_changed") if getattr(args, k) is not None}
+    optional = {k: getattr(args, k) for k in ("auto_stages", "inner_folds", "margin", "alpha",
+                                               "stage_alpha", "min_changed")
+                if getattr(args, k) is not None}
     return SearchSettings(
         policy=args.policy, stage=args.stage, folds=args.folds, repeats=args.repeats,
-        inner_folds=args.inner_folds, group_by=args.group_by, n_trials=args.trials,
+        group_by=args.group_by, n_trials=args.trials,
         accept=args.accept, sampler=args.sampler, seed=args.seed, storage=args.storage,
         study_name=args.study_name, resume=args.resume, jobs=args.jobs,
         progress=sys.stderr.isatty(), **optional)
@@ -157,6 +158,9 @@ def _run(args, parser) -> int:
                                        for k in ("alpha", "stage_alpha", "min_changed")):
         raise UsageError("--alpha, --stage-alpha and --min-changed apply to --accept evidence",
                          parser)
+    if args.stage != "auto" and (args.auto_stages is not None or args.inner_folds is not None):
+        raise UsageError("--auto-stages and --inner-folds apply only to --stage auto; add "
+                         "--stage auto or drop them", parser)
     if args.resume and not args.storage:  # was ignored: a fresh search in memory
         raise UsageError("--resume adds trials to the studies of a --storage; give the shared "
                          "study's --storage URL (or drop --resume)", parser)

@@ -335,7 +335,7 @@ def summarize(result: SearchResult) -> list:
     label = "start policy (--policy-in):" if from_file else "start policy (untuned)   :"
     lines.append(f"{label} {result.start_db:8.3f} dB (the stages start here)")
     f = result.folds
-    if f.groups is not None:
+    if f.groups is not None and result.fold_results:  # one fold: nothing is held out
         lines.append(f"folds grouped by {f.group_by}: {f.n_groups} groups (soundscapes sharing "
                      f"one are held out together)")
     if result.fold_results:

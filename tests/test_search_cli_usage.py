@@ -33,6 +33,8 @@ def run_cli(*args, cwd=None, timeout=300):
     (["--margin", "0.1"], "--margin applies to --accept margin"),
     (["--accept", "margin", "--min-changed", "3"], "apply to --accept evidence"),
     (["--resume"], "--resume adds trials to the studies of a --storage"),  # was ignored
+    (["--auto-stages", "gates"], "--auto-stages and --inner-folds apply only to --stage auto"),
+    (["--stage", "gates", "--inner-folds", "4"], "apply only to --stage auto"),  # both ignored
 ])
 def test_usage_error_is_one_line_exit_2(args, match):
     p = run_cli(*args)

@@ -93,3 +93,15 @@ def test_the_report_names_the_rule_and_what_each_stage_did_to_the_final_policy(r
     assert rows["gates"].startswith(want), rows
     if rec.note:
         assert rec.note in rows["gates"]
+
+
+def test_one_fold_prints_no_fold_grouping():
+    """``--folds 1`` holds nothing out, so "folds grouped by recording: N groups" (printed for
+    the demo cache, whose soundscapes list their recordings) was misleading."""
+    from pathlib import Path
+
+    from search.result import summarize
+    demo = Path(__file__).resolve().parents[1] / "casdri" / "data" / "demo_cache"
+    one = run_search(demo, stage="gates", folds=1, trials=2, seed=0, test_split="none")
+    assert one.folds.groups is not None and not one.fold_results
+    assert not any(line.startswith("folds grouped by") for line in summarize(one))
