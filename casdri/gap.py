@@ -169,7 +169,9 @@ def explain(cache, policy="baseline", params=None, oracle=None, mask=None) -> Ga
     mod = get_policy(policy)
     params = params_class(mod)() if params is None else params
     clips, sidx, oracle = cache_clips(cache, mod, params, oracle, mask)
-    expl = decompose(clips, f"policy {mod.NAME} on cache {cache.path}")
+    splits = ", ".join(sorted({str(v) for v in cache.splits[sidx]}))
+    expl = decompose(clips, f"policy {mod.NAME} on cache {cache.path}, {len(sidx)} soundscapes "
+                            f"(split {splits})")
     _check_replay(cache, mod, params, sidx, expl.per_soundscape["system_db"].to_numpy(),
                   "system")
     _check_replay(cache, "oracle", oracle, sidx, expl.per_soundscape["oracle_db"].to_numpy(),

@@ -264,7 +264,7 @@ def provenance(problem: CasdriProblem, path, result, policy_in) -> dict:
         "cache_hash": None if path is None else f"sha256:{cache_hash(path)}",
         "label_set": meta.label_set,
         "models": meta.model_sha256(),  # compared with the system's checkpoints by apply
-        "n_soundscapes": problem.n_soundscapes,
+        "n_soundscapes": problem.n_soundscapes,  # the cache's; the tune set: tune_soundscapes
         "policy_in": None if policy_in is None else str(policy_in),
         "storage": result.settings.storage,
         "study_name": result.settings.study_name,

@@ -422,7 +422,10 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
             result.warnings.append(note)
     result.warnings[:0] = notes
     result.provenance = cp.provenance(problem, path, result, policy_in)
-    result.provenance.update(split=split, test_split=test_split, group_by=group_by)
+    tune_idx = np.arange(dc.n_soundscapes) if idx is None else idx
+    result.provenance.update(split=split, test_split=test_split, group_by=group_by,
+                             tune_soundscapes=int(len(tune_idx)),
+                             tune_splits=sorted({str(v) for v in dc.splits[tune_idx]}))
     return result
 
 

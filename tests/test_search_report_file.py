@@ -105,3 +105,25 @@ def test_one_fold_prints_no_fold_grouping():
     one = run_search(demo, stage="gates", folds=1, trials=2, seed=0, test_split="none")
     assert one.folds.groups is not None and not one.fold_results
     assert not any(line.startswith("folds grouped by") for line in summarize(one))
+
+
+def test_provenance_and_explain_say_which_soundscapes(tmp_path):
+    """The policy YAML said ``n_soundscapes: 500, split: null`` for a policy tuned on the 300
+    dev soundscapes (the eval ones held back by --test-split auto), and ``casdri explain`` scored
+    all 500 without saying so."""
+    from pathlib import Path
+
+    import yaml
+
+    from casdri.cache import load_cache
+    from casdri.gap import explain
+    demo = Path(__file__).resolve().parents[1] / "casdri" / "data" / "demo_cache"
+    result = run_search(demo, stage="gates", folds=2, trials=2, seed=0)
+    prov = yaml.safe_load(report.write_outputs(result, tmp_path, figures=False)["policy"]
+                          .read_text())["provenance"]
+    assert (prov["n_soundscapes"], prov["test_split"]) == (500, "eval")
+    assert (prov["tune_soundscapes"], prov["tune_splits"]) == (300, ["dev"])
+    cache = load_cache(demo)
+    assert explain(cache).source.endswith(", 500 soundscapes (split dev, eval)")
+    assert explain(cache, mask=cache.split_mask("dev")).source.endswith(
+        ", 300 soundscapes (split dev)")
