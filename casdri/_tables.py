@@ -63,7 +63,8 @@ def comparison_text(c, top: int = 10) -> str:
              f"{100 * b.confidence:.0f}% CI [{lo:+.3f}, {hi:+.3f}] (paired bootstrap, "
              f"{b.n_boot} resamples, seed {b.seed})",
              f"probability of improvement (resamples with gain > 0): {c.prob_improvement:.3f}; "
-             f"soundscapes better / worse / equal: {c.n_better} / {c.n_worse} / {c.n_equal}",
+             f"soundscapes better / worse / equal: {c.n_better} / {c.n_worse} / {c.n_equal} "
+             f"(of the {c.n_better + c.n_worse + c.n_equal} both score)",
              "", "per scene type (gain, CI and P(>0) within the type; share: the type's exact "
              "share of the overall gain):",
              _row("scene", ["n", "A", "B", "gain", "ci_lo", "ci_hi", "P(>0)", "share"])]

@@ -2,6 +2,7 @@
 ``casdri explain`` / ``casdri compare`` subcommands (subprocess)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,9 @@ def test_cli_explain_and_compare_on_the_demo_cache(tmp_path):
     r = run_cli("compare", policy, "baseline", "--n-boot", "300", "--top", "3")
     assert r.returncode == 0, r.stderr
     assert "probability of improvement" in r.stdout and "per class" in r.stdout
+    m = re.search(r"better / worse / equal: (\d+) / (\d+) / (\d+) \(of the (\d+) both score\)",
+                  r.stdout)  # the three add up to the soundscapes both policies score
+    assert m and sum(map(int, m.groups()[:3])) == int(m.group(4)), r.stdout
     r = run_cli("compare", policy, "baseline", "--split", "dev", "--n-boot", "300")
     assert r.returncode == 0 and "300 soundscapes compared" in r.stdout, r.stderr
     r = run_cli("explain", "--split", "test")
