@@ -140,8 +140,16 @@ class ClassBlock:
         return len(self.ref_rows) - len(self.pairs)
 
 
+def _label_seq(labels, name: str):
+    """``labels`` unless it is one string (its characters would be read as labels)."""
+    if isinstance(labels, (str, bytes)):
+        raise LabelError(f"{name}: expected a sequence of labels, got the string {labels!r}; "
+                         f"pass [{labels!r}]")
+    return labels
+
+
 def _check_labels(labels: Sequence[str], n_rows: int, name: str) -> list[str]:
-    labels = [str(x) for x in labels]
+    labels = [str(x) for x in _label_seq(labels, name)]
     if len(labels) != n_rows:
         raise LabelError(f"{name}: {len(labels)} labels for {n_rows} rows")
     return labels
@@ -342,9 +350,10 @@ def capi_sdri(
 
     Args:
         est_labels: ``n_est`` labels, class names or ``'silence'``.
-        est_wavs: ``(n_est, n_samples)`` float32/float64 stems (``n_est`` may be 0).
+        est_wavs: ``(n_est, n_samples)`` float32/float64 stems (``n_est`` may be 0; a 1-D
+            ``(n_samples,)`` array is one stem).
         ref_labels: ``n_ref`` labels.
-        ref_wavs: ``(n_ref, n_samples)`` oracle targets (dry sources at channel 0).
+        ref_wavs: ``(n_ref, n_samples)`` oracle targets (dry sources at channel 0; 1-D: one).
         mixture: ``(n_samples,)`` channel 0 of the soundscape.
         label_set: the classes a label may name (besides ``'silence'``), as in `CapiSdri`;
             a typo would otherwise become a class of its own.
@@ -356,7 +365,8 @@ def capi_sdri(
         InputError: shape, length or dtype mismatch, or NaN/Inf in a non-silence row or the
             mixture (the official code silently ignores a NaN in an unpaired stem and turns the
             clip into NaN elsewhere; casdri refuses both).
-        LabelError: label and row counts differ, or a label outside ``label_set``.
+        LabelError: label and row counts differ, a label outside ``label_set``, or one string
+            where a sequence of labels belongs.
 
     References:
         ``S5ClassAwareMetric('sdr')``, nttcslab/dcase2026_task4_baseline @ 20e6992.
@@ -367,8 +377,8 @@ def capi_sdri(
         6.0206
     """
     ls = get_label_set(label_set)
-    ls.check(map(str, est_labels), "est_labels")
-    ls.check(map(str, ref_labels), "ref_labels")
+    ls.check(map(str, _label_seq(est_labels, "est_labels")), "est_labels")
+    ls.check(map(str, _label_seq(ref_labels, "ref_labels")), "ref_labels")
     est_labels, est, ref_labels, ref, mix = _validate_clip(
         est_labels, est_wavs, ref_labels, ref_wavs, mixture)
     snr, snr_mix = clip_snr(est_labels, est, ref_labels, ref, mix)

@@ -277,6 +277,12 @@ def replay_matrix(cache, policy: Union[str, ModuleType], params, mask=None,
         mask: soundscapes (bool ``(S,)`` or indices); counts: also per-clip tp/fp/fn.
         parallel: False runs the same kernel on one thread (identical results).
 
+    Returns:
+        `ReplayMatrix`: ``values`` ``(n settings, S_sel) float64`` clip CAPI-SDRi in dB (NaN
+        where the clip is None, as the official metric leaves it out of the mean), the cache
+        rows of its columns, label totals per setting, and per-clip (tp, fp, fn) when
+        ``counts``. `scored_mean` of ``values`` gives each setting's dataset CAPI-SDRi.
+
     Raises:
         PolicyError: bad settings; CacheKeyError: a query not in the cache.
     """

@@ -130,6 +130,19 @@ def test_accumulator_rejects_unknown_label_and_repeated_soundscape():
         acc.update("s0", ["Speech"], ref, ["Speech"], ref, ref[0])
 
 
+def test_one_string_where_labels_belong_is_named_not_spelled_out():
+    """``capi_sdri("Speech", ...)`` said ``unknown label 'S'`` (the string's characters); a
+    1-D stem array is one stem, as documented."""
+    ref = np.ones((1, T), np.float32)
+    for est, refs, side in (("Speech", ["Speech"], "est_labels"), (["Speech"], "Speech",
+                                                                   "ref_labels")):
+        with pytest.raises(casdri.LabelError, match=rf"{side}: expected a sequence of labels, "
+                                                    r"got the string 'Speech'; pass \['Speech'\]"):
+            casdri.capi_sdri(est, 0.5 * ref, refs, ref, 2 * ref[0])
+    assert casdri.capi_sdri(["Speech"], 0.5 * ref[0], ["Speech"], ref, 2 * ref[0]) == \
+        casdri.capi_sdri(["Speech"], 0.5 * ref, ["Speech"], ref, 2 * ref[0])
+
+
 def test_custom_label_set_is_accepted():
     acc = casdri.CapiSdri(label_set=["Dog", "Cat"])
     ref = np.ones((1, T), np.float32)
