@@ -68,7 +68,7 @@ class Selection:
                 if self.stages else "nothing (the start policy)")
         alone = ", ".join(f"{s} {g:+.3f}" for s, g in self.alone_gain_db.items())
         var = f", variant {self.variant}" if self.variant else ""
-        return (f"kept {kept}{var}: each step keeps the stage with the best inner "
+        return (f"chose {kept}{var}: each step keeps the stage with the best inner "
                 f"cross-validated held-out gain if it beats one standard error; alone from "
                 f"the start: {alone} dB")
 

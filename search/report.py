@@ -242,7 +242,7 @@ def _markdown(result: SearchResult, figs: dict) -> str:
     grouping = (f"grouped by {f.group_by} ({f.n_groups} groups), " if f.groups is not None
                 else "")
     chain = " → ".join(result.stages) or "none (the start policy)"
-    how = (f"`--stage auto` (kept `{chain}` by a {s.inner_folds}-fold inner cross-validation "
+    how = (f"`--stage auto` (chose `{chain}` by a {s.inner_folds}-fold inner cross-validation "
            "inside every tune set)" if s.stage == "auto" else f"Stages `{chain}`")
     lines += [f"{how}, {f.k} folds ({grouping}stratified by number of sources)"
               f"{f' x {s.repeats} repeats' if s.repeats > 1 else ''}, {s.n_trials} Optuna "

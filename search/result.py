@@ -379,8 +379,7 @@ def summarize(result: SearchResult) -> list:
         secs = sum(f.selection.seconds for f in [*result.fold_results, result.final])
         lines.append(f"--stage auto: {result.final.selection.why()} [selection "
                      f"{secs:.1f} s over {len(result.fold_results) + 1} chains]")
-    else:
-        lines.append(kept_line(result.final.records, s.accept))
+    lines.append(kept_line(result.final.records, s.accept))  # what the chosen stages changed
     lines.append("per-stage gains (final chain tune / pooled held-out, dB):")
     for _, r in result.stage_table().iterrows():
         tune = "   -  " if np.isnan(r.tune_gain_db) else f"{r.tune_gain_db:+.3f}"

@@ -349,7 +349,7 @@ def test_auto_selects_inside_every_outer_fold_and_reports_why(planted):
     from search.result import summarize
 
     text = "\n".join(summarize(r))
-    assert "--stage auto: kept" in text and "alone from the start" in text
+    assert "--stage auto: chose" in text and "alone from the start" in text
 
 
 def test_auto_keeps_nothing_when_no_stage_beats_noise(planted):
@@ -428,7 +428,7 @@ def test_report_of_auto_flags_losses_and_removes_stale_figures(planted, tmp_path
     listed = (out / "report.md").read_text()
     for p in (out / "figures").glob("*.png"):
         assert f"figures/{p.name}" in listed  # every figure left is one the report shows
-    assert "`--stage auto` (kept" in listed and "| chosen by auto |" in listed
+    assert "`--stage auto` (chose" in listed and "| chosen by auto |" in listed
     for _, row in r.stage_table().iterrows():
         if row.heldout_gain_db < 0:
             assert f"Stage `{row.stage}` loses" in listed
