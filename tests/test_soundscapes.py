@@ -523,13 +523,39 @@ def test_bad_arguments_raise(tmp_path, kwargs, match):
 def test_existing_output_needs_overwrite(tmp_path):
     root = _tiny_pool(tmp_path / "pool")
     generate_soundscapes(root, tmp_path / "out", {"dev": 2}, duration_s=0.5, progress=False)
-    with pytest.raises(InputError, match=r"dev: already holds soundscape; pass overwrite"):
+    with pytest.raises(InputError, match=r"dev: already holds soundscape; rerun with --overwrite"):
         generate_soundscapes(root, tmp_path / "out", {"dev": 1}, duration_s=0.5,
                              progress=False)
     generate_soundscapes(root, tmp_path / "out", {"dev": 1}, duration_s=0.5, progress=False,
                          overwrite=True)
     assert [p.name for p in (tmp_path / "out" / "dev" / "soundscape").iterdir()] == \
         ["soundscape_00000.wav"]
+
+
+def test_an_interrupted_run_leaves_no_half_split_and_can_be_rerun(tmp_path, monkeypatch):
+    """Ctrl-C after 2 of 4 soundscapes left them with no metadata, and a rerun refused the
+    folder (it could neither resume nor start again without --overwrite)."""
+    import cache_builder.soundscapes.generate as gen
+    root = _tiny_pool(tmp_path / "pool")
+    out = tmp_path / "out"
+    generate_soundscapes(root, out, {"dev": 2}, duration_s=0.5, progress=False)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    real, made = gen._make_one, []
+
+    def interrupted(*args):
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        made.append(args[0].name)
+        return real(*args)
+
+    monkeypatch.setattr(gen, "_make_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_soundscapes(root, out, {"test": 4}, duration_s=0.5, progress=False, n_jobs=1)
+    assert len(made) == 2  # two soundscapes were written, then removed
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # dev untouched
+    monkeypatch.setattr(gen, "_make_one", real)
+    table = generate_soundscapes(root, out, {"test": 4}, duration_s=0.5, progress=False)
+    assert table["soundscape"].nunique() == 4
 
 
 def test_cli_subprocess(tmp_path):

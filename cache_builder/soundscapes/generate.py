@@ -28,6 +28,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -243,6 +244,10 @@ def generate_soundscapes(
             with the wrong layout or an empty class folder, a
             split without noise/interference/target clips, an existing output.
         AudioFileError: a clip that is not mono or not at ``sample_rate_hz``.
+
+    A run that fails or is interrupted (Ctrl-C, SIGTERM) removes what it wrote: the split
+    folders hold a whole generated split or nothing (the audio follows from the seed, so
+    running the command again gives the same files).
     """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be an int >= 0, got {seed!r}")
@@ -262,9 +267,26 @@ def generate_soundscapes(
         _check_split(pool.splits[split], n, cfg, pool)
         found = _existing(Path(out_dir) / split)
         if found and not overwrite:
-            raise InputError(f"{Path(out_dir) / split}: already holds {found[0].name}; pass "
-                             "overwrite=True (--overwrite) to replace the generated folders, "
-                             "or another out_dir")
+            raise InputError(f"{Path(out_dir) / split}: already holds {found[0].name}; rerun "
+                             "with --overwrite (overwrite=True in Python) to replace the "
+                             "generated folders, or choose another --out")
+    created = [p for p in [Path(out_dir), *(Path(out_dir) / s for s in counts)] if not p.exists()]
+    try:
+        return _generate(pool, counts, out_dir, seed, n_samples, sample_rate_hz, cfg,
+                         write_stems, n_jobs, progress, name_prefix)
+    except BaseException:  # Ctrl-C, SIGTERM, a bad clip: leave no half-written split behind
+        for split in counts:
+            for path in _existing(Path(out_dir) / split):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only folders this run made, and only when empty
+        raise
+
+
+def _generate(pool, counts, out_dir, seed, n_samples, sample_rate_hz, cfg, write_stems, n_jobs,
+              progress, name_prefix) -> pd.DataFrame:
+    """The work of `generate_soundscapes` once its arguments are checked."""
     specs, dirs = [], []
     for split, n in counts.items():
         split_dir = Path(out_dir) / split
