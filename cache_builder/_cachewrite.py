@@ -57,14 +57,21 @@ def cache_metadata(system: System, *, top_n: int, has_oracle: bool, closure_rule
     return d
 
 
+def _short(v, width: int = 40) -> str:
+    text = repr(v)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _diff(old: dict, new: dict, prefix="") -> list[str]:
+    """The differing fields of two metadata dicts, one short line each (nested dicts by their
+    dotted path; long values cut, so a message stays readable)."""
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _diff(a, b, f"{prefix}{k}.")
         elif a != b:
-            out.append(f"{prefix}{k}: {a!r} (on disk) vs {b!r} (this build)")
+            out.append(f"{prefix}{k}: {_short(a)} (on disk) vs {_short(b)} (this build)")
     return out
 
 

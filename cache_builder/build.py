@@ -47,6 +47,7 @@ from __future__ import annotations
 import errno
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -339,57 +340,65 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
     files = [by_name[n] for n in names]
     meta = cw.cache_metadata(sysm, top_n=top_n, has_oracle=layout.oracle is not None,
                              closure_rule=CLOSURE_RULE, query_order=QUERY_ORDER_RULE)
+    created = not out.exists()
     cmeta = cw.prepare_folder(out, meta)
-    (out / PROGRESS_DIR).mkdir(exist_ok=True)
-    if batch_size is None:
-        batch_size = default_batch_size(sysm.device)
-    prog_path, progress_state = _manifest(out, split, tuple(shard), chunk_size,
-                                          meta["cache_id"], [f.name for f in all_files],
-                                          names, layout.soundscapes,
-                                          run_settings(sysm, batch_size, tag_batch_size))
-    progress_state["split_source"] = str(layout.metadata) if layout.split_tags else None
-    chunks = [files[s:s + chunk_size] for s in range(0, len(files), chunk_size)]
-    todo = [(j, c) for j, c in enumerate(chunks) if _part_name(split, shard, j)
-            not in progress_state["done"]]
-    _remove_stale_temps(out, split, tuple(shard), prog_path)
-    for part in progress_state["done"]:  # a kill between the manifest and clearing the journal
-        BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part).clear()
-    for j, _ in todo:  # parts of a chunk killed between two tables
-        cw.remove_part(out, _part_name(split, shard, j))
-    report = BuildReport(out, tuple(shard), len(files), 0,
-                         len(files) - sum(len(c) for _, c in todo), split=split,
-                         oracle=layout.oracle)
-    sysm.passes.reset()
-    bars = _Bars(progress, sum(len(c) for _, c in todo), len(todo))
-    stream = iter_soundscapes([f for _, c in todo for f in c], jobs=jobs)
     try:
-        for j, chunk in todo:
-            scs = [next(stream) for _ in chunk]
-            before = dict(sysm.passes.items)
-            part = _part_name(split, shard, j)
-            journal = BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part)
-            journal.remove_temps()
-            with _disk_full_named(out, part):
-                res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
-                                bar=bars.sep, sep_total=bars.sep_total, journal=journal)
-                cw.write_chunk(out, part, res, sysm, split, cmeta, provenance)
-                progress_state["done"][part] = [s.name for s in scs]
-                progress_state["passes"][part] = {k: v - before.get(k, 0)
-                                                  for k, v in sysm.passes.items.items()
-                                                  if v - before.get(k, 0)}
-                _atomic_json(prog_path, progress_state)
-            journal.clear()
-            report.parts_written.append(part)
-            report.n_built += len(scs)
-            report.n_queries += sum(len(k) for k in res.keys)
-            bars.parts.update(1)
-    finally:
-        bars.close()
-        stream.close()
-    report.passes = dict(sysm.passes.items)
-    report.calls = dict(sysm.passes.calls)
-    report.seconds = time.perf_counter() - t0
-    return report
+        (out / PROGRESS_DIR).mkdir(exist_ok=True)
+        if batch_size is None:
+            batch_size = default_batch_size(sysm.device)
+        prog_path, progress_state = _manifest(out, split, tuple(shard), chunk_size,
+                                              meta["cache_id"], [f.name for f in all_files],
+                                              names, layout.soundscapes,
+                                              run_settings(sysm, batch_size, tag_batch_size))
+        progress_state["split_source"] = str(layout.metadata) if layout.split_tags else None
+        chunks = [files[s:s + chunk_size] for s in range(0, len(files), chunk_size)]
+        todo = [(j, c) for j, c in enumerate(chunks) if _part_name(split, shard, j)
+                not in progress_state["done"]]
+        _remove_stale_temps(out, split, tuple(shard), prog_path)
+        for part in progress_state["done"]:  # a kill between the manifest and clearing the journal
+            BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part).clear()
+        for j, _ in todo:  # parts of a chunk killed between two tables
+            cw.remove_part(out, _part_name(split, shard, j))
+        report = BuildReport(out, tuple(shard), len(files), 0,
+                             len(files) - sum(len(c) for _, c in todo), split=split,
+                             oracle=layout.oracle)
+        sysm.passes.reset()
+        bars = _Bars(progress, sum(len(c) for _, c in todo), len(todo))
+        stream = iter_soundscapes([f for _, c in todo for f in c], jobs=jobs)
+        try:
+            for j, chunk in todo:
+                scs = [next(stream) for _ in chunk]
+                before = dict(sysm.passes.items)
+                part = _part_name(split, shard, j)
+                journal = BatchJournal(out / PROGRESS_DIR / JOURNAL_DIR / part)
+                journal.remove_temps()
+                with _disk_full_named(out, part):
+                    res = run_chunk(sysm, scs, top_n, batch_size, tag_batch_size,
+                                    bar=bars.sep, sep_total=bars.sep_total, journal=journal)
+                    cw.write_chunk(out, part, res, sysm, split, cmeta, provenance)
+                    progress_state["done"][part] = [s.name for s in scs]
+                    progress_state["passes"][part] = {k: v - before.get(k, 0)
+                                                      for k, v in sysm.passes.items.items()
+                                                      if v - before.get(k, 0)}
+                    _atomic_json(prog_path, progress_state)
+                journal.clear()
+                report.parts_written.append(part)
+                report.n_built += len(scs)
+                report.n_queries += sum(len(k) for k in res.keys)
+                bars.parts.update(1)
+        finally:
+            bars.close()
+            stream.close()
+        report.passes = dict(sysm.passes.items)
+        report.calls = dict(sysm.passes.calls)
+        report.seconds = time.perf_counter() - t0
+        return report
+    except Exception:
+        # An error before any part was written leaves no empty cache behind to block the
+        # corrected build (an interrupt is no Exception: it keeps the folder, and resumes).
+        if created and not any((out / "soundscapes").glob("part-*.parquet")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 class _disk_full_named:

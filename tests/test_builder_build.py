@@ -448,6 +448,28 @@ def test_bad_soundscape_audio(env, tmp_path, channels, rate, match):
     assert not (tmp_path / "out").exists()  # checked before anything is written
 
 
+def test_a_build_that_fails_before_any_part_leaves_no_empty_cache(env, tmp_path):
+    """A NaN found while reading a soundscape failed the build after its folder, metadata and
+    progress files were made; that empty cache then refused the corrected build of another
+    system with a 2,000-character list of differing fields."""
+    sdir = tmp_path / "sc"
+    shutil.copytree(env["sdir"], sdir)
+    first = sorted(sdir.glob("*.wav"))[0]
+    audio, fs = sf.read(first, dtype="float32")
+    audio[100, 0] = np.nan
+    sf.write(first, audio, fs, subtype="FLOAT")
+    with pytest.raises(AudioFileError, match=rf"{first.name}: channel 0 holds nan"):
+        build_cache(env["system"], sdir, tmp_path / "out", **KW)
+    assert not (tmp_path / "out").exists()
+    from cache_builder._cachewrite import _diff
+    sep = {"name": "large", "module": "m" * 300, "sha256": "e" * 64}
+    lines = _diff({"extra": {"models": {"large": sep, "small": sep}}},
+                  {"extra": {"models": {"large": {**sep, "sha256": "f" * 64}}}})
+    assert len(lines) == 2 and lines[0].startswith("extra.models.large.sha256: 'eeee")
+    assert lines[1].startswith("extra.models.small: {'name': 'large'")  # a model dropped
+    assert all(len(line) < 140 for line in lines)  # a model's whole dict was printed
+
+
 @pytest.mark.parametrize("cls, match", [
     ("NaNSeparator", r"separator 'small' on soundscape_0000.*NaN/Inf"),
     ("WrongShapeSeparator", r"separator 'small' on soundscape_0000.*expected \(4, 3, 1, 32000\)"),
