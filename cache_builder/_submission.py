@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -30,13 +31,13 @@ __all__ = ["INCOMPLETE_MARKER", "zip_target", "check_out", "temp_folder", "move_
 INCOMPLETE_MARKER = ".casdri-apply-incomplete"
 
 
-def zip_target(out: Path, zip_name: Union[str, Path]) -> Path:
+def zip_target(out: Path, zip_name: Union[str, Path], overwrite: bool = False) -> Path:
     """The submission zip path for ``zip_name`` (a bare name goes beside ``out``), checked
-    before any work.
+    before any work: a temp file is made (and removed) in the folder that will hold it.
 
     Raises:
-        CacheError: a suffix other than ``.zip``, a folder in the way, or a folder that cannot
-            be written.
+        CacheError: a suffix other than ``.zip``, a folder in the way, a folder that cannot
+            be written, or an existing zip without ``overwrite``.
     """
     path = Path(zip_name)
     if not str(zip_name).strip() or path.name in ("", ".", ".."):
@@ -54,9 +55,17 @@ def zip_target(out: Path, zip_name: Union[str, Path]) -> Path:
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    try:  # os.access says yes to root anywhere, /proc included: try a real file
+        if not folder.is_dir():
+            raise OSError
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
         raise CacheError(f"--zip {path}: cannot write into {folder}; choose a writable "
-                         "folder")
+                         "folder") from None
+    if path.exists() and not overwrite:
+        raise CacheError(f"--zip {path}: exists (an earlier submission?); pass --overwrite to "
+                         "replace it, or choose another name")
     return path
 
 

@@ -290,7 +290,7 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
     """
     t0 = time.perf_counter()
     out = Path(out)
-    zip_path = None if zip_name is None else zip_target(out, zip_name)
+    zip_path = None if zip_name is None else zip_target(out, zip_name, overwrite)
     check_out(out, overwrite)
     spec = system.spec if isinstance(system, System) else SystemSpec.from_yaml(system)
     module, params = load_policy(policy, spec)

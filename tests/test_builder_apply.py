@@ -3,6 +3,7 @@ of the same models says, per soundscape within 1e-4 dB, and writes a valid submi
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -208,27 +209,34 @@ def _policy(tmp_path, params=None, provenance=None, name="p.yaml"):
                  r"e.g. x.zip"),
     ("sub.7z", r"a submission is a .zip file \(got '.7z'\)"),
     ("", r"give a file name such as submission.zip"),
-    ("{ro}/sub.zip", r"cannot write into .*ro; choose a writable folder"),
+    ("{ro}/sub.zip", r"cannot write into .*(ro|/proc); choose a writable folder"),
     ("{dir}", r"is a folder; give a file name"),
     ("{file}/sub.zip", r"cannot write into .*a-file; choose a writable folder"),
+    ("{old}", r"old\.zip: exists \(an earlier submission\?\); pass --overwrite to replace it"),
 ])
 def test_bad_zip_target_is_refused_before_any_work(tmp_path, zip_name, match):
-    """Checked first: the system below does not even exist."""
+    """Checked first: the system below does not even exist. Root may write into a 0o500
+    folder (and os.access says so), so there the unwritable folder is /proc, which root
+    cannot write either: its zip was refused only after the whole run."""
     import os
-    ro, d, f = tmp_path / "ro", tmp_path / "d.zip", tmp_path / "a-file"
+    ro, d, f, old = tmp_path / "ro", tmp_path / "d.zip", tmp_path / "a-file", tmp_path / "old.zip"
     ro.mkdir()
     d.mkdir()
     f.write_text("")
+    old.write_bytes(b"PK")
     os.chmod(ro, 0o500)
     try:
         if os.access(ro, os.W_OK) and "{ro}" in zip_name:
-            pytest.skip("running as a user who can write anywhere")
+            if not Path("/proc").is_dir():
+                pytest.skip("running as a user who can write anywhere, and no /proc")
+            ro = Path("/proc")
         with pytest.raises(CacheError, match=match):
             apply_policy(tmp_path / "no-system.yaml", tmp_path / "no-policy.yaml", tmp_path,
-                         tmp_path / "out", zip_name=zip_name.format(ro=ro, dir=d, file=f))
+                         tmp_path / "out", zip_name=zip_name.format(ro=ro, dir=d, file=f,
+                                                                    old=old))
     finally:
-        os.chmod(ro, 0o700)
-    assert not (tmp_path / "out").exists()
+        os.chmod(tmp_path / "ro", 0o700)
+    assert not (tmp_path / "out").exists() and old.read_bytes() == b"PK"
 
 
 # what the search refuses (casdri.policies strict PolicyParams): apply refuses the same,
