@@ -204,7 +204,7 @@ def check_provenance(policy_path: Union[str, Path], prov: Optional[dict],
         raise PolicyError(
             f"{policy_path}: the policy was tuned with other models than the system ("
             f"{'; '.join(diffs)}); use the system the cache was built with, search again on "
-            "a cache of this system, or pass --force (force=True) to apply it anyway")
+            "a cache of this system, or pass --force (force=True in Python) to apply it anyway")
     for d in diffs:
         warnings.warn(f"{policy_path}: APPLYING A POLICY TUNED ON OTHER MODELS (--force): {d}",
                       UserWarning, stacklevel=3)

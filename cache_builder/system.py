@@ -54,6 +54,7 @@ import hashlib
 import importlib
 import pickle
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,6 +296,10 @@ class System:
             load_state(model, ms.checkpoint, self.spec.allow_pickle, what)
             self.sha256[f"{ms.role}/{ms.name}"] = sha256_file(ms.checkpoint)
         else:
+            warnings.warn(f"{what}: no checkpoint, so its weights are whatever "
+                          f"{type(model).__name__}(...) makes (random, unless the class loads "
+                          "its own), and apply cannot check a policy against them; give "
+                          "'checkpoint: PATH'", UserWarning, stacklevel=2)
             self.sha256[f"{ms.role}/{ms.name}"] = None
         return model.to(self.device).eval()
 

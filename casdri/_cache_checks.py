@@ -165,8 +165,8 @@ def check_complete(path: Path, ids, splits, allow_incomplete: bool) -> None:
     if not problems:
         return
     msg = (f"{path}: incomplete cache: {'; '.join(problems[:3])}; finish the build (rerun "
-           "its command: it resumes), or pass allow_incomplete=True (--allow-incomplete) to "
-           "use what is there")
+           "its command: it resumes), or pass --allow-incomplete (allow_incomplete=True in "
+           "Python) to use what is there")
     if not allow_incomplete:
         raise CacheError(msg)
     warnings.warn(msg, stacklevel=3)

@@ -11,6 +11,8 @@ Conventions:
       from the process's own command line: it unwinds as Ctrl-C does, so half-written temp
       files are removed and grouped writes finish, `casdri._io.deferred_interrupts`).
     * ``--debug`` anywhere on the command line shows the traceback instead of the one line.
+    * A warning of a command run from the process's own command line is one line,
+      ``prog: warning: ...`` (Python shows the file, line and source line of the call).
     * A closed stdout (``casdri-cache info CACHE | head``) ends quietly with 0.
     * Heavy or optional modules are imported where they are used, through `lazy_import`, so
       that ``--help`` stays fast and a missing extra gets its ``pip install`` hint.
@@ -27,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import gc
 import importlib
 import os
 import signal
 import sys
+import warnings
 from types import ModuleType
 from typing import Callable, Optional, Sequence
 
@@ -181,13 +185,21 @@ def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace],
     if argv is None:  # this process's own command line: see the module's conventions
         gc.set_threshold(*CLI_GC_THRESHOLD)
         before = signal.signal(signal.SIGTERM, _terminated)
+        shown = warnings.showwarning
+        warnings.showwarning = functools.partial(_one_line_warning, parser.prog)
         try:
             return _run(parser, handler, sys.argv[1:])
         finally:
+            warnings.showwarning = shown
             signal.signal(signal.SIGTERM, before)
             gc.collect()
             gc.freeze()
     return _run(parser, handler, argv)
+
+
+def _one_line_warning(prog, message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` of a command (module conventions)."""
+    print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _run(parser, handler, argv: Sequence[str]) -> int:

@@ -42,6 +42,17 @@ def test_load_system_describes_models_and_hashes(system_yaml):
     assert all(not m.training for m in s.separators.values())
 
 
+def test_a_model_without_checkpoint_is_loaded_with_a_warning(system_yaml):
+    """A model block without ``checkpoint`` built with the class's random weights, silently;
+    apply could not check a policy against it (its sha256 is None)."""
+    _edit(system_yaml, lambda d: d["separators"]["small"].pop("checkpoint"))
+    with pytest.warns(UserWarning, match=r"separator 'small': no checkpoint, so its weights are "
+                                         r"whatever \w+\(\.\.\.\) makes .* give 'checkpoint: "
+                                         r"PATH'"):
+        s = load_system(system_yaml, device="cpu")
+    assert s.describe()["separators"]["small"]["sha256"] is None
+
+
 @pytest.mark.parametrize("prefix", ["", "model.", "net.", "module.", "model.module."])
 def test_checkpoint_prefixes_are_removed(tmp_path, prefix):
     torch.manual_seed(0)

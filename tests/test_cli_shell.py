@@ -138,3 +138,23 @@ def test_sigterm_ends_a_command_like_ctrl_c_with_its_own_code(restored_gc, monke
     assert cleaned == [True]
     assert capsys.readouterr().err.strip() == "toy: terminated"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_warning_of_a_command_is_one_line(restored_gc, monkeypatch, capsys):
+    """It showed the file, line number and source line of the warnings.warn call."""
+    import warnings
+    restored_gc.unfreeze()
+    parser, _ = _toy(None)
+    shown = warnings.showwarning
+
+    def handler(args):
+        warnings.warn("split 'dev' lacks class Blender (one-line test)", UserWarning)
+        return 0
+
+    monkeypatch.setattr("sys.argv", ["toy", "--n", "1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert run(parser, handler) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "toy: warning: split 'dev' lacks class Blender (one-line test)"]
+    assert warnings.showwarning is shown

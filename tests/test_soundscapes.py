@@ -532,6 +532,17 @@ def test_existing_output_needs_overwrite(tmp_path):
         ["soundscape_00000.wav"]
 
 
+def test_out_that_is_a_file_is_named(tmp_path):
+    """It said ``Not a directory (afile/dev/soundscape)``, naming neither --out nor the fix."""
+    root = _tiny_pool(tmp_path / "pool")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match=r"--out .*afile: exists and is not a folder; choose "
+                                         r"another --out"):
+        generate_soundscapes(root, tmp_path / "afile", {"dev": 1}, duration_s=0.5,
+                             progress=False)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_an_interrupted_run_leaves_no_half_split_and_can_be_rerun(tmp_path, monkeypatch):
     """Ctrl-C after 2 of 4 soundscapes left them with no metadata, and a rerun refused the
     folder (it could neither resume nor start again without --overwrite)."""

@@ -263,6 +263,8 @@ def generate_soundscapes(
         raise InputError(f"name prefix {name_prefix!r}: use letters, digits and '-' only "
                          "(it starts every soundscape and stem file name)")
     n_samples = int(round(duration_s * sample_rate_hz))
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a folder; choose another --out")
     for split, n in counts.items():  # check everything before touching any folder
         _check_split(pool.splits[split], n, cfg, pool)
         found = _existing(Path(out_dir) / split)
