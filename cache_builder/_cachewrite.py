@@ -243,8 +243,13 @@ def _manifest_problems(path: Path, cache) -> list[str]:
         n_total, sha = want.pop()
         have = ids[splits == split].tolist()
         if len(have) != n_total:
+            shards = {tuple(m.get("shard", (0, 1))) for m in ms}
+            n_shards = max(int(n) for _, n in shards)
+            absent = [f"{i}/{n_shards}" for i in range(n_shards) if (i, n_shards) not in shards]
+            fix = (f"build shard(s) {', '.join(absent)} (--shard) into it" if absent else
+                   "rerun the build commands of its shards (they resume)")
             out.append(f"split {split!r}: {len(have)} soundscapes in the parts, the build "
-                       f"listed {n_total}: missing shards or chunks")
+                       f"listed {n_total}: missing shards or chunks; {fix}")
         elif names_sha256(have) != sha:
             out.append(f"split {split!r}: the soundscape names differ from the list the build "
                        "was made for")

@@ -26,7 +26,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from casdri._cli import Parser, int_at_least, lazy_import, run
+from casdri._cli import EXIT_INTERRUPTED, Parser, int_at_least, lazy_import, run
 
 from .soundscapes.cli import add_generate_parser, run_generate
 
@@ -137,12 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args) -> int:
-    report = lazy_import("cache_builder.build").build_cache(args.system, args.soundscapes, args.out,
-                         oracle=False if args.no_oracle else args.oracle,
-                         shard=args.shard, device=args.device, batch_size=args.batch_size,
-                         tag_batch_size=args.tag_batch_size, chunk_size=args.chunk_size,
-                         split=args.split, top_n=args.top_n, jobs=args.jobs, amp=args.amp,
-                         threads=args.threads, progress=not args.no_progress)
+    if not args.no_progress and sys.stderr.isatty():  # a line before torch and the models
+        print("casdri-cache build: loading torch and the system's models", file=sys.stderr,
+              flush=True)
+    try:
+        report = lazy_import("cache_builder.build").build_cache(
+            args.system, args.soundscapes, args.out,
+            oracle=False if args.no_oracle else args.oracle, shard=args.shard,
+            device=args.device, batch_size=args.batch_size, tag_batch_size=args.tag_batch_size,
+            chunk_size=args.chunk_size, split=args.split, top_n=args.top_n, jobs=args.jobs,
+            amp=args.amp, threads=args.threads, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("casdri-cache build: interrupted; rerun the same command to resume: the work "
+              "already done is kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(report.summary())
     return 0
 

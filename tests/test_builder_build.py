@@ -295,8 +295,8 @@ def test_shards_in_separate_folders_merge(env, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     build_cache(env["system"], env["sdir"], a, oracle=env["odir"], shard=(0, 2), **KW)
     problems = validate_cache(a)
-    assert any("split 'dev': 3 soundscapes in the parts, the build listed 6" in p
-               for p in problems)
+    assert any("split 'dev': 3 soundscapes in the parts, the build listed 6: missing shards "
+               "or chunks; build shard(s) 1/2 (--shard) into it" in p for p in problems), problems
     build_cache(env["system"], env["sdir"], b, oracle=env["odir"], shard=(1, 2), **KW)
     for table in ("soundscapes", "tagger", "separations"):
         for f in (b / table).glob("*.parquet"):
