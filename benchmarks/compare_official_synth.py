@@ -230,6 +230,22 @@ def generate_official(tree: Path, data: Path, out: Path, n: int, seed: int) -> P
     return out
 
 
+MARKER = ".compare_official_synth"
+
+
+def _scratch(work: Path) -> Path:
+    """``work``, made by this script (it replaces its ``official``, ``data``,
+    ``official_split`` and ``ours`` sub-folders on every run): a folder it did not make, not
+    empty, is refused, so a user's own ``data/`` is never deleted."""
+    if work.exists() and not (work / MARKER).is_file() and (
+            not work.is_dir() or any(work.iterdir())):
+        raise InputError(f"--work {work}: exists and was not made by this script; the script "
+                         "replaces sub-folders of its scratch folder: give a new or empty one")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARKER).write_text("scratch folder of benchmarks/compare_official_synth.py\n")
+    return work
+
+
 def _targets_per_soundscape(split_dir: Path, limit=None) -> np.ndarray:
     """``(n_targets,)``: how many targets the soundscape of each target holds, aligned with
     `split_difficulty`'s ``snr_mix_db`` (its soundscape order, its row order)."""
@@ -261,7 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--azimuth-step", type=float, default=15.0,
                     help="degrees between the SOFA grid's source azimuths")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--work", default="official_synth_work", help="scratch folder")
+    ap.add_argument("--work", default="official_synth_work",
+                    help="scratch folder, new or made by an earlier run of this script")
     args = ap.parse_args(argv)
 
     missing = [m for m in ("librosa", "sofa", "pytz") if importlib.util.find_spec(m) is None]
@@ -270,8 +287,7 @@ def main(argv=None) -> int:
                          "python -m pip install librosa python-sofa pytz")
     from cache_builder.soundscapes.stats import split_difficulty
 
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = _scratch(Path(args.work))
     t0 = time.perf_counter()
     tree = official_tree(Path(args.baseline), Path(args.spaudsyn), work)
     data = write_layout(Path(args.pool), args.split, args.seed, work / "data",
@@ -303,6 +319,7 @@ def main(argv=None) -> int:
     counts = (_targets_per_soundscape(official_dir), _targets_per_soundscape(ours_dir, args.n))
     for k in (1, 2, 3):
         cells = [f"{np.median(d.snr_mix_db[c == k]):+6.2f} dB ({int(np.sum(c == k))} targets)"
+                 if np.any(c == k) else "     - (no target)"
                  for d, c in zip((theirs, ours), counts)]
         print(f"  median SNR, soundscapes of {k} target(s): official {cells[0]}, casdri "
               f"{cells[1]}")

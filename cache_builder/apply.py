@@ -275,7 +275,7 @@ def apply_policy(system: Union[str, Path, System], policy: Union[str, Path],
             the cache's tagger values bit for bit).
         jobs: DataLoader workers reading audio.
         overwrite: allow a non-empty ``out`` (stems of these soundscapes are replaced, other
-            files are kept and never zipped).
+            files are kept and never zipped) and replace an existing zip.
         threads: ``torch.set_num_threads`` for this run; ``None`` keeps torch's.
         progress: tqdm bar on stderr.
         force: apply a policy whose provenance names other checkpoints (warns).

@@ -342,6 +342,7 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
                              closure_rule=CLOSURE_RULE, query_order=QUERY_ORDER_RULE)
     created = not out.exists()
     cmeta = cw.prepare_folder(out, meta)
+    prog_path = None
     try:
         (out / PROGRESS_DIR).mkdir(exist_ok=True)
         if batch_size is None:
@@ -394,11 +395,19 @@ def build_cache(system: Union[str, Path, System], soundscapes: Union[str, Path],
         report.seconds = time.perf_counter() - t0
         return report
     except Exception:
-        # An error before any part was written leaves no empty cache behind to block the
-        # corrected build (an interrupt is no Exception: it keeps the folder, and resumes).
-        if created and not any((out / "soundscapes").glob("part-*.parquet")):
+        # An error before any work leaves no empty cache behind to block the corrected build.
+        # Kept: a folder this call did not make, any part, another shard's manifest, a batch
+        # journal (resumable work), and everything after an interrupt (no Exception).
+        if created and _nothing_but(out, prog_path):
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _nothing_but(out: Path, manifest: Optional[Path]) -> bool:
+    """True when ``out`` holds no part file and no progress file other than ``manifest``."""
+    if any(out.glob("*/part-*.parquet")):
+        return False
+    return all(p == manifest for p in (out / PROGRESS_DIR).rglob("*") if p.is_file())
 
 
 class _disk_full_named:

@@ -26,7 +26,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from casdri._cli import EXIT_INTERRUPTED, Parser, int_at_least, lazy_import, run
+from casdri._cli import (EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, Terminated, int_at_least,
+                         lazy_import, run)
 
 from .soundscapes.cli import add_generate_parser, run_generate
 
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--jobs", type=_nonneg, default=2, help="DataLoader workers")
     a.add_argument("--amp", action="store_true", help="mixed precision")
     a.add_argument("--overwrite", action="store_true",
-                   help="allow a non-empty --out (stems of other soundscapes are kept)")
+                   help="allow a non-empty --out (stems of other soundscapes are kept) and "
+                        "replace an existing --zip")
     a.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
     a.add_argument("--force", action="store_true",
                    help="apply a policy whose provenance names other checkpoints than the "
@@ -147,10 +149,11 @@ def _build(args) -> int:
             device=args.device, batch_size=args.batch_size, tag_batch_size=args.tag_batch_size,
             chunk_size=args.chunk_size, split=args.split, top_n=args.top_n, jobs=args.jobs,
             amp=args.amp, threads=args.threads, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print("casdri-cache build: interrupted; rerun the same command to resume: the work "
+    except (KeyboardInterrupt, Terminated) as stop:
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated"
+        print(f"casdri-cache build: {how}; rerun the same command to resume: the work "
               "already done is kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED if how == "interrupted" else EXIT_TERMINATED
     print(report.summary())
     return 0
 

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import functools
 import gc
 import importlib
 import os
 import signal
 import sys
+import threading
 import warnings
 from types import ModuleType
 from typing import Callable, Optional, Sequence
@@ -171,35 +171,49 @@ def _describe(e: BaseException) -> str:
 
 
 def run(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int],
-        argv: Optional[Sequence[str]] = None) -> int:
+        argv: Optional[Sequence[str]] = None, own_process: Optional[bool] = None) -> int:
     """Parse ``argv`` and call ``handler(args)`` under the exit-code policy of the module.
 
     Args:
         parser: a `Parser` (its subparsers too: ``parser_class=Parser``).
         handler: ``args -> exit code``; may raise `UsageError` through ``parser.error``.
         argv: arguments without the program name (default ``sys.argv[1:]``).
+        own_process: the command owns the process (the collector, SIGTERM and the warnings
+            display of the module conventions); default: ``argv`` is None. Off the main
+            thread the signal and warnings settings are left alone.
 
     Returns:
         The exit code (module conventions).
     """
-    if argv is None:  # this process's own command line: see the module's conventions
-        gc.set_threshold(*CLI_GC_THRESHOLD)
-        before = signal.signal(signal.SIGTERM, _terminated)
-        shown = warnings.showwarning
-        warnings.showwarning = functools.partial(_one_line_warning, parser.prog)
-        try:
-            return _run(parser, handler, sys.argv[1:])
-        finally:
+    own = argv is None if own_process is None else own_process
+    argv = sys.argv[1:] if argv is None else argv
+    if not own:
+        return _run(parser, handler, argv)
+    gc.set_threshold(*CLI_GC_THRESHOLD)  # this process's own command: see the conventions
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminated) if main else None
+    shown = warnings.showwarning
+    if main:
+        warnings.showwarning = _OneLineWarning(parser.prog)
+    try:
+        return _run(parser, handler, argv)
+    finally:
+        if main:
             warnings.showwarning = shown
             signal.signal(signal.SIGTERM, before)
-            gc.collect()
-            gc.freeze()
-    return _run(parser, handler, argv)
+        gc.collect()
+        gc.freeze()
 
 
-def _one_line_warning(prog, message, category, filename, lineno, file=None, line=None):
-    """`warnings.showwarning` of a command (module conventions)."""
-    print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
+class _OneLineWarning:
+    """`warnings.showwarning` of a command (module conventions): ``prog: warning: ...``, the
+    prog of the subcommand once the command line is parsed (`_run` sets it)."""
+
+    def __init__(self, prog: str):
+        self.prog = prog
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        print(f"{self.prog}: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _run(parser, handler, argv: Sequence[str]) -> int:
@@ -209,6 +223,8 @@ def _run(parser, handler, argv: Sequence[str]) -> int:
     try:
         args = parser.parse_args(argv)
         prog = " ".join(filter(None, [parser.prog, getattr(args, "command", None)]))
+        if isinstance(warnings.showwarning, _OneLineWarning):
+            warnings.showwarning.prog = prog
         return int(handler(args) or 0)
     except UsageError as e:
         print(f"{e.parser.prog}: error: {e} (see '{e.parser.prog} --help')", file=sys.stderr)

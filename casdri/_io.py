@@ -102,21 +102,30 @@ def deferred_interrupts() -> Iterator[None]:
     For a short group of writes that must land together (module conventions). The signal is
     raised again after the block under the handlers that were in place before it (Python's
     ``KeyboardInterrupt`` for SIGINT; for SIGTERM, the previous handler, by default the end of
-    the process). Outside the main thread (where Python cannot set handlers) the block runs
-    unprotected.
+    the process); when the block itself fails, its exception propagates instead. Python-level
+    handlers, not a signal mask: another thread (numba's, joblib's) may take the signal, but
+    Python runs handlers in the main thread. Outside the main thread (where Python cannot set
+    handlers) the block runs unprotected.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    before = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in held}
+    before: dict = {}
+    failed = True
     try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            before[s] = signal.signal(s, lambda signum, _frame: caught.append(signum))
         yield
+        failed = False
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-        if caught:
+        try:  # nested: a signal between the two restores cannot skip the second one
+            if signal.SIGTERM in before:
+                signal.signal(signal.SIGTERM, before[signal.SIGTERM])
+        finally:
+            if signal.SIGINT in before:
+                signal.signal(signal.SIGINT, before[signal.SIGINT])
+        if caught and not failed:
             signal.raise_signal(caught[0])
 
 

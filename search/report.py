@@ -178,8 +178,9 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
 
     Every file is rendered in memory first (the figures take seconds) and only then written,
     each atomically and all in one `casdri._io.deferred_interrupts` block: a run stopped by
-    Ctrl-C or SIGTERM leaves the folder as it was (an earlier run's files, whole), never a new
-    policy beside an old report. PNG files in ``OUT/figures`` that this run did not write (an
+    Ctrl-C or SIGTERM leaves the folder holding the earlier run's files or this run's complete
+    set (a signal during the writes takes effect after the last one), never a new policy
+    beside an old report. PNG files in ``OUT/figures`` that this run did not write (an
     earlier run's) are deleted in the same block, so the folder shows only figures the report
     lists; their paths are in ``["removed"]``.
 

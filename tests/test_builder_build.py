@@ -461,6 +461,18 @@ def test_a_build_that_fails_before_any_part_leaves_no_empty_cache(env, tmp_path)
     with pytest.raises(AudioFileError, match=rf"{first.name}: channel 0 holds nan"):
         build_cache(env["system"], sdir, tmp_path / "out", **KW)
     assert not (tmp_path / "out").exists()
+    from cache_builder.build import _nothing_but
+    out = tmp_path / "shared"  # what the cleanup may remove: nothing another run depends on
+    ours = out / "_build" / "dev.shard-000of002.json"
+    ours.parent.mkdir(parents=True)
+    ours.write_text("{}")
+    assert _nothing_but(out, ours)
+    for other in ("_build/dev.shard-001of002.json", "_build/journal/dev-000/b0.npz",
+                  "tagger/part-dev-001of002-00000.parquet"):
+        (out / other).parent.mkdir(parents=True, exist_ok=True)
+        (out / other).write_text("x")
+        assert not _nothing_but(out, ours), other  # another shard, resumable work, a part
+        (out / other).unlink()
     from cache_builder._cachewrite import _diff
     sep = {"name": "large", "module": "m" * 300, "sha256": "e" * 64}
     lines = _diff({"extra": {"models": {"large": sep, "small": sep}}},

@@ -134,21 +134,25 @@ def test_library_error_is_one_line_unless_debug(env, tmp_path):
     assert r.returncode == 1 and "Traceback" in r.stderr and "FolderLayoutError" in r.stderr
 
 
-def test_an_interrupted_build_says_how_to_resume(env, monkeypatch, capsys):
+@pytest.mark.parametrize("stop, code, how", [(KeyboardInterrupt, 130, "interrupted"),
+                                             ("terminated", 143, "terminated")])
+def test_an_interrupted_build_says_how_to_resume(env, monkeypatch, capsys, stop, code, how):
     """Ctrl-C printed only ``interrupted``; the build resumes when rerun, and now says so. On a
     terminal the first line comes before torch loads (it sat silent for about 3 s)."""
     import cache_builder.build as build
     from cache_builder import cli as builder_cli
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    from casdri._cli import Terminated
+
+    def interrupted(*args, **kwargs):  # Ctrl-C, or SIGTERM (a scheduler's time limit)
+        raise Terminated if stop == "terminated" else stop
 
     monkeypatch.setattr(build, "build_cache", interrupted)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the first line
-    code = builder_cli.main(["build", "--system", str(env["yaml"]), "--soundscapes",
-                             str(env["sdir"]), "--out", str(env["root"] / "never")])
-    assert code == 130
+    returned = builder_cli.main(["build", "--system", str(env["yaml"]), "--soundscapes",
+                                 str(env["sdir"]), "--out", str(env["root"] / "never")])
+    assert returned == code
     assert capsys.readouterr().err.splitlines() == [
         "casdri-cache build: loading torch and the system's models",  # before seconds of import
-        "casdri-cache build: interrupted; rerun the same command to resume: the work already "
+        f"casdri-cache build: {how}; rerun the same command to resume: the work already "
         "done is kept"]

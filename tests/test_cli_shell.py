@@ -154,7 +154,23 @@ def test_a_warning_of_a_command_is_one_line(restored_gc, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["toy", "--n", "1"])
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        inside = warnings.showwarning
         assert run(parser, handler) == 0
+        assert warnings.showwarning is inside  # restored by run (catch_warnings restores too)
     assert capsys.readouterr().err.splitlines() == [
         "toy: warning: split 'dev' lacks class Blender (one-line test)"]
     assert warnings.showwarning is shown
+
+
+def test_a_command_run_from_another_thread_leaves_signals_alone(restored_gc, monkeypatch):
+    """``signal.signal`` works only in the main thread: run(argv=None) from a thread raised a
+    raw ValueError instead of returning an exit code."""
+    import threading
+    restored_gc.unfreeze()
+    parser, _ = _toy(None)
+    monkeypatch.setattr("sys.argv", ["toy", "--n", "1"])
+    codes = []
+    t = threading.Thread(target=lambda: codes.append(run(parser, lambda args: 0)))
+    t.start()
+    t.join()
+    assert codes == [0]

@@ -186,7 +186,8 @@ def test_errors_of_a_policy_file_name_it_and_the_fix(cache, tmp_path):
     cases = [(head + "  verfy_thr: 0.5\n", None, r"unknown parameters \['verfy_thr'\]"),
              (head.replace("dcase2026t4", "dcase2025t4") + "  w: 0.5\n", "dcase2026t4",
               r"label_set 'dcase2025t4' of the policy YAML differs from 'dcase2026t4', the "
-              r"cache's; use a policy tuned on a 'dcase2026t4' cache"),
+              r"label set it is used with \(the cache's or the system's\); use a policy tuned "
+              r"for 'dcase2026t4'"),
              (head + "  stage: 3\n", cache, r"RefineParams\.stage=3: expected one of")]
     for i, (text, against, match) in enumerate(cases):
         f = tmp_path / f"p{i}.yaml"

@@ -127,3 +127,13 @@ def test_provenance_and_explain_say_which_soundscapes(tmp_path):
     assert explain(cache).source.endswith(", 500 soundscapes (split dev, eval)")
     assert explain(cache, mask=cache.split_mask("dev")).source.endswith(
         ", 300 soundscapes (split dev)")
+
+
+def test_deferred_interrupts_lets_the_block_s_own_error_through():
+    """A full disk inside the block is the error the user sees (it was replaced by the held
+    KeyboardInterrupt); the handlers are restored either way."""
+    with pytest.raises(OSError, match="No space left"):
+        with deferred_interrupts():
+            signal.raise_signal(signal.SIGINT)
+            raise OSError(28, "No space left on device")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -532,6 +532,26 @@ def test_existing_output_needs_overwrite(tmp_path):
         ["soundscape_00000.wav"]
 
 
+def test_an_interrupted_overwrite_keeps_the_splits_it_had_not_reached(tmp_path, monkeypatch):
+    """With --overwrite, Ctrl-C while the first split was being prepared also deleted the
+    second split, which the run had not touched yet."""
+    import cache_builder.soundscapes.generate as gen
+    root = _tiny_pool(tmp_path / "pool")
+    out = tmp_path / "out"
+    generate_soundscapes(root, out, {"dev": 1, "test": 1}, duration_s=0.5, progress=False)
+    kept = sorted(p.relative_to(out) for p in (out / "test").rglob("*"))
+
+    def interrupted(*args):
+        raise KeyboardInterrupt  # while the dev rooms are drawn, before test is cleared
+
+    monkeypatch.setattr(gen, "room_bank", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_soundscapes(root, out, {"dev": 1, "test": 1}, duration_s=0.5, progress=False,
+                             overwrite=True)
+    assert sorted(p.relative_to(out) for p in (out / "test").rglob("*")) == kept
+    assert not (out / "dev" / "soundscape").exists()  # the split being replaced is gone
+
+
 def test_out_that_is_a_file_is_named(tmp_path):
     """It said ``Not a directory (afile/dev/soundscape)``, naming neither --out nor the fix."""
     root = _tiny_pool(tmp_path / "pool")

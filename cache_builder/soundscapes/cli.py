@@ -135,12 +135,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
     """
+    own = argv is None  # this process's own command line (SIGTERM, warnings: casdri._cli)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "generate":
         argv = ["generate"] + argv
     parser = Parser(prog="casdri-cache")
     add_generate_parser(parser.add_subparsers(dest="command", parser_class=Parser))
-    return run(parser, run_generate, argv)
+    return run(parser, run_generate, argv, own_process=own)
 
 
 if __name__ == "__main__":

@@ -273,11 +273,12 @@ def generate_soundscapes(
                              "with --overwrite (overwrite=True in Python) to replace the "
                              "generated folders, or choose another --out")
     created = [p for p in [Path(out_dir), *(Path(out_dir) / s for s in counts)] if not p.exists()]
+    cleared: list[str] = []  # the splits whose folders this run has emptied (and writes)
     try:
         return _generate(pool, counts, out_dir, seed, n_samples, sample_rate_hz, cfg,
-                         write_stems, n_jobs, progress, name_prefix)
+                         write_stems, n_jobs, progress, name_prefix, cleared)
     except BaseException:  # Ctrl-C, SIGTERM, a bad clip: leave no half-written split behind
-        for split in counts:
+        for split in cleared:  # a split not yet cleared still holds what it held
             for path in _existing(Path(out_dir) / split):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
         for path in reversed(created):
@@ -287,11 +288,13 @@ def generate_soundscapes(
 
 
 def _generate(pool, counts, out_dir, seed, n_samples, sample_rate_hz, cfg, write_stems, n_jobs,
-              progress, name_prefix) -> pd.DataFrame:
-    """The work of `generate_soundscapes` once its arguments are checked."""
+              progress, name_prefix, cleared: list) -> pd.DataFrame:
+    """The work of `generate_soundscapes` once its arguments are checked; appends to
+    ``cleared`` each split whose folder it empties."""
     specs, dirs = [], []
     for split, n in counts.items():
         split_dir = Path(out_dir) / split
+        cleared.append(split)
         _prepare_dir(split_dir, write_stems)
         width = max(5, len(str(n - 1)))
         rooms = room_bank(seed, split, cfg)

@@ -376,8 +376,9 @@ class PolicyParams:
                 if want.name != name:
                     raise PolicyError(
                         f"label_set {name!r} of the policy YAML differs from {want.name!r}, the "
-                        f"cache's; use a policy tuned on a {want.name!r} cache (or correct its "
-                        "'label_set' line if the classes are the same)")
+                        "label set it is used with (the cache's or the system's); use a policy "
+                        f"tuned for {want.name!r} (or correct its 'label_set' line if the "
+                        "classes are the same)")
             label_set = label_set if label_set is not None else name
             doc = doc["params"] or {}
         names = {f.name for f in cls._fields()}
