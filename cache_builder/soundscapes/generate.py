@@ -245,9 +245,11 @@ def generate_soundscapes(
             split without noise/interference/target clips, an existing output.
         AudioFileError: a clip that is not mono or not at ``sample_rate_hz``.
 
-    A run that fails or is interrupted (Ctrl-C, SIGTERM) removes what it wrote: the split
-    folders hold a whole generated split or nothing (the audio follows from the seed, so
-    running the command again gives the same files).
+    A run that fails or is interrupted (Ctrl-C; SIGTERM too under the ``casdri-cache``
+    command, which turns it into an exception) removes what it wrote: the split folders hold
+    a whole generated split or nothing (the audio follows from the seed, so running the
+    command again gives the same files). With ``overwrite``, a split not yet reached keeps
+    what it held.
     """
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be an int >= 0, got {seed!r}")
