@@ -229,39 +229,37 @@ def kernel_decide(X, n0, n1, s, pi, pf, off, tab, dims, wi, wf, dec):  # pragma:
                     conf = _silenced(conf, _fused(w, pf[su, U(4 * i + 2)],
                                                   pf[su, U(4 * i + 3)]), margin)
                 wf[U(i)] = conf
-            bits = 0
+            # The K most confident, in one pass over the instances: wi[:k] stays sorted by
+            # confidence desc, then instance asc (a later instance enters only by beating one).
             k = 0
-            for _ in range(K):  # K most confident, ties to the lower instance
-                best = -1
-                bc = 0.0
-                for i in range(n_inst):
-                    ci = wf[U(i)]
-                    if (bits >> i) & 1 or ci != ci:
+            for i in range(n_inst):
+                ci = wf[U(i)]
+                if ci != ci:
+                    continue
+                if k == K:  # full: i replaces the last only if it beats it (a tie keeps it)
+                    if not ci > wf[U(wi[K - 1])]:
                         continue
-                    if best < 0 or ci > bc:
-                        best = i
-                        bc = ci
-                if best < 0:
-                    break
-                bits |= 1 << best
-                wi[k] = best
-                k += 1
+                    q = K - 1
+                else:
+                    q = k
+                    k += 1
+                while q > 0 and wf[U(wi[q - 1])] < ci:
+                    wi[q] = wi[q - 1]
+                    q -= 1
+                wi[q] = i
             if k == 0:
                 break
-            for a2 in range(1, k):  # slot order: class asc, confidence desc, instance asc
+            # Slot order (class asc, confidence desc, instance asc): a stable insertion sort
+            # by class keeps the list's order within a class.
+            bits = 0
+            for a2 in range(k):
                 v = wi[a2]
+                bits |= 1 << v
+                cv = pi[su, U(1 + v)]
                 q = a2 - 1
-                while q >= 0:
-                    u = wi[q]
-                    cu = pi[su, U(1 + u)]
-                    cv = pi[su, U(1 + v)]
-                    fu = wf[U(u)]
-                    fv = wf[U(v)]
-                    if cu > cv or (cu == cv and (fu < fv or (fu == fv and u > v))):
-                        wi[q + 1] = u
-                        q -= 1
-                    else:
-                        break
+                while q >= 0 and pi[su, U(1 + wi[q])] > cv:
+                    wi[q + 1] = wi[q]
+                    q -= 1
                 wi[q + 1] = v
             j = pi[su, U(1 + maxi + bits)]  # (b) separate
             if j < 0:
