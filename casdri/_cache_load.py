@@ -5,6 +5,7 @@ layout documented on `casdri.cache.DecisionCache`.
 """
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,6 +60,30 @@ def read_tables(path: Path, meta: sc.CacheMeta = None) -> dict[str, list[tuple[P
             parts.append((f, t))
         out[name] = parts
     return out
+
+
+def check_parts(path: Path, tables: dict, meta, allow_incomplete: bool = False) -> None:
+    """Every part of ``soundscapes`` has its namesake in ``tagger`` and ``separations`` (a
+    writer writes them together, ``soundscapes`` last), and in ``sed`` when the cache has SED
+    parts or its metadata names a SED model: a part copied without its namesakes would
+    otherwise load, and its soundscapes lose their queries (or their SED gates) silently.
+    ``tables``: `read_tables`' output (run after `build_arrays`, whose checks name the
+    duplicated or orphaned rows more precisely). Raises `CacheError` naming the first missing
+    file (warns instead with ``allow_incomplete``)."""
+    models = (meta.extra or {}).get("models") or {}
+    have = {name: {f.name for f, _ in tables.get(name, [])} for name in sc.TABLES}
+    need = ["tagger", "separations"] + (["sed"] if have["sed"] or models.get("sed") else [])
+    for name in need:
+        missing = sorted(have["soundscapes"] - have[name])
+        if missing:
+            msg = (
+                f"{path / name / missing[0]}: missing, though soundscapes/{missing[0]} exists "
+                f"({len(missing)} of {len(have['soundscapes'])} parts missing from {name}/); "
+                f"the cache is incomplete: copy the part again, or delete "
+                f"soundscapes/{missing[0]} and rebuild that part")
+            if not allow_incomplete:
+                raise CacheError(msg)
+            warnings.warn(msg, stacklevel=3)
 
 
 def _lists(col: pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.ndarray]:

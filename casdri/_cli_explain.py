@@ -97,11 +97,10 @@ def _cmd_explain(args) -> int:
 def _split_mask(cache, split):
     if split is None:
         return None
-    mask = cache.split_mask(split)
-    if not mask.any():
+    if split not in set(cache.splits):
         raise InputError(f"--split {split}: the cache {cache.path} holds splits "
                          f"{sorted(set(cache.splits))}")
-    return mask
+    return cache.split_mask(split)
 
 
 def _cmd_compare(args) -> int:

@@ -118,7 +118,8 @@ class CapiSdri:
     def _check(self, soundscape: str, est_labels, ref_labels) -> tuple[list, list]:
         if soundscape in self._names:
             raise InputError(f"soundscape {soundscape!r} was already updated; call reset() first")
-        est_labels, ref_labels = list(map(str, est_labels)), list(map(str, ref_labels))
+        est_labels = list(map(str, _m._label_seq(est_labels, f"{soundscape}: est_labels")))
+        ref_labels = list(map(str, _m._label_seq(ref_labels, f"{soundscape}: ref_labels")))
         self.label_set.check(est_labels, f"{soundscape}: estimate labels")
         self.label_set.check(ref_labels, f"{soundscape}: reference labels")
         return est_labels, ref_labels

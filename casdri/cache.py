@@ -26,10 +26,10 @@ import pyarrow.parquet as pq
 from . import __version__
 from . import schema as sc
 from . import _cache_checks as _load
-from ._cache_load import read_tables, build_arrays
+from ._cache_load import build_arrays, check_parts, read_tables
 from ._decide_io import SlotStem, SoundscapeInputs
 from ._io import atomic_path, atomic_write_bytes
-from .errors import CacheError, CacheKeyError, CacheSchemaError
+from .errors import CacheError, CacheKeyError, CacheSchemaError, InputError
 from .labels import LabelSet, get_label_set
 from .sed import summary_of_cache
 
@@ -248,7 +248,18 @@ class DecisionCache:
         return i
 
     def split_mask(self, *splits: str) -> np.ndarray:
-        """``(S,) bool``: soundscapes whose split tag is one of ``splits``."""
+        """``(S,) bool``: soundscapes whose split tag is one of ``splits``.
+
+        Raises:
+            InputError: a name that no soundscape carries (a typo would select nothing, and
+                a replay of nothing scores NaN), or no name.
+        """
+        names, counts = np.unique(self.splits.astype(str), return_counts=True)
+        unknown = [s for s in splits if str(s) not in names]
+        if unknown or not splits:
+            have = ", ".join(f"{str(n)!r} ({c})" for n, c in zip(names, counts))
+            what = f"no split named {unknown[0]!r} in" if unknown else "no split name given for"
+            raise InputError(f"split_mask: {what} the cache {self.path}; it holds {have}")
         return np.isin(self.splits, list(splits))
 
     def find_key(self, s: int, query) -> int:
@@ -333,15 +344,19 @@ def load_cache(path: Union[str, Path], label_set=None, *,
 
     Args:
         path: the cache directory.
-        label_set: optional expected label set (name, class list or `LabelSet`).
-        allow_incomplete: use a cache the build did not finish (warns instead of raising).
+        label_set: optional expected label set: a name (name and classes must match), or a
+            class list or `LabelSet` (its classes must match, in order).
+        allow_incomplete: use a cache the build did not finish, or one with a part missing
+            from a table (warns instead of raising).
 
     Returns:
         `DecisionCache`.
 
     Raises:
         CacheError: not a cache directory, a missing table, an unreadable (truncated or
-            corrupt) Parquet part (named), an incomplete build (unless ``allow_incomplete``).
+            corrupt) Parquet part (named), a part missing from one table beside its
+            ``soundscapes`` part (named), an incomplete build (these two unless
+            ``allow_incomplete``).
         CacheSchemaError: unsupported schema version, wrong label set, missing column,
             duplicate soundscapes across parts, inconsistent rows (file and soundscape named).
     """
@@ -354,7 +369,8 @@ def load_cache(path: Union[str, Path], label_set=None, *,
     _load.check_meta(meta, meta_file)
     if label_set is not None:
         want = get_label_set(label_set)
-        if want.name != meta.label_set or tuple(want.classes) != meta.classes:
+        named = isinstance(label_set, str)  # a name must match; a class list, its classes
+        if tuple(want.classes) != meta.classes or (named and want.name != meta.label_set):
             raise CacheSchemaError(
                 f"{path}: label set {meta.label_set!r} ({meta.n_classes} classes) != expected "
                 f"label set {want.name!r} ({want.n_classes} classes); rebuild the cache for "
@@ -366,6 +382,7 @@ def load_cache(path: Union[str, Path], label_set=None, *,
         if str(path) in str(e):
             raise
         raise CacheSchemaError(f"{path}: {e}") from None
+    check_parts(path, tables, meta, allow_incomplete)
     _load.check_complete(path, arrays["soundscape_ids"], arrays["splits"], allow_incomplete)
     sed = arrays.pop("sed", None)
     return DecisionCache(meta=meta, path=path,

@@ -11,6 +11,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from ._gap_states import PART_NAMES, PARTS
+from .errors import InputError
 
 __all__ = ["gap_figure"]
 
@@ -43,8 +44,14 @@ def gap_figure(explanation, max_classes: int = 18):
     Returns:
         A `matplotlib.figure.Figure`, not registered with pyplot (the caller saves it;
         ``display(fig)`` shows it in a notebook).
+
+    Raises:
+        InputError: ``explanation`` is not a `casdri.gap.GapExplanation` (a cache, say).
     """
     e = explanation
+    if not all(hasattr(e, a) for a in ("per_scene", "per_class", "parts", "gap_db")):
+        raise InputError(f"gap_figure: expected a GapExplanation, got {type(e).__name__}; "
+                         "make one with casdri.explain(cache, ...)")
     sc = e.per_scene.copy()
     total = {p: float(e.parts.set_index("part").loc[p, "gap_db"]) for p in PARTS}
     sc.loc[len(sc)] = {"scene": "all", **total, "total": e.gap_db}

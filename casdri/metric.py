@@ -235,7 +235,11 @@ def capi_sdri_from_snr(
         The clip's CAPI-SDRi in dB, or ``None`` when no label is a class.
 
     Raises:
-        LabelError: label counts do not match the matrix shapes.
+        LabelError: label counts do not match the matrix shapes, or one string where a
+            sequence of labels belongs. Labels are not checked against a label set (a typo
+            is a class of its own): `capi_sdri` checks them.
+        InputError: a shape mismatch, or a NaN/Inf entry that the metric reads (a
+            same-class pair, or the mixture SNR of a reference whose class has a stem).
 
     References:
         ``S5ClassAwareMetric.update`` / ``_pi_metric``, nttcslab/dcase2026_task4_baseline
@@ -255,6 +259,16 @@ def capi_sdri_from_snr(
     ref_labels = _check_labels(ref_labels, snr.shape[1], "ref_labels vs snr_db columns")
     if snr_mix.shape[0] != snr.shape[1]:
         raise InputError(f"snr_mix_db has {snr_mix.shape[0]} entries for {snr.shape[1]} references")
+    est_by, ref_by = _rows_by_class(est_labels), _rows_by_class(ref_labels)
+    for c in est_by.keys() & ref_by.keys():
+        for r in ref_by[c]:
+            if not np.isfinite(snr_mix[r]):
+                raise InputError(f"snr_mix_db[{r}] ({c!r}) is {snr_mix[r]}: the metric reads "
+                                 "it; pass finite dB values")
+            for e in est_by[c]:
+                if not np.isfinite(snr[e, r]):
+                    raise InputError(f"snr_db[{e}, {r}] ({c!r}) is {snr[e, r]}: the metric "
+                                     "reads it; pass finite dB values")
     return clip_value(class_blocks(est_labels, ref_labels, snr, snr_mix))
 
 
@@ -267,6 +281,12 @@ def _validate_clip(est_labels, est_wavs, ref_labels, ref_wavs, mixture):
     est = _as_rows(est_wavs, "est_wavs") if np.asarray(est_wavs).size else None
     ref = _as_rows(ref_wavs, "ref_wavs") if np.asarray(ref_wavs).size else None
     mix = np.asarray(mixture)
+    if mix.dtype not in (np.float32, np.float64):
+        raise InputError(
+            f"mixture: expected float32 or float64 samples, got {mix.dtype}; convert with "
+            "mixture.astype(np.float32) / 32768 for 16-bit PCM (the official pipeline reads "
+            "audio as float32 in [-1, 1])"
+        )
     if mix.ndim != 1:
         raise InputError(
             f"mixture: expected (n_samples,) (channel 0 of the soundscape), got shape {mix.shape}; "
@@ -405,7 +425,8 @@ def ca_sdri_2025(
     2026) and, by default, refuses duplicates; ``on_duplicate="last"`` reproduces the old code.
 
     Args:
-        est_labels, est_wavs, ref_labels, ref_wavs, mixture: as in `capi_sdri`.
+        est_labels, est_wavs, ref_labels, ref_wavs, mixture: as in `capi_sdri` (the labels
+            are not checked against a label set: the 2025 classes differ from 2026's).
         on_duplicate: ``"raise"`` (default) or ``"last"``.
 
     Returns:
@@ -475,6 +496,12 @@ class LabelCounts:
 def label_counts(est_labels: Sequence[str], ref_labels: Sequence[str]) -> LabelCounts:
     """Multiset label counts of one clip.
 
+    Labels are compared as strings, not checked against a label set (`capi_sdri` checks
+    them).
+
+    Raises:
+        LabelError: one string where a sequence of labels belongs.
+
     References:
         ``LabelMetric.update``, nttcslab/dcase2026_task4_baseline @ 20e6992,
         ``src/evaluation/metrics/label_metric.py``.
@@ -483,8 +510,8 @@ def label_counts(est_labels: Sequence[str], ref_labels: Sequence[str]) -> LabelC
         >>> label_counts(["Speech", "Speech", "silence"], ["Speech", "Cough"])
         LabelCounts(acc=False, tp=1, fp=1, fn=1)
     """
-    est = Counter(x for x in map(str, est_labels) if x != SILENCE)
-    ref = Counter(x for x in map(str, ref_labels) if x != SILENCE)
+    est = Counter(x for x in map(str, _label_seq(est_labels, "est_labels")) if x != SILENCE)
+    ref = Counter(x for x in map(str, _label_seq(ref_labels, "ref_labels")) if x != SILENCE)
     tp = sum((est & ref).values())
     return LabelCounts(est == ref, tp, sum(est.values()) - tp, sum(ref.values()) - tp)
 

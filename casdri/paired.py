@@ -141,6 +141,11 @@ def compare(table_a: pd.DataFrame, table_b: pd.DataFrame, class_a=None, class_b=
         InputError: a missing column, or no soundscape in common.
     """
     for name, t in (("A", table_a), ("B", table_b)):
+        if not isinstance(t, pd.DataFrame):
+            hint = ("; pass its .per_soundscape (casdri.replay(..., per_soundscape=True))"
+                    if hasattr(t, "per_soundscape") else "")
+            raise InputError(f"table {name}: expected a per-soundscape DataFrame, got "
+                             f"{type(t).__name__}{hint}")
         miss = {"soundscape", "capi_sdri", "ref_labels"} - set(t.columns)
         if miss:
             raise InputError(f"table {name}: missing columns {sorted(miss)} (expected a "

@@ -4,7 +4,8 @@ Conventions:
     * ``params`` is one parameter object, a list of them, or an encoded ``(n, P)`` float64
       array (the policy's ``encode`` layout); results are per setting.
     * ``mask`` selects soundscapes: ``(S,) bool`` or an integer index array; ``None`` = all.
-      Matrices have one column per selected soundscape, in mask order. A float array, or an
+      Matrices have one column per selected soundscape, in mask order (an index array may
+      repeat a soundscape: it is then scored once per repeat, as a bootstrap resample needs). A float array, or an
       integer array of length S holding only 0/1 with repeats (a 0/1 mask), is refused as
       ambiguous (`PolicyError`): pass ``mask.astype(bool)`` or ``np.flatnonzero(mask)``.
     * A clip that scores None is NaN in value matrices and is left out of the dataset mean (its
@@ -31,9 +32,9 @@ import pandas as pd
 from . import _kernels as K_
 from . import _kernels_stage as KS
 from ._jit_cache import is_cached
-from .errors import CacheKeyError, PolicyError
+from .errors import CacheKeyError, InputError, PolicyError
 from .labels import SILENCE
-from .policies import PolicyParams, drivers, get_policy, params_class
+from .policies import POLICIES, PolicyParams, drivers, get_policy, params_class
 
 __all__ = ["ReplayResult", "ReplayMatrix", "replay", "replay_matrix", "replay_pairs",
            "scored_mean", "decisions", "trace", "encode_settings", "prepare", "kernels_cached",
@@ -177,6 +178,7 @@ def prepare(cache, policy=None) -> dict:
         with ``MIXED_STAGES = True`` gets the mixed-stage combos appended
         (`casdri._kernels_stage`; multi-stage caches only).
     """
+    _need_cache(cache)
     mod = None if policy is None else get_policy(policy)
     out = _tables(cache, bool(getattr(mod, "MIXED_STAGES", False)))
     if mod is not None:
@@ -190,25 +192,52 @@ def prepare(cache, policy=None) -> dict:
     return out
 
 
+def _need_cache(cache) -> None:
+    """Refuse what is not a loaded cache (a path, None) with the call that loads one."""
+    if not (hasattr(cache, "n_soundscapes") and hasattr(cache, "memo")):
+        raise InputError(f"cache: expected a DecisionCache, got {type(cache).__name__} "
+                         f"{cache!r:.80}; load one with casdri.load_cache(path)")
+
+
 def encode_settings(cache, policy, params) -> np.ndarray:
-    """``(n, P)`` checked float64 settings from params object(s) or an encoded array."""
+    """``(n, P)`` checked float64 settings from params object(s) or an encoded array.
+
+    Raises:
+        InputError: ``cache`` is not a `casdri.cache.DecisionCache`.
+        PolicyError: ``params`` is none of a params object of the policy, a non-empty list
+            of them, or an ``(n, P)`` array of encoded settings; or a value is invalid.
+    """
+    _need_cache(cache)
     mod = get_policy(policy)
     cls = params_class(mod)
     if isinstance(params, PolicyParams):
         params = [params]
     if isinstance(params, (list, tuple)) and params and isinstance(params[0], PolicyParams):
         for p in params:
-            if not isinstance(p, cls):
+            if type(p) is not cls:
+                owner = [m.NAME for m in POLICIES.values() if m.PARAMS is type(p)]
+                hint = f" ({type(p).__name__} belongs to policy {owner[0]!r})" if owner else ""
+                if isinstance(p, cls) and not owner:
+                    continue  # a subclass of the policy's own parameters
                 raise PolicyError(f"{type(p).__name__} given for policy {mod.NAME!r}; "
-                                  f"expected {cls.__name__}")
+                                  f"expected {cls.__name__}{hint}")
         params = np.stack([p.encode(cache) for p in params])
     if isinstance(params, (list, tuple)) and not params:
         raise PolicyError("no settings given")
+    forms = (f"expected a {cls.__name__}, a list of them, or an (n, {cls.n_params(cache)}) "
+             "array of encoded settings")
+    if params is None or isinstance(params, (dict, str, bytes, type)):
+        raise PolicyError(f"params: {forms}; got {type(params).__name__}")
+    try:
+        params = np.asarray(params, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise PolicyError(f"params: {forms}; got {type(params).__name__} ({e})") from None
     return cls.check_encoded(params, cache)
 
 
 def _mask_idx(cache, mask, what: str = "mask") -> np.ndarray:
     """``(n,) int64`` soundscape rows of a bool mask or an index array (module conventions)."""
+    _need_cache(cache)
     S = cache.n_soundscapes
     if mask is None:
         return np.arange(S, dtype=np.int64)

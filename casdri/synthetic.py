@@ -142,14 +142,20 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
         noise: features carry no information about targets or classes (module docstring).
 
     Raises:
-        ValueError: an unknown ``planted`` kind, a share outside [0, 1], or a planted SED
-            duration without ``sed_frames``.
+        ValueError: an unknown ``planted`` kind, a share outside [0, 1], a planted SED
+            duration without ``sed_frames``, or ``taggers``/``separators`` not a sequence of
+            names (one string included).
 
     Example:
         >>> c = make_synthetic_cache(n_soundscapes=4, seed=3)
         >>> c.n_soundscapes, c.n_classes, c.taggers
         (4, 18, ('1ch', '4ch'))
     """
+    for name, v in (("taggers", taggers), ("separators", separators)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or \
+                not all(isinstance(x, str) for x in v):
+            raise ValueError(f"{name}: expected a sequence of names, got {v!r}"
+                             + (f"; pass ({v!r},)" if isinstance(v, str) else ""))
     ls = synthetic_label_set(n_classes)
     C, K = n_classes, n_tracks
     rng = np.random.default_rng(seed)

@@ -323,7 +323,7 @@ class PolicyParams:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise PolicyError(f"{cls.policy}.{name}={float(X[row, col])!r} in setting {row}: "
-                                  f"this cache allows {list(allowed_codes)}")
+                                  f"this cache allows {[float(v) for v in allowed_codes]}")
         for cols, md, name in numeric:
             bad = ~allowed(X[:, cols], md)
             if bad.any():
