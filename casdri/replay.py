@@ -5,9 +5,10 @@ Conventions:
       array (the policy's ``encode`` layout); results are per setting.
     * ``mask`` selects soundscapes: ``(S,) bool`` or an integer index array; ``None`` = all.
       Matrices have one column per selected soundscape, in mask order (an index array may
-      repeat a soundscape: it is then scored once per repeat, as a bootstrap resample needs). A float array, or an
-      integer array of length S holding only 0/1 with repeats (a 0/1 mask), is refused as
-      ambiguous (`PolicyError`): pass ``mask.astype(bool)`` or ``np.flatnonzero(mask)``.
+      repeat a soundscape: it is then scored once per repeat, as a bootstrap resample needs).
+      A float array, or an integer array of length S holding only 0/1 with repeats (a 0/1
+      mask), is refused as ambiguous (`PolicyError`): pass ``mask.astype(bool)`` or
+      ``np.flatnonzero(mask)``.
     * A clip that scores None is NaN in value matrices and is left out of the dataset mean (its
       label accuracy still counts, as officially). The dataset mean sums clip values in
       soundscape order (the order of `casdri.accumulator.CapiSdri`).
