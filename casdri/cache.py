@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Optional, Union
 
@@ -34,7 +35,7 @@ from .labels import LabelSet, get_label_set
 from .sed import summary_of_cache
 
 __all__ = ["CacheWriter", "write_part", "load_cache", "DecisionCache", "key_code",
-           "key_code_sorted"]
+           "key_code_sorted", "demo_cache_path"]
 
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
@@ -331,6 +332,25 @@ def _label_set_of(meta: sc.CacheMeta) -> LabelSet:
     except Exception:  # noqa: BLE001 - a custom name: build it below
         pass
     return LabelSet(meta.label_set, meta.classes)
+
+
+def demo_cache_path() -> Optional[Path]:
+    """Path of the demo cache casdri ships (``casdri/data/demo_cache``: the reference system
+    on a 300-soundscape ``dev`` and a 200-soundscape ``eval`` split; what ``casdri-search``
+    tunes without ``--cache``), or None when this installation carries none.
+
+    Example:
+        >>> cache = load_cache(demo_cache_path())
+        >>> sorted(set(cache.splits))
+        ['dev', 'eval']
+    """
+    try:
+        root = resources.files("casdri") / "data" / "demo_cache"
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover
+        return None
+    if root.is_dir() and (root / sc.META_FILE).is_file():
+        return Path(str(root))
+    return None
 
 
 def load_cache(path: Union[str, Path], label_set=None, *,

@@ -7,15 +7,14 @@ Conventions:
     * The policy's plug-in supplies everything policy-specific: its parameters
       (``PARAMS.search_space``), its change points and its search plan (``plan``: stage name →
       the `Param` names that stage may move).
-    * Without ``--cache`` the bundled demo cache ``casdri/data/demo_cache/`` is used (looked up
-      with ``importlib.resources``, so it works from a wheel once the folder ships).
+    * Without ``--cache`` the bundled demo cache ``casdri/data/demo_cache/`` is used
+      (`casdri.cache.demo_cache_path`, re-exported here).
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
 import platform
-from importlib import resources
 from pathlib import Path
 
 import numba
@@ -25,7 +24,7 @@ import pandas as pd
 import yaml
 
 import casdri
-from casdri.cache import load_cache
+from casdri.cache import demo_cache_path, load_cache
 from casdri.errors import InputError, PolicyError
 from casdri.policies import BaselineParams, get_policy, load_policy_yaml, params_class
 from casdri.replay import prepare, replay, replay_matrix, replay_pairs, scored_mean, trace
@@ -40,17 +39,6 @@ DEMO_MISSING = "no demo cache is bundled yet; pass --cache DIR"
 
 class DemoCacheMissing(InputError):
     """No ``--cache`` was given and casdri ships no demo cache."""
-
-
-def demo_cache_path():
-    """Path of the bundled demo cache, or None when casdri ships none."""
-    try:
-        root = resources.files("casdri") / "data" / "demo_cache"
-    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover
-        return None
-    if root.is_dir() and (root / "_casdri_cache.json").is_file():
-        return Path(str(root))
-    return None
 
 
 def open_cache(cache, allow_incomplete: bool = False):

@@ -79,17 +79,20 @@ def test_without_cache_uses_the_demo_cache_or_says_none_is_bundled(tmp_path):
 
 
 def test_demo_cache_lookup_switches_on_when_the_folder_ships(tmp_path, monkeypatch):
+    import importlib.resources
+
+    import casdri
     from casdri.synthetic import make_synthetic_cache
     from search import casdri_problem as cp
 
     pkg = tmp_path / "casdri"
-    monkeypatch.setattr(cp.resources, "files", lambda name: pkg)
+    monkeypatch.setattr(importlib.resources, "files", lambda name: pkg)
     (pkg / "data").mkdir(parents=True)
     assert cp.demo_cache_path() is None
     with pytest.raises(cp.DemoCacheMissing, match="no demo cache is bundled"):
         cp.open_cache(None)
     make_synthetic_cache(pkg / "data" / "demo_cache", n_soundscapes=6, seed=2, load=False)
-    assert cp.demo_cache_path() == pkg / "data" / "demo_cache"
+    assert cp.demo_cache_path() == casdri.demo_cache_path() == pkg / "data" / "demo_cache"
     path, cache = cp.open_cache(None)
     assert path == pkg / "data" / "demo_cache" and cache.n_soundscapes == 6
 
