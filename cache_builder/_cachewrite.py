@@ -152,7 +152,7 @@ def chunk_tables(res: ChunkResult, system: System, split: str,
                 t_probs.append(row)
     tg = S.tagger_table(t_sc, t_name, t_track, np.asarray(t_probs))
     cols = defaultdict(list)
-    n_cols = spec.n_tracks * (labels.n_classes + 1)
+    n_cls = labels.n_classes + 1
     for (i, sep, stage, query), info in sorted(res.stems.items(),
                                                key=lambda kv: (kv[0][0], kv[0][1], kv[0][2],
                                                                len(kv[0][3]), kv[0][3])):
@@ -165,11 +165,11 @@ def chunk_tables(res: ChunkResult, system: System, split: str,
             cols["slot"].append(slot)
             cols["energy"].append(info.energy_db[slot])
             cols["snr"].append(info.snr_db[slot] if info.snr_db is not None else np.zeros(0))
-            cols["retag"].append(info.retag[slot].reshape(n_cols))
+            cols["retag"].append(info.retag[slot].reshape(spec.n_tracks, n_cls))
             assert n_ref == (0 if info.snr_db is None else info.snr_db.shape[1])
     sp = S.separations_table(cols["sc"], cols["sep"], cols["stage"], cols["query"],
                              cols["slot"], cols["energy"], cols["snr"],
-                             np.asarray(cols["retag"]).reshape(-1, n_cols))
+                             np.asarray(cols["retag"]).reshape(-1, spec.n_tracks, n_cls))
     out = {"soundscapes": sc, "tagger": tg, "separations": sp}
     if res.sed is not None:
         ms = spec.sed

@@ -13,6 +13,7 @@ it (``soundscape/``, ``oracle_target/``, ``metadata.parquet``): its oracle targe
 used (``--no-oracle``: not) and ``build`` records the metadata's split column as the split.
     casdri-cache info     CACHE
     casdri-cache validate CACHE
+    casdri-cache upgrade  CACHE      (older parts rewritten in the current schema version)
     casdri-cache generate ...        (cache_builder.soundscapes.cli)
 
 Exit codes and messages follow `casdri._cli`: 0 ok; 1 a library error (one line); 2 a usage
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("cache")
     _common(v)
 
+    u = sub.add_parser("upgrade", help="rewrite a cache's older parts in the current schema "
+                       "version (the same replay; schema 2 stores a third of the retagger's "
+                       "values)")
+    u.add_argument("cache")
+    _common(u)
+
     add_generate_parser(sub)
     return parser
 
@@ -212,8 +219,15 @@ def _validate(args) -> int:
     return 0
 
 
+def _upgrade(args) -> int:
+    done = lazy_import("casdri.cache").upgrade_cache(args.cache)
+    print(f"{args.cache}: {len(done)} part(s) rewritten; every part is in schema version "
+          f"{lazy_import('casdri.schema').SCHEMA_VERSION}")
+    return 0
+
+
 _HANDLERS = {"build": _build, "apply": _apply, "info": _info, "validate": _validate,
-             "generate": run_generate}
+             "upgrade": _upgrade, "generate": run_generate}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

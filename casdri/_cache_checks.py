@@ -102,10 +102,31 @@ def _check_probs(f: Path, column: str, x: np.ndarray, width: int, tol: float) ->
             "written from logits: rebuild it")
 
 
+def _check_retag_reduced(f: Path, mx: np.ndarray, smin: np.ndarray, C: int, tol: float
+                         ) -> None:
+    """Schema version 2's retagger columns: probabilities in [0, 1], and per stem the class
+    maxima and the silence minimum consistent with a softmax (the track whose silence is
+    the minimum spreads ``1 - silence`` over classes whose maxima are at least that:
+    ``sum(retag_max) + retag_silence_min >= 1``, within ``tol``)."""
+    _check_range(f, sc.RETAG_MAX, mx.astype(np.float64), 0.0, 1.0)
+    _check_range(f, sc.RETAG_SILENCE_MIN, smin.astype(np.float64), 0.0, 1.0)
+    if not len(smin) or len(mx) != len(smin) * C:
+        return  # lengths are checked where the rows are built
+    total = mx.reshape(-1, C).astype(np.float64).sum(axis=1) + smin
+    bad = ~(total >= 1.0 - tol)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CacheSchemaError(
+            f"{f}: row {i}: sum of {sc.RETAG_MAX} + {sc.RETAG_SILENCE_MIN} is "
+            f"{float(total[i]):.6g} < 1 (within {tol:g}); they must come from a softmax over "
+            "the classes and silence per track (`casdri.schema.reduce_retag`): the part is "
+            "corrupt or was written from logits: rebuild it")
+
+
 def check_values(meta: sc.CacheMeta, name: str, f: Path, t: pa.Table) -> None:
     """Range checks of one part: finite SNRs within ±`SNR_BOUND_DB`, ``energy_db`` finite
     (or ``-inf`` for an all-zero stem), probabilities in [0, 1] with rows summing to 1
-    within `prob_sum_tol`.
+    within `prob_sum_tol` (the retagger's reduced columns: consistent with such rows).
 
     Raises:
         CacheSchemaError: naming the file, the column and the first bad value.
@@ -121,7 +142,11 @@ def check_values(meta: sc.CacheMeta, name: str, f: Path, t: pa.Table) -> None:
                      SNR_BOUND_DB)
         _check_range(f, sc.ENERGY_DB, _flat(t, sc.ENERGY_DB, np.float64), -np.finfo(float).max,
                      np.finfo(float).max, allow_neg_inf=True)
-        _check_probs(f, sc.RETAG, _flat(t, sc.RETAG, np.float32), width, tol)
+        if sc.RETAG in t.column_names:  # schema version 1: the whole softmax
+            _check_probs(f, sc.RETAG, _flat(t, sc.RETAG, np.float32), width, tol)
+        else:
+            _check_retag_reduced(f, _flat(t, sc.RETAG_MAX, np.float32),
+                                 _flat(t, sc.RETAG_SILENCE_MIN, np.float32), width - 1, tol)
 
 
 def completeness_problems(path: Path, ids, splits) -> list[str]:

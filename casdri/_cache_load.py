@@ -32,9 +32,10 @@ def _read_part(f: Path):
         return e
 
 
-def read_tables(path: Path, meta: sc.CacheMeta = None) -> dict[str, list[tuple[Path, pa.Table]]]:
-    """``{table: [(file, validated table), ...]}``, files sorted by name; with ``meta``, each
-    part's values are range-checked too (`check_values`). The parts are read by a few threads
+def read_tables(path: Path, meta: sc.CacheMeta) -> dict[str, list[tuple[Path, pa.Table]]]:
+    """``{table: [(file, validated table), ...]}``, files sorted by name, each part's values
+    range-checked (`check_values`) and every ``separations`` part in the current schema version
+    (`casdri.schema.upgrade_separations`). The parts are read by a few threads
     (Arrow decodes without the GIL: about 2x faster on a cache of many small parts); they are
     checked in file order, so the first bad file is the one named."""
     files = {}
@@ -55,8 +56,9 @@ def read_tables(path: Path, meta: sc.CacheMeta = None) -> dict[str, list[tuple[P
                 raise CacheError(f"{f}: unreadable Parquet part ({type(t).__name__}: {t}); it is "
                                  "truncated or corrupt: delete it and rebuild that part") from None
             t = sc.validate_table(t, name, str(f))
-            if meta is not None:
-                check_values(meta, name, f, t)
+            check_values(meta, name, f, t)
+            if name == "separations":  # (a version-1 part: read as version 2)
+                t = sc.upgrade_separations(t, meta.n_tracks, meta.n_classes, str(f))
             parts.append((f, t))
         out[name] = parts
     return out
@@ -208,7 +210,7 @@ def _separations(meta, parts, names, n_ref) -> dict:
     C, K, n_sep, n_st = meta.n_classes, meta.n_tracks, len(meta.separators), meta.n_stages
     max_len = int(62 // np.log2(C + 1))  # key codes stay below 2**62
     cols = {k: [] for k in ("s", "sep", "st", "slot", "qlen", "q", "code", "e", "snrlen", "snr",
-                            "retag", "file")}
+                            "rmax", "smin", "file")}
     for fi, (f, t) in enumerate(parts):
         s = _index(names, t.column(sc.SOUNDSCAPE), f, "soundscape")
         sep = _index(list(meta.separators), t.column(sc.SEPARATOR), f, "separator")
@@ -217,7 +219,8 @@ def _separations(meta, parts, names, n_ref) -> dict:
         qlen, q = _lists(t.column(sc.QUERY), np.int64)
         e = t.column(sc.ENERGY_DB).to_numpy().astype(np.float64)
         snrlen, snr = _lists(t.column(sc.SNR_DB), np.float64)
-        rlen, retag = _lists(t.column(sc.RETAG), np.float32)
+        rlen, rmax = _lists(t.column(sc.RETAG_MAX), np.float32)
+        smin = t.column(sc.RETAG_SILENCE_MIN).to_numpy().astype(np.float32)
         bad = None
         if len(st) and (st.min() < 0 or st.max() >= n_st):
             bad = f"stage outside 0..{n_st - 1} (n_stages = {n_st})"
@@ -229,8 +232,8 @@ def _separations(meta, parts, names, n_ref) -> dict:
             bad = "slot outside its query"
         elif (snrlen != n_ref[s]).any():
             bad = "snr_db length differs from the soundscape's number of references"
-        elif (rlen != K * (C + 1)).any():
-            bad = f"retag must hold n_tracks * (C + 1) = {K * (C + 1)} values"
+        elif (rlen != C).any():
+            bad = f"retag_max must hold C = {C} values"
         elif np.isnan(e).any() or not np.isfinite(snr).all():
             bad = "NaN in energy_db or NaN/Inf in snr_db"
         if bad is None:
@@ -243,7 +246,7 @@ def _separations(meta, parts, names, n_ref) -> dict:
             raise CacheSchemaError(f"{f}: {bad}")
         for k, v in (("s", s), ("sep", sep), ("st", st), ("slot", slot), ("qlen", qlen),
                      ("q", q), ("code", code), ("e", e), ("snrlen", snrlen), ("snr", snr),
-                     ("retag", retag), ("file", np.full(len(s), fi))):
+                     ("rmax", rmax), ("smin", smin), ("file", np.full(len(s), fi))):
             cols[k].append(v)
     c = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     s, code, sep, st, slot = (c[k].astype(np.int64) for k in ("s", "code", "sep", "st", "slot"))
@@ -286,7 +289,6 @@ def _separations(meta, parts, names, n_ref) -> dict:
     key_stem = np.full((NK, n_sep, n_st), -1, np.int64)
     key_stem[key_of[gstart], sep[gstart], st[gstart]] = gstart
     snr_off, snr = _ragged_take(c["snrlen"].astype(np.int64), c["snr"].astype(np.float64), perm)
-    retag = c["retag"].astype(np.float32, copy=False).reshape(-1, K, C + 1)[perm]
     key_sc = s[kstart]
     return dict(
         key_offsets=np.searchsorted(key_sc, np.arange(len(names) + 1)).astype(np.int64),
@@ -296,8 +298,9 @@ def _separations(meta, parts, names, n_ref) -> dict:
         stem_label=np.ascontiguousarray(key_labels[key_of, slot]) if N else slot.copy(),
         stem_energy_db=np.ascontiguousarray(c["e"].astype(np.float64)[perm]),
         stem_snr_offsets=snr_off, stem_snr_db=snr,
-        stem_retag_max=np.ascontiguousarray(retag[:, :, :C].max(axis=1)),
-        stem_retag_silence_min=np.ascontiguousarray(retag[:, :, C].min(axis=1)))
+        stem_retag_max=np.ascontiguousarray(
+            c["rmax"].astype(np.float32, copy=False).reshape(-1, C)[perm]),
+        stem_retag_silence_min=np.ascontiguousarray(c["smin"].astype(np.float32)[perm]))
 
 
 def _sed(meta, parts, names) -> dict:

@@ -35,7 +35,7 @@ from .labels import LabelSet, get_label_set
 from .sed import summary_of_cache
 
 __all__ = ["CacheWriter", "write_part", "load_cache", "DecisionCache", "key_code",
-           "key_code_sorted", "demo_cache_path"]
+           "key_code_sorted", "demo_cache_path", "upgrade_cache"]
 
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
@@ -119,6 +119,9 @@ class CacheWriter:
             tables["sed"] = sed
         checked = {k: sc.validate_table(t, k, f"part {part_name!r} table {k!r}")
                    for k, t in tables.items()}
+        checked["separations"] = sc.upgrade_separations(  # (a version-1 table read back)
+            checked["separations"], self.meta.n_tracks, self.meta.n_classes,
+            f"part {part_name!r} table 'separations'")
         ids = set(checked["soundscapes"].column(sc.SOUNDSCAPE).to_pylist())
         for k in ("tagger", "separations", "sed"):
             if k in checked:
@@ -145,6 +148,50 @@ def write_part(cache_dir: Union[str, Path], meta: sc.CacheMeta, part_name: str,
     """`CacheWriter` ``(cache_dir, meta).write_part(...)`` in one call; returns the paths."""
     return CacheWriter(cache_dir, meta).write_part(part_name, soundscapes, tagger, separations,
                                                    sed, overwrite)
+
+
+def upgrade_cache(cache_dir: Union[str, Path]) -> list[Path]:
+    """Rewrite a cache's older ``separations`` parts in the current schema version
+    (`casdri.schema.SCHEMA_VERSION`; version 1 → 2 keeps `casdri.schema.reduce_retag` of the
+    retagger's softmax: a third of its values, the same replay). Each part is checked
+    (`validate_table`, the value checks of `load_cache`) and replaced atomically; a part
+    already current is left alone, so an interrupted upgrade resumes where it stopped.
+    The metadata's ``schema_version`` becomes the current one at the end.
+
+    Args:
+        cache_dir: the cache directory.
+
+    Returns:
+        the part files rewritten (empty when every part was current).
+
+    Raises:
+        CacheError: not a cache directory; CacheSchemaError: a part that fails its checks
+            (named; it is left as it was, and so are the parts after it).
+    """
+    path = Path(cache_dir)
+    meta_file = path / sc.META_FILE
+    if not meta_file.is_file():
+        raise CacheError(f"{path} is not a casdri cache: no {sc.META_FILE}")
+    meta = sc.CacheMeta.from_json(meta_file.read_text(), str(meta_file))
+    _load.check_meta(meta, meta_file)
+    done = []
+    for f in sorted((path / "separations").glob("part-*.parquet")):
+        try:
+            t = pq.read_table(f, use_threads=False)
+        except (pa.ArrowException, OSError) as e:
+            raise CacheError(f"{f}: unreadable Parquet part ({type(e).__name__}: {e}); it is "
+                             "truncated or corrupt: delete it and rebuild that part") from None
+        if sc.part_version(t, str(f)) == sc.SCHEMA_VERSION and sc.RETAG not in t.column_names:
+            continue
+        t = sc.validate_table(t, "separations", str(f))
+        _load.check_values(meta, "separations", f, t)
+        _atomic_table(sc.upgrade_separations(t, meta.n_tracks, meta.n_classes, str(f)), f,
+                      "separations", meta)
+        done.append(f)
+    if meta.schema_version != sc.SCHEMA_VERSION:
+        atomic_write_bytes(meta_file,
+                           replace(meta, schema_version=sc.SCHEMA_VERSION).to_json().encode())
+    return done
 
 
 # ----------------------------------------------------------------------------- the cache

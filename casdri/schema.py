@@ -19,8 +19,16 @@ Conventions:
     * No other module spells a column name: they import the constants below, and build
       tables with `soundscapes_table`, `tagger_table`, `separations_table`, `sed_table`.
 
-Schema versions: 1 (this one). A reader accepts `SUPPORTED_VERSIONS`; a new version adds a
-frozen cache under ``tests/data/frozen_cache_v<N>/``.
+Schema versions (each part file records its own; a reader accepts `SUPPORTED_VERSIONS`, and
+each version has a frozen cache under ``tests/data/frozen_cache_v<N>/``):
+    1. separations held the retagger's whole softmax (``retag``: ``n_tracks x (C + 1)``
+       float32 per stem);
+    2. (this one) separations hold what the decisions read of it (`reduce_retag`):
+       ``retag_max`` (``C`` float32, each class's maximum over the tracks) and
+       ``retag_silence_min`` (float32, the silence probability's minimum over the tracks), a
+       third of the values. A version-1 part is read as version 2 (`upgrade_separations`), so
+       every replay is the same; a cache may hold parts of both (a build resumed by a newer
+       casdri).
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from .errors import CacheSchemaError
 
@@ -38,11 +47,11 @@ __all__ = [
     "SOUNDSCAPES", "TAGGER", "SEPARATIONS", "SED", "TABLES", "REQUIRED_TABLES",
     "OPTIONAL_COLUMNS",
     "CacheMeta", "validate_table", "soundscapes_table", "tagger_table", "separations_table",
-    "sed_table",
+    "sed_table", "reduce_retag", "upgrade_separations", "part_version",
 ]
 
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 META_FILE = "_casdri_cache.json"
 #: key of the small JSON each part file carries in its Arrow schema metadata
 PART_META_KEY = b"casdri"
@@ -65,7 +74,9 @@ QUERY = "query"
 SLOT = "slot"
 ENERGY_DB = "energy_db"
 SNR_DB = "snr_db"
-RETAG = "retag"
+RETAG = "retag"              # schema 1 only: the retagger's whole softmax
+RETAG_MAX = "retag_max"      # per class: max over the retagger's tracks
+RETAG_SILENCE_MIN = "retag_silence_min"  # silence: min over the retagger's tracks
 MODEL = "model"
 FRAME_HOP_S = "frame_hop_s"
 N_FRAMES = "n_frames"
@@ -108,9 +119,15 @@ SEPARATIONS = pa.schema([
     _f(SLOT, pa.int8(), doc="slot i holds the stem for query[i]"),
     _f(ENERGY_DB, pa.float64(), "dB", "10 log10(sum stem^2 / sum mixture_ch0^2)"),
     _f(SNR_DB, pa.list_(pa.float64()), "dB", "SNR of the stem against each oracle target"),
-    _f(RETAG, pa.list_(pa.float32()), "probability",
-       "retagger softmax of the stem, n_tracks x (C + 1) row-major"),
+    _f(RETAG_MAX, pa.list_(pa.float32()), "probability",
+       "retagger: each class's probability, max over its tracks (C values)"),
+    _f(RETAG_SILENCE_MIN, pa.float32(), "probability",
+       "retagger: the silence probability, min over its tracks"),
 ])
+#: schema version 1's SEPARATIONS (read only: `upgrade_separations` turns it into version 2)
+SEPARATIONS_V1 = pa.schema([f for f in SEPARATIONS if f.name not in (RETAG_MAX, RETAG_SILENCE_MIN)]
+                           + [_f(RETAG, pa.list_(pa.float32()), "probability",
+                                 "retagger softmax of the stem, n_tracks x (C + 1) row-major")])
 SED = pa.schema([
     _f(SOUNDSCAPE, pa.string()),
     _f(MODEL, pa.string()),
@@ -124,7 +141,7 @@ REQUIRED_TABLES = ("soundscapes", "tagger", "separations")
 BYTE_STREAM_SPLIT = {"soundscapes": [f"{SNR_MIX_DB}.list.element"],
                      "tagger": [f"{PROBS}.list.element"],
                      "separations": [ENERGY_DB, f"{SNR_DB}.list.element",
-                                     f"{RETAG}.list.element"],
+                                     f"{RETAG_MAX}.list.element", RETAG_SILENCE_MIN],
                      "sed": []}
 
 
@@ -147,7 +164,8 @@ class CacheMeta:
         closure: the query closure the cache was built for, e.g.
             ``{"proposal_top_n": 1, "max_query_size": 3, "oracle": true}``.
         query_order_rule: canonical query order (`QUERY_ORDER_RULE`).
-        schema_version: `SCHEMA_VERSION` of the writer.
+        schema_version: `SCHEMA_VERSION` of the writer that created the cache (each part file
+            records the version that wrote it: `part_version`).
         casdri_version: casdri version of the writer.
         cache_id: random id given at creation, kept by appends.
         extra: free-form creator information (not compared).
@@ -213,9 +231,10 @@ class CacheMeta:
         return out
 
     def identity(self) -> dict:
-        """What must match for two writers to append to one cache (all but version/ids)."""
+        """What must match for two writers to append to one cache (all but versions and ids:
+        a newer casdri resumes an older cache's build, each part in its own schema version)."""
         d = self.to_dict()
-        for k in ("casdri_version", "cache_id", "extra"):
+        for k in ("casdri_version", "schema_version", "cache_id", "extra"):
             d.pop(k)
         return d
 
@@ -273,8 +292,30 @@ def part_metadata(table_name: str, meta: CacheMeta) -> dict:
 # ----------------------------------------------------------------------------- validation
 
 
+def part_version(table: pa.Table, where: str = "") -> int:
+    """The schema version a table was written with: its part metadata's, or `SCHEMA_VERSION`
+    for a table without one (built in memory by the builders below).
+
+    Raises:
+        CacheSchemaError: a version this casdri does not read (``where`` names the file).
+    """
+    md = table.schema.metadata or {}
+    if PART_META_KEY not in md:
+        return SCHEMA_VERSION
+    try:
+        pv = json.loads(md[PART_META_KEY]).get("schema_version")
+    except (ValueError, AttributeError):
+        pv = None
+    if pv not in SUPPORTED_VERSIONS:
+        raise CacheSchemaError(f"{where}: part written with schema version {pv!r}; this "
+                               f"casdri reads {list(SUPPORTED_VERSIONS)}")
+    return pv
+
+
 def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
-    """Check a table against `TABLES[name]`; return it with the schema's exact types.
+    """Check a table against `TABLES[name]` (a version-1 ``separations`` part against
+    `SEPARATIONS_V1`: `upgrade_separations` then makes it version 2); return it with the
+    schema's exact types.
 
     Extra columns are dropped; safe casts (``large_string`` → ``string``, ``int64`` → ``int8``
     when in range) are applied; a missing `OPTIONAL_COLUMNS` column comes back all null.
@@ -287,16 +328,11 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
     if name not in TABLES:
         raise CacheSchemaError(f"unknown cache table {name!r}; expected one of {list(TABLES)}")
     where = where or name
-    schema = TABLES[name]
-    md = table.schema.metadata or {}
-    if PART_META_KEY in md:
-        try:
-            pv = json.loads(md[PART_META_KEY]).get("schema_version")
-        except (ValueError, AttributeError):
-            pv = None
-        if pv not in SUPPORTED_VERSIONS:
-            raise CacheSchemaError(f"{where}: part written with schema version {pv!r}; this "
-                                   f"casdri reads {list(SUPPORTED_VERSIONS)}")
+    version = part_version(table, where)
+    cols_in = set(table.column_names)
+    v1 = name == "separations" and (version == 1 or (RETAG in cols_in
+                                                     and RETAG_MAX not in cols_in))
+    schema = SEPARATIONS_V1 if v1 else TABLES[name]  # (v1 also when rewritten without metadata)
     cols = []
     optional = OPTIONAL_COLUMNS.get(name, ())
     for f in schema:
@@ -304,9 +340,12 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
             cols.append(pa.chunked_array([pa.nulls(table.num_rows, f.type)]))
             continue
         if f.name not in table.column_names:
+            hint = (f"; a table with {RETAG!r} (the whole softmax, schema version 1) is built "
+                    "with separations_table, which keeps what the decisions read"
+                    if f.name == RETAG_SILENCE_MIN and RETAG in cols_in else "")
             raise CacheSchemaError(
                 f"{where}: missing column {f.name!r} ({f.type}); table {name!r} needs "
-                f"{schema.names}")
+                f"{schema.names}{hint}")
         col = table.column(f.name)
         if col.type != f.type:
             try:
@@ -322,6 +361,58 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
                 raise CacheSchemaError(f"{where}: column {f.name!r} holds null list elements")
         cols.append(col)
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+def reduce_retag(retag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the decisions read of the retagger's output on stems: each class's probability,
+    maximised over the retagger's tracks, and the silence probability, minimised over them.
+    A stem is confirmed by its most confident track and called silent only when every track
+    says so (casdri's ``refine`` verify and silence gates, `casdri.policies.refine`; the
+    cache keeps these, schema version 2).
+
+    Args:
+        retag: ``(n_stems, n_tracks, C + 1)`` softmax over the C classes and silence (last).
+
+    Returns:
+        ``(retag_max, retag_silence_min)``: ``(n_stems, C) float32`` and ``(n_stems,)
+        float32``.
+
+    Raises:
+        ValueError: ``retag`` is not 3-D or has fewer than 2 entries on its last axis.
+    """
+    r = np.asarray(retag, dtype=np.float32)
+    if r.ndim != 3 or r.shape[2] < 2:
+        raise ValueError(f"retag: expected (n_stems, n_tracks, C + 1) probabilities, got shape "
+                         f"{r.shape}")
+    return (np.ascontiguousarray(r[:, :, :-1].max(axis=1)),
+            np.ascontiguousarray(r[:, :, -1].min(axis=1)))
+
+
+def upgrade_separations(table: pa.Table, n_tracks: int, n_classes: int,
+                        where: str = "") -> pa.Table:
+    """A `validate_table`-checked ``separations`` table of any supported version as version 2
+    (the columns of `SEPARATIONS`, no part metadata): a version-1
+    table's ``retag`` (``n_tracks * (C + 1)`` values per row) becomes `reduce_retag`'s
+    columns; a version-2 table is returned as it is.
+
+    Raises:
+        CacheSchemaError: a ``retag`` row without ``n_tracks * (n_classes + 1)`` values
+            (``where`` names the file).
+    """
+    if RETAG not in table.column_names:
+        return table
+    width = n_tracks * (n_classes + 1)
+    col = table.column(RETAG)
+    lengths = np.asarray(pa.compute.list_value_length(col).to_numpy(), np.int64)
+    if (lengths != width).any():
+        raise CacheSchemaError(f"{where or 'separations'}: retag must hold n_tracks * (C + 1) "
+                               f"= {width} values")
+    flat = pa.compute.list_flatten(col).to_numpy().astype(np.float32, copy=False)
+    mx, smin = reduce_retag(flat.reshape(-1, n_tracks, n_classes + 1))
+    base = table.drop_columns([RETAG])
+    return pa.Table.from_arrays(
+        [base.column(f.name) for f in SEPARATIONS if f.name in base.column_names]
+        + [_list(mx, pa.float32()), pa.array(smin, pa.float32())], schema=SEPARATIONS)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -405,15 +496,29 @@ def separations_table(soundscape: Sequence[str], separator: Sequence[str], stage
         slot: position of the row's stem in its query.
         energy_db: ``10 log10(Σ stem² / Σ mix0²)`` float64 dB.
         snr_db: per row, SNR against each oracle target of its soundscape, dB.
-        retag: ``(n_rows, n_tracks * (C + 1))`` (or a sequence of ``(n_tracks, C + 1)``)
-            retagger softmax, silence last per track.
+        retag: ``(n_rows, n_tracks, C + 1)`` (or a sequence of ``(n_tracks, C + 1)``)
+            retagger softmax, silence last per track. The table keeps `reduce_retag` of it.
+
+    Raises:
+        ValueError: ``retag`` of another shape (a 2-D array: reshape it to
+            ``(n_rows, n_tracks, C + 1)``).
     """
-    if isinstance(retag, np.ndarray) and retag.ndim == 3:
-        retag = retag.reshape(retag.shape[0], -1)
+    if not (isinstance(retag, np.ndarray) and retag.ndim == 3):
+        try:
+            retag = np.stack([np.asarray(r, np.float32) for r in retag]) if len(retag) else \
+                np.zeros((0, 1, 2), np.float32)
+        except ValueError as e:
+            raise ValueError(f"retag: expected (n_rows, n_tracks, C + 1) ({e})") from None
+        if retag.ndim != 3:
+            raise ValueError(f"retag: expected (n_rows, n_tracks, C + 1) probabilities; got "
+                             f"rows of shape {retag.shape[1:]} (reshape each to "
+                             "(n_tracks, C + 1))")
+    mx, smin = reduce_retag(retag)
     return _table(SEPARATIONS, {
         SOUNDSCAPE: list(map(str, soundscape)), SEPARATOR: list(separator),
         STAGE: np.asarray(stage, np.int8), QUERY: query, SLOT: np.asarray(slot, np.int8),
-        ENERGY_DB: np.asarray(energy_db, np.float64), SNR_DB: snr_db, RETAG: retag})
+        ENERGY_DB: np.asarray(energy_db, np.float64), SNR_DB: snr_db, RETAG_MAX: mx,
+        RETAG_SILENCE_MIN: smin})
 
 
 def sed_table(soundscape: Sequence[str], model: Sequence[str], frame_hop_s: Sequence[float],

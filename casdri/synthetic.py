@@ -292,8 +292,8 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
             sep_ids[si], [sep_cols["sep"][i] for i in si], [sep_cols["st"][i] for i in si],
             [np.asarray(sep_cols["q"][i]) for i in si], [sep_cols["slot"][i] for i in si],
             [sep_cols["e"][i] for i in si], snr_list,
-            np.stack([sep_cols["rt"][i] for i in si]) if len(si) else
-            np.zeros((0, K * (C + 1)), np.float32))
+            (np.stack([sep_cols["rt"][i] for i in si]) if len(si) else
+             np.zeros((0, K * (C + 1)), np.float32)).reshape(-1, K, C + 1))
         sed = None
         if sed_frames > 0:
             sed = sc.sed_table([r[0] for r in rs], ["sed"] * len(rs), [SED_HOP_S] * len(rs),

@@ -51,10 +51,13 @@ def load_raw(path) -> RawCache:
     for _, r in _read(path, "separations").iterrows():
         key = (r[sc.SOUNDSCAPE], r[sc.SEPARATOR], int(r[sc.STAGE]),
                tuple(int(x) for x in r[sc.QUERY]))
-        retag = np.asarray(r[sc.RETAG], np.float32).reshape(meta["n_tracks"], C + 1)
+        if isinstance(r.get(sc.RETAG_MAX), np.ndarray):  # schema version 2
+            p, sil = np.asarray(r[sc.RETAG_MAX], np.float32), float(r[sc.RETAG_SILENCE_MIN])
+        else:  # version 1: the retagger's whole softmax, reduced here
+            retag = np.asarray(r[sc.RETAG], np.float32).reshape(meta["n_tracks"], C + 1)
+            p, sil = retag[:, :C].max(axis=0), float(retag[:, C].min())
         stems.setdefault(key, {})[int(r[sc.SLOT])] = dict(
-            energy=float(r[sc.ENERGY_DB]), snr=[float(x) for x in r[sc.SNR_DB]],
-            p=retag[:, :C].max(axis=0), sil=float(retag[:, C].min()))
+            energy=float(r[sc.ENERGY_DB]), snr=[float(x) for x in r[sc.SNR_DB]], p=p, sil=sil)
     stems = {k: [v[i] for i in sorted(v)] for k, v in stems.items()}
     return RawCache(meta["classes"], meta["taggers"], meta["separators"], refs, mix, tagger,
                     stems)

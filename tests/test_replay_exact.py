@@ -127,7 +127,7 @@ def wave_cache(tmp_path_factory):
                                  [t for _ in rows_tg for t in range(K)],
                                  np.concatenate([r[2] for r in rows_tg])),
                  sc.separations_table(*[rows_sep[k] for k in range(7)],
-                                      np.stack([r.reshape(-1) for r in rows_sep[7]])))
+                                      np.stack(rows_sep[7])))
     return load_cache(path), waves, world
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from casdri import schema as sc
-from casdri.cache import CacheWriter, load_cache
+from casdri.cache import CacheWriter, load_cache, upgrade_cache
 from casdri.errors import CacheError, CacheSchemaError
 from casdri.policies import params_class
 from casdri.replay import replay
@@ -21,7 +21,7 @@ from casdri.synthetic import make_synthetic_cache
 
 from .conftest import DATA
 
-FROZEN = {1: DATA / "frozen_cache_v1"}
+FROZEN = {1: DATA / "frozen_cache_v1", 2: DATA / "frozen_cache_v2"}
 
 
 @pytest.mark.parametrize("version", sorted(FROZEN))
@@ -41,6 +41,141 @@ def test_frozen_cache_replays_the_frozen_numbers(version):
         assert r.accuracy_src[0] == pytest.approx(e["accuracy_src"], abs=1e-12), name
         got = [None if v != v else v for v in r.per_soundscape.capi_sdri]
         assert got == pytest.approx(e["per_soundscape"], abs=1e-12), name
+
+
+def test_every_supported_version_has_a_frozen_cache():
+    assert sorted(FROZEN) == list(sc.SUPPORTED_VERSIONS)
+    assert sc.SCHEMA_VERSION == max(sc.SUPPORTED_VERSIONS)
+
+
+def test_frozen_caches_of_both_versions_replay_the_same_numbers():
+    """Version 2's frozen cache is version 1's (same seed) written by version 2's writer:
+    reducing the retagger's softmax at write time changes no replayed number."""
+    e1, e2 = (json.loads((FROZEN[v] / "expected.json").read_text()) for v in (1, 2))
+    assert e1.keys() == e2.keys()
+    for name in e1:
+        for k in ("capi_sdri", "accuracy_mix", "accuracy_src", "per_soundscape"):
+            assert e1[name][k] == e2[name][k], (name, k)
+    a, b = load_cache(FROZEN[1]), load_cache(FROZEN[2])
+    np.testing.assert_array_equal(a.stem_retag_max, b.stem_retag_max)
+    np.testing.assert_array_equal(a.stem_retag_silence_min, b.stem_retag_silence_min)
+
+
+def _arrays_equal(a, b) -> int:
+    """Every array of two loaded caches is equal (dtype, shape, values); returns how many."""
+    n = 0
+    for f in a.__dataclass_fields__:
+        x, y = getattr(a, f), getattr(b, f)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape, f
+            np.testing.assert_array_equal(x, y, err_msg=f)
+            n += 1
+    return n
+
+
+def test_upgrade_cache_rewrites_version_1_parts_and_keeps_every_array(tmp_path):
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    before = load_cache(path)
+    files = sorted((path / "separations").glob("part-*.parquet"))
+    assert upgrade_cache(path) == files
+    for f in files:
+        t = pq.read_table(f)
+        assert sc.part_version(t) == 2 and sc.RETAG not in t.column_names
+        assert t.schema.field(sc.RETAG_MAX).metadata[b"unit"] == b"probability"
+    after = load_cache(path)
+    assert before.meta.schema_version == 1 and after.meta.schema_version == 2
+    assert after.meta.cache_id == before.meta.cache_id
+    assert _arrays_equal(before, after) >= 20
+    assert upgrade_cache(path) == []  # a rerun has nothing left to do
+    assert not list(path.rglob(".*tmp*"))
+
+
+def test_upgrade_cache_stops_at_a_bad_part_and_leaves_it(tmp_path):
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    f = sorted((path / "separations").glob("part-*.parquet"))[0]
+    t = pq.read_table(f)
+    rows = t.column(sc.RETAG).to_pylist()
+    rows[0] = [1.5] * len(rows[0])
+    pq.write_table(t.set_column(t.schema.get_field_index(sc.RETAG), t.schema.field(sc.RETAG),
+                                pa.array(rows, pa.list_(pa.float32()))), f)
+    raw = f.read_bytes()
+    with pytest.raises(CacheSchemaError, match=r"separations/part-.*: retag value 1.5"):
+        upgrade_cache(path)
+    assert f.read_bytes() == raw
+    assert json.loads((path / sc.META_FILE).read_text())["schema_version"] == 1
+    with pytest.raises(CacheError, match="is not a casdri cache"):
+        upgrade_cache(tmp_path)
+
+
+def test_a_newer_writer_resumes_a_version_1_cache(tmp_path):
+    """A build begun by a version-1 casdri goes on with version-2 parts (the metadata's
+    identity leaves the version out); the mixed cache loads, the old parts unchanged, and a
+    version-1 table given to the writer is stored as version 2."""
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    before = load_cache(path)
+    w = CacheWriter(path, sc.CacheMeta(**{**{k: getattr(before.meta, k)
+                                             for k in before.meta.__dataclass_fields__},
+                                          "schema_version": 2}))
+    assert w.meta.schema_version == 1  # the cache's own metadata is kept
+    other = tmp_path / "other"
+    make_synthetic_cache(other, n_soundscapes=3, seed=5, n_stages=2, n_parts=1, sed_frames=4,
+                         load=False)
+    tabs = {}
+    for k in (*sc.REQUIRED_TABLES, "sed"):
+        t = pq.read_table(other / k / "part-000.parquet")
+        new_ids = pa.array([i.replace("synth", "later") for i in
+                            t.column(sc.SOUNDSCAPE).to_pylist()])
+        tabs[k] = t.set_column(t.schema.get_field_index(sc.SOUNDSCAPE), sc.SOUNDSCAPE, new_ids)
+    v1 = pq.read_table(sorted((FROZEN[1] / "separations").glob("*.parquet"))[0])
+    assert sc.part_version(v1) == 1 and sc.RETAG in v1.column_names
+    ids = set(v1.column(sc.SOUNDSCAPE).to_pylist())
+    w.write_part("zz-new", tabs["soundscapes"], tabs["tagger"], tabs["separations"], tabs["sed"])
+    mixed = load_cache(path)
+    assert mixed.n_soundscapes == before.n_soundscapes + 3
+    new = pq.read_table(path / "separations" / "part-zz-new.parquet")
+    assert sc.part_version(new) == 2
+    # the version-1 part re-written through the writer (as a table read back) becomes v2
+    fresh = tmp_path / "fresh"
+    w2 = CacheWriter(fresh, before.meta)
+    sub = {k: pq.read_table(sorted((FROZEN[1] / k).glob("*.parquet"))[0])
+           for k in (*sc.REQUIRED_TABLES, "sed")}
+    assert set(sub["soundscapes"].column(sc.SOUNDSCAPE).to_pylist()) == ids
+    w2.write_part("a", sub["soundscapes"], sub["tagger"], sub["separations"], sub["sed"])
+    t = pq.read_table(fresh / "separations" / "part-a.parquet")
+    assert sc.part_version(t) == 2 and sc.RETAG not in t.column_names
+    one = load_cache(fresh)
+    for i, sid in enumerate(one.soundscape_ids):
+        j = list(before.soundscape_ids).index(sid)
+        a0, a1 = one.key_offsets[i], one.key_offsets[i + 1]
+        b0, b1 = before.key_offsets[j], before.key_offsets[j + 1]
+        np.testing.assert_array_equal(one.key_codes[a0:a1], before.key_codes[b0:b1])
+        rows_a = np.flatnonzero(np.isin(one.stem_key, np.arange(a0, a1)))
+        rows_b = np.flatnonzero(np.isin(before.stem_key, np.arange(b0, b1)))
+        np.testing.assert_array_equal(one.stem_retag_max[rows_a], before.stem_retag_max[rows_b])
+        np.testing.assert_array_equal(one.stem_retag_silence_min[rows_a],
+                                      before.stem_retag_silence_min[rows_b])
+
+
+def test_reduce_retag_and_separations_table_shapes():
+    r = np.zeros((2, 3, 4), np.float32)
+    r[0, :, :] = [[0.7, 0.1, 0.1, 0.1], [0.1, 0.6, 0.1, 0.2], [0.0, 0.0, 0.1, 0.9]]
+    r[1, :, 3] = 1.0
+    mx, smin = sc.reduce_retag(r)
+    np.testing.assert_array_equal(mx, np.float32([[0.7, 0.6, 0.1], [0, 0, 0]]))
+    np.testing.assert_array_equal(smin, np.float32([0.1, 1.0]))
+    assert mx.dtype == smin.dtype == np.float32
+    with pytest.raises(ValueError, match=r"expected \(n_stems, n_tracks, C \+ 1\)"):
+        sc.reduce_retag(r[0])
+    args = (["a", "a"], ["s", "s"], [0, 0], [[0, 1], [0, 1]], [0, 1], [-3.0, -4.0], [[], []])
+    t = sc.separations_table(*args, r)
+    assert t.column(sc.RETAG_MAX).to_pylist()[0] == pytest.approx([0.7, 0.6, 0.1])
+    assert t.column(sc.RETAG_SILENCE_MIN).to_pylist() == pytest.approx([0.1, 1.0])
+    assert sc.separations_table(*args, list(r)).equals(t)
+    with pytest.raises(ValueError, match=r"reshape each to \(n_tracks, C \+ 1\)"):
+        sc.separations_table(*args, r.reshape(2, -1))
 
 
 @pytest.fixture
@@ -81,9 +216,8 @@ def test_arrays_match_raw_tables(small):
         assert row[sc.ENERGY_DB] == c.stem_energy_db[r]
         assert list(row[sc.SNR_DB]) == list(c.stem_snr_db[c.stem_snr_offsets[r]:
                                                           c.stem_snr_offsets[r + 1]])
-        retag = np.asarray(row[sc.RETAG], np.float32).reshape(3, C + 1)
-        assert (retag[:, :C].max(0) == c.stem_retag_max[r]).all()
-        assert retag[:, C].min() == c.stem_retag_silence_min[r]
+        assert list(row[sc.RETAG_MAX]) == list(c.stem_retag_max[r])
+        assert row[sc.RETAG_SILENCE_MIN] == c.stem_retag_silence_min[r]
 
 
 def test_append_conflict_and_atomicity(tmp_path):
@@ -182,7 +316,34 @@ BAD = [
      CacheSchemaError, "not in canonical order"),
     ("unknown separator", lambda p: _set_meta(p, separators=["sepA", "zzz"]), {},
      CacheSchemaError, r"separator 'sepB' is not in the cache metadata"),
+    ("short retag_max", lambda p: _rewrite(p, "separations", lambda t: t.set_column(
+        t.schema.get_field_index(sc.RETAG_MAX), t.schema.field(sc.RETAG_MAX),
+        pa.array([v[:-1] for v in t.column(sc.RETAG_MAX).to_pylist()],
+                 pa.list_(pa.float32())))),
+     {}, CacheSchemaError, r"separations/part-000.parquet: retag_max must hold C = 18 values"),
+    ("retag_max above 1", lambda p: _rewrite(p, "separations", lambda t: t.set_column(
+        t.schema.get_field_index(sc.RETAG_MAX), t.schema.field(sc.RETAG_MAX),
+        pa.array([[1.5] * len(v) for v in t.column(sc.RETAG_MAX).to_pylist()],
+                 pa.list_(pa.float32())))),
+     {}, CacheSchemaError, r"separations/part-000.parquet: retag_max value 1.5"),
 ]
+
+
+def _short_v1_retag(p):
+    f = sorted((p / "separations").glob("*.parquet"))[0]
+    t = pq.read_table(f)
+    rows = [v[:-1] for v in t.column(sc.RETAG).to_pylist()]
+    pq.write_table(t.set_column(t.schema.get_field_index(sc.RETAG), t.schema.field(sc.RETAG),
+                                pa.array(rows, pa.list_(pa.float32()))), f)
+
+
+def test_a_version_1_part_with_a_short_retag_is_named(tmp_path):
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    _short_v1_retag(path)
+    with pytest.raises(CacheSchemaError, match=r"separations/part-.*\.parquet: retag must "
+                                               r"hold n_tracks \* \(C \+ 1\) = 57 values"):
+        load_cache(path)
 
 
 @pytest.mark.parametrize("name,damage,kw,exc,match", BAD, ids=[b[0] for b in BAD])
@@ -214,7 +375,7 @@ def test_meta_round_trip_and_units(small):
     assert sc.SEPARATIONS.field(sc.ENERGY_DB).metadata[b"unit"] == b"dB"
     schema = pq.read_schema(sorted((small / "separations").glob("*"))[0])
     assert schema.field(sc.SNR_DB).metadata[b"unit"] == b"dB"
-    assert json.loads(schema.metadata[sc.PART_META_KEY])["schema_version"] == 1
+    assert json.loads(schema.metadata[sc.PART_META_KEY])["schema_version"] == sc.SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("field,value", [("n_tracks", "three"), ("n_tracks", 0),
@@ -263,3 +424,18 @@ def test_loaded_cache_exposes_rooms_and_recordings_in_id_order(small):
     dc = load_cache(small)
     assert [r for r in dc.rooms] == [f"room-{s}" for s in dc.soundscape_ids]
     assert [r for r in dc.recordings] == [(f"rec-{s}", "shared") for s in dc.soundscape_ids]
+
+
+def test_casdri_cache_upgrade_command(tmp_path, capsys):
+    from cache_builder.cli import main
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    n = len(list((path / "separations").glob("part-*.parquet")))
+    assert main(["upgrade", str(path)]) == 0
+    assert capsys.readouterr().out == (f"{path}: {n} part(s) rewritten; every part is in "
+                                       f"schema version {sc.SCHEMA_VERSION}\n")
+    assert main(["upgrade", str(path)]) == 0
+    assert f"{path}: 0 part(s) rewritten" in capsys.readouterr().out
+    assert main(["upgrade", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "is not a casdri cache" in err and len(err.strip().splitlines()) == 1
