@@ -540,6 +540,7 @@ def _cc():
 
 CACHE_BAD = ["snr_db byte flip", "snr_mix_db byte flip", "energy_db +inf", "tagger probs NaN",
              "tagger probs negative", "tagger probs not a softmax", "retag not a softmax",
+             "retag silence above 1",
              "swapped classes", "renamed class", "sample rate 16 kHz", "a whole chunk missing"]
 for _name in CACHE_BAD:
     @case("cache content", f"cache: {_name}")

@@ -51,10 +51,19 @@ def cache_metadata(system: System, *, top_n: int, has_oracle: bool, closure_rule
                "amp": system.amp, "has_oracle": bool(has_oracle),
                "stage_names": system.stage_names()})
     d = meta.to_dict()
-    ident = {k: v for k, v in d.items() if k not in ("casdri_version", "cache_id")}
-    d["cache_id"] = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str)
-                                   .encode()).hexdigest()[:16]
+    d["cache_id"] = cache_id(d)
     return d
+
+
+def cache_id(meta: dict) -> str:
+    """A build's cache id: 16 hex digits of the sha256 of its metadata dict, the versions and
+    the id left out, so every casdri gives a build the same id and shards built apart merge.
+    (The schema version sat in the hash until schema 2: it is pinned at 1, so no id changed.)
+    """
+    ident = {k: v for k, v in meta.items() if k not in ("casdri_version", "cache_id")}
+    ident["schema_version"] = 1
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str)
+                          .encode()).hexdigest()[:16]
 
 
 def _short(v, width: int = 40) -> str:
@@ -94,7 +103,7 @@ def prepare_folder(out: Path, meta: dict) -> "S.CacheMeta":
             old = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise CacheError(f"{path}: unreadable cache metadata ({e})") from None
-        skip = ("casdri_version", "cache_id")
+        skip = ("casdri_version", "cache_id", "schema_version")  # (parts record their own)
         diffs = _diff({k: v for k, v in old.items() if k not in skip},
                       {k: v for k, v in meta.items() if k not in skip})
         if diffs:

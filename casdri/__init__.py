@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _LAZY = {
     **dict.fromkeys(("CapiSdri", "CapiSdriResult"), "accumulator"),
     **dict.fromkeys(("CacheWriter", "DecisionCache", "demo_cache_path", "load_cache",
-                     "write_part"), "cache"),
+                     "upgrade_cache", "write_part"), "cache"),
     **dict.fromkeys(("DCASE2026T4", "DCASE2025T4", "SILENCE", "LabelSet", "get_label_set"),
                     "labels"),
     **dict.fromkeys(("LabelCounts", "ca_sdri_2025", "capi_sdri", "capi_sdri_from_snr",
@@ -46,7 +46,8 @@ __all__ = [
     "CapiSdri", "CapiSdriResult",
     "LabelSet", "get_label_set", "DCASE2026T4", "DCASE2025T4", "SILENCE",
     "score_folders",
-    "load_cache", "demo_cache_path", "DecisionCache", "CacheWriter", "write_part", "CacheMeta",
+    "load_cache", "demo_cache_path", "upgrade_cache", "DecisionCache", "CacheWriter",
+    "write_part", "CacheMeta",
     "SCHEMA_VERSION",
     "explain", "explain_folders", "GapExplanation", "what_if", "compare", "compare_values",
     "Comparison",
@@ -92,7 +93,7 @@ sys.modules[__name__].__class__ = _Package
 if TYPE_CHECKING:  # static tools see the eager imports
     from .accumulator import CapiSdri, CapiSdriResult  # noqa: F401
     from .cache import (  # noqa: F401
-        CacheWriter, DecisionCache, demo_cache_path, load_cache, write_part,
+        CacheWriter, DecisionCache, demo_cache_path, load_cache, upgrade_cache, write_part,
     )
     from .labels import DCASE2025T4, DCASE2026T4, SILENCE, LabelSet, get_label_set  # noqa: F401
     from .metric import (  # noqa: F401

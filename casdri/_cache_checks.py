@@ -29,7 +29,7 @@ BUILD_DIR = "_build"
 #: larger cached value is a corrupt byte, not a measurement
 SNR_BOUND_DB = 1000.0
 #: a cached softmax row (float32) sums to 1 within this
-PROB_SUM_TOL = 1e-4
+PROB_SUM_TOL = sc.PROB_SUM_TOL
 
 
 def check_meta(meta: sc.CacheMeta, meta_file) -> None:

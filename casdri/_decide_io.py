@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from .labels import LabelSet
+from .schema import reduce_retag
 
 __all__ = ["SoundscapeInputs", "SlotStem", "Lookup"]
 
@@ -56,10 +57,10 @@ class SlotStem:
     @classmethod
     def from_retag(cls, label: int, energy_db: float, retag: np.ndarray,
                    ref: Any = None) -> "SlotStem":
-        """From a ``(K, C+1)`` retagger softmax, reduced in float32 as the cache is."""
-        r = np.asarray(retag, np.float32)
-        return cls(int(label), float(energy_db), r[:, :-1].max(axis=0),
-                   float(r[:, -1].min()), ref)
+        """From a ``(K, C+1)`` retagger softmax, reduced as the cache is
+        (`casdri.schema.reduce_retag`)."""
+        mx, smin = reduce_retag(np.asarray(retag)[None])
+        return cls(int(label), float(energy_db), mx[0], float(smin[0]), ref)
 
 
 Lookup = Callable[[tuple, int, int], Sequence[SlotStem]]

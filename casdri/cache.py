@@ -13,6 +13,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -119,9 +120,11 @@ class CacheWriter:
             tables["sed"] = sed
         checked = {k: sc.validate_table(t, k, f"part {part_name!r} table {k!r}")
                    for k, t in tables.items()}
-        checked["separations"] = sc.upgrade_separations(  # (a version-1 table read back)
-            checked["separations"], self.meta.n_tracks, self.meta.n_classes,
-            f"part {part_name!r} table 'separations'")
+        if sc.RETAG in checked["separations"].column_names:  # a version-1 table read back:
+            where = f"part {part_name!r} table 'separations'"  # its softmax checked, reduced
+            _load.check_values(self.meta, "separations", Path(where), checked["separations"])
+            checked["separations"] = sc.upgrade_separations(
+                checked["separations"], self.meta.n_tracks, self.meta.n_classes, where)
         ids = set(checked["soundscapes"].column(sc.SOUNDSCAPE).to_pylist())
         for k in ("tagger", "separations", "sed"):
             if k in checked:
@@ -177,20 +180,23 @@ def upgrade_cache(cache_dir: Union[str, Path]) -> list[Path]:
     done = []
     for f in sorted((path / "separations").glob("part-*.parquet")):
         try:
+            schema = pq.read_schema(f)  # (enough to see that a part is current)
+            if sc.part_version(schema.empty_table(), str(f)) == sc.SCHEMA_VERSION \
+                    and sc.RETAG not in schema.names:
+                continue
             t = pq.read_table(f, use_threads=False)
         except (pa.ArrowException, OSError) as e:
             raise CacheError(f"{f}: unreadable Parquet part ({type(e).__name__}: {e}); it is "
                              "truncated or corrupt: delete it and rebuild that part") from None
-        if sc.part_version(t, str(f)) == sc.SCHEMA_VERSION and sc.RETAG not in t.column_names:
-            continue
         t = sc.validate_table(t, "separations", str(f))
         _load.check_values(meta, "separations", f, t)
         _atomic_table(sc.upgrade_separations(t, meta.n_tracks, meta.n_classes, str(f)), f,
                       "separations", meta)
         done.append(f)
-    if meta.schema_version != sc.SCHEMA_VERSION:
-        atomic_write_bytes(meta_file,
-                           replace(meta, schema_version=sc.SCHEMA_VERSION).to_json().encode())
+    if meta.schema_version != sc.SCHEMA_VERSION:  # (other keys of the file kept as they are)
+        d = json.loads(meta_file.read_text())
+        d["schema_version"] = sc.SCHEMA_VERSION
+        atomic_write_bytes(meta_file, (json.dumps(d, indent=2) + "\n").encode())
     return done
 
 
@@ -405,9 +411,11 @@ def load_cache(path: Union[str, Path], label_set=None, *,
     """Load and validate a cache directory.
 
     Values are range-checked (`casdri._cache_checks.check_values`: finite SNRs within ±1000 dB,
-    finite energies, probabilities in [0, 1] summing to 1), the class list must equal the
-    named label set's, and a cache whose build manifests list soundscapes the parts lack is
-    refused.
+    finite energies, probabilities in [0, 1], tagger rows summing to 1 and the retagger's
+    reduced columns consistent with such rows), the class list must equal the named label
+    set's, and a cache whose build manifests list soundscapes the parts lack is refused. Parts
+    of every supported schema version load (a version-1 ``separations`` part is read as
+    version 2: `casdri.schema.upgrade_separations`).
 
     Args:
         path: the cache directory.

@@ -47,11 +47,13 @@ __all__ = [
     "SOUNDSCAPES", "TAGGER", "SEPARATIONS", "SED", "TABLES", "REQUIRED_TABLES",
     "OPTIONAL_COLUMNS",
     "CacheMeta", "validate_table", "soundscapes_table", "tagger_table", "separations_table",
-    "sed_table", "reduce_retag", "upgrade_separations", "part_version",
+    "sed_table", "reduce_retag", "upgrade_separations", "part_version", "PROB_SUM_TOL",
 ]
 
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
+#: a softmax row (classes and silence) must sum to 1 within this
+PROB_SUM_TOL = 1e-4
 META_FILE = "_casdri_cache.json"
 #: key of the small JSON each part file carries in its Arrow schema metadata
 PART_META_KEY = b"casdri"
@@ -164,7 +166,8 @@ class CacheMeta:
         closure: the query closure the cache was built for, e.g.
             ``{"proposal_top_n": 1, "max_query_size": 3, "oracle": true}``.
         query_order_rule: canonical query order (`QUERY_ORDER_RULE`).
-        schema_version: `SCHEMA_VERSION` of the writer that created the cache (each part file
+        schema_version: `SCHEMA_VERSION` of the writer that created the cache, or of
+            `casdri.cache.upgrade_cache` once it has rewritten every part (each part file
             records the version that wrote it: `part_version`).
         casdri_version: casdri version of the writer.
         cache_id: random id given at creation, kept by appends.
@@ -363,27 +366,41 @@ def validate_table(table: pa.Table, name: str, where: str = "") -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def reduce_retag(retag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def reduce_retag(retag: np.ndarray, tol: Optional[float] = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """What the decisions read of the retagger's output on stems: each class's probability,
     maximised over the retagger's tracks, and the silence probability, minimised over them.
     A stem is confirmed by its most confident track and called silent only when every track
     says so (casdri's ``refine`` verify and silence gates, `casdri.policies.refine`; the
-    cache keeps these, schema version 2).
+    cache keeps these, schema version 2, and live apply reduces its stems the same way).
 
     Args:
         retag: ``(n_stems, n_tracks, C + 1)`` softmax over the C classes and silence (last).
+        tol: when given, every row must be a softmax (values in [0, 1], summing to 1 within
+            ``tol``): the reduced values could not show it afterwards.
 
     Returns:
         ``(retag_max, retag_silence_min)``: ``(n_stems, C) float32`` and ``(n_stems,)
         float32``.
 
     Raises:
-        ValueError: ``retag`` is not 3-D or has fewer than 2 entries on its last axis.
+        ValueError: ``retag`` is not 3-D or has fewer than 2 entries on its last axis, or
+            (with ``tol``) a row that is not a softmax (stem and track named).
     """
     r = np.asarray(retag, dtype=np.float32)
     if r.ndim != 3 or r.shape[2] < 2:
         raise ValueError(f"retag: expected (n_stems, n_tracks, C + 1) probabilities, got shape "
                          f"{r.shape}")
+    if tol is not None and r.size:
+        sums = r.astype(np.float64).sum(axis=2)
+        bad = ~((np.abs(sums - 1.0) <= tol) & (r >= 0).all(axis=2) & (r <= 1).all(axis=2))
+        if bad.any():
+            i, k = (int(v[0]) for v in np.nonzero(bad))
+            raise ValueError(
+                f"retag: stem {i}, track {k} is not a softmax (sum {float(sums[i, k]):.6g}, "
+                f"values in [{float(r[i, k].min()):.6g}, {float(r[i, k].max()):.6g}]; "
+                f"expected values in [0, 1] summing to 1 within {tol:g}): pass the "
+                "retagger's softmax over the classes and silence, not logits or sigmoids")
     return (np.ascontiguousarray(r[:, :, :-1].max(axis=1)),
             np.ascontiguousarray(r[:, :, -1].min(axis=1)))
 
@@ -405,8 +422,11 @@ def upgrade_separations(table: pa.Table, n_tracks: int, n_classes: int,
     col = table.column(RETAG)
     lengths = np.asarray(pa.compute.list_value_length(col).to_numpy(), np.int64)
     if (lengths != width).any():
-        raise CacheSchemaError(f"{where or 'separations'}: retag must hold n_tracks * (C + 1) "
-                               f"= {width} values")
+        i = int(np.flatnonzero(lengths != width)[0])
+        raise CacheSchemaError(
+            f"{where or 'separations'}: row {i}: retag holds {int(lengths[i])} values, but "
+            f"n_tracks * (C + 1) = {n_tracks} * {n_classes + 1} = {width}; the metadata's "
+            "n_tracks or classes do not match the part: fix the metadata or rebuild the part")
     flat = pa.compute.list_flatten(col).to_numpy().astype(np.float32, copy=False)
     mx, smin = reduce_retag(flat.reshape(-1, n_tracks, n_classes + 1))
     base = table.drop_columns([RETAG])
@@ -488,7 +508,7 @@ def tagger_table(soundscape: Sequence[str], tagger: Sequence[str], track: Sequen
 def separations_table(soundscape: Sequence[str], separator: Sequence[str], stage: Sequence[int],
                       query: Sequence[Sequence[int]], slot: Sequence[int],
                       energy_db: Sequence[float], snr_db: Sequence[Sequence[float]],
-                      retag: np.ndarray) -> pa.Table:
+                      retag: np.ndarray, prob_tol: float = PROB_SUM_TOL) -> pa.Table:
     """SEPARATIONS rows (one per stem).
 
     Args:
@@ -498,10 +518,11 @@ def separations_table(soundscape: Sequence[str], separator: Sequence[str], stage
         snr_db: per row, SNR against each oracle target of its soundscape, dB.
         retag: ``(n_rows, n_tracks, C + 1)`` (or a sequence of ``(n_tracks, C + 1)``)
             retagger softmax, silence last per track. The table keeps `reduce_retag` of it.
+        prob_tol: how far a softmax row's sum may be from 1 (`PROB_SUM_TOL`).
 
     Raises:
         ValueError: ``retag`` of another shape (a 2-D array: reshape it to
-            ``(n_rows, n_tracks, C + 1)``).
+            ``(n_rows, n_tracks, C + 1)``), or a row that is not a softmax.
     """
     if not (isinstance(retag, np.ndarray) and retag.ndim == 3):
         try:
@@ -513,7 +534,7 @@ def separations_table(soundscape: Sequence[str], separator: Sequence[str], stage
             raise ValueError(f"retag: expected (n_rows, n_tracks, C + 1) probabilities; got "
                              f"rows of shape {retag.shape[1:]} (reshape each to "
                              "(n_tracks, C + 1))")
-    mx, smin = reduce_retag(retag)
+    mx, smin = reduce_retag(retag, tol=prob_tol)
     return _table(SEPARATIONS, {
         SOUNDSCAPE: list(map(str, soundscape)), SEPARATOR: list(separator),
         STAGE: np.asarray(stage, np.int8), QUERY: query, SLOT: np.asarray(slot, np.int8),

@@ -80,6 +80,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import schema as sc
+from ._cache_checks import prob_sum_tol
 from .cache import CacheWriter, load_cache
 from .labels import DCASE2026T4, LabelSet
 from .policies import params_class
@@ -293,7 +294,8 @@ def make_synthetic_cache(cache_dir: Union[str, Path, None] = None, n_soundscapes
             [np.asarray(sep_cols["q"][i]) for i in si], [sep_cols["slot"][i] for i in si],
             [sep_cols["e"][i] for i in si], snr_list,
             (np.stack([sep_cols["rt"][i] for i in si]) if len(si) else
-             np.zeros((0, K * (C + 1)), np.float32)).reshape(-1, K, C + 1))
+             np.zeros((0, K * (C + 1)), np.float32)).reshape(-1, K, C + 1),
+            prob_tol=prob_sum_tol(meta))
         sed = None
         if sed_frames > 0:
             sed = sc.sed_table([r[0] for r in rs], ["sed"] * len(rs), [SED_HOP_S] * len(rs),

@@ -91,22 +91,83 @@ def test_upgrade_cache_rewrites_version_1_parts_and_keeps_every_array(tmp_path):
     assert not list(path.rglob(".*tmp*"))
 
 
-def test_upgrade_cache_stops_at_a_bad_part_and_leaves_it(tmp_path):
+def test_upgrade_cache_stops_at_a_bad_part_and_resumes_after_it(tmp_path):
+    """The second of two parts is bad: the first is rewritten, the second and the metadata
+    stay as they were; once the part is mended, a rerun rewrites it alone."""
     path = tmp_path / "cache"
     shutil.copytree(FROZEN[1], path)
-    f = sorted((path / "separations").glob("part-*.parquet"))[0]
-    t = pq.read_table(f)
+    first, second = sorted((path / "separations").glob("part-*.parquet"))
+    good = second.read_bytes()
+    t = pq.read_table(second)
     rows = t.column(sc.RETAG).to_pylist()
     rows[0] = [1.5] * len(rows[0])
     pq.write_table(t.set_column(t.schema.get_field_index(sc.RETAG), t.schema.field(sc.RETAG),
-                                pa.array(rows, pa.list_(pa.float32()))), f)
-    raw = f.read_bytes()
-    with pytest.raises(CacheSchemaError, match=r"separations/part-.*: retag value 1.5"):
+                                pa.array(rows, pa.list_(pa.float32()))), second)
+    raw = second.read_bytes()
+    with pytest.raises(CacheSchemaError, match=r"separations/part-001.parquet: retag value 1.5"):
         upgrade_cache(path)
-    assert f.read_bytes() == raw
-    assert json.loads((path / sc.META_FILE).read_text())["schema_version"] == 1
+    assert second.read_bytes() == raw and sc.part_version(pq.read_table(first)) == 2
+    meta = json.loads((path / sc.META_FILE).read_text())
+    assert meta["schema_version"] == 1
+    second.write_bytes(good)
+    done_first = first.read_bytes()
+    meta["note"] = "a key of the user's own"
+    (path / sc.META_FILE).write_text(json.dumps(meta))
+    assert upgrade_cache(path) == [second]
+    assert first.read_bytes() == done_first  # (not redone)
+    meta = json.loads((path / sc.META_FILE).read_text())
+    assert meta["schema_version"] == 2 and meta["note"] == "a key of the user's own"
+    assert _arrays_equal(load_cache(FROZEN[1]), load_cache(path)) >= 20
+    assert not list(path.rglob(".*tmp*"))
     with pytest.raises(CacheError, match="is not a casdri cache"):
         upgrade_cache(tmp_path)
+
+
+def test_a_version_1_part_without_its_metadata_loads_and_upgrades(tmp_path):
+    """A part rewritten by another tool (pandas, pyarrow) loses casdri's part metadata: its
+    columns still say which version it is."""
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    for f in (path / "separations").glob("part-*.parquet"):
+        pq.write_table(pq.read_table(f).replace_schema_metadata(None), f)
+    assert _arrays_equal(load_cache(FROZEN[1]), load_cache(path)) >= 20
+    assert len(upgrade_cache(path)) == 2
+    assert _arrays_equal(load_cache(FROZEN[1]), load_cache(path)) >= 20
+
+
+def test_write_part_checks_a_version_1_softmax_before_reducing_it(tmp_path):
+    """Reduced values cannot show that a row was not a softmax, so a version-1 table given to
+    the writer is checked first (sigmoid-like rows, all 0.9, are refused)."""
+    meta = load_cache(FROZEN[1]).meta
+    sub = {k: pq.read_table(sorted((FROZEN[1] / k).glob("*.parquet"))[0])
+           for k in (*sc.REQUIRED_TABLES, "sed")}
+    t = sub["separations"]
+    rows = [[0.9] * len(v) for v in t.column(sc.RETAG).to_pylist()]
+    bad = t.set_column(t.schema.get_field_index(sc.RETAG), t.schema.field(sc.RETAG),
+                       pa.array(rows, pa.list_(pa.float32())))
+    with pytest.raises(CacheSchemaError, match=r"part 'a' table 'separations': retag row 0 sums "
+                                               r"to 17.1, not 1.*softmax"):
+        CacheWriter(tmp_path / "c", meta).write_part("a", sub["soundscapes"], sub["tagger"],
+                                                     bad, sub["sed"])
+    assert not (tmp_path / "c" / "separations").exists()
+
+
+def test_a_build_resumes_into_a_version_1_cache_with_the_same_id(tmp_path):
+    """`casdri-cache build` into a cache an older casdri began: the folder is accepted (the
+    schema version is no part of a build's identity) and the build's cache id is the one the
+    older casdri gave it (the shipped demo cache was built at schema 1)."""
+    from cache_builder._cachewrite import cache_id, prepare_folder
+    demo = json.loads((Path(__import__("casdri").__file__).parent / "data" / "demo_cache"
+                       / sc.META_FILE).read_text())
+    assert cache_id(demo) == demo["cache_id"] == "fda759350c13dc1c"
+    assert cache_id({**demo, "schema_version": 1}) == cache_id({**demo, "schema_version": 2})
+    path = tmp_path / "cache"
+    shutil.copytree(FROZEN[1], path)
+    meta = json.loads((path / sc.META_FILE).read_text())
+    got = prepare_folder(path, {**meta, "schema_version": 2})
+    assert got.cache_id == meta["cache_id"] and got.schema_version == 1
+    with pytest.raises(CacheError, match=r"n_tracks: 3 \(on disk\) vs 2 \(this build\)"):
+        prepare_folder(path, {**meta, "schema_version": 2, "n_tracks": 2})
 
 
 def test_a_newer_writer_resumes_a_version_1_cache(tmp_path):
@@ -176,6 +237,16 @@ def test_reduce_retag_and_separations_table_shapes():
     assert sc.separations_table(*args, list(r)).equals(t)
     with pytest.raises(ValueError, match=r"reshape each to \(n_tracks, C \+ 1\)"):
         sc.separations_table(*args, r.reshape(2, -1))
+    logits = r.copy()
+    logits[1, 2] = [2.0, -1.0, 0.5, 0.1]
+    with pytest.raises(ValueError, match=r"retag: stem 1, track 2 is not a softmax \(sum 1.6, "
+                                         r"values in \[-1, 2\].*not logits or sigmoids"):
+        sc.separations_table(*args, logits)
+    loose = r.copy()
+    loose[0, 0, 0] += 0.05  # a sum of 1.05: refused at the default tolerance, kept at 0.1
+    with pytest.raises(ValueError, match="stem 0, track 0 is not a softmax"):
+        sc.separations_table(*args, loose)
+    assert sc.separations_table(*args, loose, prob_tol=0.1).num_rows == 2
 
 
 @pytest.fixture
@@ -341,8 +412,10 @@ def test_a_version_1_part_with_a_short_retag_is_named(tmp_path):
     path = tmp_path / "cache"
     shutil.copytree(FROZEN[1], path)
     _short_v1_retag(path)
-    with pytest.raises(CacheSchemaError, match=r"separations/part-.*\.parquet: retag must "
-                                               r"hold n_tracks \* \(C \+ 1\) = 57 values"):
+    with pytest.raises(CacheSchemaError, match=r"separations/part-.*\.parquet: row 0: retag "
+                                               r"holds 56 values, but n_tracks \* \(C \+ 1\) = "
+                                               r"3 \* 19 = 57; the metadata's n_tracks or "
+                                               r"classes do not match the part"):
         load_cache(path)
 
 
