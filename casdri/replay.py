@@ -225,14 +225,16 @@ def encode_settings(cache, policy, params) -> np.ndarray:
         params = np.stack([p.encode(cache) for p in params])
     if isinstance(params, (list, tuple)) and not params:
         raise PolicyError("no settings given")
-    forms = (f"expected a {cls.__name__}, a list of them, or an (n, {cls.n_params(cache)}) "
-             "array of encoded settings")
+    def forms() -> str:  # (only on an error: the layout is not free)
+        return (f"expected a {cls.__name__}, a list of them, or an (n, "
+                f"{cls.n_params(cache)}) array of encoded settings")
     if params is None or isinstance(params, (dict, str, bytes, type)):
-        raise PolicyError(f"params: {forms}; got {type(params).__name__}")
-    try:
-        params = np.asarray(params, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise PolicyError(f"params: {forms}; got {type(params).__name__} ({e})") from None
+        raise PolicyError(f"params: {forms()}; got {type(params).__name__}")
+    if not isinstance(params, np.ndarray) or params.dtype != np.float64:
+        try:
+            params = np.asarray(params, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise PolicyError(f"params: {forms()}; got {type(params).__name__} ({e})") from None
     return cls.check_encoded(params, cache)
 
 

@@ -23,6 +23,17 @@ _positive_int = int_at_least(1)
 _count = int_at_least(0)
 
 
+def _jobs(text: str):
+    """``--jobs``: ``auto`` or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer >= 1, got {text!r}") \
+            from None
+
+
 _margin = number("a finite margin >= 0 dB", lambda v: 0 <= v < float("inf"))
 _alpha = number("a level in (0, 1)", lambda v: 0 < v < 1)
 
@@ -112,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "worker of a shared search passes it); without it they are refused")
     p.add_argument("--seed", type=_count, default=0, metavar="S",
                    help="seed >= 0 (default: %(default)s)")
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="chains (folds) tuned in parallel processes (default: %(default)s)")
+    p.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                   help="chains (folds) tuned in parallel processes; auto (default): one per "
+                        "usable core when a chain tunes more than one stage, else 1 (a "
+                        "worker's start-up costs more than a one-stage chain)")
     p.add_argument("--sampler", choices=["tpe", "cmaes"], default="tpe",
                    help="Optuna sampler of the joint stages (default: %(default)s; cmaes needs "
                         "the cmaes package)")

@@ -345,6 +345,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
             ``resume``; CacheError / CacheSchemaError from the cache.
     """
     settings = (settings or SearchSettings()).with_(**kwargs).validate()
+    settings = settings.with_(jobs=settings.auto_jobs())  # ("auto": the usable cores or 1)
     make_sampler(settings.sampler, 0)  # fail early on a missing optional dependency
     _check_storage(settings)
     say = on_status or (lambda line: None)

@@ -116,17 +116,11 @@ def pick_best(edges: np.ndarray, scores_db: np.ndarray,
         raise InputError("sweep: no interval has a defined score (every clip None)")
     best = np.nanmax(s)
     good = np.where(np.isnan(s), False, s >= best - tol)
-    runs, start = [], None
-    for j, g in enumerate(good):
-        if g and start is None:
-            start = j
-        if not g and start is not None:
-            runs.append((start, j))
-            start = None
-    if start is not None:
-        runs.append((start, len(good)))
-    widths = [edges[b] - edges[a] for a, b in runs]
-    a, b = runs[int(np.argmax(widths))]
+    padded = np.concatenate([[False], good, [False]])
+    starts = np.flatnonzero(padded[1:-1] & ~padded[:-2])  # runs of good intervals [a, b)
+    ends = np.flatnonzero(padded[1:-1] & ~padded[2:]) + 1
+    k = int(np.argmax(edges[ends] - edges[starts]))  # (the first of equally wide runs)
+    a, b = int(starts[k]), int(ends[k])
     value = 0.5 * (edges[a] + edges[b])
     j = int(np.searchsorted(edges[1:-1], value, side="right"))
     return float(value), min(max(j, a), b - 1)

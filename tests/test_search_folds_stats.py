@@ -226,3 +226,20 @@ def test_cluster_weights_take_a_string_as_one_id_and_refuse_a_bad_n_boot():
     for bad in (-1, 0, 2.5, True):
         with pytest.raises(InputError, match="n_boot must be an int >= 1"):
             cluster_weights(ids, bad)
+
+
+def test_jobs_auto_uses_the_cores_only_for_chains_of_several_stages():
+    """``--jobs auto`` (the CLI's default): a worker's start-up costs more than a one-stage
+    chain, so one process then; the usable cores, at most one per chain, otherwise."""
+    from search.settings import SearchSettings
+    s = SearchSettings(jobs="auto").validate()
+    assert s.auto_jobs(cores=2) == 2 and s.auto_jobs(cores=64) == 6  # 5 folds + final
+    assert s.with_(repeats=3).auto_jobs(cores=64) == 16
+    assert s.with_(stage="auto").auto_jobs(cores=2) == 2
+    assert s.auto_jobs(cores=1) == 1
+    assert s.with_(stage="gates").auto_jobs(cores=16) == 1
+    assert s.with_(jobs=3).auto_jobs(cores=1) == 3  # an integer stays as given
+    with pytest.raises(InputError, match=r"--jobs must be an integer >= 1 or auto, got 'two'"):
+        s.with_(jobs="two").validate()
+    with pytest.raises(InputError, match=r"--jobs must be an integer >= 1, got 0"):
+        s.with_(jobs=0).validate()
