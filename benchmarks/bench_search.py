@@ -9,7 +9,7 @@ all on 2 cores. A script printing figures, never a test.
 
 Usage: ``python benchmarks/bench_search.py [--stage all|auto|gates] [--repeats 1] [--storage URL]
 [--accept evidence|margin]
-[--soundscapes 1512] [--folds 5] [--trials 64] [--jobs 1] [--cache DIR] [--out DIR]``
+[--soundscapes 1512] [--folds 5] [--trials 64] [--jobs auto] [--cache DIR] [--out DIR]``
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--soundscapes", type=int, default=1512)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=64)
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="chains in parallel processes (each loads the cache once; 2 beats 1 at "
-                    "1,512 soundscapes on 2 cores)")
+    ap.add_argument("--jobs", type=lambda v: v if v == "auto" else int(v), default="auto",
+                    help="chains in parallel processes, or auto (casdri-search's default: the "
+                    "usable cores when a chain tunes more than one stage, else 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="existing cache directory (default: write a synthetic one)")
     ap.add_argument("--out", help="output folder (default: a temporary one)")
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     print(f"cache: {args.soundscapes} soundscapes, written in {t_make:.1f} s; kernel warm-up "
           f"(numba compile or cache load) {t_warm:.1f} s, not counted")
     print(f"search: --stage {args.stage} --accept {args.accept} --repeats {args.repeats} --folds {args.folds} "
-          f"--trials {args.trials} --jobs {args.jobs} --storage {args.storage or 'memory'}")
+          f"--trials {args.trials} --jobs {args.jobs} ({result.settings.jobs} process(es)) "
+          f"--storage {args.storage or 'memory'}")
     st = result.stage_table()
     print(f"{'stage':<10} {'engine':<8} {'seconds':>8} {'settings':>9} {'clip evals':>11} "
           f"{'tune gain dB':>13}")
