@@ -494,12 +494,24 @@ def _dispatchers(policy) -> list:
     return [*drivers(policy), K_.build_tables, K_.row_means, K_.class_tally]
 
 
-def kernels_cached(policy: Union[str, ModuleType] = "refine") -> bool:
+def kernels_cached(policy: Union[str, ModuleType] = "refine",
+                   uses: Optional[tuple] = None) -> bool:
     """True when the replay kernels of ``policy`` are compiled in this process or stored in
     Numba's on-disk cache (then loading them takes well under a second); False means the
     first replay compiles them (tens of seconds: say "compiling kernels (first run only)").
-    A cheap check: it compiles nothing."""
-    return all(is_cached(d) for d in _dispatchers(policy))
+    A cheap check: it compiles nothing.
+
+    Args:
+        uses: the drivers to check (fields of `casdri._kernels.Drivers`: ``"par"``,
+            ``"ser"``, ``"pairs"``, ``"pairs_ser"``, ``"trace"``), with the table kernels;
+            None: every driver. A caller that never runs a driver (the search never runs
+            ``pairs``) checks the ones it runs, or it would say "compiling" on every run.
+    """
+    if uses is None:
+        return all(is_cached(d) for d in _dispatchers(policy))
+    drv = drivers(get_policy(policy))
+    return all(is_cached(d) for d in [*(getattr(drv, u) for u in uses), K_.build_tables,
+                                      K_.row_means])
 
 
 def warm_up(cache, policy: Union[str, ModuleType] = "refine") -> float:

@@ -180,19 +180,30 @@ def _run(args, parser) -> int:
     talk = sys.stderr.isatty()
     if talk:  # the first line before the heavy imports (numba, optuna, pyarrow)
         _status("starting: loading numba, optuna and pyarrow")
-    DemoCacheMissing = lazy_import("search.casdri_problem").DemoCacheMissing
-    report, runner = lazy_import("search.report"), lazy_import("search.run")
     settings = settings_from_args(args)
-    report.check_out_dir(args.out)
+    workers = None
+    if isinstance(args.policy, str) and settings.folds > 1:  # (workers start with the command)
+        n_chains = settings.repeats * settings.folds + 1
+        workers = lazy_import("search._prestart").prestart(
+            args.cache, args.policy, args.allow_incomplete,
+            min(settings.validate().auto_jobs(), n_chains) - 1)
     try:
-        result = runner.run_search(
-            cache=args.cache, settings=settings, policy_in=args.policy_in, split=args.split,
-            test_split=args.test_split, allow_incomplete=args.allow_incomplete,
-            on_status=_status if talk else None,
-            on_stage=_stage_line if talk else None)
-    except DemoCacheMissing as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return 1
+        DemoCacheMissing = lazy_import("search.casdri_problem").DemoCacheMissing
+        report, runner = lazy_import("search.report"), lazy_import("search.run")
+        report.check_out_dir(args.out)
+        try:
+            result = runner.run_search(
+                cache=args.cache, settings=settings, policy_in=args.policy_in,
+                split=args.split, test_split=args.test_split,
+                allow_incomplete=args.allow_incomplete, on_status=_status if talk else None,
+                on_stage=_stage_line if talk else None)
+        except DemoCacheMissing as exc:
+            sys.stderr.write(f"{PROG}: error: {exc}\n")
+            return 1
+    except BaseException:
+        if workers is not None:  # (not left to finish their start-up at exit)
+            workers.shutdown(wait=False, kill_workers=True)
+        raise
     written = report.write_outputs(result, args.out, figures=not args.no_figures)
     print("\n".join(runner.summarize(result)))
     n_fig = sum(1 for k in written if k not in ("policy", "trials", "report", "removed"))

@@ -314,6 +314,16 @@ def _check_storage(settings: SearchSettings) -> None:
             "(other workers of the same search do), or choose another --study-name")
 
 
+def search_kernels_cached(module) -> bool:
+    """Whether the replay kernels a search runs are compiled or in Numba's disk cache: the
+    baseline's and the oracle's parallel driver (their values), and the searched policy's
+    serial drivers (a chain runs on one thread: `search.cv`) with its trace when it has change
+    points (the exact sweeps). `casdri.replay.kernels_cached`."""
+    own = ("ser", "pairs_ser") + (("trace",) if getattr(module, "change_points", None) else ())
+    return (kernels_cached("baseline", uses=("par",)) and kernels_cached("oracle", uses=("par",))
+            and kernels_cached(module, uses=own))
+
+
 def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=None,
                split: Optional[str] = None, test_split: Optional[str] = "auto",
                allow_incomplete: bool = False,
@@ -359,8 +369,7 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     sweeps_ready = sweep.kernels_cached() or not {"per-class", "refine"} & set(
         settings.chains[0])  # (the stages that sweep)
     say("scoring baseline and oracle" + (
-        "" if sweeps_ready and all(kernels_cached(p) for p in {"baseline", "oracle",
-                                                               settings.policy})
+        "" if sweeps_ready and search_kernels_cached(problem.module)
         else " (compiling kernels: first run only, about a minute)"))
     base, oracle = problem.policy_values("baseline"), problem.policy_values("oracle")
     if not sweeps_ready:  # compiled under the status line above, not silently mid-search

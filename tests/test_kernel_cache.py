@@ -139,3 +139,35 @@ def test_a_drivers_cache_key_follows_the_helpers_its_decision_inlines(monkeypatc
     monkeypatch.setattr(Path, "read_bytes", edited)
     assert K._token(staged) != before["staged"]
     assert K._token(baseline) == before["baseline"]
+
+
+SEARCH = """
+import json, sys
+from pathlib import Path
+from casdri.synthetic import make_synthetic_cache
+from search.run import run_search
+path = Path(sys.argv[1])
+if not path.exists():
+    make_synthetic_cache(path, n_soundscapes=20, seed=2, load=False)
+lines = []
+run_search(path, stage="all", folds=2, trials=2, n_boot=20, jobs=1, on_status=lines.append)
+print(json.dumps([line for line in lines if line.startswith("scoring")]))
+"""
+
+
+@pytest.mark.slow
+def test_a_second_search_does_not_say_it_compiles(tmp_path):
+    """The search's status line says "compiling kernels" on the first run only: it checks the
+    kernels a search runs (`search.run.search_kernels_cached`), not every driver of the
+    policies (the search never runs the parallel pairs driver, so that check said
+    "compiling" on every run)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=str(ROOT))
+    said = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", SEARCH, str(tmp_path / "cache")], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        said.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert said[0] == ["scoring baseline and oracle (compiling kernels: first run only, about "
+                       "a minute)"]
+    assert said[1] == ["scoring baseline and oracle"]

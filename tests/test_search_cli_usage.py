@@ -107,3 +107,31 @@ def test_import_search_leaves_torch_out():
     code = ("import sys, search, search.cli, search.run, search.report, search.engines; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_missing_cache_dir_is_one_line_when_workers_were_started(tmp_path):
+    """A multi-stage search starts its chain workers with the command (`search._prestart`);
+    an error before the chains stops them and is still one line."""
+    p = run_cli("--stage", "all", "--jobs", "2", "--cache", str(tmp_path / "nope"), "--out",
+                str(tmp_path))
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "nope" in p.stderr
+
+
+def test_prestarted_worker_builds_the_problem_the_chains_ask_for(tmp_path):
+    """`search._prestart._warm` (run here in-process) leaves the problem under the key a
+    chain's `ProblemFactory` looks up, so the chain does not load the cache again."""
+    from casdri.synthetic import make_synthetic_cache
+    from search import _prestart
+    from search import casdri_problem as cp
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=12, seed=3, load=False)
+    cp._LOADED.clear()
+    _prestart._warm(str(path) + "/", "refine", False)  # (the CLI's spelling of the path)
+    assert len(cp._LOADED) == 1
+    warm = next(iter(cp._LOADED.values()))
+    assert cp.ProblemFactory(path, "refine", False)() is warm
+    cp._LOADED.clear()
+    assert _prestart._warm(str(tmp_path / "nope"), "refine", False) is None
+    assert cp._LOADED == {}
+    assert _prestart.prestart(str(path), "refine", False, 0) is None  # no workers asked for

@@ -455,10 +455,11 @@ def test_sweep_kernels_compile_under_the_status_line(planted, monkeypatch, stage
 
 
 def test_status_lines_from_the_start_and_per_chain(planted):
-    from casdri.replay import kernels_cached
+    from casdri.policies import get_policy
+    from search.run import search_kernels_cached
 
     lines, stages = [], []
-    cached = all(kernels_cached(p) for p in ("baseline", "oracle", "refine"))
+    cached = search_kernels_cached(get_policy("refine"))
     run_search(planted, stage="gates", folds=2, trials=4, n_boot=100, on_status=lines.append,
                on_stage=stages.append)
     assert lines[0] == "loading the decision cache"
