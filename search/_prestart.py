@@ -21,15 +21,19 @@ from typing import Optional
 
 from casdri._cli import lazy_import
 
+from .settings import WORKER_IDLE_S
+
 __all__ = ["prestart"]
 
 
-def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, n_workers: int):
+def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tuple,
+             n_workers: int):
     """Start ``n_workers`` loky workers (none when ``n_workers < 1``) and warm each one.
 
     Args:
         cache: the cache directory the search will load (None: the demo cache).
         policy: the policy name; allow_incomplete: as `casdri.cache.load_cache`.
+        stages: the stages of a chain (which kernels it runs).
         n_workers: the workers `search.cv` will use (``jobs - 1``).
 
     Returns:
@@ -39,13 +43,14 @@ def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, n_worker
     if n_workers < 1:
         return None
     executor = lazy_import("joblib.externals.loky").get_reusable_executor(
-        max_workers=n_workers)
+        max_workers=n_workers, timeout=WORKER_IDLE_S)
     for _ in range(n_workers):
-        executor.submit(_warm, None if cache is None else str(cache), policy, allow_incomplete)
+        executor.submit(_warm, None if cache is None else str(cache), policy, allow_incomplete,
+                        tuple(stages))
     return executor
 
 
-def _warm(cache: Optional[str], policy: str, allow_incomplete: bool) -> None:
+def _warm(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tuple) -> None:
     """In a worker: import the search and, when its kernels are compiled, build the problem
     (under the key a chain's `ProblemFactory` looks up) and load the kernels."""
     np = lazy_import("numpy")
@@ -53,13 +58,14 @@ def _warm(cache: Optional[str], policy: str, allow_incomplete: bool) -> None:
     try:
         path = cp.demo_cache_path() if cache is None else Path(cache)
         module = lazy_import("casdri.policies").get_policy(policy)
-        if path is None or not (sweep.kernels_cached() and run.search_kernels_cached(module)):
+        if path is None or not run.search_kernels_cached(module, stages):
             return
         problem = cp.ProblemFactory(path, policy, allow_incomplete)()
         x = problem.start_vector()
         idx = np.arange(min(4, problem.n_soundscapes))
         problem.values(x[None, :], idx)
-        problem.pair_values(x[None, :], idx[:1])
-        sweep.warm_up()
+        if run.SWEEP_STAGES & set(stages):
+            problem.pair_values(x[None, :], idx[:1])
+            sweep.warm_up()
     except Exception:  # noqa: BLE001 - the chains run the same steps and raise it
         return

@@ -181,13 +181,12 @@ def _run(args, parser) -> int:
     if talk:  # the first line before the heavy imports (numba, optuna, pyarrow)
         _status("starting: loading numba, optuna and pyarrow")
     settings = settings_from_args(args)
-    workers = None
-    if isinstance(args.policy, str) and settings.folds > 1:  # (workers start with the command)
-        n_chains = settings.repeats * settings.folds + 1
-        workers = lazy_import("search._prestart").prestart(
-            args.cache, args.policy, args.allow_incomplete,
-            min(settings.validate().auto_jobs(), n_chains) - 1)
+    workers, started = None, False
     try:
+        if settings.folds > 1:  # the chain workers start with the command (search._prestart)
+            workers = lazy_import("search._prestart").prestart(
+                args.cache, args.policy, args.allow_incomplete, settings.chains[0],
+                min(settings.validate().auto_jobs(), settings.n_chains) - 1)
         DemoCacheMissing = lazy_import("search.casdri_problem").DemoCacheMissing
         report, runner = lazy_import("search.report"), lazy_import("search.run")
         report.check_out_dir(args.out)
@@ -200,10 +199,10 @@ def _run(args, parser) -> int:
         except DemoCacheMissing as exc:
             sys.stderr.write(f"{PROG}: error: {exc}\n")
             return 1
-    except BaseException:
-        if workers is not None:  # (not left to finish their start-up at exit)
-            workers.shutdown(wait=False, kill_workers=True)
-        raise
+        started = True
+    finally:
+        if workers is not None and not started:  # (an error, Ctrl-C or no demo: not left
+            workers.shutdown(wait=False, kill_workers=True)  # to finish their start-up)
     written = report.write_outputs(result, args.out, figures=not args.no_figures)
     print("\n".join(runner.summarize(result)))
     n_fig = sum(1 for k in written if k not in ("policy", "trials", "report", "removed"))

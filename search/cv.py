@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .engines import open_storage
 from .nested import Selection, select_stages
 from .objective import Objective
-from .settings import SearchSettings
+from .settings import WORKER_IDLE_S, SearchSettings
 from .stages import StageContext, StageRecord, run_chain
 
 __all__ = ["ChainResult", "run_fold_chain", "run_chains", "single_numba_thread"]
@@ -139,7 +139,7 @@ def run_chains(problem, x_start: np.ndarray, tasks, settings: SearchSettings,
     Returns:
         one `ChainResult` per task, in order.
     """
-    jobs = settings.jobs
+    jobs = settings.auto_jobs()  # ("auto" when called as a library function)
     if jobs > 1 and len(tasks) > 1:
         return _run_chains_parallel(problem, x_start, tasks, settings, split_fn,
                                     problem_factory)
@@ -169,10 +169,10 @@ def _run_chains_parallel(problem, x_start, tasks, settings, split_fn, factory) -
     out = [None] * len(tasks)
     done = threading.Condition()
     state = {"left": len(tasks), "error": None}
-    bar = tqdm(total=len(tasks), desc=f"chains ({settings.jobs} jobs)",
+    bar = tqdm(total=len(tasks), desc=f"chains ({settings.auto_jobs()} jobs)",
                disable=not settings.progress)
-    n_workers = min(settings.jobs, len(tasks)) - 1
-    executor = get_reusable_executor(max_workers=n_workers)
+    n_workers = min(settings.auto_jobs(), len(tasks)) - 1
+    executor = get_reusable_executor(max_workers=n_workers, timeout=WORKER_IDLE_S)
 
     def take():
         with done:

@@ -314,14 +314,20 @@ def _check_storage(settings: SearchSettings) -> None:
             "(other workers of the same search do), or choose another --study-name")
 
 
-def search_kernels_cached(module) -> bool:
-    """Whether the replay kernels a search runs are compiled or in Numba's disk cache: the
-    baseline's and the oracle's parallel driver (their values), and the searched policy's
-    serial drivers (a chain runs on one thread: `search.cv`) with its trace when it has change
-    points (the exact sweeps). `casdri.replay.kernels_cached`."""
-    own = ("ser", "pairs_ser") + (("trace",) if getattr(module, "change_points", None) else ())
+#: the stages that sweep thresholds exactly (they replay pairs and trace change points)
+SWEEP_STAGES = frozenset({"per-class", "refine"})
+
+
+def search_kernels_cached(module, stages) -> bool:
+    """Whether the kernels a search runs are compiled or in Numba's disk cache: the
+    baseline's and the oracle's parallel driver (their values), the searched policy's serial
+    driver (a chain runs on one thread: `search.cv`) and, when ``stages`` sweep
+    (`SWEEP_STAGES`), its pairs driver, its trace (the change points) and the sweep's passes.
+    `casdri.replay.kernels_cached`."""
+    sweeps = bool(SWEEP_STAGES & set(stages))
+    own = ("ser",) + (("pairs_ser", "trace") if sweeps else ())
     return (kernels_cached("baseline", uses=("par",)) and kernels_cached("oracle", uses=("par",))
-            and kernels_cached(module, uses=own))
+            and kernels_cached(module, uses=own) and (not sweeps or sweep.kernels_cached()))
 
 
 def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=None,
@@ -366,10 +372,9 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
     test_split = resolve_test_split(dc, split, test_split)
     idx = _tune_idx(dc, split, test_split)
     n_src = problem.n_sources()
-    sweeps_ready = sweep.kernels_cached() or not {"per-class", "refine"} & set(
-        settings.chains[0])  # (the stages that sweep)
+    sweeps_ready = sweep.kernels_cached() or not SWEEP_STAGES & set(settings.chains[0])
     say("scoring baseline and oracle" + (
-        "" if sweeps_ready and search_kernels_cached(problem.module)
+        "" if search_kernels_cached(problem.module, settings.chains[0])
         else " (compiling kernels: first run only, about a minute)"))
     base, oracle = problem.policy_values("baseline"), problem.policy_values("oracle")
     if not sweeps_ready:  # compiled under the status line above, not silently mid-search

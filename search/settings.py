@@ -13,10 +13,10 @@ Conventions:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields, replace
 from typing import Optional, Union
 
+from casdri._cli import lazy_import
 from casdri.errors import InputError
 
 __all__ = ["SearchSettings", "STAGE_ORDER", "AUTO_STAGES", "stage_names"]
@@ -40,6 +40,11 @@ def stage_names(stage: str) -> tuple:
         raise InputError(f"unknown stage {stage!r}; expected one of {', '.join(STAGE_ORDER)}, "
                          "all, auto")
     return (stage,)
+
+
+#: seconds an idle chain worker waits for work before it exits (loky's reusable executor; the
+#: same in `search._prestart` and `search.cv`, or loky would rebuild the executor)
+WORKER_IDLE_S = 120
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,16 @@ class SearchSettings:
             return (tuple(self.auto_stages),)
         return (stage_names(self.stage),)
 
+    @property
+    def n_chains(self) -> int:
+        """Chains a search runs: ``repeats * folds`` fold chains and the final one (only the
+        final one with ``folds = 1``)."""
+        return self.repeats * self.folds + 1 if self.folds > 1 else 1
+
     def auto_jobs(self, cores: Optional[int] = None) -> int:
-        """The processes ``jobs="auto"`` runs the chains in: the usable cores (at most one per
-        chain) when a chain tunes more than one stage, else 1 (an integer ``jobs`` as it is).
+        """The processes ``jobs="auto"`` runs the chains in: the usable cores (at most 8, as
+        `casdri.scoring.default_jobs`, and at most one per chain) when a chain tunes more than
+        one stage, else 1 (an integer ``jobs`` as it is).
 
         Why: a worker costs about 2 s to start (imports, the cache, the kernels), more than
         a one-stage chain. Measured on the demo cache, 2 cores: ``--stage gates`` 3.7–4.2 s
@@ -137,17 +149,14 @@ class SearchSettings:
         6.8–7.0 s. The result does not depend on it (`search.cv`).
 
         Args:
-            cores: usable cores (default: the process's CPU affinity).
+            cores: usable cores (default: `casdri.scoring.default_jobs`).
         """
         if self.jobs != "auto":
             return int(self.jobs)
         if cores is None:
-            try:
-                cores = len(os.sched_getaffinity(0))
-            except AttributeError:  # (not on this platform)
-                cores = os.cpu_count() or 1
-        chains = self.repeats * self.folds + 1
-        return max(1, min(int(cores), chains)) if len(self.chains[0]) > 1 else 1
+            cores = lazy_import("casdri.scoring").default_jobs()
+        one_stage = len(self.chains[0]) < 2 and self.stage != "auto"
+        return 1 if one_stage else max(1, min(int(cores), self.n_chains))
 
     def validate(self) -> "SearchSettings":
         """Check every field; returns self.

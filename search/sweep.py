@@ -112,6 +112,7 @@ def pick_best(edges: np.ndarray, scores_db: np.ndarray,
         (0.5, 2)
     """
     s = np.asarray(scores_db, dtype=np.float64)
+    edges = np.asarray(edges, dtype=np.float64)
     if np.isnan(s).all():
         raise InputError("sweep: no interval has a defined score (every clip None)")
     best = np.nanmax(s)

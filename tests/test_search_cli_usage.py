@@ -119,19 +119,27 @@ def test_missing_cache_dir_is_one_line_when_workers_were_started(tmp_path):
     assert "nope" in p.stderr
 
 
-def test_prestarted_worker_builds_the_problem_the_chains_ask_for(tmp_path):
+def test_prestarted_worker_builds_the_problem_the_chains_ask_for(tmp_path, monkeypatch):
     """`search._prestart._warm` (run here in-process) leaves the problem under the key a
-    chain's `ProblemFactory` looks up, so the chain does not load the cache again."""
+    chain's `ProblemFactory` looks up, so the chain does not load the cache again. (It builds
+    the problem only when the kernels are compiled; here they count as compiled whatever
+    Numba's disk cache holds, so the test does not depend on the tests run before it.)"""
     from casdri.synthetic import make_synthetic_cache
-    from search import _prestart
+    from search import _prestart, run
     from search import casdri_problem as cp
+    checked = []
+    monkeypatch.setattr(run, "search_kernels_cached",
+                        lambda module, stages: checked.append(tuple(stages)) or True)
     path = make_synthetic_cache(tmp_path / "c", n_soundscapes=12, seed=3, load=False)
     cp._LOADED.clear()
-    _prestart._warm(str(path) + "/", "refine", False)  # (the CLI's spelling of the path)
-    assert len(cp._LOADED) == 1
+    _prestart._warm(str(path) + "/", "refine", False, ("gates", "refine"))  # (CLI spelling)
+    assert checked == [("gates", "refine")] and len(cp._LOADED) == 1
     warm = next(iter(cp._LOADED.values()))
     assert cp.ProblemFactory(path, "refine", False)() is warm
     cp._LOADED.clear()
-    assert _prestart._warm(str(tmp_path / "nope"), "refine", False) is None
+    assert _prestart._warm(str(tmp_path / "nope"), "refine", False, ("gates",)) is None
     assert cp._LOADED == {}
-    assert _prestart.prestart(str(path), "refine", False, 0) is None  # no workers asked for
+    monkeypatch.setattr(run, "search_kernels_cached", lambda module, stages: False)
+    _prestart._warm(str(path), "refine", False, ("gates",))  # first run: imports only
+    assert cp._LOADED == {}
+    assert _prestart.prestart(str(path), "refine", False, ("gates",), 0) is None  # no workers

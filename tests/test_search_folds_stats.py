@@ -239,6 +239,9 @@ def test_jobs_auto_uses_the_cores_only_for_chains_of_several_stages():
     assert s.auto_jobs(cores=1) == 1
     assert s.with_(stage="gates").auto_jobs(cores=16) == 1
     assert s.with_(jobs=3).auto_jobs(cores=1) == 3  # an integer stays as given
+    assert s.with_(folds=1).auto_jobs(cores=8) == 1  # only the final chain
+    assert s.with_(stage="auto", auto_stages=("gates",)).auto_jobs(cores=2) == 2  # (inner CV)
+    assert 1 <= s.auto_jobs() <= 6  # the usable cores, at most 8 (casdri.scoring)
     with pytest.raises(InputError, match=r"--jobs must be an integer >= 1 or auto, got 'two'"):
         s.with_(jobs="two").validate()
     with pytest.raises(InputError, match=r"--jobs must be an integer >= 1, got 0"):

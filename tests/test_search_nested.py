@@ -459,7 +459,7 @@ def test_status_lines_from_the_start_and_per_chain(planted):
     from search.run import search_kernels_cached
 
     lines, stages = [], []
-    cached = search_kernels_cached(get_policy("refine"))
+    cached = search_kernels_cached(get_policy("refine"), ("gates",))
     run_search(planted, stage="gates", folds=2, trials=4, n_boot=100, on_status=lines.append,
                on_stage=stages.append)
     assert lines[0] == "loading the decision cache"
@@ -516,3 +516,21 @@ def test_auto_never_reruns_a_stage_from_the_same_setting_in_the_same_inner_fold(
     full = sum(n_stages - t for t in range(min(steps, n_stages))) * s.inner_folds
     final = [k for k in runs if k[1].startswith("final.")]
     assert 0 < len(final) <= full
+
+
+def test_compiling_is_said_from_the_kernels_the_stages_run(monkeypatch):
+    """A search whose stages do not sweep (gates, fusion, ``--stage auto``'s default pool)
+    never compiles the pairs driver or the trace: they do not decide "compiling kernels"."""
+    from casdri.policies import get_policy
+    from search import run
+
+    asked = []
+    monkeypatch.setattr(run, "kernels_cached",
+                        lambda policy, uses=None: asked.append((policy, uses)) or True)
+    refine = get_policy("refine")
+    assert run.search_kernels_cached(refine, ("fusion", "gates"))
+    assert asked == [("baseline", ("par",)), ("oracle", ("par",)), (refine, ("ser",))]
+    asked.clear()
+    monkeypatch.setattr(run.sweep, "kernels_cached", lambda: False)
+    assert not run.search_kernels_cached(refine, ("gates", "refine"))
+    assert asked[-1] == (refine, ("ser", "pairs_ser", "trace"))

@@ -208,6 +208,13 @@ def test_parallel_chains_run_here_and_in_workers_with_the_serial_results(tmp_pat
         assert np.array_equal(a.heldout_values, b.heldout_values, equal_nan=True)
     assert 1 <= len(here) < len(tasks)  # this process worked, and so did the worker
     assert "final" not in here  # the largest tune set went to the worker first
+    # jobs="auto" given to the library function itself (run_search resolves it before): a
+    # one-stage chain runs in this process alone, with the same result
+    assert settings.with_(jobs="auto").auto_jobs() == 1
+    auto = cv.run_chains(problem, x0, tasks, settings.with_(jobs="auto"),
+                         problem_factory=factory)
+    for a, b in zip(serial, auto):
+        assert np.array_equal(a.x_end, b.x_end)
 
 
 def test_a_chain_failing_in_a_worker_fails_the_search(tmp_path):
