@@ -9,7 +9,8 @@ all on 2 cores. A script printing figures, never a test.
 
 Usage: ``python benchmarks/bench_search.py [--stage all|auto|gates] [--repeats 1] [--storage URL]
 [--accept evidence|margin]
-[--soundscapes 1512] [--folds 5] [--trials 64] [--jobs auto] [--cache DIR] [--out DIR]``
+[--soundscapes 1512] [--folds 5] [--trials 64] [--jobs auto] [--no-prestart] [--cache DIR]
+[--out DIR]``
 """
 from __future__ import annotations
 
@@ -44,10 +45,27 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=lambda v: v if v == "auto" else int(v), default="auto",
                     help="chains in parallel processes, or auto (casdri-search's default: the "
                     "usable cores when a chain tunes more than one stage, else 1)")
+    ap.add_argument("--no-prestart", action="store_true",
+                    help="start the chain workers when the chains start, not with the command "
+                    "(casdri-search starts them with the command: search._prestart)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="existing cache directory (default: write a synthetic one)")
     ap.add_argument("--out", help="output folder (default: a temporary one)")
     args = ap.parse_args(argv)
+
+    from search._prestart import prestart
+    from search.settings import SearchSettings
+
+    plan = SearchSettings(stage=args.stage, folds=args.folds, repeats=args.repeats,
+                          jobs=args.jobs).validate()
+    n_workers = min(plan.auto_jobs(), plan.n_chains) - 1 if plan.folds > 1 else 0
+
+    def start_workers(path):  # as casdri-search does, before its heavy imports
+        if not args.no_prestart:
+            prestart(str(path), "refine", False, plan.chains[0], n_workers)
+
+    if args.cache:
+        start_workers(args.cache)
 
     import numpy as np
 
@@ -64,6 +82,7 @@ def main(argv=None) -> int:
     if not args.cache:
         make_synthetic_cache(cache_dir, n_soundscapes=args.soundscapes, seed=args.seed,
                              load=False)
+        start_workers(cache_dir)  # (after the imports here: the cache did not exist before)
     t_make = time.perf_counter() - t0
 
     t0 = time.perf_counter()  # numba compile/load of every kernel the search uses
@@ -94,7 +113,8 @@ def main(argv=None) -> int:
     print(f"cache: {args.soundscapes} soundscapes, written in {t_make:.1f} s; kernel warm-up "
           f"(numba compile or cache load) {t_warm:.1f} s, not counted")
     print(f"search: --stage {args.stage} --accept {args.accept} --repeats {args.repeats} --folds {args.folds} "
-          f"--trials {args.trials} --jobs {args.jobs} ({result.settings.jobs} process(es)) "
+          f"--trials {args.trials} --jobs {args.jobs} ({result.settings.jobs} process(es), "
+          f"workers started {'with the chains' if args.no_prestart else 'with the command'}) "
           f"--storage {args.storage or 'memory'}")
     st = result.stage_table()
     print(f"{'stage':<10} {'engine':<8} {'seconds':>8} {'settings':>9} {'clip evals':>11} "

@@ -66,6 +66,11 @@ def _warm(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tup
         problem.values(x[None, :], idx)
         if run.SWEEP_STAGES & set(stages):
             problem.pair_values(x[None, :], idx[:1])
+            for name, p in problem.params.items():  # (the trace behind the change points)
+                if p.per_class:
+                    problem.change_points(name, 0, x, idx)
+                    break
             sweep.warm_up()
+        lazy_import("search.engines").make_sampler("tpe", 0)  # (Optuna's sampler, SciPy)
     except Exception:  # noqa: BLE001 - the chains run the same steps and raise it
         return
