@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     plan = SearchSettings(stage=args.stage, folds=args.folds, repeats=args.repeats,
                           jobs=args.jobs).validate()
-    n_workers = min(plan.auto_jobs(), plan.n_chains) - 1 if plan.folds > 1 else 0
+    n_workers = plan.n_workers()
 
     def start_workers(path):  # as casdri-search does, before its heavy imports
         if not args.no_prestart:

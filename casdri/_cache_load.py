@@ -207,7 +207,7 @@ def build_arrays(meta: sc.CacheMeta, tables: dict) -> dict:
 
 
 def _separations(meta, parts, names, n_ref) -> dict:
-    C, K, n_sep, n_st = meta.n_classes, meta.n_tracks, len(meta.separators), meta.n_stages
+    C, n_sep, n_st = meta.n_classes, len(meta.separators), meta.n_stages
     max_len = int(62 // np.log2(C + 1))  # key codes stay below 2**62
     cols = {k: [] for k in ("s", "sep", "st", "slot", "qlen", "q", "code", "e", "snrlen", "snr",
                             "rmax", "smin", "file")}

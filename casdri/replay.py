@@ -225,6 +225,7 @@ def encode_settings(cache, policy, params) -> np.ndarray:
         params = np.stack([p.encode(cache) for p in params])
     if isinstance(params, (list, tuple)) and not params:
         raise PolicyError("no settings given")
+
     def forms() -> str:  # (only on an error: the layout is not free)
         return (f"expected a {cls.__name__}, a list of them, or an (n, "
                 f"{cls.n_params(cache)}) array of encoded settings")

@@ -183,10 +183,9 @@ def _run(args, parser) -> int:
     settings = settings_from_args(args)
     workers, started = None, False
     try:
-        if settings.folds > 1:  # the chain workers start with the command (search._prestart)
-            workers = lazy_import("search._prestart").prestart(
-                args.cache, args.policy, args.allow_incomplete, settings.chains[0],
-                min(settings.validate().auto_jobs(), settings.n_chains) - 1)
+        workers = lazy_import("search._prestart").prestart(  # (with the command)
+            args.cache, args.policy, args.allow_incomplete, settings.chains[0],
+            settings.validate().n_workers())
         DemoCacheMissing = lazy_import("search.casdri_problem").DemoCacheMissing
         report, runner = lazy_import("search.report"), lazy_import("search.run")
         report.check_out_dir(args.out)

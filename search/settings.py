@@ -158,6 +158,11 @@ class SearchSettings:
         one_stage = len(self.chains[0]) < 2 and self.stage != "auto"
         return 1 if one_stage else max(1, min(int(cores), self.n_chains))
 
+    def n_workers(self, cores: Optional[int] = None) -> int:
+        """Worker processes beside this one: `auto_jobs`, at most one process per chain
+        (`n_chains`), less this process (0: the chains run here alone)."""
+        return max(0, min(self.auto_jobs(cores), self.n_chains) - 1)
+
     def validate(self) -> "SearchSettings":
         """Check every field; returns self.
 

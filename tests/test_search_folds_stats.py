@@ -242,6 +242,10 @@ def test_jobs_auto_uses_the_cores_only_for_chains_of_several_stages():
     assert s.with_(folds=1).auto_jobs(cores=8) == 1  # only the final chain
     assert s.with_(stage="auto", auto_stages=("gates",)).auto_jobs(cores=2) == 2  # (inner CV)
     assert 1 <= s.auto_jobs() <= 6  # the usable cores, at most 8 (casdri.scoring)
+    # the workers beside this process (the CLI's prestart and the benchmark use it)
+    assert s.n_workers(cores=2) == 1 and s.n_workers(cores=64) == 5
+    assert s.with_(folds=1, jobs=4).n_workers() == 0  # one chain: none
+    assert s.with_(stage="gates").n_workers(cores=16) == 0
     with pytest.raises(InputError, match=r"--jobs must be an integer >= 1 or auto, got 'two'"):
         s.with_(jobs="two").validate()
     with pytest.raises(InputError, match=r"--jobs must be an integer >= 1, got 0"):

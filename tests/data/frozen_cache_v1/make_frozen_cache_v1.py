@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 
 
-def main() -> None:
+def main(here: Path = Path(__file__).parent) -> None:
+    """Write the cache and its expected.json into ``here`` (this folder; the version-2 script
+    writes the same cache into its own)."""
     from casdri.policies import BaselineParams, OracleParams, RefineParams
     from casdri.replay import replay
     from casdri.synthetic import make_synthetic_cache
 
-    here = Path(__file__).parent
     cache = make_synthetic_cache(here, n_soundscapes=6, seed=2026, n_stages=2, n_parts=2,
                                  quantize=True, sed_frames=4)
     settings = {
