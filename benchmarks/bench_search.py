@@ -60,9 +60,11 @@ def main(argv=None) -> int:
                           jobs=args.jobs).validate()
     n_workers = plan.n_workers()
 
+    workers = []
+
     def start_workers(path):  # as casdri-search does, before its heavy imports
         if not args.no_prestart:
-            prestart(str(path), "refine", False, plan.chains[0], n_workers)
+            workers.append(prestart(str(path), "refine", False, plan.chains[0], n_workers))
 
     if args.cache:
         start_workers(args.cache)
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
                         storage=args.storage, accept=args.accept)
     t_search = time.perf_counter() - t0
     t0 = time.perf_counter()
-    write_outputs(result, out)
+    write_outputs(result, out, executor=workers[0] if workers else None)  # as casdri-search
     t_write = time.perf_counter() - t0
     total = t_search + t_write
 

@@ -202,7 +202,8 @@ def _run(args, parser) -> int:
     finally:
         if workers is not None and not started:  # (an error, Ctrl-C or no demo: not left
             workers.shutdown(wait=False, kill_workers=True)  # to finish their start-up)
-    written = report.write_outputs(result, args.out, figures=not args.no_figures)
+    written = report.write_outputs(result, args.out, figures=not args.no_figures,
+                                   executor=workers)
     print("\n".join(runner.summarize(result)))
     n_fig = sum(1 for k in written if k not in ("policy", "trials", "report", "removed"))
     print(f"policy  -> {written['policy']}")

@@ -153,28 +153,59 @@ def _last_moves(result: SearchResult) -> dict:
     return out
 
 
-def _figures(result: SearchResult, draw):
+def _figures(result: SearchResult, draw, executor=None) -> list:
     """``(key, file name, PNG bytes)`` of every figure of the report, in report order, drawn
-    by ``draw`` (the `search.figures` module)."""
-    yield ("gain per stage", "gain_per_stage.png",
-           draw.stage_gains(result.stage_table(), bool(result.fold_results)))
+    by ``draw`` (the `search.figures` module). With an ``executor`` (the search's worker
+    processes, idle once the chains are done), one worker draws the threshold figures while
+    this process draws the others (the same bytes: `_draw_thresholds`); should it fail, they
+    are drawn here."""
     names = list(result.problem.class_names)
-    for param, moves in _last_moves(result).items():
-        yield f"score against {param}", f"threshold_{param}.png", draw.threshold(param, moves,
-                                                                                  names)
+    thresholds = [(f"score against {param}", f"threshold_{param}.png", (param, moves, names))
+                  for param, moves in _last_moves(result).items()]
+    remote = None
+    if executor is not None and thresholds:
+        try:
+            remote = executor.submit(_draw_thresholds, [args for *_, args in thresholds])
+        except Exception:  # noqa: BLE001 - (a broken pool) drawn here instead
+            remote = None
+    head = [("gain per stage", "gain_per_stage.png",
+             draw.stage_gains(result.stage_table(), bool(result.fold_results)))]
+    tail = []
     prob = result.problem
     if hasattr(prob, "per_class_table"):
-        yield "per-class CAPI-SDRi", "per_class.png", draw.per_class(
-            prob.per_class_table(result.x_final))
+        tail.append(("per-class CAPI-SDRi", "per_class.png", draw.per_class(
+            prob.per_class_table(result.x_final))))
     if hasattr(prob, "cache"):  # casdri.gap: where the dB go, by part and class
-        yield "gap to the oracle labelling bound", "gap.png", draw.gap(
-            explain(prob.cache, prob.policy, result.x_final))
+        tail.append(("gap to the oracle labelling bound", "gap.png", draw.gap(
+            explain(prob.cache, prob.policy, result.x_final))))
     if hasattr(prob, "confusion"):
-        yield "label confusion", "confusion.png", draw.confusion(*prob.confusion(result.x_final))
+        tail.append(("label confusion", "confusion.png",
+                     draw.confusion(*prob.confusion(result.x_final))))
+    drawn = None
+    if remote is not None:
+        try:
+            drawn = remote.result()
+        except Exception:  # noqa: BLE001 - the worker died or failed: draw them here
+            drawn = None
+    if drawn is None:
+        drawn = [draw.threshold(*args) for *_, args in thresholds]
+    return head + [(key, name, data) for (key, name, _), data in zip(thresholds, drawn)] + tail
 
 
-def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Outputs:
+def _draw_thresholds(jobs: list) -> list:
+    """PNG bytes of `search.figures.threshold` for each ``(param, moves, names)`` (in a worker
+    process: `_figures`)."""
+    draw = lazy_import("search.figures")
+    return [draw.threshold(*args) for args in jobs]
+
+
+def write_outputs(result: SearchResult, out_dir, figures: bool = True,
+                  executor=None) -> Outputs:
     """Write policy, trials and report into ``out_dir`` (created); returns the paths.
+
+    ``executor``: the search's worker processes (a ``concurrent.futures``-style executor, as
+    `search._prestart.prestart` returns), which draw some figures while this process draws
+    the rest; None draws every figure here. The files are the same either way.
 
     Every file is rendered in memory first (the figures take seconds) and only then written,
     each atomically and all in one `casdri._io.deferred_interrupts` block: a run stopped by
@@ -194,7 +225,7 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True) -> Output
              ("trials", "trials.parquet", trials.getvalue())]
     figs = {}
     if figures:  # matplotlib is imported only here (search.figures): --no-figures skips it
-        for key, name, data in _figures(result, lazy_import("search.figures")):
+        for key, name, data in _figures(result, lazy_import("search.figures"), executor):
             figs[key] = (name, data)
             files.append((key, f"figures/{name}", data))
     files.append(("report", "report.md", _markdown(result, figs).encode()))

@@ -137,3 +137,58 @@ def test_deferred_interrupts_lets_the_block_s_own_error_through():
             signal.raise_signal(signal.SIGINT)
             raise OSError(28, "No space left on device")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A search whose final chain swept per-class thresholds (so the report has threshold
+    figures)."""
+    cache = make_synthetic_cache(tmp_path_factory.mktemp("swept") / "cache",
+                                 n_soundscapes=80, seed=3, load=False)
+    return run_search(cache, stage="per-class", folds=1, seed=0)
+
+
+class _Executor:
+    """An executor stand-in: ``submit`` returns a future holding ``answer`` (the same bytes
+    for every figure, or an exception) without running the function, and records what it was
+    asked; ``answer=None``: ``submit`` itself fails, as a broken pool's does."""
+
+    def __init__(self, answer):
+        self.answer, self.asked = answer, []
+
+    def submit(self, fn, jobs):
+        from concurrent.futures import Future
+        self.asked.append(fn)
+        if self.answer is None:
+            raise OSError("the pool is broken")
+        f = Future()
+        if isinstance(self.answer, Exception):
+            f.set_exception(self.answer)
+        else:
+            f.set_result([self.answer] * len(jobs))
+        return f
+
+
+def test_a_worker_process_draws_the_threshold_figures_byte_for_byte(swept, tmp_path):
+    """With the search's worker processes (loky, as casdri-search passes them), one worker
+    draws the threshold figures; every file equals the one drawn in this process."""
+    from joblib.externals.loky import get_reusable_executor
+    here = report.write_outputs(swept, tmp_path / "here")
+    assert sum(k.startswith("score against") for k in here) >= 2
+    worker = report.write_outputs(swept, tmp_path / "worker",
+                                  executor=get_reusable_executor(max_workers=1))
+    assert _snapshot(tmp_path / "worker") == _snapshot(tmp_path / "here")
+    assert list(worker) == list(here)  # the report's order
+
+
+def test_the_workers_figures_are_used_and_a_failed_worker_is_drawn_here(swept, tmp_path):
+    here = _snapshot(report.write_outputs(swept, tmp_path / "here")["report"].parent)
+    fake = _Executor(b"drawn by the worker")
+    out = report.write_outputs(swept, tmp_path / "fake", executor=fake)
+    assert fake.asked == [report._draw_thresholds]
+    thresholds = [k for k in out if k.startswith("score against")]
+    assert thresholds and all(out[k].read_bytes() == b"drawn by the worker" for k in thresholds)
+    assert out["per-class CAPI-SDRi"].read_bytes() == here["figures/per_class.png"]
+    for name, answer in (("died", RuntimeError("the worker died")), ("broken", None)):
+        report.write_outputs(swept, tmp_path / name, executor=_Executor(answer))
+        assert _snapshot(tmp_path / name) == here
