@@ -10,9 +10,10 @@ so most of a worker's start-up is hidden.
 This module imports nothing heavy at its top: the command calls it before its own heavy
 imports. The worker's task (`_warm`) does the imports there and builds the problem of
 `search.casdri_problem.ProblemFactory` (kept in the worker for the chains, keyed by the cache's
-files) when the kernels are already compiled; on a first run (nothing compiled yet) it imports
-only, and the kernels load once this process has compiled them. Its errors are left to the
-chains, which raise them.
+files). On a first run (nothing compiled yet) it compiles the kernels a chain runs, on a tiny
+synthetic cache, while this process compiles the ones it runs before the chains: the
+compilation is split over two cores instead of one. Its errors are left to the chains, which
+raise them.
 """
 from __future__ import annotations
 
@@ -51,26 +52,53 @@ def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, stages: 
 
 
 def _warm(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tuple) -> None:
-    """In a worker: import the search and, when its kernels are compiled, build the problem
-    (under the key a chain's `ProblemFactory` looks up) and load the kernels."""
-    np = lazy_import("numpy")
-    cp, run, sweep = (lazy_import(f"search.{m}") for m in ("casdri_problem", "run", "sweep"))
+    """In a worker: import the search and build the problem (under the key a chain's
+    `ProblemFactory` looks up) and load its kernels. On a first run (the kernels are not in
+    Numba's disk cache) it first compiles the kernels a chain runs on a tiny synthetic cache
+    (`_compile_chain_kernels`), while the main process compiles the ones it needs before the
+    chains (the cache's tables, the baseline's and the oracle's drivers)."""
+    cp, run = lazy_import("search.casdri_problem"), lazy_import("search.run")
     try:
         path = cp.demo_cache_path() if cache is None else Path(cache)
         module = lazy_import("casdri.policies").get_policy(policy)
-        if path is None or not run.search_kernels_cached(module, stages):
+        if path is None:
             return
-        problem = cp.ProblemFactory(path, policy, allow_incomplete)()
-        x = problem.start_vector()
-        idx = np.arange(min(4, problem.n_soundscapes))
-        problem.values(x[None, :], idx)
-        if run.SWEEP_STAGES & set(stages):
-            problem.pair_values(x[None, :], idx[:1])
-            for name, p in problem.params.items():  # (the trace behind the change points)
-                if p.per_class:
-                    problem.change_points(name, 0, x, idx)
-                    break
-            sweep.warm_up()
+        if not run.search_kernels_cached(module, stages):
+            _compile_chain_kernels(module, stages)
+            if not run.search_kernels_cached(module, stages):
+                return  # (the main process's kernels are not ready yet: the chains load them)
+        _run_chain_kernels(cp.ProblemFactory(path, policy, allow_incomplete)(), stages)
         lazy_import("search.engines").make_sampler("tpe", 0)  # (Optuna's sampler, SciPy)
     except Exception:  # noqa: BLE001 - the chains run the same steps and raise it
         return
+
+
+def _run_chain_kernels(problem, stages: tuple) -> None:
+    """Replay the start setting through every kernel a chain of ``stages`` runs (serial
+    values and, for sweeping stages, pairs, the trace behind the change points and the sweep
+    passes), compiling or loading each."""
+    np, sweep = lazy_import("numpy"), lazy_import("search.sweep")
+    run = lazy_import("search.run")
+    x = problem.start_vector()
+    idx = np.arange(min(4, problem.n_soundscapes))
+    problem.values(x[None, :], idx)
+    if run.SWEEP_STAGES & set(stages):
+        problem.pair_values(x[None, :], idx[:1])
+        for name, p in problem.params.items():  # each kind (some read the policy's trace)
+            if p.per_class:
+                problem.change_points(name, 0, x, idx)
+        sweep.warm_up()
+
+
+def _compile_chain_kernels(module, stages: tuple) -> None:
+    """First run: compile the kernels of `_run_chain_kernels` on a synthetic cache of 8
+    soundscapes (the same argument types as any cache's, so Numba's disk cache then serves
+    the main process and the chains). Its own tables compile here too, beside the main
+    process's (2 cores: the worker's core is idle until the chains)."""
+    import tempfile
+
+    synthetic = lazy_import("casdri.synthetic")
+    cp = lazy_import("search.casdri_problem")
+    with tempfile.TemporaryDirectory(prefix="casdri-compile-") as d:
+        dc = synthetic.make_synthetic_cache(Path(d) / "cache", n_soundscapes=8, seed=0)
+        _run_chain_kernels(cp.CasdriProblem(dc, module.NAME), stages)

@@ -171,3 +171,60 @@ def test_a_second_search_does_not_say_it_compiles(tmp_path):
     assert said[0] == ["scoring baseline and oracle (compiling kernels: first run only, about "
                        "a minute)"]
     assert said[1] == ["scoring baseline and oracle"]
+
+
+COMPILED = """
+from casdri._jit_cache import is_cached
+from casdri.policies import drivers, get_policy
+from search import sweep
+
+def compiled():
+    own, base = drivers(get_policy("refine")), drivers(get_policy("baseline"))
+    return [is_cached(own.ser), is_cached(own.pairs_ser), is_cached(own.trace),
+            sweep.kernels_cached(), is_cached(base.par)]
+"""
+
+COMPILE_IN_WORKER = COMPILED + """
+import json
+from search import _prestart
+before = compiled()
+_prestart._compile_chain_kernels(get_policy("refine"), ("per-class", "refine"))
+print(json.dumps([before, compiled()]))
+"""
+
+CHECK = COMPILED + """
+import json, sys
+import numpy as np
+from casdri.synthetic import make_synthetic_cache
+from search.casdri_problem import CasdriProblem
+had = compiled()
+problem = CasdriProblem(make_synthetic_cache(sys.argv[1], n_soundscapes=40, seed=5))
+x, idx = problem.start_vector(), np.arange(40)
+problem.values(x[None, :], idx)
+problem.pair_values(x[None, :], idx[:1])
+problem.change_points("energy_gate_db", 3, x, idx)
+own = drivers(get_policy("refine"))
+stats = [own.ser.stats, own.pairs_ser.stats, own.trace.stats]
+print(json.dumps([had, [len(st.cache_hits) for st in stats],
+                  [len(st.cache_misses) for st in stats]]))
+"""
+
+
+@pytest.mark.slow
+def test_a_first_run_worker_compiles_what_the_chains_run_into_numbas_disk_cache(tmp_path):
+    """On a first run a prestarted worker (`search._prestart._compile_chain_kernels`) compiles
+    the kernels a sweeping chain runs on a synthetic cache; another process (the command, a
+    chain) then loads them from the disk cache for another cache (same argument types), and
+    compiles none of them again. The baseline's parallel driver is left to the command (it
+    runs it before the chains)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=str(ROOT))
+    out = []
+    for code in (COMPILE_IN_WORKER, CHECK):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert out[0] == [[False] * 5, [True, True, True, True, False]]
+    had, hits, misses = out[1]
+    assert had == [True, True, True, True, False]
+    assert hits == [1, 1, 1] and misses == [0, 0, 0]  # loaded for another cache, not compiled

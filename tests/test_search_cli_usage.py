@@ -140,6 +140,9 @@ def test_prestarted_worker_builds_the_problem_the_chains_ask_for(tmp_path, monke
     assert _prestart._warm(str(tmp_path / "nope"), "refine", False, ("gates",)) is None
     assert cp._LOADED == {}
     monkeypatch.setattr(run, "search_kernels_cached", lambda module, stages: False)
-    _prestart._warm(str(path), "refine", False, ("gates",))  # first run: imports only
-    assert cp._LOADED == {}
+    compiled = []
+    monkeypatch.setattr(_prestart, "_compile_chain_kernels",
+                        lambda module, stages: compiled.append((module.NAME, stages)))
+    _prestart._warm(str(path), "refine", False, ("gates",))  # first run: compiles, loads none
+    assert compiled == [("refine", ("gates",))] and cp._LOADED == {}
     assert _prestart.prestart(str(path), "refine", False, ("gates",), 0) is None  # no workers
