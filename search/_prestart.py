@@ -17,6 +17,7 @@ raise them.
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -95,8 +96,6 @@ def _compile_chain_kernels(module, stages: tuple) -> None:
     soundscapes (the same argument types as any cache's, so Numba's disk cache then serves
     the main process and the chains). Its own tables compile here too, beside the main
     process's (2 cores: the worker's core is idle until the chains)."""
-    import tempfile
-
     synthetic = lazy_import("casdri.synthetic")
     cp = lazy_import("search.casdri_problem")
     with tempfile.TemporaryDirectory(prefix="casdri-compile-") as d:

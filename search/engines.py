@@ -322,8 +322,7 @@ class _SharedIntersection(optuna.search_space.IntersectionSearchSpace):
     copy: the TPE sampler only reads them. Used where `_vector_estimator` is (Optuna 4.5-5.x)."""
 
     def calculate(self, study, use_cache=False):
-        from optuna.search_space.intersection import _calculate
-
+        _calculate = lazy_import("optuna.search_space.intersection")._calculate
         if self._study_id is None:
             self._study_id = study._study_id
         elif self._study_id != study._study_id:
@@ -340,8 +339,7 @@ def _teller() -> Callable:
     follows; ``Study.tell`` itself on others."""
     if _vector_estimator() is None:
         return lambda study, trial, value: study.tell(trial, value)
-    from optuna.study._tell import _tell_with_warning
-
+    _tell_with_warning = lazy_import("optuna.study._tell")._tell_with_warning
     return lambda study, trial, value: _tell_with_warning(
         study=study, trial=trial, value_or_values=value)
 
