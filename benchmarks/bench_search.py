@@ -47,7 +47,9 @@ def main(argv=None) -> int:
                     "usable cores when a chain tunes more than one stage, else 1)")
     ap.add_argument("--no-prestart", action="store_true",
                     help="start the chain workers when the chains start, not with the command "
-                    "(casdri-search starts them with the command: search._prestart)")
+                    "(casdri-search starts them with the command: search._prestart); the "
+                    "outputs then draw every figure in this process, as before the workers "
+                    "drew the threshold figures")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="existing cache directory (default: write a synthetic one)")
     ap.add_argument("--out", help="output folder (default: a temporary one)")

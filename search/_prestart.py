@@ -10,14 +10,13 @@ so most of a worker's start-up is hidden.
 This module imports nothing heavy at its top: the command calls it before its own heavy
 imports. The worker's task (`_warm`) does the imports there and builds the problem of
 `search.casdri_problem.ProblemFactory` (kept in the worker for the chains, keyed by the cache's
-files). On a first run (nothing compiled yet) it compiles the kernels a chain runs, on a tiny
-synthetic cache, while this process compiles the ones it runs before the chains: the
-compilation is split over two cores instead of one. Its errors are left to the chains, which
-raise them.
+files). On a first run (nothing compiled yet) the first worker compiles the kernels a chain
+runs, on a tiny synthetic cache, while this process compiles the ones it runs before the
+chains: the compilation is split over two processes instead of done in one. Its errors are
+left to the chains, which raise them.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -46,18 +45,20 @@ def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, stages: 
         return None
     executor = lazy_import("joblib.externals.loky").get_reusable_executor(
         max_workers=n_workers, timeout=WORKER_IDLE_S)
-    for _ in range(n_workers):
+    for i in range(n_workers):  # (one compiles on a first run: the others would repeat it)
         executor.submit(_warm, None if cache is None else str(cache), policy, allow_incomplete,
-                        tuple(stages))
+                        tuple(stages), i == 0)
     return executor
 
 
-def _warm(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tuple) -> None:
+def _warm(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tuple,
+          compile_first_run: bool = True) -> None:
     """In a worker: import the search and build the problem (under the key a chain's
     `ProblemFactory` looks up) and load its kernels. On a first run (the kernels are not in
-    Numba's disk cache) it first compiles the kernels a chain runs on a tiny synthetic cache
-    (`_compile_chain_kernels`), while the main process compiles the ones it needs before the
-    chains (the cache's tables, the baseline's and the oracle's drivers)."""
+    Numba's disk cache) and when ``compile_first_run``, it first compiles the kernels a chain
+    runs on a tiny synthetic cache (`_compile_chain_kernels`), while the main process
+    compiles the ones it needs before the chains (the cache's tables, the baseline's and the
+    oracle's drivers); without it, a first run only imports."""
     cp, run = lazy_import("search.casdri_problem"), lazy_import("search.run")
     try:
         path = cp.demo_cache_path() if cache is None else Path(cache)
@@ -65,6 +66,8 @@ def _warm(cache: Optional[str], policy: str, allow_incomplete: bool, stages: tup
         if path is None:
             return
         if not run.search_kernels_cached(module, stages):
+            if not compile_first_run:
+                return
             _compile_chain_kernels(module, stages)
             if not run.search_kernels_cached(module, stages):
                 return  # (the main process's kernels are not ready yet: the chains load them)
@@ -95,9 +98,9 @@ def _compile_chain_kernels(module, stages: tuple) -> None:
     """First run: compile the kernels of `_run_chain_kernels` on a synthetic cache of 8
     soundscapes (the same argument types as any cache's, so Numba's disk cache then serves
     the main process and the chains). Its own tables compile here too, beside the main
-    process's (2 cores: the worker's core is idle until the chains)."""
-    synthetic = lazy_import("casdri.synthetic")
-    cp = lazy_import("search.casdri_problem")
-    with tempfile.TemporaryDirectory(prefix="casdri-compile-") as d:
-        dc = synthetic.make_synthetic_cache(Path(d) / "cache", n_soundscapes=8, seed=0)
-        _run_chain_kernels(cp.CasdriProblem(dc, module.NAME), stages)
+    process's (2 cores: the worker's core is idle until the chains). The synthetic cache is
+    held in memory (its folder is deleted once it is loaded), so a worker killed while it
+    compiles leaves no files behind."""
+    dc = lazy_import("casdri.synthetic").make_synthetic_cache(None, n_soundscapes=8, seed=0)
+    _run_chain_kernels(lazy_import("search.casdri_problem").CasdriProblem(dc, module.NAME),
+                       stages)

@@ -260,14 +260,16 @@ class BatchTPESampler(optuna.samplers.TPESampler):
             self._parzen_estimator_cls = vector
             self._search_space = _SharedIntersection(include_pruned=True)
         self._last: dict = {}  # handle_below -> (key, estimator)
-        self._finished: dict = {}  # (storage, study, trial number, space) -> internal values
+        self._finished: dict = {}  # "space": (study, search space); trial number: its row
 
-    def _get_internal_repr(self, trials, search_space, study):
-        """Optuna's ``_get_internal_repr`` (the same arrays), a finished trial's row kept."""
+    def _get_internal_repr(self, trials, search_space, *study):
+        """Optuna's ``_get_internal_repr`` (the same arrays), a finished trial's row kept.
+        ``study`` is passed where Optuna passes it (5.x; 4.5-4.7 do not)."""
         if not self._followed:
-            return super()._get_internal_repr(trials, search_space, study)
+            return super()._get_internal_repr(trials, search_space, *study)
         names = tuple(search_space)
-        space = (id(study._storage), study._study_id, tuple(search_space.items()))
+        owner = (id(study[0]._storage), study[0]._study_id) if study else ()
+        space = (owner, tuple(search_space.items()))
         if self._finished.get("space") != space:  # one study and space per sampler in practice
             self._finished = {"space": space}
         rows = []
@@ -275,7 +277,7 @@ class BatchTPESampler(optuna.samplers.TPESampler):
             finished = trial.state.is_finished()
             row = self._finished.get(trial.number) if finished else None
             if row is None:
-                params = self._get_params(trial, study)
+                params = self._get_params(trial, *study)
                 row = (tuple(search_space[n].to_internal_repr(params[n]) for n in names)
                        if search_space.keys() <= params.keys() else ())
                 if finished:

@@ -153,12 +153,17 @@ def _last_moves(result: SearchResult) -> dict:
     return out
 
 
+#: seconds `_figures` waits for a worker's threshold figures before drawing them itself
+FIGURES_TIMEOUT_S = 120.0
+
+
 def _figures(result: SearchResult, draw, executor=None) -> list:
     """``(key, file name, PNG bytes)`` of every figure of the report, in report order, drawn
     by ``draw`` (the `search.figures` module). With an ``executor`` (the search's worker
     processes, idle once the chains are done), one worker draws the threshold figures while
-    this process draws the others (the same bytes: `_draw_thresholds`); should it fail, they
-    are drawn here."""
+    this process draws the others (`_draw_thresholds`: the same bytes, with matplotlib's
+    settings as the worker imported them); should it fail, or not answer within
+    `FIGURES_TIMEOUT_S`, they are drawn here."""
     names = list(result.problem.class_names)
     thresholds = [(f"score against {param}", f"threshold_{param}.png", (param, moves, names))
                   for param, moves in _last_moves(result).items()]
@@ -184,8 +189,8 @@ def _figures(result: SearchResult, draw, executor=None) -> list:
     drawn = None
     if remote is not None:
         try:
-            drawn = remote.result()
-        except Exception:  # noqa: BLE001 - the worker died or failed: draw them here
+            drawn = remote.result(timeout=FIGURES_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - the worker died, failed or hangs: draw them here
             drawn = None
     if drawn is None:
         drawn = [draw.threshold(*args) for *_, args in thresholds]
@@ -205,7 +210,9 @@ def write_outputs(result: SearchResult, out_dir, figures: bool = True,
 
     ``executor``: the search's worker processes (a ``concurrent.futures``-style executor, as
     `search._prestart.prestart` returns), which draw some figures while this process draws
-    the rest; None draws every figure here. The files are the same either way.
+    the rest; None draws every figure here. The files are the same either way, unless the
+    caller changed matplotlib's settings (``rcParams``) in this process: a worker draws with
+    the settings it imported.
 
     Every file is rendered in memory first (the figures take seconds) and only then written,
     each atomically and all in one `casdri._io.deferred_interrupts` block: a run stopped by

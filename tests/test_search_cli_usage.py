@@ -145,4 +145,11 @@ def test_prestarted_worker_builds_the_problem_the_chains_ask_for(tmp_path, monke
                         lambda module, stages: compiled.append((module.NAME, stages)))
     _prestart._warm(str(path), "refine", False, ("gates",))  # first run: compiles, loads none
     assert compiled == [("refine", ("gates",))] and cp._LOADED == {}
+    _prestart._warm(str(path), "refine", False, ("gates",), False)  # another worker: imports
+    assert len(compiled) == 1 and cp._LOADED == {}
+    answers = iter([False, True])  # compiled by this worker, the command's kernels ready: load
+    monkeypatch.setattr(run, "search_kernels_cached", lambda module, stages: next(answers))
+    _prestart._warm(str(path), "refine", False, ("gates",))
+    assert len(compiled) == 2 and len(cp._LOADED) == 1
+    cp._LOADED.clear()
     assert _prestart.prestart(str(path), "refine", False, ("gates",), 0) is None  # no workers

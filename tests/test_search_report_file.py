@@ -175,8 +175,19 @@ def test_a_worker_process_draws_the_threshold_figures_byte_for_byte(swept, tmp_p
     from joblib.externals.loky import get_reusable_executor
     here = report.write_outputs(swept, tmp_path / "here")
     assert sum(k.startswith("score against") for k in here) >= 2
-    worker = report.write_outputs(swept, tmp_path / "worker",
-                                  executor=get_reusable_executor(max_workers=1))
+
+    class Watched:  # the loky executor, its futures kept (a failed one is drawn here)
+        def __init__(self):
+            self.pool, self.futures = get_reusable_executor(max_workers=1), []
+
+        def submit(self, fn, *args):
+            self.futures.append(self.pool.submit(fn, *args))
+            return self.futures[-1]
+
+    watched = Watched()
+    worker = report.write_outputs(swept, tmp_path / "worker", executor=watched)
+    assert len(watched.futures) == 1 and watched.futures[0].exception() is None
+    assert len(watched.futures[0].result()) == sum(k.startswith("score against") for k in here)
     assert _snapshot(tmp_path / "worker") == _snapshot(tmp_path / "here")
     assert list(worker) == list(here)  # the report's order
 
