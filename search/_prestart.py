@@ -22,7 +22,7 @@ from typing import Optional
 
 from casdri._cli import lazy_import
 
-from .settings import WORKER_IDLE_S
+from .settings import worker_pool
 
 __all__ = ["prestart"]
 
@@ -43,8 +43,7 @@ def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, stages: 
     """
     if n_workers < 1:
         return None
-    executor = lazy_import("joblib.externals.loky").get_reusable_executor(
-        max_workers=n_workers, timeout=WORKER_IDLE_S)
+    executor = worker_pool(n_workers)
     for i in range(n_workers):  # (one compiles on a first run: the others would repeat it)
         executor.submit(_warm, None if cache is None else str(cache), policy, allow_incomplete,
                         tuple(stages), i == 0)

@@ -24,13 +24,12 @@ from typing import Callable, Optional
 
 import numba
 import numpy as np
-from joblib.externals.loky import get_reusable_executor
 from tqdm.auto import tqdm
 
 from .engines import open_storage
 from .nested import Selection, select_stages
 from .objective import Objective
-from .settings import WORKER_IDLE_S, SearchSettings
+from .settings import SearchSettings, worker_pool
 from .stages import StageContext, StageRecord, run_chain
 
 __all__ = ["ChainResult", "run_fold_chain", "run_chains", "single_numba_thread"]
@@ -172,7 +171,7 @@ def _run_chains_parallel(problem, x_start, tasks, settings, split_fn, factory) -
     bar = tqdm(total=len(tasks), desc=f"chains ({settings.auto_jobs()} jobs)",
                disable=not settings.progress)
     n_workers = min(settings.auto_jobs(), len(tasks)) - 1
-    executor = get_reusable_executor(max_workers=n_workers, timeout=WORKER_IDLE_S)
+    executor = worker_pool(n_workers)
 
     def take():
         with done:

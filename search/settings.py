@@ -42,9 +42,20 @@ def stage_names(stage: str) -> tuple:
     return (stage,)
 
 
-#: seconds an idle chain worker waits for work before it exits (loky's reusable executor; the
-#: same in `search._prestart` and `search.cv`, or loky would rebuild the executor)
+#: seconds an idle chain worker waits for work before it exits (`worker_pool`)
 WORKER_IDLE_S = 120
+
+
+def worker_pool(n_workers: int):
+    """The search's worker processes (``n_workers >= 1``): joblib's reusable loky executor,
+    the one `search._prestart` starts and `search.cv` and `search.report` then use (one call,
+    the same arguments, or loky would rebuild it). Made by joblib's own factory
+    (``joblib.executor.get_memmapping_executor``), so that a later ``joblib.Parallel`` in the
+    same process (a notebook generating soundscapes after a search) can take it over: one made
+    by loky's ``get_reusable_executor`` lacks what joblib adds, and that ``Parallel`` failed
+    with ``AttributeError: ... '_temp_folder_manager'``."""
+    return lazy_import("joblib.executor").get_memmapping_executor(
+        n_workers, timeout=WORKER_IDLE_S)
 
 
 @dataclass(frozen=True)

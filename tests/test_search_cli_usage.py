@@ -153,3 +153,16 @@ def test_prestarted_worker_builds_the_problem_the_chains_ask_for(tmp_path, monke
     assert len(compiled) == 2 and len(cp._LOADED) == 1
     cp._LOADED.clear()
     assert _prestart.prestart(str(path), "refine", False, ("gates",), 0) is None  # no workers
+
+
+def test_joblib_parallel_runs_after_the_searchs_workers_in_one_process():
+    """A notebook that searches with workers (`search.settings.worker_pool`) and then runs a
+    ``joblib.Parallel`` (generating soundscapes, say) in the same process: the Parallel takes
+    the executor over or replaces it. With an executor from loky's ``get_reusable_executor``
+    it failed: ``'_ReusablePoolExecutor' object has no attribute '_temp_folder_manager'``."""
+    from joblib import Parallel, delayed
+    from search.settings import worker_pool
+    pool = worker_pool(2)
+    assert pool.submit(abs, -3).result() == 3
+    assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+    assert worker_pool(2).submit(abs, -5).result() == 5  # and the search's pool after it

@@ -170,15 +170,16 @@ class _Executor:
 
 
 def test_a_worker_process_draws_the_threshold_figures_byte_for_byte(swept, tmp_path):
-    """With the search's worker processes (loky, as casdri-search passes them), one worker
-    draws the threshold figures; every file equals the one drawn in this process."""
-    from joblib.externals.loky import get_reusable_executor
+    """With the search's worker processes (`search.settings.worker_pool`, as casdri-search
+    passes them), one worker draws the threshold figures; every file equals the one drawn in
+    this process."""
+    from search.settings import worker_pool
     here = report.write_outputs(swept, tmp_path / "here")
     assert sum(k.startswith("score against") for k in here) >= 2
 
     class Watched:  # the loky executor, its futures kept (a failed one is drawn here)
         def __init__(self):
-            self.pool, self.futures = get_reusable_executor(max_workers=1), []
+            self.pool, self.futures = worker_pool(1), []
 
         def submit(self, fn, *args):
             self.futures.append(self.pool.submit(fn, *args))
