@@ -2,14 +2,19 @@
 ``import casdri``, each in a fresh interpreter (what a user waits for before any work), and
 with ``--search`` the whole warm ``casdri-search --stage gates`` on the demo cache (one run first
 compiles or loads the kernels; the timed runs write into a temporary folder), with and without
-its figures.
+its figures. ``--cold`` times the README's first search instead: ``casdri-search`` (the
+default chain, ``--no-figures``) with an empty Numba cache folder each run (every kernel
+compiles), then the same command warm.
 
 Prints the best and the median of ``--repeat`` runs per command (other processes on the
 machine only ever add time; the best is the figure to compare with the 0.5 s goal of issue 13,
-the median shows the load). A script printing figures, never a test.
+the median shows the load). ``--against OTHER_CHECKOUT`` times every command on both checkouts,
+alternating run by run (this machine's speed drifts within minutes), for a before/after in one
+run. A script printing figures, never a test.
 
-Usage: ``python benchmarks/bench_cli.py [--repeat 7] [--root CHECKOUT] [--search]``
-(``--root path/to/other/checkout`` measures another checkout with the same interpreter).
+Usage: ``python benchmarks/bench_cli.py [--repeat 7] [--root CHECKOUT] [--against CHECKOUT]
+[--search | --cold]`` (``--root path/to/other/checkout`` measures another checkout with the
+same interpreter).
 """
 from __future__ import annotations
 
@@ -35,14 +40,31 @@ SEARCH = {
 }
 
 
-def wall_times(args: list[str], root: Path, repeat: int) -> list[float]:
+COLD = {
+    "search, empty Numba cache": ["-m", "search.cli", "--no-figures"],
+    "search, warm": ["-m", "search.cli", "--no-figures"],
+}
+
+
+def wall_time(args: list[str], root: Path, cold: bool = False) -> float:
+    """Seconds of one run of ``python ARGS`` in ``root`` (``cold``: with an empty Numba cache
+    folder made for this run, else the user's)."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    out = []
-    for _ in range(repeat):
+    with tempfile.TemporaryDirectory() as fresh:
+        if cold:
+            env["NUMBA_CACHE_DIR"] = fresh
         t0 = time.perf_counter()
         subprocess.run([sys.executable, *args], cwd=root, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+
+def wall_times(args: list[str], roots: list[Path], repeat: int, cold: bool = False) -> dict:
+    """``{root: [seconds]}``, the roots alternating run by run."""
+    out = {r: [] for r in roots}
+    for _ in range(repeat):
+        for r in roots:
+            out[r].append(wall_time(args, r, cold))
     return out
 
 
@@ -50,20 +72,33 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--root", type=Path, default=ROOT, help="checkout to measure")
+    p.add_argument("--against", type=Path, help="a second checkout, timed alternately")
     p.add_argument("--search", action="store_true",
                    help="also time the warm `casdri-search --stage gates` (goal: < 5 s)")
+    p.add_argument("--cold", action="store_true",
+                   help="only the first `casdri-search` (empty Numba cache) and a warm one")
     args = p.parse_args()
-    print(f"{args.root} ({args.repeat} runs each, fresh interpreter, wall seconds; load average "
-          f"{os.getloadavg()[0]:.2f})")
-    commands = dict(COMMANDS)
+    roots = [args.root] + ([args.against] if args.against else [])
+    print(f"{', '.join(map(str, roots))} ({args.repeat} runs each, fresh interpreter, wall "
+          f"seconds; load average {os.getloadavg()[0]:.2f})")
+    commands = {} if args.cold else dict(COMMANDS)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.search:
+        if args.search and not args.cold:
             for name, cmd in SEARCH.items():
                 commands[name] = [*cmd, "--out", str(Path(tmp, name.strip().replace(" ", "_")))]
-            wall_times(commands["search --stage gates"], args.root, 1)  # kernels compiled/loaded
+            for r in roots:  # kernels compiled/loaded
+                wall_time(commands["search --stage gates"], r)
+        if args.cold:
+            for name, cmd in COLD.items():
+                commands[name] = [*cmd, "--out", str(Path(tmp, "cold"))]
+            for r in roots:
+                wall_time(commands["search, warm"], r)
         for name, cmd in commands.items():
-            t = wall_times(cmd, args.root, args.repeat)
-            print(f"  {name:<26} best {min(t):6.3f}  median {statistics.median(t):6.3f}")
+            times = wall_times(cmd, roots, args.repeat, cold="empty" in name)
+            for r, t in times.items():
+                where = f"  [{r}]" if len(roots) > 1 else ""
+                print(f"  {name:<26} best {min(t):6.3f}  median {statistics.median(t):6.3f}"
+                      f"{where}")
 
 
 if __name__ == "__main__":
