@@ -44,6 +44,8 @@ COLD = {
     "search, empty Numba cache": ["-m", "search.cli", "--no-figures"],
     "search, warm": ["-m", "search.cli", "--no-figures"],
 }
+#: the commands timed with an empty Numba cache folder each run
+COLD_NAMES = {"search, empty Numba cache"}
 
 
 def wall_time(args: list[str], root: Path, cold: bool = False) -> float:
@@ -60,10 +62,11 @@ def wall_time(args: list[str], root: Path, cold: bool = False) -> float:
 
 
 def wall_times(args: list[str], roots: list[Path], repeat: int, cold: bool = False) -> dict:
-    """``{root: [seconds]}``, the roots alternating run by run."""
+    """``{root: [seconds]}``, the roots alternating run by run, in the order A B B A ... (so
+    that neither always runs first)."""
     out = {r: [] for r in roots}
-    for _ in range(repeat):
-        for r in roots:
+    for i in range(repeat):
+        for r in (roots if i % 2 == 0 else roots[::-1]):
             out[r].append(wall_time(args, r, cold))
     return out
 
@@ -73,17 +76,20 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--root", type=Path, default=ROOT, help="checkout to measure")
     p.add_argument("--against", type=Path, help="a second checkout, timed alternately")
-    p.add_argument("--search", action="store_true",
-                   help="also time the warm `casdri-search --stage gates` (goal: < 5 s)")
-    p.add_argument("--cold", action="store_true",
-                   help="only the first `casdri-search` (empty Numba cache) and a warm one")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--search", action="store_true",
+                      help="also time the warm `casdri-search --stage gates` (goal: < 5 s)")
+    what.add_argument("--cold", action="store_true",
+                      help="only the first `casdri-search` (empty Numba cache) and a warm one")
     args = p.parse_args()
-    roots = [args.root] + ([args.against] if args.against else [])
+    roots = [args.root.resolve()] + ([args.against.resolve()] if args.against else [])
+    if len(set(roots)) < len(roots):
+        p.error("--against names the checkout --root measures")
     print(f"{', '.join(map(str, roots))} ({args.repeat} runs each, fresh interpreter, wall "
           f"seconds; load average {os.getloadavg()[0]:.2f})")
     commands = {} if args.cold else dict(COMMANDS)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.search and not args.cold:
+        if args.search:
             for name, cmd in SEARCH.items():
                 commands[name] = [*cmd, "--out", str(Path(tmp, name.strip().replace(" ", "_")))]
             for r in roots:  # kernels compiled/loaded
@@ -94,7 +100,7 @@ def main() -> None:
             for r in roots:
                 wall_time(commands["search, warm"], r)
         for name, cmd in commands.items():
-            times = wall_times(cmd, roots, args.repeat, cold="empty" in name)
+            times = wall_times(cmd, roots, args.repeat, cold=name in COLD_NAMES)
             for r, t in times.items():
                 where = f"  [{r}]" if len(roots) > 1 else ""
                 print(f"  {name:<26} best {min(t):6.3f}  median {statistics.median(t):6.3f}"

@@ -51,11 +51,15 @@ def worker_pool(n_workers: int):
     the one `search._prestart` starts and `search.cv` and `search.report` then use (one call,
     the same arguments, or loky would rebuild it). Made by joblib's own factory
     (``joblib.executor.get_memmapping_executor``), so that a later ``joblib.Parallel`` in the
-    same process (a notebook generating soundscapes after a search) can take it over: one made
+    same process (a notebook generating soundscapes after a search) can replace it: one made
     by loky's ``get_reusable_executor`` lacks what joblib adds, and that ``Parallel`` failed
-    with ``AttributeError: ... '_temp_folder_manager'``."""
+    with ``AttributeError: ... '_temp_folder_manager'``. Arrays travel pickled, as with loky
+    (``max_nbytes=None``: joblib would otherwise hand a worker arrays over 1 MB as read-only
+    memory maps, in files kept until the process exits), and no shared-memory folder is made
+    (``temp_folder``: the system's temporary folder, used only if something is written)."""
     return lazy_import("joblib.executor").get_memmapping_executor(
-        n_workers, timeout=WORKER_IDLE_S)
+        n_workers, timeout=WORKER_IDLE_S, max_nbytes=None,
+        temp_folder=lazy_import("tempfile").gettempdir())
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,18 @@ def test_joblib_parallel_runs_after_the_searchs_workers_in_one_process():
     assert pool.submit(abs, -3).result() == 3
     assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
     assert worker_pool(2).submit(abs, -5).result() == 5  # and the search's pool after it
+
+
+def _writable_array_arrives(a):
+    import numpy as np
+    return type(a) is np.ndarray and a.flags.writeable and float(a.sum())
+
+
+def test_the_searchs_workers_get_large_arrays_as_plain_writable_arrays():
+    """A problem sent to the workers (``run_search`` on an in-memory cache) holds arrays of
+    many MB: they arrive as ordinary writable arrays, as with loky's own executor, not as
+    joblib's read-only memory maps in files kept until the process exits."""
+    import numpy as np
+    from search.settings import worker_pool
+    big = np.ones(400_000)  # 3.2 MB
+    assert worker_pool(1).submit(_writable_array_arrives, big).result() == 400_000.0
