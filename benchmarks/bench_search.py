@@ -47,26 +47,22 @@ def main(argv=None) -> int:
                     "usable cores when a chain tunes more than one stage, else 1)")
     ap.add_argument("--no-prestart", action="store_true",
                     help="start the chain workers when the chains start, not with the command "
-                    "(casdri-search starts them with the command: search._prestart); the "
-                    "outputs then draw every figure in this process, as before the workers "
-                    "drew the threshold figures")
+                    "(casdri-search starts them with the command: search._prestart)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="existing cache directory (default: write a synthetic one)")
     ap.add_argument("--out", help="output folder (default: a temporary one)")
     args = ap.parse_args(argv)
 
     from search._prestart import prestart
-    from search.settings import SearchSettings
+    from search.settings import SearchSettings, worker_pool
 
     plan = SearchSettings(stage=args.stage, folds=args.folds, repeats=args.repeats,
                           jobs=args.jobs).validate()
     n_workers = plan.n_workers()
 
-    workers = []
-
     def start_workers(path):  # as casdri-search does, before its heavy imports
         if not args.no_prestart:
-            workers.append(prestart(str(path), "refine", False, plan.chains[0], n_workers))
+            prestart(str(path), "refine", False, plan.chains[0], n_workers)
 
     if args.cache:
         start_workers(args.cache)
@@ -106,7 +102,8 @@ def main(argv=None) -> int:
                         storage=args.storage, accept=args.accept)
     t_search = time.perf_counter() - t0
     t0 = time.perf_counter()
-    write_outputs(result, out, executor=workers[0] if workers else None)  # as casdri-search
+    write_outputs(result, out,  # the workers draw some figures, as in casdri-search
+                  executor=worker_pool(n_workers) if n_workers else None)
     t_write = time.perf_counter() - t0
     total = t_search + t_write
 

@@ -284,7 +284,7 @@ class BatchTPESampler(optuna.samplers.TPESampler):
                     self._finished[trial.number] = row
             if row:
                 rows.append(row)
-        columns = zip(*rows) if rows else ((() for _ in names))
+        columns = zip(*rows) if rows else (() for _ in names)
         return {n: np.asarray(list(col)) for n, col in zip(names, columns)}
 
     def _build_parzen_estimator(self, study, search_space, trials, handle_below=False):
