@@ -67,7 +67,7 @@ def _atomic_table(table: pa.Table, path: Path, name: str, meta: sc.CacheMeta) ->
                                            **sc.part_metadata(name, meta)})
     strings = [f.name for f in sc.TABLES[name] if pa.types.is_string(f.type)]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", compression_level=9,
+        pq.write_table(table, tmp, compression="zstd", compression_level=sc.ZSTD_LEVEL,
                        use_dictionary=strings, use_byte_stream_split=sc.BYTE_STREAM_SPLIT[name],
                        row_group_size=1 << 17)
 

@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from cache_builder.system import (
-    CheckpointError, ModelOutputError, SystemConfigError, SystemSpec, load_system, pick_device,
-    sha256_file,
+    CheckpointError, ModelOutputError, SystemConfigError, SystemSpec, distinct_rows,
+    load_system, pick_device, sha256_file,
 )
 from casdri.labels import DCASE2026T4
 from tests.builder_models import TinySeparator, TinyTagger, write_system
@@ -213,3 +213,39 @@ def test_own_label_set_takes_any_sample_rate(tmp_path):
     y = _edit(write_system(tmp_path), lambda d: d.update(
         sample_rate_hz=16000, label_set=list(DCASE2026T4.classes)[::-1]))
     assert load_system(y, device="cpu").spec.sample_rate_hz == 16000
+
+
+def test_distinct_rows_compares_bits_not_values():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3, 4096)).astype(np.float32)
+    rows = base[[0, 1, 0, 2, 0, 1]].copy()
+    rows[4, 7] = np.nextafter(rows[4, 7], np.float32(10))   # off the probe (7 % 61 != 0)
+    rows[5, 61] = np.nextafter(rows[5, 61], np.float32(10))  # on the probe
+    first, inverse = distinct_rows(rows)
+    np.testing.assert_array_equal(first, [0, 1, 3, 4, 5])
+    np.testing.assert_array_equal(inverse, [0, 1, 0, 2, 3, 4])
+    assert first.dtype == inverse.dtype == np.int64
+    zeros = np.zeros((3, 100), np.float32)
+    zeros[1, 50] = -0.0                       # equal as a value, not as bits
+    zeros[:, 3] = np.nan                      # the same NaN in every row
+    np.testing.assert_array_equal(distinct_rows(zeros)[1], [0, 1, 0])
+    empty = distinct_rows(np.zeros((0, 8), np.float32))
+    assert empty[0].shape == empty[1].shape == (0,)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or sys.platform != "linux",
+                    reason="reads the resident size from /proc (Linux)")
+def test_keep_freed_memory_keeps_a_freed_block_resident():
+    """glibc returns a freed 256 MB block to the OS at once; after `keep_freed_memory` it
+    stays in the process for the next allocation (no fresh zero-filled pages)."""
+    code = (
+        "import os, sys, numpy as np\n"
+        "from cache_builder.system import keep_freed_memory\n"
+        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+        "a = np.ones(1 << 25); before = rss(); del a\n"
+        "print(round((before - rss()) / 2**20))\n")
+    freed = {how: int(subprocess.run([sys.executable, "-c", code, how], capture_output=True,
+                                     text=True, check=True).stdout) for how in ("keep", "plain")}
+    assert freed["plain"] >= 200     # 256 MB handed back
+    assert freed["keep"] <= 8        # kept for reuse
