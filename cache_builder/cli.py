@@ -149,7 +149,6 @@ def _build(args) -> int:
     if not args.no_progress and sys.stderr.isatty():  # a line before torch and the models
         print("casdri-cache build: loading torch and the system's models", file=sys.stderr,
               flush=True)
-    lazy_import("cache_builder.system").keep_freed_memory()
     try:
         report = lazy_import("cache_builder.build").build_cache(
             args.system, args.soundscapes, args.out,
@@ -167,7 +166,6 @@ def _build(args) -> int:
 
 
 def _apply(args) -> int:
-    lazy_import("cache_builder.system").keep_freed_memory()
     report = lazy_import("cache_builder.apply").apply_policy(args.system, args.policy, args.soundscapes, args.out,
                           zip_name=args.zip, oracle=False if args.no_oracle else args.oracle,
                           device=args.device,

@@ -50,7 +50,6 @@ YAML shape::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import pickle
 import sys
@@ -73,7 +72,7 @@ from ._spec import (CheckpointError, ModelOutputError, ModelSpec, SystemConfigEr
 __all__ = [
     "SystemConfigError", "CheckpointError", "ModelOutputError",
     "ModelSpec", "SystemSpec", "System", "load_system", "sha256_file", "pick_device",
-    "set_threads", "import_torch", "default_batch_size", "distinct_rows", "keep_freed_memory",
+    "set_threads", "import_torch", "default_batch_size", "distinct_rows",
 ]
 
 _PREFIXES = ("model.", "net.", "module.")
@@ -113,36 +112,6 @@ def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             members.append(hit)
         inverse[i] = hit
     return np.asarray(first, np.int64), inverse
-
-
-#: glibc's ``mallopt`` parameters (``malloc.h``)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-
-    The forward passes allocate and free tensors of hundreds of MB per batch (48 stacked
-    4-channel 10 s mixtures are 245 MB). glibc serves blocks over 32 MB with a fresh
-    ``mmap`` and unmaps them on free, so the kernel zero-fills every page again on first
-    touch: measured on the reference system (1 CPU thread, 12 soundscapes), 15.9 s of 51 s
-    were system time, 7.9 s with this. It sets ``M_MMAP_MAX`` to 0 (blocks come from the
-    heap) and ``M_TRIM_THRESHOLD`` to 2 GiB (the heap's free top is kept); the process keeps
-    its peak memory until it exits. Values do not change.
-
-    Returns:
-        True where glibc took both settings; False elsewhere (macOS, Windows, musl), where
-        nothing changes.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # pragma: no cover - a libc without mallopt (musl)
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def set_threads(threads: Optional[int]) -> None:

@@ -231,21 +231,3 @@ def test_distinct_rows_compares_bits_not_values():
     np.testing.assert_array_equal(distinct_rows(zeros)[1], [0, 1, 0])
     empty = distinct_rows(np.zeros((0, 8), np.float32))
     assert empty[0].shape == empty[1].shape == (0,)
-
-
-@pytest.mark.skipif(not Path("/proc/self/statm").exists() or sys.platform != "linux",
-                    reason="reads the resident size from /proc (Linux)")
-def test_keep_freed_memory_keeps_a_freed_block_resident():
-    """glibc returns a freed 256 MB block to the OS at once; after `keep_freed_memory` it
-    stays in the process for the next allocation (no fresh zero-filled pages)."""
-    code = (
-        "import os, sys, numpy as np\n"
-        "from cache_builder.system import keep_freed_memory\n"
-        "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
-        "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
-        "a = np.ones(1 << 25); before = rss(); del a\n"
-        "print(round((before - rss()) / 2**20))\n")
-    freed = {how: int(subprocess.run([sys.executable, "-c", code, how], capture_output=True,
-                                     text=True, check=True).stdout) for how in ("keep", "plain")}
-    assert freed["plain"] >= 200     # 256 MB handed back
-    assert freed["keep"] <= 8        # kept for reuse
