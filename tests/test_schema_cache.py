@@ -512,3 +512,20 @@ def test_casdri_cache_upgrade_command(tmp_path, capsys):
     assert main(["upgrade", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "is not a casdri cache" in err and len(err.strip().splitlines()) == 1
+
+
+def test_float_columns_are_written_byte_stream_split_and_load(tmp_path):
+    """Every float column `schema.BYTE_STREAM_SPLIT` names (the SED's float16 frames too) is
+    stored with that encoding, and the cache loads."""
+    path = make_synthetic_cache(tmp_path / "c", n_soundscapes=20, seed=1, sed_frames=16,
+                                load=False)
+    for table, columns in sc.BYTE_STREAM_SPLIT.items():
+        part = sorted((path / table).glob("part-*.parquet"))[0]
+        meta = pq.ParquetFile(part).metadata.row_group(0)
+        enc = {meta.column(i).path_in_schema: meta.column(i).encodings
+               for i in range(meta.num_columns)}
+        for col in columns:
+            assert "BYTE_STREAM_SPLIT" in enc[col], (table, col, enc[col])
+    sed = load_cache(path).sed
+    probs = np.asarray(sed.probs, np.float32)
+    assert probs.shape[0] == sed.offsets[-1] > 0 and ((probs >= 0) & (probs <= 1)).all()
