@@ -38,7 +38,7 @@ def prestart(cache: Optional[str], policy: str, allow_incomplete: bool, stages: 
         n_workers: the workers `search.cv` will use (``jobs - 1``).
 
     Returns:
-        the executor (its ``shutdown(wait=False, kill_workers=True)`` stops the workers
+        the executor (its ``shutdown(wait=True, kill_workers=True)`` stops the workers
         should the command fail before its chains), or None.
     """
     if n_workers < 1:

@@ -201,7 +201,9 @@ def _run(args, parser) -> int:
         started = True
     finally:
         if workers is not None and not started:  # (an error, Ctrl-C or no demo: not left
-            workers.shutdown(wait=False, kill_workers=True)  # to finish their start-up)
+            workers.shutdown(wait=True, kill_workers=True)  # to finish their start-up; waiting
+            # lets the executor release its semaphores before exit, where the resource tracker
+            # would otherwise find them leaked and print a warning under the error)
     written = report.write_outputs(result, args.out, figures=not args.no_figures,
                                    executor=workers)
     print("\n".join(runner.summarize(result)))
