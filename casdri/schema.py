@@ -146,7 +146,7 @@ BYTE_STREAM_SPLIT = {"soundscapes": [f"{SNR_MIX_DB}.list.element"],
                      "separations": [ENERGY_DB, f"{SNR_DB}.list.element",
                                      f"{RETAG_MAX}.list.element", RETAG_SILENCE_MIN],
                      "sed": [f"{PROBS}.list.element"]}
-#: zstd level of every part file. Measured on the demo cache (500 soundscapes): 5.33 MB at
+#: zstd level of every part file. Measured on the 300 + 200-soundscape demo cache: 5.33 MB at
 #: level 9, 4.74 MB at 19 (with the SED's BYTE_STREAM_SPLIT); reading is as fast at any level,
 #: writing the demo's parts takes 2.5 s instead of 0.3 s
 ZSTD_LEVEL = 19

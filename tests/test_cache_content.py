@@ -89,11 +89,11 @@ BAD = {
     "sample rate 16 kHz": (lambda c: _edit_meta(c, sample_rate_hz=16000),
                            CacheSchemaError, r"sample_rate_hz 16000, but label set "
                            r"'dcase2026t4' is scored at 32000 Hz"),
-    "a whole chunk missing": (lambda c: [(c / t / "part-dev-000of001-00003.parquet").unlink()
+    "a whole chunk missing": (lambda c: [(c / t / "part-dev-000of002-00003.parquet").unlink()
                                          for t in sc.TABLES
-                                         if (c / t / "part-dev-000of001-00003.parquet").exists()],
-                              CacheError, r"incomplete cache: split 'dev': the parts hold 275 "
-                              r"of the 300 soundscapes.*--allow-incomplete"),
+                                         if (c / t / "part-dev-000of002-00003.parquet").exists()],
+                              CacheError, r"incomplete cache: split 'dev': the parts hold 1384 "
+                              r"of the 1512 soundscapes.*--allow-incomplete"),
 }
 DEMO_CLASSES = json.loads((DEMO / sc.META_FILE).read_text())["classes"]
 
@@ -107,24 +107,24 @@ def test_corrupt_cache_is_refused_at_load(demo, case):
 
 
 def test_demo_cache_passes_the_content_checks():
-    assert casdri.load_cache(DEMO).n_soundscapes == 500
+    assert casdri.load_cache(DEMO).n_soundscapes == 2012  # 1,512 dev + 500 eval
 
 
 def test_incomplete_cache_loads_when_told(demo):
     BAD["a whole chunk missing"][0](demo)
     with pytest.warns(UserWarning, match="incomplete cache"):
         cache = casdri.load_cache(demo, allow_incomplete=True)
-    assert cache.n_soundscapes == 475  # 500 less the 25 of the missing dev chunk
+    assert cache.n_soundscapes == 1884  # 2,012 less the 128 of the missing dev chunk
 
 
 @pytest.mark.parametrize("how, match", [
-    ("truncate", r"tagger/part-dev-000of001-00002.parquet: unreadable Parquet part \(\d+ "
-                 r"bytes.*delete the files of part 'dev-000of001-00002'"),
-    ("empty", r"tagger/part-dev-000of001-00002.parquet: unreadable Parquet part \(0 bytes"),
+    ("truncate", r"tagger/part-dev-000of002-00002.parquet: unreadable Parquet part \(\d+ "
+                 r"bytes.*delete the files of part 'dev-000of002-00002'"),
+    ("empty", r"tagger/part-dev-000of002-00002.parquet: unreadable Parquet part \(0 bytes"),
 ])
 def test_validate_names_a_truncated_or_empty_part(demo, how, match):
     from cache_builder.build import validate_cache
-    f = demo / "tagger" / "part-dev-000of001-00002.parquet"
+    f = demo / "tagger" / "part-dev-000of002-00002.parquet"
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2] if how == "truncate" else b"")
     problems = validate_cache(demo)
@@ -135,7 +135,7 @@ def test_validate_reports_a_missing_chunk_once_as_incomplete(demo):
     from cache_builder.build import validate_cache
     BAD["a whole chunk missing"][0](demo)
     problems = validate_cache(demo)
-    assert any("275" in p and "300" in p for p in problems), problems
+    assert any("1384" in p and "1512" in p for p in problems), problems
 
 
 def test_demo_cache_carries_sed_and_every_refinement_iteration():

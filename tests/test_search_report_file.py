@@ -121,12 +121,12 @@ def test_provenance_and_explain_say_which_soundscapes(tmp_path):
     result = run_search(demo, stage="gates", folds=2, trials=2, seed=0)
     prov = yaml.safe_load(report.write_outputs(result, tmp_path, figures=False)["policy"]
                           .read_text())["provenance"]
-    assert (prov["n_soundscapes"], prov["test_split"]) == (500, "eval")
-    assert (prov["tune_soundscapes"], prov["tune_splits"]) == (300, ["dev"])
+    assert (prov["n_soundscapes"], prov["test_split"]) == (2012, "eval")
+    assert (prov["tune_soundscapes"], prov["tune_splits"]) == (1512, ["dev"])
     cache = load_cache(demo)
-    assert explain(cache).source.endswith(", 500 soundscapes (split dev, eval)")
+    assert explain(cache).source.endswith(", 2012 soundscapes (split dev, eval)")
     assert explain(cache, mask=cache.split_mask("dev")).source.endswith(
-        ", 300 soundscapes (split dev)")
+        ", 1512 soundscapes (split dev)")
 
 
 def test_deferred_interrupts_lets_the_block_s_own_error_through():
