@@ -25,7 +25,7 @@ from .errors import InputError
 from .replay import scored_mean
 
 __all__ = ["dataset_mean", "BootstrapGain", "paired_bootstrap", "paired_bootstrap_parts",
-           "gain_difference", "cluster_weights"]
+           "gain_difference", "cluster_weights", "cluster_members"]
 
 _BATCH = 500  # resamples per block (bounds memory at _BATCH * S)
 
@@ -180,7 +180,7 @@ def _resampled_means(arrays, S: int, n_boot: int, seed: int, clusters=None) -> l
     clips: Σ w·v / Σ w)."""
     rows = [x if x.ndim == 2 else x[None, :] for x in arrays]
     rng = np.random.default_rng(seed)
-    members = None if clusters is None else _members(clusters, S)
+    members = None if clusters is None else cluster_members(clusters, S)
     out = [[] for _ in rows]
     left = int(n_boot)
     while left > 0 and S > 0:
@@ -277,13 +277,30 @@ def cluster_weights(clusters: Sequence, n_boot: int, seed: int = 0) -> np.ndarra
         ((1000, 3), True)
     """
     _check_boot(n_boot)
-    members, k = _members(clusters, len(clusters))
+    members, k = cluster_members(clusters, len(clusters))
     return _product_weights(members, k, int(n_boot), np.random.default_rng(seed))
 
 
-def _members(clusters, S: int) -> tuple[np.ndarray, int]:
-    """``((S, m) int64, K)``: cluster numbers ``0 .. K-1`` per soundscape, padded with ``K``
-    (a cluster of weight 1); a soundscape in no cluster gets a number of its own."""
+def cluster_members(clusters: Sequence, S: int) -> tuple[np.ndarray, int]:
+    """Number the clusters of each soundscape.
+
+    Args:
+        clusters: per soundscape, a sequence of hashable cluster ids (e.g. source recordings),
+            or one id (a ``str`` is one id); None or empty: a cluster of its own.
+        S: the number of soundscapes ``clusters`` must have.
+
+    Returns:
+        ``((S, m) int64, K)``: the cluster numbers ``0 .. K-1`` of each soundscape, padded to the
+        largest membership ``m`` with ``K`` (no cluster); a soundscape in no cluster gets a
+        number of its own, so ``K`` counts them too.
+
+    Raises:
+        InputError: ``clusters`` not of length ``S``.
+
+    Example:
+        >>> m, k = cluster_members([["a"], ["a", "b"], None], 3); m.tolist(), k
+        ([[0, 3], [0, 1], [2, 3]], 3)
+    """
     if len(clusters) != S:
         raise InputError(f"clusters: expected one entry per soundscape ({S}), got {len(clusters)}")
     ids: dict = {}

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import platform
 from pathlib import Path
+from typing import Optional
 
 import numba
 import numpy as np
@@ -58,6 +59,19 @@ def open_cache(cache, allow_incomplete: bool = False):
     if isinstance(cache, (str, Path)):
         return Path(cache), load_cache(cache, allow_incomplete=allow_incomplete)
     return None, cache
+
+
+def group_source(cache, group_by: Optional[str]) -> Optional[str]:
+    """What ``--group-by`` names on ``cache``: ``"recording"``, ``"room"``, a column name, or
+    None (``"none"``, or ``"auto"`` on a cache with neither recordings nor rooms). ``"auto"``
+    is the source recordings when the cache lists them, else the rooms."""
+    if group_by in (None, "none"):
+        return None
+    if group_by == "auto":
+        if cache.recordings is not None:
+            return "recording"
+        return "room" if cache.rooms is not None else None
+    return group_by
 
 
 class CasdriProblem:
@@ -114,6 +128,18 @@ class CasdriProblem:
 
     def change_points(self, name, cls, x, idx):
         return None if self._cp is None else self._cp(name, cls, x, idx)
+
+    def clusters(self, group_by: Optional[str] = "auto"):
+        """Per soundscape, the ids the evidence rule's paired test treats as one unit of
+        evidence (`search.acceptance.cluster_links`), or None.
+
+        Follows ``--group-by`` (`group_source`): the source recordings for ``"recording"``
+        (a soundscape's several recordings: overlapping clusters), the rooms for ``"room"``;
+        None for ``"none"``, a cache without that column, or another column (which groups the
+        folds only)."""
+        src = group_source(self.cache, group_by)
+        column = {"recording": self.cache.recordings, "room": self.cache.rooms}.get(src)
+        return None if column is None else list(column)
 
     # ---- policies, start and output
     def n_sources(self):

@@ -231,6 +231,10 @@ class SubProblem:
     def change_points(self, name, cls, x, idx):
         return self.full.change_points(name, cls, x, self.idx[np.asarray(idx)])
 
+    def clusters(self, group_by="auto"):
+        c = self.full.clusters(group_by)
+        return None if c is None else [c[i] for i in self.idx]
+
 
 class _SubFactory:
     """Picklable: rebuilds ``SubProblem(factory(), idx)`` in a worker."""
@@ -253,12 +257,9 @@ def cache_groups(dc, path, group_by: Optional[str]):
     Raises:
         InputError: the cache lacks what ``group_by`` names (with the fix).
     """
-    if group_by in (None, "none"):
+    group_by = cp.group_source(dc, group_by)
+    if group_by is None:
         return None, None
-    if group_by == "auto":
-        if dc.recordings is None and dc.rooms is None:
-            return None, None
-        group_by = "recording" if dc.recordings is not None else "room"
     if group_by == "recording":
         if dc.recordings is None:
             raise InputError("--group-by recording: the cache's soundscapes table has no "

@@ -81,6 +81,8 @@ class SearchSettings:
         group_by: soundscape grouping of the folds: ``"recording"``, ``"room"``, a column
             of the cache's soundscapes table, ``"none"``, or ``"auto"`` (the recordings when
             the cache has them, else its rooms, else none; see `search.run.cache_groups`).
+            The evidence rule's paired test is clustered by the same source (the recordings
+            or rooms; not a column) when the problem has them (`search.acceptance`, rule 5).
         n_trials: Optuna trials per joint stage and chain.
         margin: dB a per-class or coordinate move must gain to be kept (>= 0).
         sampler: ``"tpe"`` or ``"cmaes"``.

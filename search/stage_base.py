@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .acceptance import Acceptance, halves
+from .acceptance import Acceptance, cluster_links, halves
 from .objective import Objective
 from .settings import SearchSettings
 
@@ -94,14 +94,22 @@ class StageContext:
 
     def acceptance(self):
         """The chain's `search.acceptance.Acceptance`, bound to halves of its tune set (one
-        split per chain, seeded by ``seed`` and ``fold``; built once)."""
+        split per chain, seeded by ``seed`` and ``fold``; built once) and, under the evidence
+        rule, to the links between its tune soundscapes that share a source recording (or
+        room: the problem's ``clusters(group_by)``, when it has them)."""
         key = (self.accept, self.alpha, self.stage_alpha, self.min_changed, self.margin,
-               self.seed, self.fold, id(self.objective), self.objective.idx.shape[0])
+               self.seed, self.fold, id(self.objective), self.objective.idx.shape[0],
+               self.settings.group_by)
         cached = self.__dict__.get("_acceptance")
         if cached is None or cached[0] != key:
             parts = halves(self.objective.idx.shape[0], self.seed, self.fold)
+            links, g = None, 0
+            clusters = getattr(self.objective.problem, "clusters", None)
+            clusters = None if clusters is None else clusters(self.settings.group_by)
+            if clusters is not None and self.accept == "evidence":
+                links, g = cluster_links([clusters[i] for i in self.objective.idx])
             cached = (key, Acceptance(self.accept, self.alpha, self.min_changed, self.margin,
-                                      parts, self.stage_alpha))
+                                      parts, self.stage_alpha, links, g))
             self.__dict__["_acceptance"] = cached
         return cached[1]
 

@@ -11,8 +11,8 @@ from scipy import stats
 
 from casdri.errors import InputError
 from casdri.synthetic import QUIET_GATE_DB, make_synthetic_cache
-from search.acceptance import (Acceptance, halves, linearised_gains, one_sided_t_pvalue,
-                               part_scores)
+from search.acceptance import (Acceptance, cluster_links, clustered_t_pvalue, halves,
+                               linearised_gains, one_sided_t_pvalue, part_scores)
 from search.casdri_problem import CasdriProblem
 from search.moves import best_move, threshold_ends
 from search.objective import Objective
@@ -242,6 +242,111 @@ def test_one_sided_t_pvalue_equals_scipy_stats_ttest_1samp():
     assert one_sided_t_pvalue([1.0, 1.0, 1.0]) == 0.0
     assert one_sided_t_pvalue([-1.0, -1.0]) == 1.0
     assert np.isnan(one_sided_t_pvalue([0.0, 0.0, 0.0]))
+
+
+# ----------------------------------------------------------------------------- clustered test
+def _recordings(rng, n, n_rec=30, most=3):
+    """Per soundscape 1..most of ``n_rec`` recordings, a tenth of them none (zero-target)."""
+    return [() if rng.random() < 0.1 else tuple(rng.choice(n_rec, rng.integers(1, most + 1),
+                                                            replace=False))
+            for _ in range(n)]
+
+
+def test_clustered_t_pvalue_is_the_plain_test_when_no_soundscapes_share_a_recording():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        n = int(rng.integers(3, 200))
+        x = rng.normal(rng.normal(0, 0.3), 1, n)
+        links, g = cluster_links([None] * n)  # every soundscape a cluster of its own
+        assert g == n and links.nnz == n
+        np.testing.assert_allclose(clustered_t_pvalue(x, links, g), one_sided_t_pvalue(x),
+                                   rtol=1e-10)
+
+
+def test_clustered_variance_sums_every_pair_that_shares_a_recording():
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        n = int(rng.integers(5, 60))
+        recs = _recordings(rng, n, n_rec=8)
+        x = rng.normal(0.2, 1, n)
+        links, g = cluster_links(recs)
+        share = np.array([[s == t or bool(set(recs[s]) & set(recs[t])) for t in range(n)]
+                          for s in range(n)])
+        assert np.array_equal(links.toarray() == 1.0, share)
+        assert g == len({r for rs in recs for r in rs}) + sum(len(rs) == 0 for rs in recs)
+        e = x - x.mean()
+        v = sum(e[s] * e[t] for s in range(n) for t in range(n) if share[s, t]) * g / (g - 1)
+        if v > 0:
+            want = stats.t.sf(x.sum() / np.sqrt(v), g - 1)
+            np.testing.assert_allclose(clustered_t_pvalue(x, links, g), want, rtol=1e-9)
+        else:
+            assert np.isnan(clustered_t_pvalue(x, links, g))
+
+
+def test_a_gain_carried_by_one_recording_is_not_evidence():
+    """Planted: +2 dB on every soundscape of recording 0 and nowhere else. The plain paired
+    test keeps it (p < 1e-9: 40-odd soundscapes agree), but they are one recording's: on
+    soundscapes of other recordings the change gains nothing. Clustered, a move with it is
+    dropped and the reason says why; the same gain spread over soundscapes of every recording
+    is still kept. A joint stage's result is tested unclustered (`search.acceptance`, rule 5)."""
+    rng = np.random.default_rng(3)
+    n = 1000
+    recs = _recordings(rng, n)
+    v0 = rng.normal(4, 3, n)
+    one = v0 + np.array([2.0 if 0 in r else 0.0 for r in recs])
+    links, g = cluster_links(recs)
+    plain, clustered = _acc(n), _acc(n, links=links, n_clusters=g)
+    gain = dataset_mean(one) - dataset_mean(v0)
+    assert plain.judge(gain, v0, one).accepted
+    ev = clustered.judge(gain, v0, one)
+    assert not ev.accepted and "clustered by recording" in ev.reason and ev.p_value > 0.01, ev
+    assert clustered.judge(gain, v0, one, stage=True).accepted  # a joint stage: unclustered
+    spread = v0.copy()
+    spread[rng.choice(n, int((one != v0).sum()), replace=False)] += 2.0
+    ev = clustered.judge(dataset_mean(spread) - dataset_mean(v0), v0, spread)
+    assert ev.accepted and ev.p_value < 1e-6, ev
+
+
+def test_recording_effects_pass_the_plain_test_far_above_its_level_and_the_clustered_near_it():
+    """Pure noise between recordings: each of 30 recordings carries a random effect of the
+    change (mean 0: on soundscapes of new recordings it gains nothing). Over 200 draws at
+    alpha = 0.05 the plain paired test accepts far more often than 5 %; the clustered test
+    about at its level."""
+    plain = clustered = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n = 600
+        recs = _recordings(rng, n)
+        effect = rng.normal(0.0, 1.0, 30)
+        psi = np.array([effect[list(r)].mean() if r else 0.0 for r in recs])
+        psi += rng.normal(0.0, 1.0, n) * (rng.random(n) < 0.5)
+        links, g = cluster_links(recs)
+        plain += one_sided_t_pvalue(psi) < 0.05
+        clustered += max(one_sided_t_pvalue(psi), clustered_t_pvalue(psi, links, g)) < 0.05
+    assert plain >= 45, plain          # 22.5 % or more (59 here): the plain test is fooled
+    assert clustered <= 20, clustered  # nominal 10 of 200 (12 here)
+
+
+def test_the_search_clusters_its_acceptance_by_the_caches_recordings():
+    """On the demo cache (soundscapes list their recordings) every chain's rule is clustered
+    over its own tune soundscapes; ``--group-by none`` turns it off; ``--accept margin`` needs
+    no links."""
+    from search.casdri_problem import demo_cache_path, open_cache
+    from search.run import SubProblem
+
+    _, dc = open_cache(demo_cache_path(), False)
+    dev = np.flatnonzero(dc.split_mask("dev"))
+    problem = SubProblem(CasdriProblem(dc), dev)  # the tune split, as run_search makes it
+    mask = np.zeros(dev.size, bool)
+    mask[::3] = True
+    obj = Objective(problem, mask)
+    acc = StageContext(obj, SearchSettings(), "fold-0").acceptance()
+    recs = [dc.recordings[dev[i]] for i in np.flatnonzero(mask)]
+    links, g = cluster_links(recs)
+    assert acc.n_clusters == g and (acc.links != links).nnz == 0
+    assert acc.links.shape == (mask.sum(),) * 2
+    assert StageContext(obj, SearchSettings(group_by="none"), "fold-0").acceptance().links is None
+    assert StageContext(obj, SearchSettings(accept="margin"), "fold-0").acceptance().links is None
 
 
 @pytest.mark.parametrize("rule", ["evidence", "margin"])
