@@ -171,6 +171,55 @@ def test_planted_per_class_gate_is_accepted(tmp_path, seed):
     assert (np.delete(rec.x_end[col], c) < -70.0).all()
 
 
+class _WithRecordings(CasdriProblem):
+    """A synthetic cache's problem whose soundscapes list source recordings (as a cache with a
+    ``recordings`` column does)."""
+
+    def __init__(self, cache, recordings):
+        super().__init__(cache)
+        self._recordings = recordings
+
+    def clusters(self, group_by="auto"):
+        return None if group_by == "none" else self._recordings
+
+
+def test_a_planted_gate_is_kept_when_its_soundscapes_span_recordings_not_when_they_share_one(
+        tmp_path):
+    """The planted per-class gate of the test above, in a search that knows recordings. Its
+    soundscapes spread over 30 recordings: kept. The same soundscapes all of one recording
+    (the gain is that recording's): the move's clustered test drops it, and ``--group-by
+    none`` (no clusters) keeps it again."""
+    cache = make_synthetic_cache(tmp_path / "p", n_soundscapes=600, seed=0, noise=True,
+                                 planted={"quiet_false_positives": {PLANTED: 1.0}})
+    plain = CasdriProblem(cache)
+    x = plain.start_vector()
+    col = plain.params["energy_gate_db"].columns
+    c = plain.class_names.index(PLANTED)
+    y = x.copy()
+    y[col[c]] = QUIET_GATE_DB
+    full = Objective(plain, np.ones(plain.n_soundscapes, bool))
+    v0, v1 = full.values(x[None])[0], full.values(y[None])[0]
+    moved = ~((v0 == v1) | (np.isnan(v0) & np.isnan(v1)))
+    assert moved.sum() >= 20  # the planted effect: soundscapes the gate changes
+    rng = np.random.default_rng(0)
+    spread = [tuple(f"r{r}" for r in rng.choice(30, rng.integers(1, 4), replace=False))
+              for _ in range(plain.n_soundscapes)]
+    one = [("r0",) if m else tuple(r for r in rec if r != "r0") for m, rec in zip(moved, spread)]
+
+    def move(recordings, group_by="auto"):
+        problem = _WithRecordings(cache, recordings)
+        obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
+        acc = StageContext(obj, SearchSettings(seed=0, group_by=group_by)).acceptance()
+        return best_move(obj, x, problem.params["energy_gate_db"], c, obj.score(x), accept=acc)
+
+    kept = move(spread)
+    assert kept.kept and -70.0 < kept.value <= -40.0, kept.evidence
+    dropped = move(one)
+    assert not dropped.kept and "clustered by recording" in dropped.evidence.reason, \
+        dropped.evidence
+    assert move(one, group_by="none").kept
+
+
 def test_global_move_switches_a_gate_off(noise_cache):
     """A global move offers the threshold's ends (gate off / gate all) beside its sweep:
     from a harmful probability gate on every class it is kept, scoring at least "off", and the
