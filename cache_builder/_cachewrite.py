@@ -382,6 +382,6 @@ def info(path: Path, allow_incomplete: bool = False) -> dict:
             "models": list(cache.sed.models), "model": models.get("sed"),
             "n_with_sed": int(np.isfinite(cache.sed.frame_hop_s).any(axis=0).sum())},
         "n_parts": len(list((path / "soundscapes").glob("part-*.parquet"))),
-        "size_mb": round(sum(p.stat().st_size for p in files) / 2 ** 20, 3),
+        "size_mb": round(sum(p.stat().st_size for p in files) / 1e6, 3),  # MB = 10**6 bytes
         "casdri_version": meta.casdri_version, "schema_version": meta.schema_version,
     }

@@ -389,7 +389,7 @@ def _label_set_of(meta: sc.CacheMeta) -> LabelSet:
 
 def demo_cache_path() -> Optional[Path]:
     """Path of the demo cache casdri ships (``casdri/data/demo_cache``: the reference system
-    on a 300-soundscape ``dev`` and a 200-soundscape ``eval`` split; what ``casdri-search``
+    on a 1,512-soundscape ``dev`` and a 500-soundscape ``eval`` split; what ``casdri-search``
     tunes without ``--cache``), or None when this installation carries none.
 
     Example:

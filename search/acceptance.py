@@ -64,8 +64,9 @@ The two levels reflect how many decisions are taken: a coordinate descent tests 
 moves per pass (four 300-soundscape pure-noise caches, one pass of ``per-class`` and
 ``refine``, 792 per-class moves: 4 false acceptances at 0.05, none at 0.01; the 20-seed
 figures come from `benchmarks/bench_acceptance.py`), a joint stage is one
-decision per chain whose honest gain is large but spread over many soundscapes (on the demo
-cache a +0.2 to +0.5 dB cross-fitted gain of ``gates`` has p = 0.01 to 0.1).
+decision per chain whose honest gain is large but spread over many soundscapes (on the
+300-soundscape demo cache of an earlier release, a +0.2 to +0.5 dB cross-fitted gain of
+``gates`` had p = 0.01 to 0.1).
 Shrinkage of per-class values toward the shared value is the order of the moves (global first,
 each class then starts from the shared value and must earn its own, tested against it), and
 the one-standard-error rule keeps a kept change as small as the tune set supports.
@@ -128,7 +129,7 @@ def cluster_links(clusters) -> tuple:
     Returns:
         ``(links, G)``: ``links`` an ``(n, n)`` `scipy.sparse.csr_matrix` of float64, 1 where
         soundscapes ``s`` and ``t`` share at least one cluster (the diagonal included), else
-        0; ``G`` the number of clusters.
+        0; ``G`` the number of clusters, each soundscape without one counted as its own.
 
     Example:
         >>> L, g = cluster_links([["a"], ["a", "b"], ["b"], None]); L.toarray().tolist(), g
@@ -150,11 +151,16 @@ def clustered_t_pvalue(x, links, n_clusters: int) -> float:
 
     The variance of ``sum(x)`` is the cluster-robust one for overlapping (multi-membership)
     clusters: the sum of ``e_s e_t`` over every pair of soundscapes that share a cluster,
-    ``e = x - mean(x)``, with the small-sample factor ``G / (G - 1)`` (Aronow, Samii &
-    Assenova 2015, "Cluster-robust variance estimation for dyadic data", Political Analysis
-    23(4); Cameron, Gelbach & Miller 2011, "Robust inference with multiway clustering", J.
-    Business & Economic Statistics 29(2)); ``t = sum(x) / sqrt(V)`` against Student's t with
-    ``G - 1`` degrees of freedom.
+    ``e = x - mean(x)`` (Aronow, Samii & Assenova 2015, "Cluster-robust variance estimation
+    for dyadic data", Political Analysis 23(4); Cameron, Gelbach & Miller 2011, "Robust
+    inference with multiway clustering", J. Business & Economic Statistics 29(2)). The
+    small-sample factor ``G / (G - 1)`` and Student's t with ``G - 1`` degrees of freedom for
+    ``t = sum(x) / sqrt(V)`` are the one-way clustering conventions (Cameron & Miller 2015,
+    "A practitioner's guide to cluster-robust inference", J. Human Resources 50(2)), used here
+    as a heuristic for overlapping clusters. ``G`` counts every soundscape without a
+    recording as a cluster of its own. When all of a gain sits in the soundscapes of ``k``
+    clusters, ``t`` is at most about ``sqrt(k)``: a gain of two or three recordings cannot
+    pass at ``alpha = 0.01``, whatever the number of soundscapes.
 
     Args:
         x: ``(n,)`` float64 values (the linearised gains).
@@ -314,6 +320,7 @@ class Acceptance:
             also runs clustered (`clustered_t_pvalue`) and the larger p-value decides:
             soundscapes of one recording are not independent evidence (rule 5).
         n_clusters: the number of clusters of ``links``.
+        cluster_name: what a cluster is (``"recording"``, ``"room"``), for the reason line.
 
     Raises:
         InputError: unknown rule, ``alpha`` outside (0, 1), negative ``min_changed`` or margin.
@@ -327,6 +334,7 @@ class Acceptance:
     stage_alpha: float = 0.05
     links: Optional[object] = None
     n_clusters: int = 0
+    cluster_name: str = "recording"
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -388,7 +396,7 @@ class Acceptance:
             if self.links is not None and not stage:
                 pc = clustered_t_pvalue(psi, self.links, self.n_clusters)
                 if pc > p:
-                    p, test = pc, "paired t-test clustered by recording"
+                    p, test = pc, f"paired t-test clustered by {self.cluster_name}"
         if not all(np.isfinite(g) and g > TIE_DB for g in part_gain):
             why = "the halves disagree (honest gain {:+.4f} / {:+.4f} dB)".format(*part_gain)
         elif n_changed < int(self.min_changed):

@@ -130,16 +130,16 @@ class CasdriProblem:
         return None if self._cp is None else self._cp(name, cls, x, idx)
 
     def clusters(self, group_by: Optional[str] = "auto"):
-        """Per soundscape, the ids the evidence rule's paired test treats as one unit of
-        evidence (`search.acceptance.cluster_links`), or None.
+        """``(name, ids)``: per soundscape, the ids the evidence rule's paired test treats as
+        one unit of evidence (`search.acceptance.cluster_links`), and what they are; or None.
 
-        Follows ``--group-by`` (`group_source`): the source recordings for ``"recording"``
-        (a soundscape's several recordings: overlapping clusters), the rooms for ``"room"``;
+        Follows ``--group-by`` (`group_source`): ``("recording", ...)`` the source recordings
+        (a soundscape's several recordings: overlapping clusters), ``("room", ...)`` the rooms;
         None for ``"none"``, a cache without that column, or another column (which groups the
         folds only)."""
         src = group_source(self.cache, group_by)
         column = {"recording": self.cache.recordings, "room": self.cache.rooms}.get(src)
-        return None if column is None else list(column)
+        return None if column is None else (src, list(column))
 
     # ---- policies, start and output
     def n_sources(self):

@@ -85,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-folds", type=int_at_least(2), default=None, metavar="K",
                    help="folds of the inner cross-validation of --stage auto (default: "
                         f"{SearchSettings.inner_folds})")
-    p.add_argument("--group-by", default="auto", metavar="recording|room|COLUMN|none",
+    p.add_argument("--group-by", default="auto", metavar="auto|recording|room|COLUMN|none",
                    help="folds never split a group of soundscapes, and soundscapes sharing "
                         "a source recording (or room) count as one unit of evidence in the "
-                        "evidence rule's test (auto: by source recording when the cache "
-                        "records them, else by room; default: %(default)s)")
+                        "evidence rule's test of a move (a COLUMN groups the folds only; "
+                        "auto: by source recording when the cache records them, else by "
+                        "room; default: %(default)s)")
     p.add_argument("--split", metavar="NAME", help="tune on this split of the cache only "
                    "(default: all; with --test-split the split the cache has most of)")
     p.add_argument("--test-split", metavar="NAME|auto|none", default="auto",

@@ -233,7 +233,7 @@ class SubProblem:
 
     def clusters(self, group_by="auto"):
         c = self.full.clusters(group_by)
-        return None if c is None else [c[i] for i in self.idx]
+        return None if c is None else (c[0], [c[1][i] for i in self.idx])
 
 
 class _SubFactory:

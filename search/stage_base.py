@@ -103,13 +103,14 @@ class StageContext:
         cached = self.__dict__.get("_acceptance")
         if cached is None or cached[0] != key:
             parts = halves(self.objective.idx.shape[0], self.seed, self.fold)
-            links, g = None, 0
+            links, g, name = None, 0, "recording"
             clusters = getattr(self.objective.problem, "clusters", None)
             clusters = None if clusters is None else clusters(self.settings.group_by)
             if clusters is not None and self.accept == "evidence":
-                links, g = cluster_links([clusters[i] for i in self.objective.idx])
+                name, ids = clusters
+                links, g = cluster_links([ids[i] for i in self.objective.idx])
             cached = (key, Acceptance(self.accept, self.alpha, self.min_changed, self.margin,
-                                      parts, self.stage_alpha, links, g))
+                                      parts, self.stage_alpha, links, g, name))
             self.__dict__["_acceptance"] = cached
         return cached[1]
 

@@ -180,7 +180,7 @@ class _WithRecordings(CasdriProblem):
         self._recordings = recordings
 
     def clusters(self, group_by="auto"):
-        return None if group_by == "none" else self._recordings
+        return None if group_by == "none" else ("recording", self._recordings)
 
 
 def test_a_planted_gate_is_kept_when_its_soundscapes_span_recordings_not_when_they_share_one(
@@ -378,8 +378,8 @@ def test_recording_effects_pass_the_plain_test_far_above_its_level_and_the_clust
 
 def test_the_search_clusters_its_acceptance_by_the_caches_recordings():
     """On the demo cache (soundscapes list their recordings) every chain's rule is clustered
-    over its own tune soundscapes; ``--group-by none`` turns it off; ``--accept margin`` needs
-    no links."""
+    over its own tune soundscapes; ``--group-by room`` clusters by room; ``--group-by none``
+    turns it off; ``--accept margin`` needs no links."""
     from search.casdri_problem import demo_cache_path, open_cache
     from search.run import SubProblem
 
@@ -393,7 +393,10 @@ def test_the_search_clusters_its_acceptance_by_the_caches_recordings():
     recs = [dc.recordings[dev[i]] for i in np.flatnonzero(mask)]
     links, g = cluster_links(recs)
     assert acc.n_clusters == g and (acc.links != links).nnz == 0
-    assert acc.links.shape == (mask.sum(),) * 2
+    assert acc.links.shape == (mask.sum(),) * 2 and acc.cluster_name == "recording"
+    rooms = StageContext(obj, SearchSettings(group_by="room"), "fold-0").acceptance()
+    tuned = dev[np.flatnonzero(mask)]
+    assert rooms.cluster_name == "room" and rooms.n_clusters == len(set(dc.rooms[tuned]))
     assert StageContext(obj, SearchSettings(group_by="none"), "fold-0").acceptance().links is None
     assert StageContext(obj, SearchSettings(accept="margin"), "fold-0").acceptance().links is None
 
