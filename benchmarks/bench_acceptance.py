@@ -12,6 +12,11 @@ per-class moves (one class) and global moves. On the planted cache it also makes
 class's energy-gate move alone from the start (the rule's power for an effect of the measured
 size) and checks whether ``refine`` ends with the planted gate. Prints figures; asserts
 nothing.
+
+``--recordings N``: every soundscape also lists 1 to 3 of N source recordings drawn at random
+(`CasdriProblem(recordings=...)`), so each move's test also runs clustered by recording
+(`search.acceptance`, rule 5): the rule's false acceptances and power when soundscapes share
+recordings that carry no effect of their own.
 """
 from __future__ import annotations
 
@@ -25,19 +30,28 @@ from casdri.synthetic import QUIET_GATE_DB, make_synthetic_cache
 from search.casdri_problem import CasdriProblem
 from search.moves import best_move
 from search.objective import Objective
+from search.settings import SearchSettings
 from search.stages import StageContext, run_stage
 
 PLANTED_CLASS = "Cough"
 
 
-def run_one(cache, seed, rule, alpha, min_changed, margin):
-    problem = CasdriProblem(cache)
+def random_recordings(n: int, n_rec: int, seed: int):
+    """Per soundscape 1 to 3 of ``n_rec`` recordings (None when ``n_rec`` is 0)."""
+    if not n_rec:
+        return None
+    rng = np.random.default_rng([seed, n_rec])
+    return [tuple(rng.choice(n_rec, rng.integers(1, 4), replace=False)) for _ in range(n)]
+
+
+def run_one(cache, seed, rule, alpha, min_changed, margin, n_rec=0):
+    problem = CasdriProblem(cache, recordings=random_recordings(cache.n_soundscapes, n_rec, seed))
     obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
     x = problem.start_vector()
     out = {}
     for stage in ("per-class", "refine"):
-        ctx = StageContext(obj, seed=seed, accept=rule, alpha=alpha, min_changed=min_changed,
-                           margin=margin)
+        ctx = StageContext(obj, SearchSettings(seed=seed, accept=rule, alpha=alpha,
+                                               min_changed=min_changed, margin=margin))
         rec = run_stage(stage, x, ctx)
         kept = [m for m in rec.moves if m.kept]
         out[stage] = {
@@ -68,6 +82,8 @@ def main():
     ap.add_argument("--margin", type=float, default=0.05)
     ap.add_argument("--share", type=float, default=0.4)
     ap.add_argument("--sizes", default="300,1512")
+    ap.add_argument("--recordings", type=int, default=0,
+                    help="source recordings per cache (0: none, the plain test)")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",") if s]  # --sizes "": the planted caches only
     tot = {}
@@ -79,7 +95,8 @@ def main():
         for n in sizes:
             with tempfile.TemporaryDirectory() as tmp:
                 cache = make_synthetic_cache(f"{tmp}/c", n_soundscapes=n, seed=seed, noise=True)
-                _, _, out = run_one(cache, seed, a.rule, a.alpha, a.min_changed, a.margin)
+                _, _, out = run_one(cache, seed, a.rule, a.alpha, a.min_changed, a.margin,
+                                    a.recordings)
             for stage, r in out.items():
                 k = (n, stage)
                 tot[k] = tot.get(k, 0) + len(r["per_class"])
@@ -90,15 +107,16 @@ def main():
             cache = make_synthetic_cache(f"{tmp}/c", n_soundscapes=1512, seed=seed, noise=True,
                                          planted={"quiet_false_positives":
                                                   {PLANTED_CLASS: a.share}})
-            problem, x, out = run_one(cache, seed, a.rule, a.alpha, a.min_changed, a.margin)
+            problem, x, out = run_one(cache, seed, a.rule, a.alpha, a.min_changed, a.margin,
+                                      a.recordings)
         obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
         y = x.copy()
         y[problem.params["energy_gate_db"].columns[problem.class_names.index(PLANTED_CLASS)]] \
             = QUIET_GATE_DB
         eff = obj.score(y) - obj.score(x)
         effects.append(eff)
-        ctx = StageContext(obj, seed=seed, accept=a.rule, alpha=a.alpha,
-                           min_changed=a.min_changed, margin=a.margin)
+        ctx = StageContext(obj, SearchSettings(seed=seed, accept=a.rule, alpha=a.alpha,
+                                               min_changed=a.min_changed, margin=a.margin))
         m = best_move(obj, x, problem.params["energy_gate_db"],
                       problem.class_names.index(PLANTED_CLASS), obj.score(x),
                       accept=ctx.acceptance())
@@ -117,7 +135,8 @@ def main():
                   flush=True)
     n_seeds = a.seeds
     print(f"\nrule={a.rule} alpha={a.alpha} min_changed={a.min_changed} margin={a.margin} "
-          f"share={a.share}; {n_seeds} seeds, {time.perf_counter() - t0:.0f} s")
+          f"share={a.share} recordings={a.recordings}; {n_seeds} seeds, "
+          f"{time.perf_counter() - t0:.0f} s")
     for (n, stage, *g), v in sorted(tot.items(), key=lambda kv: (kv[0][0], kv[0][1], len(kv[0]))):
         what = "global" if g else "per-class"
         print(f"noise {n:5d} soundscapes, stage {stage:9s}: {v} accepted {what} changes "

@@ -80,6 +80,10 @@ class CasdriProblem:
     Args:
         cache: the loaded `casdri.cache.DecisionCache`.
         policy: a registered policy name or plug-in (`casdri.policies.POLICIES`).
+        recordings: per soundscape, its source recording ids (a sequence each; empty: none),
+            for the evidence rule's clustered test (`clusters`); default: the cache's
+            ``recordings`` column, if any. Give them when the cache lacks the column but its
+            metadata (e.g. the official dev set's) names them.
 
     Attributes:
         policy: the policy's name; module: its plug-in; Params: its parameter dataclass.
@@ -90,14 +94,19 @@ class CasdriProblem:
 
     Raises:
         PolicyError: an unknown policy.
+        InputError: ``recordings`` not of one entry per soundscape.
     """
 
     #: numba threads over settings in replay_matrix; off: a search makes many small replays
     #: (thread wake-ups cost more than they save) and runs chains in parallel processes
     parallel = False
 
-    def __init__(self, cache, policy="refine"):
+    def __init__(self, cache, policy="refine", recordings=None):
         self.module = get_policy(policy)
+        self._recordings = None if recordings is None else list(recordings)
+        if self._recordings is not None and len(self._recordings) != cache.n_soundscapes:
+            raise InputError(f"recordings: expected one entry per soundscape "
+                             f"({cache.n_soundscapes}), got {len(self._recordings)}")
         self.policy = self.module.NAME
         self.cache = cache
         self.Params = self.module.PARAMS
@@ -134,9 +143,12 @@ class CasdriProblem:
         one unit of evidence (`search.acceptance.cluster_links`), and what they are; or None.
 
         Follows ``--group-by`` (`group_source`): ``("recording", ...)`` the source recordings
-        (a soundscape's several recordings: overlapping clusters), ``("room", ...)`` the rooms;
-        None for ``"none"``, a cache without that column, or another column (which groups the
-        folds only)."""
+        (a soundscape's several recordings: overlapping clusters; the ``recordings`` given to
+        the constructor, else the cache's column), ``("room", ...)`` the rooms; None for
+        ``"none"``, a cache without that column, or another column (which groups the folds
+        only)."""
+        if self._recordings is not None and group_by in ("auto", "recording"):
+            return "recording", self._recordings
         src = group_source(self.cache, group_by)
         column = {"recording": self.cache.recordings, "room": self.cache.rooms}.get(src)
         return None if column is None else (src, list(column))

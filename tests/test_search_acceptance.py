@@ -171,21 +171,10 @@ def test_planted_per_class_gate_is_accepted(tmp_path, seed):
     assert (np.delete(rec.x_end[col], c) < -70.0).all()
 
 
-class _WithRecordings(CasdriProblem):
-    """A synthetic cache's problem whose soundscapes list source recordings (as a cache with a
-    ``recordings`` column does)."""
-
-    def __init__(self, cache, recordings):
-        super().__init__(cache)
-        self._recordings = recordings
-
-    def clusters(self, group_by="auto"):
-        return None if group_by == "none" else ("recording", self._recordings)
-
-
 def test_a_planted_gate_is_kept_when_its_soundscapes_span_recordings_not_when_they_share_one(
         tmp_path):
-    """The planted per-class gate of the test above, in a search that knows recordings. Its
+    """The planted per-class gate of the test above, in a search that knows recordings
+    (``CasdriProblem(cache, recordings=...)``, as for a cache without the column). Its
     soundscapes spread over 30 recordings: kept. The same soundscapes all of one recording
     (the gain is that recording's): the move's clustered test drops it, and ``--group-by
     none`` (no clusters) keeps it again."""
@@ -207,7 +196,7 @@ def test_a_planted_gate_is_kept_when_its_soundscapes_span_recordings_not_when_th
     one = [("r0",) if m else tuple(r for r in rec if r != "r0") for m, rec in zip(moved, spread)]
 
     def move(recordings, group_by="auto"):
-        problem = _WithRecordings(cache, recordings)
+        problem = CasdriProblem(cache, recordings=recordings)
         obj = Objective(problem, np.ones(problem.n_soundscapes, bool))
         acc = StageContext(obj, SearchSettings(seed=0, group_by=group_by)).acceptance()
         return best_move(obj, x, problem.params["energy_gate_db"], c, obj.score(x), accept=acc)
@@ -218,6 +207,9 @@ def test_a_planted_gate_is_kept_when_its_soundscapes_span_recordings_not_when_th
     assert not dropped.kept and "clustered by recording" in dropped.evidence.reason, \
         dropped.evidence
     assert move(one, group_by="none").kept
+    with pytest.raises(InputError, match=r"recordings: expected one entry per soundscape "
+                                         r"\(600\), got 3"):
+        CasdriProblem(cache, recordings=one[:3])
 
 
 def test_global_move_switches_a_gate_off(noise_cache):
