@@ -402,7 +402,9 @@ def run_search(cache=None, settings: Optional[SearchSettings] = None, policy_in=
             notes.append(f"WARNING: --group-by auto: the {group_by} groups ({n_groups}, the "
                          f"largest {largest} of {len(groups)} soundscapes) cannot make "
                          f"{settings.folds} balanced folds; folds are not grouped, so the "
-                         f"held-out estimate may be optimistic if soundscapes share a {group_by}")
+                         f"held-out estimate may be optimistic if soundscapes share a {group_by}"
+                         + ("" if settings.accept != "evidence" else
+                            f" (each move's evidence test is still clustered by {group_by})"))
             groups, group_by = None, None
     if policy_in is not None:
         notes.append(_policy_in_warning(policy_in, dc))

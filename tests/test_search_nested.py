@@ -484,13 +484,19 @@ def test_auto_with_a_test_split_in_parallel_equals_serial(grouped):
 
 def test_auto_grouping_falls_back_with_a_warning_when_groups_cannot_make_folds(tmp_path):
     """Generated caches from a small pool: every soundscape shares a recording (one group).
-    ``--group-by auto`` then folds ungrouped and says so; ``--group-by recording`` refuses."""
+    ``--group-by auto`` then folds ungrouped and says so, and that the evidence rule's moves
+    are still tested clustered by recording (not under ``--accept margin``); ``--group-by
+    recording`` refuses."""
     path = make_synthetic_cache(tmp_path / "cache", n_soundscapes=30, seed=1, load=False)
     ids = list(load_cache(path).soundscape_ids)
     _rewrite_soundscapes(path, recordings={s: ["noise0", f"ev{i}"] for i, s in enumerate(ids)})
     r = run_search(path, stage="gates", folds=3, trials=2, n_boot=100)
     assert r.folds.group_by is None
-    assert any("--group-by auto" in w and "not grouped" in w for w in r.warnings)
+    assert any("--group-by auto" in w and "not grouped" in w and
+               "each move's evidence test is still clustered by recording" in w
+               for w in r.warnings)
+    m = run_search(path, stage="gates", folds=3, trials=2, n_boot=100, accept="margin")
+    assert any("not grouped" in w and "clustered" not in w for w in m.warnings)
     with pytest.raises(InputError, match="groups by recording"):
         run_search(path, stage="gates", folds=3, trials=2, n_boot=100, group_by="recording")
 
